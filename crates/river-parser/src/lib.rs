@@ -3,8 +3,10 @@
 //! and diagnostics that point at `file:line:col`.
 
 pub mod ast;
+pub mod diag;
 pub mod span;
 pub mod value;
 
+pub use diag::{Diagnostic, Diagnostics};
 pub use span::{LineCol, LineIndex, Span};
 pub use value::{Capsule, Function, Number, Value};
