@@ -1,1 +1,5 @@
-//! placeholder
+//! rill's components, one module per component, named like the component
+//! (`discovery.relabel` lives in `discovery/relabel.rs`).
+
+pub mod discovery;
+pub mod pyroscope;

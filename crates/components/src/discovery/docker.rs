@@ -1,0 +1,1 @@
+//! `discovery.docker` (in progress).

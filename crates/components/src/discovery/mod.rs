@@ -1,0 +1,4 @@
+//! `discovery.*` components: they find targets (label sets).
+
+pub mod docker;
+pub mod relabel;

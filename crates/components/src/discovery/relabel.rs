@@ -1,0 +1,1 @@
+//! `discovery.relabel` (in progress).

@@ -1,0 +1,3 @@
+//! `pyroscope.*` components: profiling and pushing profiles.
+
+pub mod write;

@@ -1,0 +1,1 @@
+//! `pyroscope.write` (in progress).
