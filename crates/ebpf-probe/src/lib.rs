@@ -1,1 +1,8 @@
-//! placeholder
+//! rill's eBPF CPU profiler: the BPF program (C, built by `scripts/build-bpf.sh` and committed),
+//! its aya loader and sampling session (`probe`), and the user-space side that is tested without
+//! root: symbolization (`symbolize`), container IDs from cgroups (`cgroup`) and pprof (`pprof`).
+
+pub mod cgroup;
+pub mod pprof;
+pub mod probe;
+pub mod symbolize;

@@ -1,5 +1,37 @@
-//! The `rill` command line.
+//! The `rill` command line: `rill run FILE` and `rill fmt`.
 
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("rill: not built yet")
+mod fmt;
+mod run;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "rill", version, about = "A component runtime for continuous profiling")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a River configuration file.
+    Run(run::RunArgs),
+    /// Format a River file canonically (`-` reads standard input).
+    Fmt(fmt::FmtArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Fmt(args) => fmt::fmt(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

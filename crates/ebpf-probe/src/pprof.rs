@@ -1,0 +1,1 @@
+//! `pprof` (in progress).
