@@ -1,0 +1,173 @@
+//! pprof builder round trip through the decoder, folded export, and `go tool pprof -top`
+//! reading a written profile (go must be installed: CI installs golang-go).
+
+use std::sync::Arc;
+
+use ebpf_probe::pprof::{decode, encode_gzip, folded, ProfileBuilder};
+use ebpf_probe::symbolize::{Frame, MappingInfo};
+
+fn app_mapping() -> Arc<MappingInfo> {
+    Arc::new(MappingInfo {
+        start: 0x5555_0000_0000,
+        limit: 0x5555_0001_0000,
+        offset: 0x1000,
+        file: "/usr/bin/app".into(),
+        build_id: Some("0123abcd".into()),
+    })
+}
+
+fn frame(address: u64, name: Option<&str>, mapping: Option<Arc<MappingInfo>>) -> Frame {
+    Frame {
+        address,
+        name: name.map(str::to_string),
+        mapping,
+    }
+}
+
+/// Leaf-first stacks: two of main→outer→middle→hot_leaf (3 and 1 samples, same stack twice),
+/// one of main→outer→cold with an unnamed frame, one with a kernel frame on top.
+fn build() -> ebpf_probe::pprof::Profile {
+    let m = app_mapping();
+    let main = frame(0x5555_0000_1100, Some("main"), Some(m.clone()));
+    let outer = frame(0x5555_0000_1200, Some("outer"), Some(m.clone()));
+    let middle = frame(0x5555_0000_1300, Some("middle"), Some(m.clone()));
+    let leaf = frame(0x5555_0000_1400, Some("hot_leaf"), Some(m.clone()));
+    let unnamed = frame(0x5555_0000_2010, None, Some(m.clone()));
+    let kernel = frame(0xffff_ffff_8100_0000, Some("do_syscall_64"), None);
+    let mut b = ProfileBuilder::new(97, 1_700_000_000_000_000_000, 15_000_000_000);
+    b.add_stack(
+        &[leaf.clone(), middle.clone(), outer.clone(), main.clone()],
+        3,
+    );
+    b.add_stack(&[leaf, middle, outer.clone(), main.clone()], 1);
+    b.add_stack(&[unnamed, outer.clone(), main.clone()], 2);
+    b.add_stack(&[kernel, outer, main], 5);
+    b.add_stack(&[], 0);
+    assert_eq!(b.sample_count(), 3);
+    b.build()
+}
+
+#[test]
+fn round_trip_through_decoder() {
+    let bytes = encode_gzip(&build());
+    assert_eq!(&bytes[..2], &[0x1f, 0x8b], "gzip magic");
+    let p = decode(&bytes).expect("decode");
+    let period = 1_000_000_000 / 97;
+    assert_eq!(p.period, period);
+    assert_eq!(p.string_table[0], "");
+    assert_eq!(p.str(p.sample_type[0].r#type), "cpu");
+    assert_eq!(p.str(p.sample_type[0].unit), "nanoseconds");
+    let pt = p.period_type.as_ref().expect("period type");
+    assert_eq!((p.str(pt.r#type), p.str(pt.unit)), ("cpu", "nanoseconds"));
+    assert_eq!(p.time_nanos, 1_700_000_000_000_000_000);
+    assert_eq!(p.duration_nanos, 15_000_000_000);
+    // one mapping with its real fields
+    assert_eq!(p.mapping.len(), 1);
+    let m = &p.mapping[0];
+    assert_eq!(
+        (m.memory_start, m.memory_limit, m.file_offset),
+        (0x5555_0000_0000, 0x5555_0001_0000, 0x1000)
+    );
+    assert_eq!(p.str(m.filename), "/usr/bin/app");
+    assert_eq!(p.str(m.build_id), "0123abcd");
+    assert!(m.has_functions);
+    // deduplicated strings, functions, locations
+    let mut sorted = p.string_table.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(
+        sorted.len(),
+        p.string_table.len(),
+        "string table has duplicates"
+    );
+    assert_eq!(p.location.len(), 6);
+    let names: Vec<_> = p.function.iter().map(|f| p.str(f.name)).collect();
+    for want in [
+        "main",
+        "outer",
+        "middle",
+        "hot_leaf",
+        "do_syscall_64",
+        "app+0x3010",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    let leaf_loc = p
+        .location
+        .iter()
+        .find(|l| l.address == 0x5555_0000_1400)
+        .expect("leaf location");
+    assert_eq!(leaf_loc.mapping_id, 1);
+    let kernel_loc = p
+        .location
+        .iter()
+        .find(|l| l.address == 0xffff_ffff_8100_0000)
+        .expect("kernel loc");
+    assert_eq!(kernel_loc.mapping_id, 0);
+    // values = count × period, merged per stack
+    let total: i64 = p.sample.iter().map(|s| s.value[0]).sum();
+    assert_eq!(total, 11 * period);
+    let hot = p
+        .sample
+        .iter()
+        .find(|s| p.stack_names(s).last().map(String::as_str) == Some("hot_leaf"))
+        .unwrap();
+    assert_eq!(hot.value, vec![4 * period]);
+    assert_eq!(p.stack_names(hot), ["main", "outer", "middle", "hot_leaf"]);
+}
+
+#[test]
+fn folded_export() {
+    let text = folded(&build());
+    assert_eq!(
+        text,
+        "main;outer;app+0x3010 2\nmain;outer;do_syscall_64 5\nmain;outer;middle;hot_leaf 4\n"
+    );
+}
+
+#[test]
+fn unnamed_frames_can_be_left_for_server_side_symbolization() {
+    let m = app_mapping();
+    let mut b = ProfileBuilder::new(100, 0, 0).name_unknown_frames(false);
+    b.add_stack(&[frame(0x5555_0000_2010, None, Some(m))], 1);
+    let p = decode(&encode_gzip(&b.build())).unwrap();
+    assert!(p.function.is_empty());
+    assert!(p.location[0].line.is_empty());
+    assert!(!p.mapping[0].has_functions);
+    assert_eq!(folded(&p), "0x555500002010 1\n");
+}
+
+#[test]
+fn decoder_rejects_garbage() {
+    assert!(decode(&[0x1f, 0x8b, 0, 1, 2]).is_err());
+    assert!(decode(&[0xff, 0xff, 0xff]).is_err());
+}
+
+#[test]
+fn go_tool_pprof_reads_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cpu.pb.gz");
+    std::fs::write(&path, encode_gzip(&build())).unwrap();
+    let out = std::process::Command::new("go")
+        .args(["tool", "pprof", "-top", "-symbolize=none"])
+        .arg(&path)
+        .env("HOME", dir.path())
+        .env("PPROF_TMPDIR", dir.path())
+        .output()
+        .expect("`go` must be installed (golang-go) to check the profile with go tool pprof");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "go tool pprof failed: {stderr}");
+    for want in ["hot_leaf", "do_syscall_64", "app+0x3010", "Type: cpu"] {
+        assert!(
+            stdout.contains(want) || stderr.contains(want),
+            "{want} not in:\n{stdout}\n{stderr}"
+        );
+    }
+    // flat of hot_leaf: 4 samples × 10.309ms ≈ 41.24ms
+    let line = stdout
+        .lines()
+        .find(|l| l.trim_end().ends_with("hot_leaf"))
+        .unwrap();
+    assert!(line.trim_start().starts_with("41.24ms"), "{line}");
+}
