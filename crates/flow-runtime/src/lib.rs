@@ -1,1 +1,11 @@
-//! placeholder
+//! The Flow runtime: the component contract and registry, the loader that turns a River file into
+//! a component graph, the scheduler that evaluates it and propagates exports, hot reload, the
+//! HTTP server (health, reload, metrics, JSON API) and the embedded web UI.
+
+pub mod component;
+pub mod registry;
+
+pub use component::{
+    CancellationToken, Component, ExportsHandle, Health, HealthState, MetricsRegistry, Options,
+};
+pub use registry::Registry;

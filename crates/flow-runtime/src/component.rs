@@ -1,0 +1,299 @@
+//! The component contract: what every component (`discovery.relabel`, `pyroscope.write`, ...)
+//! implements, and the [`Options`] the runtime hands it when it is built.
+//!
+//! # Lifecycle
+//!
+//! 1. The runtime evaluates the component's block (after every component it references) and
+//!    decodes the body into [`Component::Arguments`] with serde (River attribute and block names
+//!    are the serde field names; nested blocks decode like attributes holding objects, repeated
+//!    blocks like arrays). Capsules such as `forward_to = [pyroscope.write.x.receiver]` decode
+//!    through `river_parser::decode::CapsuleRef<T>`; the runtime itself never looks inside them.
+//! 2. On the first successful evaluation it calls [`Component::build`] once with [`Options`] and
+//!    the arguments, then spawns [`Component::run`] on the tokio runtime. `run` must keep going
+//!    until the [`CancellationToken`] is cancelled (then return `Ok(())` promptly); returning early
+//!    marks the component as exited.
+//! 3. Whenever a later evaluation produces arguments that differ (`PartialEq`) from the last ones
+//!    passed in, the runtime calls [`Component::update`]. It is **not** called for unchanged
+//!    arguments. `update` runs concurrently with `run`, so keep state behind a lock or a channel
+//!    (a `tokio::sync::watch` of the arguments that `run` listens to is the usual pattern). Keep it
+//!    quick: it runs on the evaluation path. Returning an error marks the component unhealthy and
+//!    the runtime keeps the previous arguments as "last good".
+//! 4. A component publishes exports with [`Options::exports`] (`ExportsHandle::publish`) — in
+//!    `build` (so that dependants evaluated right after see them), in `update`, or from `run`.
+//!    Publishing a value equal to the previous one is a no-op; a changed value makes the runtime
+//!    re-evaluate exactly the components referencing this one.
+//! 5. On reload, a component with the same ID keeps running (its `run` is never restarted); a
+//!    component removed from the file is cancelled and awaited before new ones start.
+//!
+//! Optional: override [`Component::health`] to report your own health (merged with the runtime's
+//! view: evaluation failures and exits win) and [`Component::debug_info`] to show a River value on
+//! the component's page in the UI and the API (`debugInfo`).
+//!
+//! # Example
+//!
+//! ```ignore
+//! #[derive(serde::Deserialize, PartialEq)]
+//! struct Args { value: i64 }
+//! struct Double { opts: Options, args: std::sync::Mutex<Args> }
+//! impl Component for Double {
+//!     type Arguments = Args;
+//!     fn build(opts: Options, args: Args) -> anyhow::Result<Self> {
+//!         opts.exports.publish_fields([("output", Value::Number(Number::Int(args.value * 2)))]);
+//!         Ok(Double { opts, args: std::sync::Mutex::new(args) })
+//!     }
+//!     async fn run(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
+//!         cancel.cancelled().await;
+//!         Ok(())
+//!     }
+//!     fn update(&self, args: Args) -> anyhow::Result<()> {
+//!         self.opts.exports.publish_fields([("output", Value::Number(Number::Int(args.value * 2)))]);
+//!         *self.args.lock().unwrap() = args;
+//!         Ok(())
+//!     }
+//! }
+//! // in components::registry(): registry.register::<Double>("test.double");
+//! ```
+
+use river_parser::Value;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+pub use tokio_util::sync::CancellationToken;
+
+/// A component implementation. See the module documentation for the lifecycle.
+pub trait Component: Send + Sync + Sized + 'static {
+    /// The decoded block body. Equality decides whether `update` is called.
+    type Arguments: DeserializeOwned + PartialEq + Send + Sync + 'static;
+
+    /// Builds the component from its first successfully evaluated arguments. Runs synchronously
+    /// on the evaluation path: do not block; start background work in `run`.
+    fn build(opts: Options, args: Self::Arguments) -> anyhow::Result<Self>;
+
+    /// Runs until `cancel` is cancelled. Called exactly once per component instance.
+    fn run(
+        self: Arc<Self>,
+        cancel: CancellationToken,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Applies changed arguments. Never called with arguments equal to the previous ones.
+    fn update(&self, args: Self::Arguments) -> anyhow::Result<()>;
+
+    /// The component's own view of its health, if it has one.
+    fn health(&self) -> Option<Health> {
+        None
+    }
+
+    /// Extra information shown in the UI and the API as `debugInfo` (a River value, usually an
+    /// object). Secrets inside it are shown as `(secret)`.
+    fn debug_info(&self) -> Option<Value> {
+        None
+    }
+}
+
+/// What the runtime gives a component when building it.
+#[derive(Clone)]
+pub struct Options {
+    /// The component ID, `name.label` (for example `discovery.docker.linux`).
+    pub id: String,
+    /// A tracing span carrying `component_id`; the runtime enters it around `build`, `update`
+    /// and `run`, so plain `tracing::info!` calls are tagged already.
+    pub span: tracing::Span,
+    /// A directory reserved for this component: `--storage.path`/ID. Not created in advance;
+    /// call `std::fs::create_dir_all` when you need it.
+    pub data_path: PathBuf,
+    /// Publishes this component's exports.
+    pub exports: ExportsHandle,
+    /// Where the component registers its metrics; every series gets `component_id="ID"`.
+    pub metrics: MetricsRegistry,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("id", &self.id)
+            .field("data_path", &self.data_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The health of a component, as shown by `/-/healthy`, the API and the UI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub state: HealthState,
+    pub message: String,
+    pub updated: SystemTime,
+}
+
+impl Health {
+    pub fn new(state: HealthState, message: impl Into<String>) -> Self {
+        Health {
+            state,
+            message: message.into(),
+            updated: SystemTime::now(),
+        }
+    }
+
+    pub fn healthy(message: impl Into<String>) -> Self {
+        Health::new(HealthState::Healthy, message)
+    }
+
+    pub fn unhealthy(message: impl Into<String>) -> Self {
+        Health::new(HealthState::Unhealthy, message)
+    }
+}
+
+/// Health states, named as Alloy names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HealthState {
+    Unknown,
+    Healthy,
+    Unhealthy,
+    Exited,
+}
+
+impl HealthState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthState::Unknown => "unknown",
+            HealthState::Healthy => "healthy",
+            HealthState::Unhealthy => "unhealthy",
+            HealthState::Exited => "exited",
+        }
+    }
+}
+
+type ExportsListener = dyn Fn() + Send + Sync;
+
+struct ExportsInner {
+    value: Mutex<Option<Value>>,
+    listener: Mutex<Option<Arc<ExportsListener>>>,
+}
+
+/// Publishes a component's exports. Cheap to clone; can be used from any thread or task.
+#[derive(Clone)]
+pub struct ExportsHandle {
+    inner: Arc<ExportsInner>,
+}
+
+impl std::fmt::Debug for ExportsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportsHandle")
+            .field("value", &self.get())
+            .finish()
+    }
+}
+
+impl Default for ExportsHandle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ExportsHandle {
+    /// A handle that is not attached to a runtime (useful in component unit tests: read back
+    /// with [`ExportsHandle::get`]).
+    pub fn new() -> Self {
+        ExportsHandle {
+            inner: Arc::new(ExportsInner {
+                value: Mutex::new(None),
+                listener: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Sets the exports (a `Value::Object` whose keys are the export names). Returns whether the
+    /// value differs from the previous one; only then are dependants re-evaluated.
+    pub fn publish(&self, exports: Value) -> bool {
+        {
+            let mut cur = lock(&self.inner.value);
+            if cur.as_ref() == Some(&exports) {
+                return false;
+            }
+            *cur = Some(exports);
+        }
+        let listener = lock(&self.inner.listener).clone();
+        if let Some(l) = listener {
+            l();
+        }
+        true
+    }
+
+    /// Convenience for `publish(Value::Object(..))`.
+    pub fn publish_fields<K: Into<String>>(
+        &self,
+        fields: impl IntoIterator<Item = (K, Value)>,
+    ) -> bool {
+        let map: BTreeMap<String, Value> = fields.into_iter().map(|(k, v)| (k.into(), v)).collect();
+        self.publish(Value::Object(map))
+    }
+
+    /// The last published exports.
+    pub fn get(&self) -> Option<Value> {
+        lock(&self.inner.value).clone()
+    }
+
+    /// Runtime use: called (without locks held) after every change.
+    pub(crate) fn set_listener(&self, f: Arc<ExportsListener>) {
+        *lock(&self.inner.listener) = Some(f);
+    }
+}
+
+/// A component's metrics registry. Everything registered here is exposed on `/metrics` with a
+/// `component_id` label while the component exists, and dropped when it is removed.
+#[derive(Clone)]
+pub struct MetricsRegistry {
+    inner: Arc<Mutex<prometheus_client::registry::Registry>>,
+}
+
+impl std::fmt::Debug for MetricsRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsRegistry")
+    }
+}
+
+impl MetricsRegistry {
+    /// A registry whose series carry `component_id="id"`.
+    pub fn for_component(id: &str) -> Self {
+        let reg = prometheus_client::registry::Registry::with_labels(
+            [(
+                std::borrow::Cow::Borrowed("component_id"),
+                std::borrow::Cow::Owned(id.to_string()),
+            )]
+            .into_iter(),
+        );
+        MetricsRegistry {
+            inner: Arc::new(Mutex::new(reg)),
+        }
+    }
+
+    /// Registers a metric (a `Counter`, `Gauge`, `Family`, `Histogram`, ...). `name` without the
+    /// `_total` suffix for counters, as prometheus-client expects.
+    pub fn register(
+        &self,
+        name: impl Into<String>,
+        help: impl Into<String>,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        lock(&self.inner).register(name, help, metric);
+    }
+
+    /// Direct access for registrations the helper above does not cover (sub-registries,
+    /// collectors, units).
+    pub fn with<R>(&self, f: impl FnOnce(&mut prometheus_client::registry::Registry) -> R) -> R {
+        f(&mut lock(&self.inner))
+    }
+
+    /// Text exposition of the series (without `# EOF`).
+    pub(crate) fn encode_into(&self, out: &mut String) -> std::fmt::Result {
+        prometheus_client::encoding::text::encode_registry(out, &lock(&self.inner))
+    }
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,130 @@
+//! The component registry: component names mapped to their type-erased builders. The components
+//! crate has one `registry()` listing every real component:
+//!
+//! ```ignore
+//! pub fn registry() -> flow_runtime::Registry {
+//!     let mut r = flow_runtime::Registry::new();
+//!     r.register::<discovery::relabel::Relabel>("discovery.relabel");
+//!     r.register::<pyroscope::write::Write>("pyroscope.write");
+//!     r
+//! }
+//! ```
+
+use crate::component::{CancellationToken, Component, Health, Options};
+use river_parser::Value;
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// Decoded arguments of some component type.
+pub(crate) type AnyArgs = Box<dyn Any + Send + Sync>;
+pub(crate) type RunFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+
+/// Type-erased operations on one component type.
+pub(crate) trait Builder: Send + Sync {
+    fn args_equal(&self, a: &AnyArgs, b: &AnyArgs) -> bool;
+    fn build(&self, opts: Options, args: AnyArgs) -> anyhow::Result<Arc<dyn Instance>>;
+}
+
+/// Type-erased operations on one built component.
+pub(crate) trait Instance: Send + Sync {
+    fn run(&self, cancel: CancellationToken) -> RunFuture;
+    fn update(&self, args: AnyArgs) -> anyhow::Result<()>;
+    fn health(&self) -> Option<Health>;
+    fn debug_info(&self) -> Option<Value>;
+}
+
+struct TypedBuilder<C>(std::marker::PhantomData<fn() -> C>);
+
+fn downcast<C: Component>(args: AnyArgs) -> anyhow::Result<C::Arguments> {
+    args.downcast::<C::Arguments>()
+        .map(|b| *b)
+        .map_err(|_| anyhow::anyhow!("internal error: arguments of the wrong type"))
+}
+
+impl<C: Component> Builder for TypedBuilder<C> {
+    fn args_equal(&self, a: &AnyArgs, b: &AnyArgs) -> bool {
+        match (
+            a.downcast_ref::<C::Arguments>(),
+            b.downcast_ref::<C::Arguments>(),
+        ) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        }
+    }
+
+    fn build(&self, opts: Options, args: AnyArgs) -> anyhow::Result<Arc<dyn Instance>> {
+        let args = downcast::<C>(args)?;
+        let c = C::build(opts, args)?;
+        Ok(Arc::new(TypedInstance(Arc::new(c))))
+    }
+}
+
+struct TypedInstance<C>(Arc<C>);
+
+impl<C: Component> Instance for TypedInstance<C> {
+    fn run(&self, cancel: CancellationToken) -> RunFuture {
+        Box::pin(C::run(self.0.clone(), cancel))
+    }
+
+    fn update(&self, args: AnyArgs) -> anyhow::Result<()> {
+        self.0.update(downcast::<C>(args)?)
+    }
+
+    fn health(&self) -> Option<Health> {
+        self.0.health()
+    }
+
+    fn debug_info(&self) -> Option<Value> {
+        self.0.debug_info()
+    }
+}
+
+/// The names of all components known to a runtime, with their builders.
+#[derive(Clone, Default)]
+pub struct Registry {
+    builders: BTreeMap<String, Arc<dyn Builder>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.builders.keys()).finish()
+    }
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// Registers component type `C` under `name` (for example `discovery.relabel`). A later
+    /// registration under the same name replaces the earlier one.
+    pub fn register<C: Component>(&mut self, name: &str) -> &mut Self {
+        self.builders.insert(
+            name.to_string(),
+            Arc::new(TypedBuilder::<C>(std::marker::PhantomData)),
+        );
+        self
+    }
+
+    /// Builder-style [`Registry::register`].
+    pub fn with<C: Component>(mut self, name: &str) -> Self {
+        self.register::<C>(name);
+        self
+    }
+
+    /// Registered component names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.builders.keys().map(|s| s.as_str())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.builders.contains_key(name)
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&Arc<dyn Builder>> {
+        self.builders.get(name)
+    }
+}
