@@ -4,9 +4,12 @@
 
 pub mod ast;
 pub mod diag;
+pub mod lexer;
+pub mod parser;
 pub mod span;
 pub mod value;
 
 pub use diag::{Diagnostic, Diagnostics};
+pub use parser::{parse_expr, parse_file};
 pub use span::{LineCol, LineIndex, Span};
 pub use value::{Capsule, Function, Number, Value};

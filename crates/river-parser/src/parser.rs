@@ -1,0 +1,731 @@
+//! River parser: a hand-written recursive-descent parser over the tokens of [`crate::lexer`].
+//!
+//! Why not parse with the pest grammar directly: a PEG reports "expected one of ..." at the
+//! furthest failure and stops, while River users (and the reference test suite) expect the
+//! reference parser's messages (`missing ',' in expression list`, `expected TERMINATOR, got
+//! IDENT`, ...), at the reference positions, and every error of the file at once. That needs
+//! explicit recovery (skip to the next statement, eat the rest of a broken expression), which a
+//! hand-written parser does naturally.
+//!
+//! Grammar (LL(1)):
+//!
+//! ```text
+//! File       = Body
+//! Body       = [ Statement { TERMINATOR Statement } ]
+//! Statement  = Attribute | Block
+//! Attribute  = IDENT "=" Expression
+//! Block      = IDENT { "." IDENT } [ STRING ] "{" Body "}"
+//! Expression = OrExpr            (|| < && < comparisons < + - < * / % < ^ right-assoc)
+//! Unary      = ( "!" | "-" ) Unary | Primary { "." IDENT | "[" Expression "]" | "(" [ List ] ")" }
+//! Primary    = IDENT | STRING | NUMBER | FLOAT | BOOL | NULL | "(" Expression ")"
+//!            | "[" [ List ] "]" | "{" [ Field { "," Field } [ "," ] ] "}"
+//! Field      = ( STRING | IDENT ) "=" Expression
+//! ```
+//!
+//! Errors reported through [`Parser::error`] are limited to the first one per line, like the
+//! reference; the final list is sorted by position and keeps at most one error per line.
+
+use crate::ast::{
+    Attribute, BinaryOp, Block, Body, Comment, Expr, ExprKind, File, Ident, LitKind, Literal,
+    ObjectField, Stmt, UnaryOp,
+};
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::lexer::{self, Token, TokenKind};
+use crate::span::{LineIndex, Span};
+
+/// Parses a whole River file. On error, returns every error of the file (at most the first per
+/// line), sorted by position.
+pub fn parse_file(src: &str) -> Result<File, Diagnostics> {
+    let mut p = Parser::new(src);
+    let body = p.parse_body(TokenKind::Eof);
+    let comments = std::mem::take(&mut p.comments);
+    p.finish().map(|()| File { body, comments })
+}
+
+/// Parses a single expression (optionally followed by a newline).
+pub fn parse_expr(src: &str) -> Result<Expr, Diagnostics> {
+    let mut p = Parser::new(src);
+    let expr = p.parse_expression();
+    if p.tok().kind == TokenKind::Terminator {
+        p.next();
+    }
+    if p.tok().kind != TokenKind::Eof {
+        let got = p.tok().kind;
+        p.error(format!("expected EOF, got {got}"), None);
+    }
+    p.finish().map(|()| expr)
+}
+
+struct Parser<'a> {
+    src: &'a str,
+    index: LineIndex,
+    tokens: Vec<Token>,
+    pos: usize,
+    comments: Vec<Comment>,
+    /// Errors of the lexer and the parser.
+    diags: Vec<Diagnostic>,
+    /// Line (0-based) of the last error reported through `error`.
+    last_error_line: Option<usize>,
+}
+
+impl<'a> Parser<'a> {
+    fn new(src: &'a str) -> Self {
+        let lexed = lexer::tokenize(src);
+        let mut tokens = Vec::with_capacity(lexed.tokens.len());
+        let mut comments = Vec::new();
+        for t in lexed.tokens {
+            if t.kind == TokenKind::Comment {
+                comments.push(Comment {
+                    text: t.text,
+                    span: t.span,
+                });
+            } else {
+                tokens.push(t);
+            }
+        }
+        Parser {
+            src,
+            index: LineIndex::new(src),
+            tokens,
+            pos: 0,
+            comments,
+            diags: lexed.errors,
+            last_error_line: None,
+        }
+    }
+
+    fn finish(mut self) -> Result<(), Diagnostics> {
+        if self.diags.is_empty() {
+            return Ok(());
+        }
+        self.diags.sort_by_key(|d| d.span.start);
+        let mut seen_line = None;
+        let mut out = Diagnostics::default();
+        for d in self.diags {
+            let line = self.index.line_of(d.span.start.min(self.src.len()));
+            if seen_line == Some(line) {
+                continue;
+            }
+            seen_line = Some(line);
+            out.push(d);
+        }
+        Err(out)
+    }
+
+    fn tok(&self) -> &Token {
+        &self.tokens[self.pos]
+    }
+
+    fn kind(&self) -> TokenKind {
+        self.tokens[self.pos].kind
+    }
+
+    fn next(&mut self) {
+        if self.pos + 1 < self.tokens.len() {
+            self.pos += 1;
+        }
+    }
+
+    /// Reports `msg` at the current token unless an error was already reported on its line.
+    fn error(&mut self, msg: String, hint: Option<&str>) {
+        let span = self.tok().span;
+        let line = self.index.line_of(span.start.min(self.src.len()));
+        if self.last_error_line == Some(line) {
+            return;
+        }
+        self.last_error_line = Some(line);
+        self.push_diag(span, msg, hint);
+    }
+
+    /// Reports an error unconditionally (no per-line suppression).
+    fn push_diag(&mut self, span: Span, msg: String, hint: Option<&str>) {
+        let mut d = Diagnostic::new(span, msg);
+        if let Some(h) = hint {
+            d = d.with_hint(h);
+        }
+        self.diags.push(d);
+    }
+
+    /// Consumes the current token, reporting an error if it is not `kind`. Returns its span.
+    fn expect(&mut self, kind: TokenKind) -> (Span, bool) {
+        let t = self.tok();
+        let (span, got) = (t.span, t.kind);
+        let ok = got == kind;
+        if !ok {
+            self.error(format!("expected {kind}, got {got}"), None);
+        }
+        self.next();
+        (span, ok)
+    }
+
+    /// Skips tokens up to (not including) `kind` or EOF.
+    fn advance_to(&mut self, kind: TokenKind) {
+        while !matches!(self.kind(), TokenKind::Eof) && self.kind() != kind {
+            self.next();
+        }
+    }
+
+    /// Skips the rest of a statement: up to a terminator outside any bracket pair.
+    fn consume_statement(&mut self) {
+        let (mut curly, mut brack, mut paren) = (0i32, 0i32, 0i32);
+        loop {
+            match self.kind() {
+                TokenKind::Eof => return,
+                TokenKind::LCurly => curly += 1,
+                TokenKind::RCurly => curly -= 1,
+                TokenKind::LBrack => brack += 1,
+                TokenKind::RBrack => brack -= 1,
+                TokenKind::LParen => paren += 1,
+                TokenKind::RParen => paren -= 1,
+                TokenKind::Terminator if curly <= 0 && brack <= 0 && paren <= 0 => return,
+                _ => {}
+            }
+            self.next();
+        }
+    }
+
+    /// `Body = [ Statement { TERMINATOR Statement } ]`, up to (not including) `until`.
+    fn parse_body(&mut self, until: TokenKind) -> Body {
+        let mut body = Vec::new();
+        while self.kind() != until && self.kind() != TokenKind::Eof {
+            if let Some(stmt) = self.parse_statement() {
+                body.push(stmt);
+            }
+            if self.kind() == until {
+                break;
+            }
+            if self.kind() != TokenKind::Terminator {
+                let got = self.kind();
+                self.error(
+                    format!("expected {}, got {got}", TokenKind::Terminator),
+                    Some("put each attribute or block on its own line"),
+                );
+                self.consume_statement();
+            }
+            self.next();
+        }
+        body
+    }
+
+    fn parse_statement(&mut self) -> Option<Stmt> {
+        let Some(name) = self.parse_block_name() else {
+            // Skip to the next identifier, which may start a new statement.
+            self.advance_to(TokenKind::Ident);
+            return None;
+        };
+        match self.kind() {
+            TokenKind::Assign => {
+                self.next();
+                if name.parts.len() != 1 {
+                    let span = name.parts[0].span.to(name.parts[name.parts.len() - 1].span);
+                    self.push_diag(
+                        span,
+                        r#"attribute names may only consist of a single identifier with no ".""#
+                            .to_string(),
+                        Some("to set an attribute of a nested block, write the block out"),
+                    );
+                } else if let Some(label_span) = name.label_span {
+                    self.push_diag(
+                        label_span,
+                        "attribute names may not have labels".to_string(),
+                        None,
+                    );
+                }
+                let value = self.parse_expression();
+                let ident = name.parts.into_iter().next().unwrap_or(Ident {
+                    name: String::new(),
+                    span: name.start,
+                });
+                Some(Stmt::Attribute(Attribute {
+                    span: ident.span.to(value.span),
+                    name: ident,
+                    value,
+                }))
+            }
+            TokenKind::LCurly => {
+                let (lcurly, _) = self.expect(TokenKind::LCurly);
+                let body = self.parse_body(TokenKind::RCurly);
+                let (rcurly, _) = self.expect(TokenKind::RCurly);
+                let start = name.parts.first().map_or(name.start, |i| i.span);
+                Some(Stmt::Block(Block {
+                    name: name.parts,
+                    label: name.label,
+                    label_span: name.label_span,
+                    body,
+                    lcurly,
+                    rcurly,
+                    span: start.to(rcurly),
+                }))
+            }
+            got => {
+                if name.parts.len() == 1 && name.label.is_none() {
+                    self.error(
+                        format!("expected attribute assignment or block body, got {got}"),
+                        None,
+                    );
+                } else {
+                    self.error(format!("expected block body, got {got}"), None);
+                }
+                self.advance_to(TokenKind::Ident);
+                None
+            }
+        }
+    }
+
+    /// `BlockName = IDENT { "." IDENT } [ STRING ]`
+    fn parse_block_name(&mut self) -> Option<BlockName> {
+        if self.kind() != TokenKind::Ident {
+            let got = self.kind();
+            self.error(format!("expected identifier, got {got}"), None);
+            return None;
+        }
+        let first = self.tok();
+        let mut name = BlockName {
+            start: first.span,
+            parts: vec![Ident {
+                name: first.text.clone(),
+                span: first.span,
+            }],
+            label: None,
+            label_span: None,
+        };
+        self.next();
+        while self.kind() == TokenKind::Dot {
+            self.next();
+            if self.kind() != TokenKind::Ident {
+                let got = self.kind();
+                self.error(format!("expected identifier, got {got}"), None);
+            }
+            let t = self.tok();
+            name.parts.push(Ident {
+                name: t.text.clone(),
+                span: t.span,
+            });
+            self.next();
+        }
+        if self.kind() != TokenKind::Assign && self.kind() != TokenKind::LCurly {
+            if self.kind() == TokenKind::String {
+                let t = self.tok().clone();
+                if !t.text.starts_with('"') {
+                    self.error(
+                        format!(
+                            "expected block label to be a double quoted string, but got {}",
+                            go_quote(&t.text)
+                        ),
+                        Some("write the label as \"name\""),
+                    );
+                }
+                let inner = if t.text.len() >= 2 {
+                    &t.text[1..t.text.len() - 1]
+                } else {
+                    ""
+                };
+                if !inner.is_empty() && !lexer::is_valid_identifier(inner) {
+                    self.error(
+                        format!(
+                            "expected block label to be a valid identifier, but got {}",
+                            go_quote(inner)
+                        ),
+                        Some("labels may only contain letters, digits and underscores, and must not start with a digit"),
+                    );
+                }
+                name.label = Some(inner.to_string());
+                name.label_span = Some(t.span);
+            } else {
+                let got = self.kind();
+                self.error(format!("expected block label, got {got}"), None);
+            }
+            self.next();
+        }
+        Some(name)
+    }
+
+    /// Parses an expression. Never fails: on error a `null` placeholder is returned (the caller
+    /// discards the tree anyway since an error was recorded).
+    fn parse_expression(&mut self) -> Expr {
+        self.parse_binary(1)
+    }
+
+    /// Left-associative binary operators of precedence `min_prec` and above (`^` is handled in
+    /// `parse_pow`).
+    fn parse_binary(&mut self, min_prec: u8) -> Expr {
+        let mut lhs = self.parse_pow();
+        loop {
+            let Some(op) = binary_op(self.kind()) else {
+                return lhs;
+            };
+            let prec = op.precedence();
+            if prec < min_prec {
+                return lhs;
+            }
+            let op_span = self.tok().span;
+            self.next();
+            let rhs = self.parse_binary(prec + 1);
+            lhs = Expr {
+                span: lhs.span.to(rhs.span),
+                kind: ExprKind::Binary {
+                    op,
+                    op_span,
+                    left: Box::new(lhs),
+                    right: Box::new(rhs),
+                },
+            };
+        }
+    }
+
+    /// `Pow = Unary [ "^" Pow ]` (right-associative).
+    fn parse_pow(&mut self) -> Expr {
+        let lhs = self.parse_unary();
+        if self.kind() != TokenKind::Pow {
+            return lhs;
+        }
+        let op_span = self.tok().span;
+        self.next();
+        let rhs = self.parse_pow();
+        Expr {
+            span: lhs.span.to(rhs.span),
+            kind: ExprKind::Binary {
+                op: BinaryOp::Pow,
+                op_span,
+                left: Box::new(lhs),
+                right: Box::new(rhs),
+            },
+        }
+    }
+
+    fn parse_unary(&mut self) -> Expr {
+        let op = match self.kind() {
+            TokenKind::Not => Some(UnaryOp::Not),
+            TokenKind::Sub => Some(UnaryOp::Neg),
+            _ => None,
+        };
+        if let Some(op) = op {
+            let op_span = self.tok().span;
+            self.next();
+            let value = self.parse_unary();
+            return Expr {
+                span: op_span.to(value.span),
+                kind: ExprKind::Unary {
+                    op,
+                    op_span,
+                    value: Box::new(value),
+                },
+            };
+        }
+
+        let mut primary = self.parse_primary();
+        loop {
+            match self.kind() {
+                TokenKind::Dot => {
+                    self.next();
+                    let t = self.tok().clone();
+                    self.expect(TokenKind::Ident);
+                    let name = Ident {
+                        name: t.text,
+                        span: t.span,
+                    };
+                    primary = Expr {
+                        span: primary.span.to(name.span),
+                        kind: ExprKind::Access {
+                            value: Box::new(primary),
+                            name,
+                        },
+                    };
+                }
+                TokenKind::LBrack => {
+                    let (lbrack, _) = self.expect(TokenKind::LBrack);
+                    let index = self.parse_expression();
+                    let (rbrack, _) = self.expect(TokenKind::RBrack);
+                    primary = Expr {
+                        span: primary.span.to(rbrack),
+                        kind: ExprKind::Index {
+                            value: Box::new(primary),
+                            index: Box::new(index),
+                            lbrack,
+                            rbrack,
+                        },
+                    };
+                }
+                TokenKind::LParen => {
+                    let (lparen, _) = self.expect(TokenKind::LParen);
+                    let args = if self.kind() != TokenKind::RParen {
+                        self.parse_expression_list(TokenKind::RParen)
+                    } else {
+                        Vec::new()
+                    };
+                    let (rparen, _) = self.expect(TokenKind::RParen);
+                    primary = Expr {
+                        span: primary.span.to(rparen),
+                        kind: ExprKind::Call {
+                            func: Box::new(primary),
+                            args,
+                            lparen,
+                            rparen,
+                        },
+                    };
+                }
+                TokenKind::String | TokenKind::LCurly => {
+                    // Looks like a block assigned to an attribute (`x = a.b "label" { ... }`):
+                    // parse it as a block to give a precise error.
+                    if self.kind() == TokenKind::String {
+                        self.next();
+                    }
+                    if !self.expect(TokenKind::LCurly).1 {
+                        self.consume_statement();
+                        return primary;
+                    }
+                    self.parse_body(TokenKind::RCurly);
+                    let (rcurly, ok) = self.expect(TokenKind::RCurly);
+                    if !ok {
+                        self.consume_statement();
+                        return primary;
+                    }
+                    self.push_diag(
+                        primary.span.to(rcurly),
+                        "cannot use a block as an expression".to_string(),
+                        Some("blocks can only be declared as statements; to use a component's exports, reference them by name, e.g. `prometheus.remote_write.default.receiver`"),
+                    );
+                }
+                _ => return primary,
+            }
+        }
+    }
+
+    fn parse_primary(&mut self) -> Expr {
+        let t = self.tok().clone();
+        let lit = |kind: LitKind| Expr {
+            span: t.span,
+            kind: ExprKind::Literal(Literal {
+                kind,
+                raw: t.text.clone(),
+            }),
+        };
+        let expr = match t.kind {
+            TokenKind::Ident => Expr {
+                span: t.span,
+                kind: ExprKind::Ident(Ident {
+                    name: t.text.clone(),
+                    span: t.span,
+                }),
+            },
+            TokenKind::String => lit(LitKind::String(lexer::unquote(&t.text))),
+            TokenKind::Number => lit(LitKind::Number(t.text.clone())),
+            TokenKind::Float => lit(LitKind::Float(parse_float(&t.text))),
+            TokenKind::Bool => lit(LitKind::Bool(t.text == "true")),
+            TokenKind::Null => lit(LitKind::Null),
+            TokenKind::LParen => {
+                let (lparen, _) = self.expect(TokenKind::LParen);
+                let inner = self.parse_expression();
+                let (rparen, _) = self.expect(TokenKind::RParen);
+                return Expr {
+                    span: lparen.to(rparen),
+                    kind: ExprKind::Paren {
+                        inner: Box::new(inner),
+                        lparen,
+                        rparen,
+                    },
+                };
+            }
+            TokenKind::LBrack => {
+                let (lbrack, _) = self.expect(TokenKind::LBrack);
+                let elements = if self.kind() != TokenKind::RBrack {
+                    self.parse_expression_list(TokenKind::RBrack)
+                } else {
+                    Vec::new()
+                };
+                let (rbrack, _) = self.expect(TokenKind::RBrack);
+                return Expr {
+                    span: lbrack.to(rbrack),
+                    kind: ExprKind::Array {
+                        elements,
+                        lbrack,
+                        rbrack,
+                    },
+                };
+            }
+            TokenKind::LCurly => {
+                let (lcurly, _) = self.expect(TokenKind::LCurly);
+                let fields = if self.kind() != TokenKind::RCurly {
+                    self.parse_field_list(TokenKind::RCurly)
+                } else {
+                    Vec::new()
+                };
+                let (rcurly, _) = self.expect(TokenKind::RCurly);
+                return Expr {
+                    span: lcurly.to(rcurly),
+                    kind: ExprKind::Object {
+                        fields,
+                        lcurly,
+                        rcurly,
+                    },
+                };
+            }
+            got => {
+                self.error(format!("expected expression, got {got}"), None);
+                // Eat the rest of the broken expression.
+                while !matches!(
+                    self.kind(),
+                    TokenKind::Eof
+                        | TokenKind::Terminator
+                        | TokenKind::RParen
+                        | TokenKind::RCurly
+                        | TokenKind::RBrack
+                        | TokenKind::Comma
+                ) {
+                    self.next();
+                }
+                return Expr {
+                    span: Span::new(t.span.start, t.span.start),
+                    kind: ExprKind::Literal(Literal {
+                        kind: LitKind::Null,
+                        raw: "null".to_string(),
+                    }),
+                };
+            }
+        };
+        self.next();
+        expr
+    }
+
+    /// `List = Expression { "," Expression } [ "," ]`, up to `until`.
+    fn parse_expression_list(&mut self, until: TokenKind) -> Vec<Expr> {
+        let mut out = Vec::new();
+        while self.kind() != until && self.kind() != TokenKind::Eof {
+            out.push(self.parse_expression());
+            if self.kind() == until {
+                break;
+            }
+            if self.kind() != TokenKind::Comma {
+                let hint = (self.kind() == TokenKind::Terminator).then_some(
+                    "a list spanning several lines needs a ',' after every element, including the last",
+                );
+                self.error("missing ',' in expression list".to_string(), hint);
+            }
+            self.next();
+        }
+        out
+    }
+
+    /// `Fields = Field { "," Field } [ "," ]`, up to `until`.
+    fn parse_field_list(&mut self, until: TokenKind) -> Vec<ObjectField> {
+        let mut out = Vec::new();
+        while self.kind() != until && self.kind() != TokenKind::Eof {
+            out.push(self.parse_field());
+            if self.kind() == until {
+                break;
+            }
+            if self.kind() != TokenKind::Comma {
+                let hint = (self.kind() == TokenKind::Terminator).then_some(
+                    "an object spanning several lines needs a ',' after every field, including the last",
+                );
+                self.error("missing ',' in field list".to_string(), hint);
+            }
+            self.next();
+        }
+        out
+    }
+
+    /// `Field = ( STRING | IDENT ) "=" Expression`
+    fn parse_field(&mut self) -> ObjectField {
+        let t = self.tok().clone();
+        let (name, quoted) = match t.kind {
+            TokenKind::Ident => {
+                self.next();
+                (t.text.clone(), false)
+            }
+            TokenKind::String => {
+                self.next();
+                let inner = if t.text.len() >= 2 {
+                    t.text[1..t.text.len() - 1].to_string()
+                } else {
+                    String::new()
+                };
+                (inner, true)
+            }
+            got => {
+                self.error(
+                    format!("expected field name (string or identifier), got {got}"),
+                    Some("quote the key, e.g. \"1337\" = ..."),
+                );
+                self.advance_to(TokenKind::Assign);
+                (String::new(), false)
+            }
+        };
+        self.expect(TokenKind::Assign);
+        let value = self.parse_expression();
+        ObjectField {
+            name,
+            quoted,
+            name_span: t.span,
+            value,
+        }
+    }
+}
+
+struct BlockName {
+    start: Span,
+    parts: Vec<Ident>,
+    label: Option<String>,
+    label_span: Option<Span>,
+}
+
+fn binary_op(kind: TokenKind) -> Option<BinaryOp> {
+    Some(match kind {
+        TokenKind::Or => BinaryOp::Or,
+        TokenKind::And => BinaryOp::And,
+        TokenKind::Eq => BinaryOp::Eq,
+        TokenKind::Neq => BinaryOp::NotEq,
+        TokenKind::Lt => BinaryOp::Lt,
+        TokenKind::Lte => BinaryOp::LtEq,
+        TokenKind::Gt => BinaryOp::Gt,
+        TokenKind::Gte => BinaryOp::GtEq,
+        TokenKind::Add => BinaryOp::Add,
+        TokenKind::Sub => BinaryOp::Sub,
+        TokenKind::Mul => BinaryOp::Mul,
+        TokenKind::Div => BinaryOp::Div,
+        TokenKind::Mod => BinaryOp::Mod,
+        TokenKind::Pow => BinaryOp::Pow,
+        _ => return None,
+    })
+}
+
+/// Parses a FLOAT token (`1.`, `.5`, `1e3`); a malformed exponent was reported by the lexer.
+fn parse_float(text: &str) -> f64 {
+    text.parse().unwrap_or_else(|_| {
+        // `1e` / `1e+` (already reported): use the mantissa.
+        let mantissa = text.trim_end_matches(['e', 'E', '+', '-']);
+        mantissa.parse().unwrap_or(0.0)
+    })
+}
+
+/// Quotes `s` like Go's `%q`: double quotes, with `"`, `\` and non-printable characters escaped.
+pub(crate) fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{07}' => out.push_str("\\a"),
+            '\u{08}' => out.push_str("\\b"),
+            '\u{0C}' => out.push_str("\\f"),
+            '\u{0B}' => out.push_str("\\v"),
+            c if c.is_control() => {
+                let v = c as u32;
+                if v < 0x80 {
+                    out.push_str(&format!("\\x{v:02x}"));
+                } else if v <= 0xFFFF {
+                    out.push_str(&format!("\\u{v:04x}"));
+                } else {
+                    out.push_str(&format!("\\U{v:08x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
