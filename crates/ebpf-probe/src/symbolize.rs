@@ -1,6 +1,37 @@
-//! `symbolize` (in progress): frame types shared with `pprof`.
+//! Symbolization of user and kernel stacks.
+//!
+//! Inputs are a pid and instruction pointers (leaf first) from the kernel side; outputs are
+//! [`Frame`]s with function names and the executable mapping they fall in. User addresses
+//! are resolved through `<proc_root>/PID/maps` and the mapped ELF files read through
+//! `<proc_root>/PID/root` (see [`elf`] for the symbol sources), the `[vdso]` image read from
+//! `<proc_root>/PID/mem`, and `/tmp/perf-<nspid>.map` for JIT code; kernel addresses through
+//! `/proc/kallsyms` ([`kallsyms`]). Per-process tables live in an LRU of `pid_cache_size`,
+//! ELF symbol tables in an LRU of `elf_cache_size` keyed by build ID and by
+//! device+inode(+size+mtime). Frames that cannot be named keep their mapping (shown as
+//! `module+0xoffset`) or stay `[unknown]`; they are never dropped.
 
+pub mod demangle;
+pub mod elf;
+pub mod gopclntab;
+pub mod kallsyms;
+pub mod perfmap;
+pub mod procmaps;
+pub mod table;
+
+use std::num::NonZeroUsize;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use lru::LruCache;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+
+pub use demangle::{demangle, Demangle};
+use elf::ElfSymbols;
+use kallsyms::KernelSymbols;
+use table::SymbolTable;
 
 /// One executable mapping a user frame belongs to, as pprof wants it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -42,6 +73,551 @@ impl Frame {
                 format!("{base}+0x{off:x}")
             }
             None => "[unknown]".to_string(),
+        }
+    }
+}
+
+/// Settings of the [`Symbolizer`].
+#[derive(Debug, Clone)]
+pub struct SymbolizerConfig {
+    /// Where `PID/maps`, `PID/root`, `PID/mem` are read (`/proc`).
+    pub proc_root: PathBuf,
+    /// Directories searched for separate debug files, inside each process's root
+    /// (`/usr/lib/debug`).
+    pub debug_dirs: Vec<PathBuf>,
+    /// Kernel symbols (`/proc/kallsyms`).
+    pub kallsyms_path: PathBuf,
+    /// Loaded modules, watched for changes (`/proc/modules`).
+    pub modules_path: PathBuf,
+    /// Minimum time between two kallsyms reloads (10 s).
+    pub kallsyms_refresh_interval: Duration,
+    /// Minimum time between two re-reads of one process's maps or perf map (1 s).
+    pub maps_refresh_interval: Duration,
+    /// `pid_cache_size` (32).
+    pub pid_cache_size: usize,
+    /// `elf_cache_size` (128).
+    pub elf_cache_size: usize,
+    /// `demangle` (`simplified`).
+    pub demangle: Demangle,
+}
+
+impl Default for SymbolizerConfig {
+    fn default() -> Self {
+        Self {
+            proc_root: "/proc".into(),
+            debug_dirs: vec!["/usr/lib/debug".into()],
+            kallsyms_path: "/proc/kallsyms".into(),
+            modules_path: "/proc/modules".into(),
+            kallsyms_refresh_interval: Duration::from_secs(10),
+            maps_refresh_interval: Duration::from_secs(1),
+            pid_cache_size: 32,
+            elf_cache_size: 128,
+            demangle: Demangle::Simplified,
+        }
+    }
+}
+
+/// Cache counters; register them into the component's registry with [`Self::register`].
+#[derive(Debug, Clone, Default)]
+pub struct SymbolizerMetrics {
+    /// `pyroscope_ebpf_pid_cache_hit_total`.
+    pub pid_cache_hit: Counter,
+    /// `pyroscope_ebpf_pid_cache_miss_total`.
+    pub pid_cache_miss: Counter,
+    /// `pyroscope_ebpf_elf_cache_build_id_hit_total`.
+    pub elf_cache_build_id_hit: Counter,
+    /// `pyroscope_ebpf_elf_cache_build_id_miss_total`.
+    pub elf_cache_build_id_miss: Counter,
+    /// `pyroscope_ebpf_elf_cache_stat_hit_total`.
+    pub elf_cache_stat_hit: Counter,
+    /// `pyroscope_ebpf_elf_cache_stat_miss_total`.
+    pub elf_cache_stat_miss: Counter,
+}
+
+impl SymbolizerMetrics {
+    /// Registers the counters (prometheus-client appends `_total`).
+    pub fn register(&self, registry: &mut Registry) {
+        let all = [
+            (
+                "pyroscope_ebpf_pid_cache_hit",
+                "Process symbol table cache hits",
+                &self.pid_cache_hit,
+            ),
+            (
+                "pyroscope_ebpf_pid_cache_miss",
+                "Process symbol table cache misses",
+                &self.pid_cache_miss,
+            ),
+            (
+                "pyroscope_ebpf_elf_cache_build_id_hit",
+                "ELF cache hits by build ID",
+                &self.elf_cache_build_id_hit,
+            ),
+            (
+                "pyroscope_ebpf_elf_cache_build_id_miss",
+                "ELF cache misses by build ID",
+                &self.elf_cache_build_id_miss,
+            ),
+            (
+                "pyroscope_ebpf_elf_cache_stat_hit",
+                "ELF cache hits by device and inode",
+                &self.elf_cache_stat_hit,
+            ),
+            (
+                "pyroscope_ebpf_elf_cache_stat_miss",
+                "ELF cache misses by device and inode",
+                &self.elf_cache_stat_miss,
+            ),
+        ];
+        for (name, help, c) in all {
+            registry.register(name, help, c.clone());
+        }
+    }
+}
+
+/// Sizes for the UI's debug info.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SymbolizerStats {
+    /// Processes in the pid cache.
+    pub pids: usize,
+    /// ELF files cached by device+inode.
+    pub elfs: usize,
+    /// ELF files cached by build ID.
+    pub build_ids: usize,
+    /// Kernel symbols loaded.
+    pub kernel_symbols: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct StatKey {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: i64,
+}
+
+/// ELF symbol tables shared by all processes.
+#[derive(Debug)]
+struct ElfCache {
+    by_stat: LruCache<StatKey, Option<Arc<ElfSymbols>>>,
+    by_build_id: LruCache<Vec<u8>, Arc<ElfSymbols>>,
+}
+
+impl ElfCache {
+    fn get(
+        &mut self,
+        root: &Path,
+        path: &str,
+        config: &SymbolizerConfig,
+        m: &SymbolizerMetrics,
+    ) -> Option<Arc<ElfSymbols>> {
+        let real = elf::resolve_in_root(root, Path::new(path)).ok()?;
+        let md = std::fs::metadata(&real).ok()?;
+        let key = StatKey {
+            dev: md.dev(),
+            ino: md.ino(),
+            size: md.size(),
+            mtime: md.mtime(),
+        };
+        if let Some(hit) = self.by_stat.get(&key) {
+            m.elf_cache_stat_hit.inc();
+            return hit.clone();
+        }
+        m.elf_cache_stat_miss.inc();
+        let build_id = elf::read_build_id(&real).ok().flatten();
+        if let Some(id) = &build_id {
+            if let Some(hit) = self.by_build_id.get(id) {
+                m.elf_cache_build_id_hit.inc();
+                let hit = hit.clone();
+                self.by_stat.put(key, Some(hit.clone()));
+                return Some(hit);
+            }
+            m.elf_cache_build_id_miss.inc();
+        }
+        let loaded = match elf::load_elf(root, path, &config.debug_dirs) {
+            Ok(e) => Some(Arc::new(e)),
+            Err(err) => {
+                tracing::debug!(%err, "cannot load ELF symbols");
+                None
+            }
+        };
+        if let (Some(e), Some(id)) = (&loaded, build_id) {
+            self.by_build_id.put(id, e.clone());
+        }
+        self.by_stat.put(key, loaded.clone());
+        loaded
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MappingKind {
+    File,
+    Vdso,
+    Other,
+}
+
+#[derive(Debug)]
+struct ProcMapping {
+    start: u64,
+    end: u64,
+    offset: u64,
+    path: String,
+    kind: MappingKind,
+    /// Filled on first use: the ELF symbols and the pprof mapping.
+    resolved: Option<(Option<Arc<ElfSymbols>>, Arc<MappingInfo>)>,
+}
+
+#[derive(Debug)]
+struct PerfMap {
+    path: PathBuf,
+    table: SymbolTable,
+    stamp: Option<(u64, SystemTime)>,
+    checked: Option<Instant>,
+}
+
+/// Symbols of one process.
+#[derive(Debug)]
+struct Process {
+    pid: u32,
+    mappings: Vec<ProcMapping>,
+    maps_read: Instant,
+    perf_map: PerfMap,
+}
+
+fn read_process(proc_root: &Path, pid: u32) -> Option<Process> {
+    let dir = proc_root.join(pid.to_string());
+    let content = std::fs::read_to_string(dir.join("maps")).ok()?;
+    let mut mappings: Vec<ProcMapping> = procmaps::parse_maps(&content)
+        .into_iter()
+        .filter(|m| m.is_exec())
+        .map(|m| ProcMapping {
+            start: m.start,
+            end: m.end,
+            offset: m.offset,
+            kind: if m.is_file() {
+                MappingKind::File
+            } else if m.path == "[vdso]" {
+                MappingKind::Vdso
+            } else {
+                MappingKind::Other
+            },
+            path: m.path,
+            resolved: None,
+        })
+        .collect();
+    mappings.sort_by_key(|m| m.start);
+    // The JIT writes the map with its own (namespaced) pid, in its own /tmp.
+    let nspid = std::fs::read_to_string(dir.join("status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .and_then(|l| {
+                    l.split_ascii_whitespace()
+                        .last()
+                        .and_then(|p| p.parse::<u32>().ok())
+                })
+        })
+        .unwrap_or(pid);
+    Some(Process {
+        pid,
+        mappings,
+        maps_read: Instant::now(),
+        perf_map: PerfMap {
+            path: PathBuf::from(format!("/tmp/perf-{nspid}.map")),
+            table: SymbolTable::default(),
+            stamp: None,
+            checked: None,
+        },
+    })
+}
+
+impl Process {
+    fn mapping_index(&self, addr: u64) -> Option<usize> {
+        let i = self
+            .mappings
+            .partition_point(|m| m.start <= addr)
+            .checked_sub(1)?;
+        (addr < self.mappings[i].end).then_some(i)
+    }
+}
+
+/// Turns instruction pointers into [`Frame`]s. Not thread safe by itself: the component owns
+/// one and calls it from its collect loop.
+#[derive(Debug)]
+pub struct Symbolizer {
+    config: SymbolizerConfig,
+    metrics: SymbolizerMetrics,
+    pids: LruCache<u32, Process>,
+    elfs: ElfCache,
+    kernel: KernelSymbols,
+    vdso: Option<Option<(Arc<ElfSymbols>, String)>>,
+}
+
+fn cap(n: usize) -> NonZeroUsize {
+    NonZeroUsize::new(n.max(1)).unwrap_or(NonZeroUsize::MIN)
+}
+
+impl Symbolizer {
+    /// A symbolizer with empty caches.
+    pub fn new(config: SymbolizerConfig, metrics: SymbolizerMetrics) -> Self {
+        let kernel = KernelSymbols::new(
+            config.kallsyms_path.clone(),
+            config.modules_path.clone(),
+            config.kallsyms_refresh_interval,
+        );
+        Self {
+            pids: LruCache::new(cap(config.pid_cache_size)),
+            elfs: ElfCache {
+                by_stat: LruCache::new(cap(config.elf_cache_size)),
+                by_build_id: LruCache::new(cap(config.elf_cache_size)),
+            },
+            kernel,
+            vdso: None,
+            config,
+            metrics,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SymbolizerConfig {
+        &self.config
+    }
+
+    /// Drops a dead process's table.
+    pub fn forget_pid(&mut self, pid: u32) {
+        self.pids.pop(&pid);
+    }
+
+    /// Cache sizes.
+    pub fn stats(&self) -> SymbolizerStats {
+        SymbolizerStats {
+            pids: self.pids.len(),
+            elfs: self.elfs.by_stat.len(),
+            build_ids: self.elfs.by_build_id.len(),
+            kernel_symbols: self.kernel.len(),
+        }
+    }
+
+    /// Kernel frames then user frames, leaf first, as pprof wants them.
+    pub fn symbolize(&mut self, pid: u32, user: &[u64], kernel: &[u64]) -> Vec<Frame> {
+        let mut frames = self.symbolize_kernel(kernel);
+        frames.extend(self.symbolize_user(pid, user));
+        frames
+    }
+
+    /// Kernel instruction pointers (leaf first) to frames.
+    pub fn symbolize_kernel(&mut self, ips: &[u64]) -> Vec<Frame> {
+        ips.iter()
+            .enumerate()
+            .map(|(i, &ip)| {
+                let lookup = if i == 0 { ip } else { ip.wrapping_sub(1) };
+                Frame {
+                    address: ip,
+                    name: self.kernel.lookup(lookup).map(str::to_string),
+                    mapping: None,
+                }
+            })
+            .collect()
+    }
+
+    /// The kernel symbol table, for inspection.
+    pub fn kernel_symbols(&mut self) -> &mut KernelSymbols {
+        &mut self.kernel
+    }
+
+    /// User instruction pointers of `pid` (leaf first) to frames. The first address is the
+    /// sampled instruction; the others are return addresses and are looked up one byte
+    /// earlier so that a call at the very end of a function resolves to that function.
+    pub fn symbolize_user(&mut self, pid: u32, ips: &[u64]) -> Vec<Frame> {
+        if ips.is_empty() {
+            return Vec::new();
+        }
+        if self.pids.contains(&pid) {
+            self.metrics.pid_cache_hit.inc();
+        } else {
+            self.metrics.pid_cache_miss.inc();
+            match read_process(&self.config.proc_root, pid) {
+                Some(p) => {
+                    self.pids.put(pid, p);
+                }
+                None => {
+                    return ips
+                        .iter()
+                        .map(|&address| Frame {
+                            address,
+                            name: None,
+                            mapping: None,
+                        })
+                        .collect();
+                }
+            }
+        }
+        let mut frames = Vec::with_capacity(ips.len());
+        for (i, &ip) in ips.iter().enumerate() {
+            let lookup = if i == 0 { ip } else { ip.wrapping_sub(1) };
+            frames.push(self.symbolize_one(pid, ip, lookup));
+        }
+        frames
+    }
+
+    fn symbolize_one(&mut self, pid: u32, ip: u64, lookup: u64) -> Frame {
+        let refresh = self.config.maps_refresh_interval;
+        let Some(mut idx) = self.pids.peek(&pid).map(|p| p.mapping_index(ip)) else {
+            return Frame {
+                address: ip,
+                name: None,
+                mapping: None,
+            };
+        };
+        if idx.is_none() {
+            // New mapping (dlopen, JIT) since the maps were read: re-read, rate limited.
+            let stale = self
+                .pids
+                .peek(&pid)
+                .is_some_and(|p| p.maps_read.elapsed() >= refresh);
+            if stale {
+                if let Some(fresh) = read_process(&self.config.proc_root, pid) {
+                    let perf = self.pids.pop(&pid).map(|p| p.perf_map);
+                    let mut fresh = fresh;
+                    if let Some(perf) = perf {
+                        fresh.perf_map = perf;
+                    }
+                    idx = fresh.mapping_index(ip);
+                    self.pids.put(pid, fresh);
+                }
+            }
+        }
+        let root = self.config.proc_root.join(pid.to_string()).join("root");
+        let Some(idx) = idx else {
+            return self.perf_map_frame(pid, ip, &root);
+        };
+        let demangle_mode = self.config.demangle;
+        let kind = self.pids.peek(&pid).map(|p| p.mappings[idx].kind);
+        let resolved = match self
+            .pids
+            .peek(&pid)
+            .and_then(|p| p.mappings[idx].resolved.clone())
+        {
+            Some(r) => r,
+            None => {
+                let r = self.resolve_mapping(pid, idx, &root, kind);
+                if let Some(p) = self.pids.peek_mut(&pid) {
+                    p.mappings[idx].resolved = Some(r.clone());
+                }
+                r
+            }
+        };
+        let (elf, info) = resolved;
+        let name = elf.as_ref().and_then(|e| {
+            let off = lookup.wrapping_sub(info.start).wrapping_add(info.offset);
+            e.lookup_file_offset(off)
+                .map(|n| demangle(n, demangle_mode))
+        });
+        let name = match (name, kind) {
+            (None, Some(MappingKind::Other)) => self.perf_map_frame(pid, ip, &root).name,
+            (n, _) => n,
+        };
+        Frame {
+            address: ip,
+            name,
+            mapping: Some(info),
+        }
+    }
+
+    fn resolve_mapping(
+        &mut self,
+        pid: u32,
+        idx: usize,
+        root: &Path,
+        kind: Option<MappingKind>,
+    ) -> (Option<Arc<ElfSymbols>>, Arc<MappingInfo>) {
+        let Some(p) = self.pids.peek(&pid) else {
+            return (
+                None,
+                Arc::new(MappingInfo {
+                    start: 0,
+                    limit: 0,
+                    offset: 0,
+                    file: String::new(),
+                    build_id: None,
+                }),
+            );
+        };
+        let m = &p.mappings[idx];
+        let (start, end, offset, path) = (m.start, m.end, m.offset, m.path.clone());
+        let elf = match kind {
+            Some(MappingKind::File) => self.elfs.get(root, &path, &self.config, &self.metrics),
+            Some(MappingKind::Vdso) => self.vdso(pid, start, end),
+            _ => None,
+        };
+        let build_id = elf.as_ref().and_then(|e| e.build_id_hex());
+        let info = Arc::new(MappingInfo {
+            start,
+            limit: end,
+            offset,
+            file: path,
+            build_id,
+        });
+        (elf, info)
+    }
+
+    /// The vdso image is the same for every process of one kernel (and ABI): read it once
+    /// from the first process's memory. If `/proc/PID/mem` is unreadable, vdso frames keep
+    /// the `[vdso]` mapping and show as `[vdso]+0xoffset`.
+    fn vdso(&mut self, pid: u32, start: u64, end: u64) -> Option<Arc<ElfSymbols>> {
+        if self.vdso.is_none() {
+            let mem = self.config.proc_root.join(pid.to_string()).join("mem");
+            let len = usize::try_from(end.saturating_sub(start))
+                .unwrap_or(0)
+                .min(1 << 20);
+            let mut buf = vec![0u8; len];
+            let loaded = std::fs::File::open(&mem)
+                .and_then(|f| f.read_exact_at(&mut buf, start))
+                .map_err(|e| e.to_string())
+                .and_then(|()| elf::load_elf_bytes(&buf).map_err(|e| e.to_string()));
+            self.vdso = Some(match loaded {
+                Ok(e) => Some((Arc::new(e), String::new())),
+                Err(err) => {
+                    tracing::debug!(pid, %err, "cannot read the vdso image");
+                    None
+                }
+            });
+        }
+        self.vdso
+            .as_ref()
+            .and_then(|v| v.as_ref())
+            .map(|(e, _)| e.clone())
+    }
+
+    fn perf_map_frame(&mut self, pid: u32, ip: u64, root: &Path) -> Frame {
+        let refresh = self.config.maps_refresh_interval;
+        let mut name = None;
+        if let Some(p) = self.pids.peek_mut(&pid) {
+            let pm = &mut p.perf_map;
+            let due = pm.checked.is_none_or(|t| t.elapsed() >= refresh);
+            if due && pm.table.lookup(ip).is_none() {
+                pm.checked = Some(Instant::now());
+                if let Ok(real) = elf::resolve_in_root(root, &pm.path) {
+                    if let Ok(md) = std::fs::metadata(&real) {
+                        let stamp =
+                            Some((md.len(), md.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
+                        if stamp != pm.stamp {
+                            if let Ok(content) = std::fs::read_to_string(&real) {
+                                pm.table = perfmap::parse_perf_map(&content);
+                                pm.stamp = stamp;
+                            }
+                        }
+                    }
+                }
+            }
+            name = pm.table.lookup(ip).map(str::to_string);
+            let _ = p.pid;
+        }
+        Frame {
+            address: ip,
+            name,
+            mapping: None,
         }
     }
 }

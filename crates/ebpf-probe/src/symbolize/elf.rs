@@ -1,0 +1,406 @@
+//! Symbols of one ELF file: `.symtab` and `.dynsym`, separate debug files found by build ID
+//! or `.gnu_debuglink`, MiniDebugInfo (`.gnu_debugdata`) and Go's `.gopclntab`, plus the
+//! `PT_LOAD` segments that turn a file offset into a link-time address (which is how PIE and
+//! non-PIE objects are handled alike: runtime address → file offset through the mapping,
+//! file offset → virtual address through the segment that holds it).
+//!
+//! All paths are resolved inside a root directory (normally `/proc/PID/root`), following
+//! symlinks by hand so that an absolute link in a container never escapes to the host.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+
+use object::{
+    Object, ObjectKind, ObjectSection, ObjectSegment, ObjectSymbol, ReadCache, ReadRef, SymbolKind,
+};
+
+use super::gopclntab;
+use super::table::{SymbolTable, SymbolTableBuilder};
+
+/// Errors loading an ELF file.
+#[derive(Debug, thiserror::Error)]
+pub enum ElfError {
+    /// File not readable.
+    #[error("{path}: {source}")]
+    Io {
+        /// Path as resolved.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Not an ELF file we understand.
+    #[error("{path}: {source}")]
+    Parse {
+        /// Path as resolved.
+        path: PathBuf,
+        /// Cause.
+        source: object::Error,
+    },
+}
+
+/// Where the function names came from (several may apply).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SymbolSource {
+    /// The file's own `.symtab`.
+    Symtab,
+    /// The file's `.dynsym`.
+    Dynsym,
+    /// A separate debug file found by build ID.
+    BuildIdDebugFile(PathBuf),
+    /// A separate debug file found through `.gnu_debuglink`.
+    DebugLink(PathBuf),
+    /// The xz-compressed `.gnu_debugdata` symbol table.
+    MiniDebugInfo,
+    /// Go's function table.
+    GoPclntab,
+}
+
+/// A `PT_LOAD` segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadSegment {
+    /// `p_offset`.
+    pub offset: u64,
+    /// `p_vaddr`.
+    pub vaddr: u64,
+    /// `p_filesz`.
+    pub filesz: u64,
+}
+
+/// The symbols of one ELF object.
+#[derive(Debug)]
+pub struct ElfSymbols {
+    /// GNU build ID.
+    pub build_id: Option<Vec<u8>>,
+    /// Function symbols at link-time addresses, names mangled.
+    pub table: SymbolTable,
+    /// `PT_LOAD` segments.
+    pub loads: Vec<LoadSegment>,
+    /// `ET_DYN` (PIE or shared library) rather than `ET_EXEC`.
+    pub is_dyn: bool,
+    /// Where the names came from.
+    pub sources: Vec<SymbolSource>,
+}
+
+impl ElfSymbols {
+    /// Link-time virtual address of a file offset.
+    pub fn file_offset_to_vaddr(&self, off: u64) -> Option<u64> {
+        self.loads
+            .iter()
+            .find(|s| s.offset <= off && off - s.offset < s.filesz)
+            .map(|s| off - s.offset + s.vaddr)
+    }
+
+    /// The (mangled) function name at a file offset.
+    pub fn lookup_file_offset(&self, off: u64) -> Option<&str> {
+        self.table.lookup(self.file_offset_to_vaddr(off)?)
+    }
+
+    /// Build ID as lowercase hex.
+    pub fn build_id_hex(&self) -> Option<String> {
+        self.build_id.as_deref().map(hex)
+    }
+}
+
+/// Lowercase hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Resolves `path` inside `root` like `openat2(RESOLVE_IN_ROOT)`: `..` stops at the root and
+/// absolute symlink targets restart at the root.
+pub fn resolve_in_root(root: &Path, path: &Path) -> std::io::Result<PathBuf> {
+    let mut queue: VecDeque<OsString> = path.components().filter_map(component_name).collect();
+    let mut resolved: Vec<OsString> = Vec::new();
+    let mut links = 0;
+    while let Some(name) = queue.pop_front() {
+        if name == ".." {
+            resolved.pop();
+            continue;
+        }
+        let mut candidate = root.to_path_buf();
+        candidate.extend(&resolved);
+        candidate.push(&name);
+        let md = std::fs::symlink_metadata(&candidate)?;
+        if md.file_type().is_symlink() {
+            links += 1;
+            if links > 40 {
+                return Err(std::io::Error::other("too many levels of symbolic links"));
+            }
+            let target = std::fs::read_link(&candidate)?;
+            if target.is_absolute() {
+                resolved.clear();
+            }
+            for (i, c) in target.components().filter_map(component_name).enumerate() {
+                queue.insert(i, c);
+            }
+        } else {
+            resolved.push(name);
+        }
+    }
+    let mut out = root.to_path_buf();
+    out.extend(&resolved);
+    Ok(out)
+}
+
+fn component_name(c: Component<'_>) -> Option<OsString> {
+    match c {
+        Component::Normal(n) => Some(n.to_os_string()),
+        Component::ParentDir => Some("..".into()),
+        _ => None,
+    }
+}
+
+/// Cheap identity of a file: its build ID, read without loading symbols.
+pub fn read_build_id(path: &Path) -> Result<Option<Vec<u8>>, ElfError> {
+    let file = File::open(path).map_err(|source| ElfError::Io {
+        path: path.into(),
+        source,
+    })?;
+    let cache = ReadCache::new(file);
+    let obj = object::File::parse(&cache).map_err(|source| ElfError::Parse {
+        path: path.into(),
+        source,
+    })?;
+    Ok(obj.build_id().ok().flatten().map(<[u8]>::to_vec))
+}
+
+fn push_symbols<'d, I, S>(symbols: I, out: &mut SymbolTableBuilder) -> usize
+where
+    I: Iterator<Item = S>,
+    S: ObjectSymbol<'d>,
+{
+    let mut n = 0;
+    for sym in symbols {
+        if sym.kind() != SymbolKind::Text || sym.is_undefined() || sym.address() == 0 {
+            continue;
+        }
+        if let Ok(name) = sym.name() {
+            out.push(sym.address(), sym.size(), name);
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Facts gathered from the main object.
+struct Primary {
+    build_id: Option<Vec<u8>>,
+    debuglink: Option<(Vec<u8>, u32)>,
+    loads: Vec<LoadSegment>,
+    is_dyn: bool,
+    symtab: usize,
+}
+
+fn read_primary<'d, R: ReadRef<'d>>(
+    obj: &object::File<'d, R>,
+    out: &mut SymbolTableBuilder,
+    sources: &mut Vec<SymbolSource>,
+) -> Primary {
+    let symtab = push_symbols(obj.symbols(), out);
+    if symtab > 0 {
+        sources.push(SymbolSource::Symtab);
+    }
+    if push_symbols(obj.dynamic_symbols(), out) > 0 {
+        sources.push(SymbolSource::Dynsym);
+    }
+    let loads = obj
+        .segments()
+        .map(|s| {
+            let (offset, filesz) = s.file_range();
+            LoadSegment {
+                offset,
+                vaddr: s.address(),
+                filesz,
+            }
+        })
+        .collect();
+    Primary {
+        build_id: obj.build_id().ok().flatten().map(<[u8]>::to_vec),
+        debuglink: obj
+            .gnu_debuglink()
+            .ok()
+            .flatten()
+            .map(|(n, crc)| (n.to_vec(), crc)),
+        loads,
+        is_dyn: obj.kind() == ObjectKind::Dynamic,
+        symtab,
+    }
+}
+
+/// `.symtab` of a separate debug file (or decompressed MiniDebugInfo) into `out`.
+fn symtab_of<'d, R: ReadRef<'d>>(
+    data: R,
+    out: &mut SymbolTableBuilder,
+) -> Option<(usize, Option<Vec<u8>>)> {
+    let obj = object::File::parse(data).ok()?;
+    Some((
+        push_symbols(obj.symbols(), out),
+        obj.build_id().ok().flatten().map(<[u8]>::to_vec),
+    ))
+}
+
+fn crc32_of(path: &Path) -> Option<u32> {
+    let mut f = File::open(path).ok()?;
+    let mut crc = flate2::Crc::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        crc.update(&buf[..n]);
+    }
+    Some(crc.sum())
+}
+
+/// Loads symbols of `path` (as the process sees it) inside `root`, looking for separate debug
+/// files in `debug_dirs` (also inside `root`).
+pub fn load_elf(root: &Path, path: &str, debug_dirs: &[PathBuf]) -> Result<ElfSymbols, ElfError> {
+    let real = resolve_in_root(root, Path::new(path)).map_err(|source| ElfError::Io {
+        path: path.into(),
+        source,
+    })?;
+    let file = File::open(&real).map_err(|source| ElfError::Io {
+        path: real.clone(),
+        source,
+    })?;
+    let cache = ReadCache::new(file);
+    let obj = object::File::parse(&cache).map_err(|source| ElfError::Parse {
+        path: real.clone(),
+        source,
+    })?;
+    let mut out = SymbolTableBuilder::default();
+    let mut sources = Vec::new();
+    let primary = read_primary(&obj, &mut out, &mut sources);
+    let mut have_full = primary.symtab > 0;
+
+    // Separate debug file by build ID.
+    if !have_full {
+        if let Some(id) = primary.build_id.as_deref().filter(|id| id.len() > 1) {
+            let h = hex(id);
+            for dir in debug_dirs {
+                let candidate = dir
+                    .join(".build-id")
+                    .join(&h[..2])
+                    .join(format!("{}.debug", &h[2..]));
+                if let Some(found) = try_debug_file(root, &candidate, Some(id), None, &mut out) {
+                    sources.push(SymbolSource::BuildIdDebugFile(found));
+                    have_full = true;
+                    break;
+                }
+            }
+        }
+    }
+    // `.gnu_debuglink`: next to the binary, in `.debug/`, under each debug dir.
+    if !have_full {
+        if let Some((name, crc)) = &primary.debuglink {
+            let name = String::from_utf8_lossy(name).into_owned();
+            let dir = Path::new(path).parent().unwrap_or(Path::new("/"));
+            let mut candidates = vec![dir.join(&name), dir.join(".debug").join(&name)];
+            for d in debug_dirs {
+                candidates.push(d.join(dir.strip_prefix("/").unwrap_or(dir)).join(&name));
+            }
+            for candidate in candidates {
+                if candidate == Path::new(path) {
+                    continue;
+                }
+                if let Some(found) = try_debug_file(root, &candidate, None, Some(*crc), &mut out) {
+                    sources.push(SymbolSource::DebugLink(found));
+                    have_full = true;
+                    break;
+                }
+            }
+        }
+    }
+    // MiniDebugInfo.
+    if !have_full {
+        if let Some(section) = obj.section_by_name(".gnu_debugdata") {
+            if let Ok(compressed) = section.data() {
+                let mut raw = Vec::new();
+                match lzma_rs::xz_decompress(&mut &compressed[..], &mut raw) {
+                    Ok(()) => {
+                        if symtab_of(raw.as_slice(), &mut out).is_some_and(|(n, _)| n > 0) {
+                            sources.push(SymbolSource::MiniDebugInfo);
+                            have_full = true;
+                        }
+                    }
+                    Err(err) => tracing::debug!(path, %err, "bad .gnu_debugdata"),
+                }
+            }
+        }
+    }
+    // Go function table (stripped Go binaries keep it).
+    if !have_full {
+        if let Some(section) = obj.section_by_name(".gopclntab") {
+            let text = obj.section_by_name(".text").map_or(0, |s| s.address());
+            match section
+                .data()
+                .map(|d| gopclntab::read_functions(d, text, &mut out))
+            {
+                Ok(Ok(_)) => sources.push(SymbolSource::GoPclntab),
+                Ok(Err(err)) => tracing::debug!(path, %err, "unreadable .gopclntab"),
+                Err(err) => tracing::debug!(path, %err, "unreadable .gopclntab"),
+            }
+        }
+    }
+    Ok(ElfSymbols {
+        build_id: primary.build_id,
+        table: out.build(),
+        loads: primary.loads,
+        is_dyn: primary.is_dyn,
+        sources,
+    })
+}
+
+/// Reads the symtab of a candidate debug file (inside `root`) when it exists and matches the
+/// expected build ID or CRC. Returns its path as seen in the root.
+fn try_debug_file(
+    root: &Path,
+    candidate: &Path,
+    build_id: Option<&[u8]>,
+    crc: Option<u32>,
+    out: &mut SymbolTableBuilder,
+) -> Option<PathBuf> {
+    let real = resolve_in_root(root, candidate).ok()?;
+    if !real.is_file() {
+        return None;
+    }
+    if let Some(crc) = crc {
+        if crc32_of(&real) != Some(crc) {
+            tracing::debug!(path = %candidate.display(), "debuglink CRC mismatch");
+            return None;
+        }
+    }
+    let file = File::open(&real).ok()?;
+    let cache = ReadCache::new(file);
+    let mut tmp = SymbolTableBuilder::default();
+    let (n, id) = symtab_of(&cache, &mut tmp)?;
+    if n == 0 || (build_id.is_some() && id.as_deref() != build_id) {
+        return None;
+    }
+    out.append(tmp);
+    Some(candidate.to_path_buf())
+}
+
+/// Symbols of an in-memory ELF image (the vdso).
+pub fn load_elf_bytes(data: &[u8]) -> Result<ElfSymbols, object::Error> {
+    let obj = object::File::parse(data)?;
+    let mut out = SymbolTableBuilder::default();
+    let mut sources = Vec::new();
+    let primary = read_primary(&obj, &mut out, &mut sources);
+    Ok(ElfSymbols {
+        build_id: primary.build_id,
+        table: out.build(),
+        loads: primary.loads,
+        is_dyn: primary.is_dyn,
+        sources,
+    })
+}

@@ -1,0 +1,169 @@
+//! Kernel symbols from `/proc/kallsyms`.
+//!
+//! Only text symbols (`t`, `T`, `w`, `W`) are kept, including those of modules and of BPF
+//! programs (`[bpf]`). The table is re-read when `/proc/modules` changes or when an address
+//! cannot be resolved (a BPF program or module loaded since), at most once per
+//! `min_refresh_interval`.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::table::{SymbolTable, SymbolTableBuilder};
+
+/// Sizeless last symbols (end of module text, BPF programs) cover at most this many bytes.
+const MAX_LAST_SYMBOL_SPAN: u64 = 1 << 20;
+
+/// Parses kallsyms content. Returns the table and whether every address was zero (which
+/// happens without `CAP_SYSLOG` under `kptr_restrict`).
+pub fn parse_kallsyms(content: &str) -> (SymbolTable, bool) {
+    let mut b = SymbolTableBuilder::default();
+    let mut all_zero = true;
+    let mut any = false;
+    for line in content.lines() {
+        let mut it = line.split_ascii_whitespace();
+        let (Some(addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next()) else {
+            continue;
+        };
+        if !matches!(kind, "t" | "T" | "w" | "W") {
+            continue;
+        }
+        let Ok(addr) = u64::from_str_radix(addr, 16) else {
+            continue;
+        };
+        any = true;
+        if addr != 0 {
+            all_zero = false;
+            b.push(addr, 0, name);
+        }
+    }
+    (b.build(), any && all_zero)
+}
+
+/// Stable digest of `/proc/modules` (names, sizes and addresses; not the use counts).
+pub fn modules_digest(content: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    for line in content.lines() {
+        let f: Vec<&str> = line.split_ascii_whitespace().collect();
+        f.first().hash(&mut h);
+        f.get(1).hash(&mut h);
+        f.last().hash(&mut h);
+    }
+    h.finish()
+}
+
+/// Kernel symbol table with refresh.
+#[derive(Debug)]
+pub struct KernelSymbols {
+    kallsyms_path: PathBuf,
+    modules_path: PathBuf,
+    min_refresh_interval: Duration,
+    table: SymbolTable,
+    restricted: bool,
+    modules_digest: Option<u64>,
+    last_load: Option<Instant>,
+    loads: u64,
+}
+
+impl KernelSymbols {
+    /// Reads lazily from the given files (normally `/proc/kallsyms`, `/proc/modules`).
+    pub fn new(
+        kallsyms_path: PathBuf,
+        modules_path: PathBuf,
+        min_refresh_interval: Duration,
+    ) -> Self {
+        Self {
+            kallsyms_path,
+            modules_path,
+            min_refresh_interval,
+            table: SymbolTable::default(),
+            restricted: false,
+            modules_digest: None,
+            last_load: None,
+            loads: 0,
+        }
+    }
+
+    fn load(&mut self) {
+        self.last_load = Some(Instant::now());
+        self.loads += 1;
+        self.modules_digest = std::fs::read_to_string(&self.modules_path)
+            .ok()
+            .map(|c| modules_digest(&c));
+        match std::fs::read_to_string(&self.kallsyms_path) {
+            Ok(content) => {
+                let (table, restricted) = parse_kallsyms(&content);
+                if restricted {
+                    tracing::warn!(path = %self.kallsyms_path.display(), "kernel symbol addresses are hidden (kptr_restrict); kernel frames stay unnamed");
+                }
+                self.table = table;
+                self.restricted = restricted;
+            }
+            Err(err) => {
+                tracing::warn!(path = %self.kallsyms_path.display(), %err, "cannot read kernel symbols");
+            }
+        }
+    }
+
+    fn may_reload(&self) -> bool {
+        self.last_load
+            .is_none_or(|t| t.elapsed() >= self.min_refresh_interval)
+    }
+
+    /// Loads on first use; reloads when `/proc/modules` changed (rate limited).
+    pub fn prepare(&mut self) {
+        if self.last_load.is_none() {
+            self.load();
+            return;
+        }
+        if self.may_reload() {
+            let digest = std::fs::read_to_string(&self.modules_path)
+                .ok()
+                .map(|c| modules_digest(&c));
+            if digest != self.modules_digest {
+                self.load();
+            }
+        }
+    }
+
+    /// The kernel function at `addr`. An unresolvable address triggers one (rate limited)
+    /// reload, for BPF programs and modules that appeared since the last one.
+    pub fn lookup(&mut self, addr: u64) -> Option<&str> {
+        self.prepare();
+        if self
+            .table
+            .lookup_bounded(addr, MAX_LAST_SYMBOL_SPAN)
+            .is_none()
+            && self.may_reload()
+        {
+            self.load();
+        }
+        self.table.lookup_bounded(addr, MAX_LAST_SYMBOL_SPAN)
+    }
+
+    /// Symbols loaded.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Whether no symbol is loaded.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// How many times the table was (re)loaded.
+    pub fn loads(&self) -> u64 {
+        self.loads
+    }
+
+    /// Addresses are hidden by `kptr_restrict`.
+    pub fn restricted(&self) -> bool {
+        self.restricted
+    }
+
+    /// The underlying table.
+    pub fn table(&self) -> &SymbolTable {
+        &self.table
+    }
+}
