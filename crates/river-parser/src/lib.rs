@@ -3,13 +3,19 @@
 //! and diagnostics that point at `file:line:col`.
 
 pub mod ast;
+pub mod decode;
 pub mod diag;
+pub mod eval;
+pub mod json;
 pub mod lexer;
 pub mod parser;
 pub mod span;
+mod stdlib;
 pub mod value;
 
+pub use decode::{decode_body, decode_value, to_value, CapsuleRef, Duration, Secret, Validate};
 pub use diag::{Diagnostic, Diagnostics};
+pub use eval::{eval_body, eval_expr, BodyItem, BodyValue, Scope};
 pub use parser::{parse_expr, parse_file};
 pub use span::{LineCol, LineIndex, Span};
 pub use value::{Capsule, Function, Number, Value};
