@@ -9,6 +9,7 @@ pub mod eval;
 pub mod json;
 pub mod lexer;
 pub mod parser;
+pub mod printer;
 pub mod span;
 mod stdlib;
 pub mod value;
@@ -17,5 +18,6 @@ pub use decode::{decode_body, decode_value, to_value, CapsuleRef, Duration, Secr
 pub use diag::{Diagnostic, Diagnostics};
 pub use eval::{eval_body, eval_expr, BodyItem, BodyValue, Scope};
 pub use parser::{parse_expr, parse_file};
+pub use printer::{format_file, format_source};
 pub use span::{LineCol, LineIndex, Span};
 pub use value::{Capsule, Function, Number, Value};

@@ -1,0 +1,397 @@
+//! The canonical River formatter (`rill fmt`), compatible with the reference printer of
+//! grafana/river: tab indentation, `=` and trailing comments aligned in runs of consecutive lines,
+//! comments kept in place, at most one blank line between statements, and arrays, objects and
+//! calls laid out on one or several lines following the line breaks of the source.
+//!
+//! The walker here turns the syntax tree into tokens and symbolic whitespace for the
+//! [`engine`], which places comments; the [`tabwriter`] stage then aligns cells and trims lines.
+
+mod engine;
+mod tabwriter;
+
+use crate::ast::{Attribute, Block, Expr, ExprKind, File, LitKind, Stmt};
+use crate::diag::Diagnostics;
+use engine::{Engine, Kind, Ws};
+
+/// Formats a parsed file. `src` must be the text `file` was parsed from (spans and comments
+/// refer to it). The result ends with a newline unless it is empty.
+pub fn format_file(file: &File, src: &str) -> String {
+    let mut w = Walker {
+        e: Engine::new(src, &file.comments),
+        src,
+    };
+    w.stmts(&file.body);
+    let raw = w.e.finish();
+    let mut out = tabwriter::align_and_trim(&raw);
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out
+}
+
+/// Parses `src` and formats it; parse errors are returned as diagnostics.
+pub fn format_source(src: &str) -> Result<String, Diagnostics> {
+    let file = crate::parse_file(src)?;
+    Ok(format_file(&file, src))
+}
+
+struct Walker<'a> {
+    e: Engine<'a>,
+    src: &'a str,
+}
+
+/// Source byte offset where an expression starts.
+fn expr_start(e: &Expr) -> usize {
+    match &e.kind {
+        ExprKind::Literal(_) | ExprKind::Ident(_) => e.span.start,
+        ExprKind::Array { lbrack, .. } => lbrack.start,
+        ExprKind::Object { lcurly, .. } => lcurly.start,
+        ExprKind::Access { value, .. }
+        | ExprKind::Index { value, .. }
+        | ExprKind::Call { func: value, .. } => expr_start(value),
+        ExprKind::Unary { op_span, .. } => op_span.start,
+        ExprKind::Binary { left, .. } => expr_start(left),
+        ExprKind::Paren { lparen, .. } => lparen.start,
+    }
+}
+
+/// Source byte offset of the last character of an expression.
+fn expr_end(e: &Expr) -> usize {
+    match &e.kind {
+        ExprKind::Literal(_) => e.span.end.saturating_sub(1).max(e.span.start),
+        ExprKind::Ident(i) | ExprKind::Access { name: i, .. } => {
+            i.span.end.saturating_sub(1).max(i.span.start)
+        }
+        ExprKind::Array { rbrack, .. } | ExprKind::Index { rbrack, .. } => rbrack.start,
+        ExprKind::Object { rcurly, .. } => rcurly.start,
+        ExprKind::Call { rparen, .. } | ExprKind::Paren { rparen, .. } => rparen.start,
+        ExprKind::Unary { value, .. } => expr_end(value),
+        ExprKind::Binary { right, .. } => expr_end(right),
+    }
+}
+
+fn stmt_start(s: &Stmt) -> usize {
+    match s {
+        Stmt::Attribute(a) => a.name.span.start,
+        Stmt::Block(b) => b.name.first().map_or(b.span.start, |n| n.span.start),
+    }
+}
+
+fn stmt_end(s: &Stmt) -> usize {
+    match s {
+        Stmt::Attribute(a) => expr_end(&a.value),
+        Stmt::Block(b) => b.rcurly.start,
+    }
+}
+
+impl Walker<'_> {
+    fn different_lines(&self, a: usize, b: usize) -> bool {
+        self.e.line(a) != self.e.line(b)
+    }
+
+    /// Number of source lines covered by `[start, end]`.
+    fn lines(&self, start: usize, end: usize) -> usize {
+        (self.e.line(end) + 1).saturating_sub(self.e.line(start))
+    }
+
+    fn stmts(&mut self, stmts: &[Stmt]) {
+        for (i, s) in stmts.iter().enumerate() {
+            if i > 0 {
+                // A block is always preceded by a blank line; otherwise a blank line of the
+                // source is kept.
+                let prev_end = stmt_end(&stmts[i - 1]);
+                if matches!(s, Stmt::Block(_))
+                    || self.e.line(stmt_start(s)) > self.e.line(prev_end) + 1
+                {
+                    self.e.ws(Ws::Formfeed);
+                }
+            }
+            match s {
+                Stmt::Attribute(a) => self.attribute(a),
+                Stmt::Block(b) => self.block(b),
+            }
+            // A statement spanning several lines ends the alignment run.
+            if self.lines(stmt_start(s), stmt_end(s)) > 1 {
+                self.e.ws(Ws::Formfeed);
+            } else {
+                self.e.ws(Ws::Newline);
+            }
+        }
+    }
+
+    fn attribute(&mut self, a: &Attribute) {
+        self.e.set_pos(a.name.span.start);
+        self.e.token(&a.name.name, Kind::Ident);
+        self.e.ws(Ws::VTab);
+        self.e.token("=", Kind::Punct);
+        self.e.ws(Ws::Blank);
+        self.expr(&a.value);
+    }
+
+    /// The text of a quoted string at `span` in the source, if it is one.
+    fn quoted_source(&self, start: usize, end: usize) -> Option<&str> {
+        let text = self.src.get(start..end)?;
+        (text.len() >= 2 && text.starts_with('"') && text.ends_with('"')).then_some(text)
+    }
+
+    fn block(&mut self, b: &Block) {
+        let start = b.name.first().map_or(b.span.start, |n| n.span.start);
+        self.e.set_pos(start);
+        self.e.token(&b.full_name(), Kind::Ident);
+        if let Some(label) = &b.label {
+            let label_span = b.label_span.unwrap_or(b.span);
+            let text = self
+                .quoted_source(label_span.start, label_span.end)
+                .map_or_else(|| go_quote(label), str::to_string);
+            self.e.ws(Ws::Blank);
+            self.e.set_pos(label_span.start);
+            self.e.token(&text, Kind::Literal);
+        }
+        self.e.ws(Ws::Blank);
+        self.e.set_pos(b.lcurly.start);
+        self.e.token("{", Kind::Punct);
+        self.e.ws(Ws::Indent);
+        if b.body.is_empty() {
+            self.e.ws(Ws::Blank);
+        } else {
+            self.e.ws(Ws::Formfeed);
+            self.stmts(&b.body);
+        }
+        self.e.ws(Ws::Unindent);
+        self.e.set_pos(b.rcurly.start);
+        self.e.token("}", Kind::Punct);
+    }
+
+    fn expr(&mut self, e: &Expr) {
+        match &e.kind {
+            ExprKind::Literal(lit) => {
+                self.e.set_pos(e.span.start);
+                let kind = if matches!(lit.kind, LitKind::Number(_)) {
+                    Kind::Number
+                } else {
+                    Kind::Literal
+                };
+                self.e.token(&lit.raw, kind);
+            }
+            ExprKind::Ident(i) => {
+                self.e.set_pos(i.span.start);
+                self.e.token(&i.name, Kind::Ident);
+            }
+            ExprKind::Array {
+                elements,
+                lbrack,
+                rbrack,
+            } => self.array(elements, lbrack.start, rbrack.start),
+            ExprKind::Object {
+                fields,
+                lcurly,
+                rcurly,
+            } => self.object(fields, lcurly.start, rcurly.start),
+            ExprKind::Access { value, name } => {
+                self.expr(value);
+                self.e.token(".", Kind::Punct);
+                self.e.token(&name.name, Kind::Ident);
+            }
+            ExprKind::Index {
+                value,
+                index,
+                lbrack,
+                rbrack,
+            } => {
+                self.expr(value);
+                self.e.set_pos(lbrack.start);
+                self.e.token("[", Kind::Punct);
+                self.expr(index);
+                self.e.set_pos(rbrack.start);
+                self.e.token("]", Kind::Punct);
+            }
+            ExprKind::Call {
+                func,
+                args,
+                lparen,
+                rparen,
+            } => self.call(func, args, lparen.start, rparen.start),
+            ExprKind::Unary { op, op_span, value } => {
+                self.e.set_pos(op_span.start);
+                self.e.token(op.as_str(), Kind::Punct);
+                self.expr(value);
+            }
+            ExprKind::Binary {
+                op,
+                op_span,
+                left,
+                right,
+            } => {
+                self.expr(left);
+                self.e.ws(Ws::Blank);
+                self.e.set_pos(op_span.start);
+                self.e.token(op.as_str(), Kind::Punct);
+                self.e.ws(Ws::Blank);
+                self.expr(right);
+            }
+            ExprKind::Paren { inner, .. } => {
+                self.e.token("(", Kind::Punct);
+                self.expr(inner);
+                self.e.token(")", Kind::Punct);
+            }
+        }
+    }
+
+    fn array(&mut self, elements: &[Expr], lbrack: usize, rbrack: usize) {
+        self.e.set_pos(lbrack);
+        self.e.token("[", Kind::Punct);
+        let mut prev = lbrack;
+        for (i, el) in elements.iter().enumerate() {
+            let own_line = self.different_lines(prev, expr_start(el));
+            if own_line {
+                // Indent before the line break so comments before the element are indented too.
+                self.e.ws(Ws::Indent);
+                self.e.ws(Ws::Formfeed);
+            } else if i > 0 {
+                self.e.ws(Ws::Blank);
+            }
+            prev = expr_end(el);
+            self.expr(el);
+            if i + 1 < elements.len() {
+                self.e.token(",", Kind::Punct);
+            }
+            if own_line {
+                self.e.ws(Ws::Unindent);
+            }
+        }
+        if !elements.is_empty() && self.different_lines(prev, rbrack) {
+            // A closing bracket on its own line gets a trailing comma.
+            self.e.token(",", Kind::Punct);
+            self.e.ws(Ws::Indent);
+            self.e.ws(Ws::Formfeed);
+            self.e.ws(Ws::Unindent);
+        }
+        self.e.set_pos(rbrack);
+        self.e.token("]", Kind::Punct);
+    }
+
+    fn object(&mut self, fields: &[crate::ast::ObjectField], lcurly: usize, rcurly: usize) {
+        self.e.set_pos(lcurly);
+        self.e.token("{", Kind::Punct);
+        self.e.ws(Ws::Indent);
+        let mut prev = lcurly;
+        for (i, f) in fields.iter().enumerate() {
+            let start = f.name_span.start;
+            if self.different_lines(prev, start) {
+                // Keep aligning `=` while the previous field fit on one line.
+                let prev_one_line = i > 0 && {
+                    let v = &fields[i - 1].value;
+                    self.lines(expr_start(v), expr_end(v)) == 1
+                };
+                self.e.ws(if prev_one_line {
+                    Ws::Newline
+                } else {
+                    Ws::Formfeed
+                });
+            } else if i > 0 {
+                self.e.ws(Ws::Blank);
+            }
+            prev = f.name_span.end.saturating_sub(1).max(start);
+            self.e.set_pos(start);
+            if f.quoted {
+                let text = self
+                    .quoted_source(f.name_span.start, f.name_span.end)
+                    .map_or_else(|| go_quote(&f.name), str::to_string);
+                self.e.token(&text, Kind::Literal);
+            } else {
+                self.e.token(&f.name, Kind::Ident);
+            }
+            self.e.ws(Ws::VTab);
+            self.e.token("=", Kind::Punct);
+            self.e.ws(Ws::Blank);
+            self.expr(&f.value);
+            if i + 1 < fields.len() {
+                self.e.token(",", Kind::Punct);
+            }
+        }
+        if !fields.is_empty() && self.different_lines(prev, rcurly) {
+            self.e.token(",", Kind::Punct);
+            self.e.ws(Ws::Formfeed);
+        }
+        self.e.ws(Ws::Unindent);
+        self.e.set_pos(rcurly);
+        self.e.token("}", Kind::Punct);
+    }
+
+    fn call(&mut self, func: &Expr, args: &[Expr], lparen: usize, rparen: usize) {
+        self.expr(func);
+        self.e.token("(", Kind::Punct);
+        let mut prev = lparen;
+        for (i, arg) in args.iter().enumerate() {
+            let own_line = self.different_lines(prev, expr_start(arg));
+            if own_line {
+                self.e.ws(Ws::Formfeed);
+                self.e.ws(Ws::Indent);
+            }
+            self.expr(arg);
+            prev = expr_end(arg);
+            if i + 1 < args.len() {
+                self.e.token(",", Kind::Punct);
+                self.e.ws(Ws::Blank);
+            }
+            if own_line {
+                self.e.ws(Ws::Unindent);
+            }
+        }
+        if !args.is_empty() && self.different_lines(prev, rparen) {
+            self.e.token(",", Kind::Punct);
+            self.e.ws(Ws::Formfeed);
+        }
+        self.e.token(")", Kind::Punct);
+    }
+}
+
+/// Quotes `s` as a double-quoted string the way Go's `strconv.Quote` does.
+fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\x07' => out.push_str("\\a"),
+            '\x08' => out.push_str("\\b"),
+            '\x0c' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\x0b' => out.push_str("\\v"),
+            c if is_printable(c) => out.push(c),
+            c if (c as u32) < 0x20 || c == '\x7f' => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x10000 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push_str(&format!("\\U{:08x}", c as u32)),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// An approximation of Go's `unicode.IsPrint`: graphic characters and the ASCII space.
+fn is_printable(c: char) -> bool {
+    if c == ' ' {
+        return true;
+    }
+    if c.is_control() || c.is_whitespace() {
+        return false;
+    }
+    !matches!(c as u32,
+        0xAD | 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x206F | 0xFEFF
+        | 0xFFF9..=0xFFFB | 0xE000..=0xF8FF | 0xFFFE | 0xFFFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::go_quote;
+
+    #[test]
+    fn quotes_like_go() {
+        assert_eq!(go_quote("abc"), "\"abc\"");
+        assert_eq!(go_quote("a\"b\\c\n\t"), "\"a\\\"b\\\\c\\n\\t\"");
+        assert_eq!(go_quote("\u{1}é\u{a0}"), "\"\\x01é\\u00a0\"");
+    }
+}
