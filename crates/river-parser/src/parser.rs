@@ -165,19 +165,24 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// Skips the rest of a statement: up to a terminator outside any bracket pair.
+    /// Skips the rest of a broken statement: up to a terminator outside any bracket pair, or up
+    /// to (not including) a closing bracket that closes a pair opened before the statement (the
+    /// end of the enclosing block, list or call), so the enclosing construct can still finish.
+    /// (The reference skips such closers too, which makes one error cascade through the rest of
+    /// the enclosing block.)
     fn consume_statement(&mut self) {
-        let (mut curly, mut brack, mut paren) = (0i32, 0i32, 0i32);
+        let mut depth = 0usize;
         loop {
             match self.kind() {
                 TokenKind::Eof => return,
-                TokenKind::LCurly => curly += 1,
-                TokenKind::RCurly => curly -= 1,
-                TokenKind::LBrack => brack += 1,
-                TokenKind::RBrack => brack -= 1,
-                TokenKind::LParen => paren += 1,
-                TokenKind::RParen => paren -= 1,
-                TokenKind::Terminator if curly <= 0 && brack <= 0 && paren <= 0 => return,
+                TokenKind::LCurly | TokenKind::LBrack | TokenKind::LParen => depth += 1,
+                TokenKind::RCurly | TokenKind::RBrack | TokenKind::RParen => {
+                    if depth == 0 {
+                        return;
+                    }
+                    depth -= 1;
+                }
+                TokenKind::Terminator if depth == 0 => return,
                 _ => {}
             }
             self.next();
@@ -201,6 +206,9 @@ impl<'a> Parser<'a> {
                     Some("put each attribute or block on its own line"),
                 );
                 self.consume_statement();
+                if self.kind() == until {
+                    break;
+                }
             }
             self.next();
         }
@@ -209,8 +217,7 @@ impl<'a> Parser<'a> {
 
     fn parse_statement(&mut self) -> Option<Stmt> {
         let Some(name) = self.parse_block_name() else {
-            // Skip to the next identifier, which may start a new statement.
-            self.advance_to(TokenKind::Ident);
+            self.consume_statement();
             return None;
         };
         match self.kind() {
@@ -245,6 +252,14 @@ impl<'a> Parser<'a> {
             TokenKind::LCurly => {
                 let (lcurly, _) = self.expect(TokenKind::LCurly);
                 let body = self.parse_body(TokenKind::RCurly);
+                if self.kind() == TokenKind::Eof {
+                    let lc = self.index.line_col(self.src, lcurly.start);
+                    let hint = format!(
+                        "the block opened at line {}, column {} is never closed",
+                        lc.line, lc.col
+                    );
+                    self.error(format!("expected }}, got {}", TokenKind::Eof), Some(&hint));
+                }
                 let (rcurly, _) = self.expect(TokenKind::RCurly);
                 let start = name.parts.first().map_or(name.start, |i| i.span);
                 Some(Stmt::Block(Block {
@@ -261,12 +276,12 @@ impl<'a> Parser<'a> {
                 if name.parts.len() == 1 && name.label.is_none() {
                     self.error(
                         format!("expected attribute assignment or block body, got {got}"),
-                        None,
+                        Some("write `name = value` for an attribute or `name { ... }` for a block"),
                     );
                 } else {
                     self.error(format!("expected block body, got {got}"), None);
                 }
-                self.advance_to(TokenKind::Ident);
+                self.consume_statement();
                 None
             }
         }
@@ -303,7 +318,13 @@ impl<'a> Parser<'a> {
             });
             self.next();
         }
-        if self.kind() != TokenKind::Assign && self.kind() != TokenKind::LCurly {
+        // A name alone on its line is reported by the caller ("expected attribute assignment or
+        // block body"), which is clearer than the reference's "expected block label, got
+        // TERMINATOR".
+        if !matches!(
+            self.kind(),
+            TokenKind::Assign | TokenKind::LCurly | TokenKind::Terminator | TokenKind::Eof
+        ) {
             if self.kind() == TokenKind::String {
                 let t = self.tok().clone();
                 if !t.text.starts_with('"') {
@@ -326,7 +347,7 @@ impl<'a> Parser<'a> {
                             "expected block label to be a valid identifier, but got {}",
                             go_quote(inner)
                         ),
-                        Some("labels may only contain letters, digits and underscores, and must not start with a digit"),
+                        Some("a label is written like an identifier: letters, digits and `_`, not starting with a digit, and not `true`, `false` or `null`"),
                     );
                 }
                 name.label = Some(inner.to_string());
@@ -596,14 +617,37 @@ impl<'a> Parser<'a> {
                 break;
             }
             if self.kind() != TokenKind::Comma {
-                let hint = (self.kind() == TokenKind::Terminator).then_some(
-                    "a list spanning several lines needs a ',' after every element, including the last",
+                let hint = self.missing_comma_hint(until, "list", "element");
+                self.error(
+                    "missing ',' in expression list".to_string(),
+                    hint.as_deref(),
                 );
-                self.error("missing ',' in expression list".to_string(), hint);
             }
             self.next();
         }
         out
+    }
+
+    /// A hint for a missing comma: at a line end, the trailing-comma rule; at the end of the
+    /// input, the missing closing bracket.
+    fn missing_comma_hint(&self, until: TokenKind, what: &str, item: &str) -> Option<String> {
+        if self.kind() != TokenKind::Terminator && self.kind() != TokenKind::Eof {
+            return None;
+        }
+        let at_eof = self.kind() == TokenKind::Eof
+            || self
+                .tokens
+                .get(self.pos + 1)
+                .is_none_or(|t| t.kind == TokenKind::Eof);
+        if at_eof {
+            Some(format!(
+                "the input ends here: is a closing '{until}' missing?"
+            ))
+        } else {
+            Some(format!(
+                "when a {what} spans several lines, every {item} needs a ',' after it, including the last"
+            ))
+        }
     }
 
     /// `Fields = Field { "," Field } [ "," ]`, up to `until`.
@@ -615,10 +659,8 @@ impl<'a> Parser<'a> {
                 break;
             }
             if self.kind() != TokenKind::Comma {
-                let hint = (self.kind() == TokenKind::Terminator).then_some(
-                    "an object spanning several lines needs a ',' after every field, including the last",
-                );
-                self.error("missing ',' in field list".to_string(), hint);
+                let hint = self.missing_comma_hint(until, "object", "field");
+                self.error("missing ',' in field list".to_string(), hint.as_deref());
             }
             self.next();
         }
