@@ -1,0 +1,771 @@
+//! Symbolization of live processes built by the test from `tests/fixtures`: C (PIE, non-PIE,
+//! static, stripped with a debug file found by build ID or by debuglink, MiniDebugInfo), a
+//! shared library, C++ and Rust names in every demangle mode, a stripped Go binary; plus the
+//! vdso, perf maps, kallsyms (fixture and the real one) and the caches' metrics.
+//!
+//! The fixtures print the runtime addresses of their functions and wait on stdin, so the
+//! symbolizer reads their real `/proc/PID/maps` and files. gcc, g++, objcopy, strip, xz,
+//! rustc and go must be installed: a missing tool fails the test.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ebpf_probe::symbolize::elf::{hex, load_elf, read_build_id, SymbolSource};
+use ebpf_probe::symbolize::{Demangle, Frame, Symbolizer, SymbolizerConfig, SymbolizerMetrics};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (is the tool installed?)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn sh(script: &str, dir: &Path) {
+    run(Command::new("sh").arg("-ec").arg(script).current_dir(dir));
+}
+
+fn gcc(dir: &Path, out: &str, args: &[&str]) -> PathBuf {
+    let mut cmd = Command::new("gcc");
+    cmd.args(["-O1", "-fno-omit-frame-pointer", "-o", out])
+        .args(args)
+        .current_dir(dir);
+    run(&mut cmd);
+    dir.join(out)
+}
+
+/// A running fixture and the addresses it printed.
+struct Live {
+    child: Child,
+    addrs: HashMap<String, u64>,
+}
+
+impl Live {
+    fn start(bin: &Path) -> Self {
+        let mut child = Command::new(bin)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addrs = line
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    u64::from_str_radix(v.trim_start_matches("0x"), 16).unwrap(),
+                )
+            })
+            .collect::<HashMap<_, _>>();
+        assert!(
+            !addrs.is_empty(),
+            "fixture printed nothing useful: {line:?}"
+        );
+        Live { child, addrs }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn addr(&self, name: &str) -> u64 {
+        self.addrs[name]
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if let Some(mut stdin) = self.child.stdin.take() {
+            let _ = stdin.write_all(b"\n");
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn symbolizer(config: SymbolizerConfig) -> (Symbolizer, SymbolizerMetrics) {
+    let metrics = SymbolizerMetrics::default();
+    (Symbolizer::new(config, metrics.clone()), metrics)
+}
+
+fn names(frames: &[Frame]) -> Vec<String> {
+    frames.iter().map(Frame::display_name).collect()
+}
+
+/// Symbolizes (leaf, +1 byte inside, return-address-style +4) of each named function and
+/// checks the names.
+fn expect_names(sym: &mut Symbolizer, live: &Live, expected: &[(&str, &str)]) -> Vec<Frame> {
+    let mut all = Vec::new();
+    for (printed, want) in expected {
+        let a = live.addr(printed);
+        // first = sampled ip; the others are return addresses (looked up at -1)
+        let frames = sym.symbolize_user(live.pid(), &[a, a + 1, a + 4]);
+        assert_eq!(
+            names(&frames),
+            vec![want.to_string(); 3],
+            "{printed} at {a:#x}"
+        );
+        for f in &frames {
+            assert!(f.mapping.is_some(), "mapping missing for {printed}");
+        }
+        all.extend(frames);
+    }
+    all
+}
+
+const C_CHAIN: &[(&str, &str)] = &[
+    ("hot_leaf", "hot_leaf"),
+    ("middle", "middle"),
+    ("outer", "outer"),
+    ("main", "main"),
+    ("local_helper", "local_helper"),
+];
+
+#[test]
+fn c_pie_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = gcc(
+        dir.path(),
+        "hot_pie",
+        &["-fPIE", "-pie", fixture("hot.c").to_str().unwrap()],
+    );
+    let live = Live::start(&bin);
+    let (mut sym, _) = symbolizer(SymbolizerConfig::default());
+    let frames = expect_names(&mut sym, &live, C_CHAIN);
+    let m = frames[0].mapping.as_ref().unwrap();
+    assert_eq!(m.file, bin.to_str().unwrap());
+    assert!(m.start <= live.addr("hot_leaf") && live.addr("hot_leaf") < m.limit);
+    assert!(
+        m.start > 0x10_0000_0000,
+        "PIE should load high, got {:#x}",
+        m.start
+    );
+    let want_id = read_build_id(&bin).unwrap().map(|b| hex(&b));
+    assert!(want_id.is_some(), "gcc should emit a build ID");
+    assert_eq!(m.build_id, want_id);
+    let elf = load_elf(Path::new("/"), bin.to_str().unwrap(), &[]).unwrap();
+    assert!(elf.is_dyn);
+    assert!(elf.sources.contains(&SymbolSource::Symtab));
+}
+
+#[test]
+fn c_non_pie_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = gcc(
+        dir.path(),
+        "hot_nopie",
+        &["-fno-pie", "-no-pie", fixture("hot.c").to_str().unwrap()],
+    );
+    let live = Live::start(&bin);
+    assert!(
+        live.addr("hot_leaf") < 0x1000_0000,
+        "non-PIE loads at its link address"
+    );
+    let (mut sym, _) = symbolizer(SymbolizerConfig::default());
+    expect_names(&mut sym, &live, C_CHAIN);
+    let elf = load_elf(Path::new("/"), bin.to_str().unwrap(), &[]).unwrap();
+    assert!(!elf.is_dyn);
+}
+
+#[test]
+fn c_static_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = gcc(
+        dir.path(),
+        "hot_static",
+        &["-static", fixture("hot.c").to_str().unwrap()],
+    );
+    let live = Live::start(&bin);
+    let (mut sym, _) = symbolizer(SymbolizerConfig::default());
+    expect_names(&mut sym, &live, C_CHAIN);
+}
+
+#[test]
+fn stripped_without_any_debug_info_keeps_module_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = gcc(
+        dir.path(),
+        "hot_bare",
+        &[fixture("hot.c").to_str().unwrap()],
+    );
+    sh("strip --strip-all hot_bare", dir.path());
+    let live = Live::start(&bin);
+    let (mut sym, _) = symbolizer(SymbolizerConfig {
+        debug_dirs: vec![],
+        ..Default::default()
+    });
+    let a = live.addr("hot_leaf");
+    let frames = sym.symbolize_user(live.pid(), &[a, 0x10]);
+    let m = frames[0].mapping.as_ref().expect("mapping kept");
+    assert_eq!(frames[0].name, None);
+    assert_eq!(
+        frames[0].display_name(),
+        format!("hot_bare+0x{:x}", a - m.start + m.offset)
+    );
+    // an address in no mapping is kept too
+    assert_eq!(frames.len(), 2);
+    assert_eq!(frames[1].display_name(), "[unknown]");
+}
+
+#[test]
+fn stripped_with_debug_file_by_build_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = gcc(
+        dir.path(),
+        "hot_bid",
+        &["-Wl,--build-id", fixture("hot.c").to_str().unwrap()],
+    );
+    let id = hex(&read_build_id(&bin).unwrap().expect("build id"));
+    let debug_root = dir.path().join("debug");
+    let sub = debug_root.join(".build-id").join(&id[..2]);
+    std::fs::create_dir_all(&sub).unwrap();
+    sh(
+        &format!(
+            "objcopy --only-keep-debug hot_bid {}/{}.debug && strip --strip-all hot_bid",
+            sub.display(),
+            &id[2..]
+        ),
+        dir.path(),
+    );
+    let live = Live::start(&bin);
+    // without the debug dir: nothing
+    let (mut bare, _) = symbolizer(SymbolizerConfig {
+        debug_dirs: vec![],
+        ..Default::default()
+    });
+    assert_eq!(
+        bare.symbolize_user(live.pid(), &[live.addr("hot_leaf")])[0].name,
+        None
+    );
+    let (mut sym, _) = symbolizer(SymbolizerConfig {
+        debug_dirs: vec![debug_root.clone()],
+        ..Default::default()
+    });
+    expect_names(&mut sym, &live, C_CHAIN);
+    let elf = load_elf(Path::new("/"), bin.to_str().unwrap(), &[debug_root]).unwrap();
+    assert!(
+        matches!(elf.sources.last(), Some(SymbolSource::BuildIdDebugFile(_))),
+        "{:?}",
+        elf.sources
+    );
+}
+
+#[test]
+fn stripped_with_debuglink() {
+    let dir = tempfile::tempdir().unwrap();
+    // next to the binary
+    let a = gcc(dir.path(), "hot_dl", &[fixture("hot.c").to_str().unwrap()]);
+    sh(
+        "objcopy --only-keep-debug hot_dl hot_dl.debug && strip --strip-all hot_dl && objcopy --add-gnu-debuglink=hot_dl.debug hot_dl",
+        dir.path(),
+    );
+    // in .debug/
+    let b = gcc(dir.path(), "hot_dl2", &[fixture("hot.c").to_str().unwrap()]);
+    sh(
+        "mkdir -p .debug && objcopy --only-keep-debug hot_dl2 hot_dl2.dbg && strip --strip-all hot_dl2 && objcopy --add-gnu-debuglink=hot_dl2.dbg hot_dl2 && mv hot_dl2.dbg .debug/",
+        dir.path(),
+    );
+    for bin in [a, b] {
+        let live = Live::start(&bin);
+        let (mut sym, _) = symbolizer(SymbolizerConfig {
+            debug_dirs: vec![],
+            ..Default::default()
+        });
+        expect_names(&mut sym, &live, C_CHAIN);
+        let elf = load_elf(Path::new("/"), bin.to_str().unwrap(), &[]).unwrap();
+        assert!(
+            matches!(elf.sources.last(), Some(SymbolSource::DebugLink(_))),
+            "{:?}",
+            elf.sources
+        );
+    }
+    // a debug file with the wrong CRC is refused
+    let c = gcc(dir.path(), "hot_dl3", &[fixture("hot.c").to_str().unwrap()]);
+    sh(
+        "objcopy --only-keep-debug hot_dl3 hot_dl3.debug && strip --strip-all hot_dl3 && objcopy --add-gnu-debuglink=hot_dl3.debug hot_dl3 && printf x >> hot_dl3.debug",
+        dir.path(),
+    );
+    let elf = load_elf(Path::new("/"), c.to_str().unwrap(), &[]).unwrap();
+    assert!(!elf
+        .sources
+        .iter()
+        .any(|s| matches!(s, SymbolSource::DebugLink(_))));
+}
+
+#[test]
+fn stripped_with_minidebuginfo() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = gcc(
+        dir.path(),
+        "hot_mini",
+        &[fixture("hot.c").to_str().unwrap()],
+    );
+    sh(
+        "cp hot_mini mini && strip --strip-debug mini && xz -k mini && strip --strip-all hot_mini \
+         && objcopy --add-section .gnu_debugdata=mini.xz hot_mini",
+        dir.path(),
+    );
+    let live = Live::start(&bin);
+    let (mut sym, _) = symbolizer(SymbolizerConfig {
+        debug_dirs: vec![],
+        ..Default::default()
+    });
+    expect_names(&mut sym, &live, C_CHAIN);
+    let elf = load_elf(Path::new("/"), bin.to_str().unwrap(), &[]).unwrap();
+    assert!(
+        elf.sources.contains(&SymbolSource::MiniDebugInfo),
+        "{:?}",
+        elf.sources
+    );
+}
+
+#[test]
+fn shared_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap().to_string();
+    gcc(
+        dir.path(),
+        "libhot.so",
+        &["-shared", "-fPIC", fixture("hotlib.c").to_str().unwrap()],
+    );
+    let bin = gcc(
+        dir.path(),
+        "uselib",
+        &[
+            fixture("uselib.c").to_str().unwrap(),
+            "-L",
+            &d,
+            "-lhot",
+            &format!("-Wl,-rpath,{d}"),
+        ],
+    );
+    let live = Live::start(&bin);
+    let (mut sym, _) = symbolizer(SymbolizerConfig::default());
+    let frames = expect_names(
+        &mut sym,
+        &live,
+        &[("lib_leaf", "lib_leaf"), ("lib_hidden", "lib_hidden")],
+    );
+    assert!(frames[0]
+        .mapping
+        .as_ref()
+        .unwrap()
+        .file
+        .ends_with("/libhot.so"));
+    // dynsym alone (stripped library) still names the exported function
+    let dir2 = tempfile::tempdir().unwrap();
+    let lib2 = gcc(
+        dir2.path(),
+        "libhot2.so",
+        &["-shared", "-fPIC", fixture("hotlib.c").to_str().unwrap()],
+    );
+    sh("strip --strip-all libhot2.so", dir2.path());
+    let elf = load_elf(Path::new("/"), lib2.to_str().unwrap(), &[]).unwrap();
+    assert_eq!(elf.sources, vec![SymbolSource::Dynsym]);
+    assert!(elf.table.address_of("lib_leaf").is_some());
+    assert!(elf.table.address_of("lib_hidden").is_none());
+}
+
+#[test]
+fn cpp_names_in_every_demangle_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("hot_cpp");
+    run(Command::new("g++")
+        .args(["-O1", "-o"])
+        .arg(&bin)
+        .arg(fixture("hot.cpp")));
+    let live = Live::start(&bin);
+    for (mode, run_name, area) in [
+        (
+            Demangle::None,
+            "_ZN6shapes6WorkerIiE3runEi",
+            "_ZN6shapes4areaEii",
+        ),
+        (Demangle::Simplified, "shapes::Worker::run", "shapes::area"),
+        (
+            Demangle::Templates,
+            "shapes::Worker<int>::run",
+            "shapes::area",
+        ),
+        (
+            Demangle::Full,
+            "shapes::Worker<int>::run(int)",
+            "shapes::area(int, int)",
+        ),
+    ] {
+        let (mut sym, _) = symbolizer(SymbolizerConfig {
+            demangle: mode,
+            ..Default::default()
+        });
+        expect_names(&mut sym, &live, &[("run", run_name), ("area", area)]);
+    }
+}
+
+#[test]
+fn rust_names_demangled() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("hot_rs");
+    run(Command::new("rustc")
+        .args(["-O", "-o"]) // legacy mangling is the default
+        .arg(&bin)
+        .arg(fixture("hot.rs")));
+    let live = Live::start(&bin);
+    let (mut sym, _) = symbolizer(SymbolizerConfig::default());
+    expect_names(&mut sym, &live, &[("hot_leaf", "hot::inner::hot_leaf")]);
+    let (mut full, _) = symbolizer(SymbolizerConfig {
+        demangle: Demangle::Full,
+        ..Default::default()
+    });
+    let f = full.symbolize_user(live.pid(), &[live.addr("hot_leaf")]);
+    let n = f[0].name.as_deref().unwrap();
+    assert!(
+        n.starts_with("hot::inner::hot_leaf::h") && n.len() == "hot::inner::hot_leaf::h".len() + 16,
+        "{n}"
+    );
+    let (mut none, _) = symbolizer(SymbolizerConfig {
+        demangle: Demangle::None,
+        ..Default::default()
+    });
+    let f = none.symbolize_user(live.pid(), &[live.addr("hot_leaf")]);
+    assert!(f[0]
+        .name
+        .as_deref()
+        .unwrap()
+        .starts_with("_ZN3hot5inner8hot_leaf17h"));
+}
+
+#[test]
+fn rust_v0_names_demangled() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("hot_rs_v0");
+    run(Command::new("rustc")
+        .args(["-O", "-C", "symbol-mangling-version=v0", "-o"])
+        .arg(&bin)
+        .arg(fixture("hot.rs")));
+    let live = Live::start(&bin);
+    let (mut sym, _) = symbolizer(SymbolizerConfig::default());
+    expect_names(&mut sym, &live, &[("hot_leaf", "hot::inner::hot_leaf")]);
+}
+
+#[test]
+fn go_stripped_binary_symbolizes_from_pclntab() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("hot_go");
+    std::fs::copy(fixture("hot.go"), dir.path().join("main.go")).unwrap();
+    let go = if Path::new("/usr/lib/go-1.19/bin/go").exists() {
+        "/usr/lib/go-1.19/bin/go"
+    } else {
+        "go"
+    };
+    run(Command::new(go)
+        .args(["build", "-ldflags=-s -w", "-o"])
+        .arg(&bin)
+        .arg("main.go")
+        .current_dir(dir.path())
+        .env("GO111MODULE", "off")
+        .env("GOCACHE", dir.path().join("gocache"))
+        .env("GOPATH", dir.path().join("gopath")));
+    let elf = load_elf(Path::new("/"), bin.to_str().unwrap(), &[]).unwrap();
+    assert_eq!(
+        elf.sources,
+        vec![SymbolSource::GoPclntab],
+        "stripped Go binary must have only pclntab"
+    );
+    assert!(
+        elf.table.len() > 1000,
+        "pclntab has the runtime's functions too: {}",
+        elf.table.len()
+    );
+    let live = Live::start(&bin);
+    let (mut sym, _) = symbolizer(SymbolizerConfig::default());
+    expect_names(
+        &mut sym,
+        &live,
+        &[
+            ("hot_leaf", "main.hotLeaf"),
+            ("middle", "main.middle"),
+            ("main", "main.main"),
+        ],
+    );
+}
+
+#[test]
+fn vdso_frames() {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let vdso = ebpf_probe::symbolize::procmaps::parse_maps(&maps)
+        .into_iter()
+        .find(|m| m.path == "[vdso]")
+        .expect("this process has a vdso");
+    let (mut sym, _) = symbolizer(SymbolizerConfig::default());
+    let ips: Vec<u64> = (vdso.start..vdso.end).step_by(4).collect();
+    let frames = sym.symbolize_user(std::process::id(), &ips);
+    assert_eq!(frames.len(), ips.len());
+    assert!(frames
+        .iter()
+        .all(|f| f.mapping.as_ref().is_some_and(|m| m.file == "[vdso]")));
+    let named: Vec<_> = frames.iter().filter_map(|f| f.name.clone()).collect();
+    assert!(
+        named.iter().any(|n| n.contains("clock_gettime")),
+        "vdso names: {named:?}"
+    );
+    assert!(frames[0].mapping.as_ref().unwrap().build_id.is_some());
+}
+
+#[test]
+fn perf_map_for_jit_code() {
+    let mut child = Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("spawn sleep");
+    let pid = child.id();
+    let path = PathBuf::from(format!("/tmp/perf-{pid}.map"));
+    // an address that is in no file mapping of `sleep`
+    let jit = 0x0000_1000_0000_0000u64;
+    std::fs::write(
+        &path,
+        format!("{jit:x} 100 LazyCompile:~work /app/index.js:10\n"),
+    )
+    .unwrap();
+    let (mut sym, _) = symbolizer(SymbolizerConfig {
+        maps_refresh_interval: Duration::ZERO,
+        ..Default::default()
+    });
+    let frames = sym.symbolize_user(pid, &[jit + 0x10, jit + 0x200]);
+    assert_eq!(
+        frames[0].name.as_deref(),
+        Some("LazyCompile:~work /app/index.js:10")
+    );
+    assert_eq!(frames[1].display_name(), "[unknown]");
+    // the JIT appends: a changed file is re-read
+    std::fs::write(
+        &path,
+        format!("{jit:x} 100 LazyCompile:~work /app/index.js:10\n{:x} 40 LazyCompile:~later /app/index.js:20\n", jit + 0x200),
+    )
+    .unwrap();
+    let frames = sym.symbolize_user(pid, &[jit + 0x210]);
+    assert_eq!(
+        frames[0].name.as_deref(),
+        Some("LazyCompile:~later /app/index.js:20")
+    );
+    let _ = std::fs::remove_file(&path);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn kallsyms_fixture_and_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = dir.path().join("kallsyms");
+    let mods = dir.path().join("modules");
+    std::fs::write(
+        &ks,
+        "ffffffff81000000 T _stext\nffffffff81000100 T do_syscall_64\nffffffff81000200 t helper\n\
+         ffffffff82000000 D some_data\nffffffffc0000000 t mod_fn\t[mymod]\n",
+    )
+    .unwrap();
+    std::fs::write(&mods, "mymod 16384 0 - Live 0xffffffffc0000000\n").unwrap();
+    let config = SymbolizerConfig {
+        kallsyms_path: ks.clone(),
+        modules_path: mods.clone(),
+        kallsyms_refresh_interval: Duration::ZERO,
+        ..Default::default()
+    };
+    let (mut sym, _) = symbolizer(config);
+    let f = sym.symbolize_kernel(&[
+        0xffffffff81000150,
+        0xffffffff81000201,
+        0xffffffffc0000010,
+        0xffffffffd0000000,
+    ]);
+    assert_eq!(
+        names(&f),
+        ["do_syscall_64", "helper", "mod_fn", "[unknown]"]
+    );
+    assert!(f.iter().all(|f| f.mapping.is_none()));
+    // a return address at a function's first byte belongs to the previous function
+    let f = sym.symbolize_kernel(&[0xffffffff81000150, 0xffffffff81000200]);
+    assert_eq!(names(&f), ["do_syscall_64", "do_syscall_64"]);
+    let loads = sym.kernel_symbols().loads();
+    // a BPF program appears: the unresolvable address triggers a reload
+    std::fs::write(
+        &ks,
+        "ffffffff81000000 T _stext\nffffffff81000100 T do_syscall_64\nffffffffc0000000 t mod_fn\t[mymod]\n\
+         ffffffffd0000000 t bpf_prog_6deef7357e7b4530_profile\t[bpf]\n",
+    )
+    .unwrap();
+    let f = sym.symbolize_kernel(&[0xffffffffd0000010]);
+    assert_eq!(names(&f), ["bpf_prog_6deef7357e7b4530_profile"]);
+    assert!(sym.kernel_symbols().loads() > loads);
+    // a module change triggers a reload too
+    std::fs::write(
+        &ks,
+        "ffffffff81000000 T _stext\nffffffffc0001000 t new_mod_fn\t[newmod]\n",
+    )
+    .unwrap();
+    std::fs::write(&mods, "newmod 16384 0 - Live 0xffffffffc0001000\n").unwrap();
+    let f = sym.symbolize_kernel(&[0xffffffffc0001004]);
+    assert_eq!(names(&f), ["new_mod_fn"]);
+}
+
+#[test]
+fn kallsyms_rate_limit_prevents_reload_storms() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = dir.path().join("kallsyms");
+    std::fs::write(&ks, "ffffffff81000000 T _stext\n").unwrap();
+    let (mut sym, _) = symbolizer(SymbolizerConfig {
+        kallsyms_path: ks,
+        modules_path: dir.path().join("modules"),
+        kallsyms_refresh_interval: Duration::from_secs(3600),
+        ..Default::default()
+    });
+    for _ in 0..100 {
+        sym.symbolize_kernel(&[0xffffffffd0000000]);
+    }
+    assert_eq!(sym.kernel_symbols().loads(), 1);
+}
+
+#[test]
+fn real_kallsyms() {
+    let content = std::fs::read_to_string("/proc/kallsyms").expect("read /proc/kallsyms");
+    let (table, restricted) = ebpf_probe::symbolize::kallsyms::parse_kallsyms(&content);
+    assert!(
+        !restricted,
+        "kernel addresses are hidden: run as root (kptr_restrict)"
+    );
+    assert!(
+        table.len() > 10_000,
+        "only {} kernel text symbols",
+        table.len()
+    );
+    let line = content
+        .lines()
+        .find(|l| l.ends_with(" T schedule") || l.ends_with(" T do_syscall_64"))
+        .expect("schedule or do_syscall_64 in kallsyms");
+    let mut it = line.split_whitespace();
+    let addr = u64::from_str_radix(it.next().unwrap(), 16).unwrap();
+    let name = it.nth(1).unwrap();
+    let (mut sym, _) = symbolizer(SymbolizerConfig::default());
+    let f = sym.symbolize_kernel(&[addr + 1]);
+    assert_eq!(f[0].name.as_deref(), Some(name));
+    assert!(sym.stats().kernel_symbols > 10_000);
+}
+
+#[test]
+fn caches_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = gcc(
+        dir.path(),
+        "hot_cache",
+        &[fixture("hot.c").to_str().unwrap()],
+    );
+    std::fs::copy(&bin, dir.path().join("hot_copy")).unwrap();
+    let copy = dir.path().join("hot_copy");
+    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let a = Live::start(&bin);
+    let b = Live::start(&bin);
+    let c = Live::start(&copy);
+    let (mut sym, m) = symbolizer(SymbolizerConfig {
+        pid_cache_size: 2,
+        ..Default::default()
+    });
+    let mut registry = prometheus_client::registry::Registry::default();
+    m.register(&mut registry);
+
+    let leaf = |l: &Live| l.addr("hot_leaf");
+    assert_eq!(
+        sym.symbolize_user(a.pid(), &[leaf(&a)])[0].display_name(),
+        "hot_leaf"
+    );
+    assert_eq!(
+        (
+            m.pid_cache_miss.get(),
+            m.elf_cache_stat_miss.get(),
+            m.elf_cache_build_id_miss.get()
+        ),
+        (1, 1, 1)
+    );
+    sym.symbolize_user(a.pid(), &[leaf(&a)]);
+    assert_eq!(m.pid_cache_hit.get(), 1);
+    // same file, other process: hit by device+inode
+    assert_eq!(
+        sym.symbolize_user(b.pid(), &[leaf(&b)])[0].display_name(),
+        "hot_leaf"
+    );
+    assert_eq!(m.elf_cache_stat_hit.get(), 1);
+    // a copy (other inode, same build ID): hit by build ID
+    assert_eq!(
+        sym.symbolize_user(c.pid(), &[leaf(&c)])[0].display_name(),
+        "hot_leaf"
+    );
+    assert_eq!(
+        (m.elf_cache_stat_miss.get(), m.elf_cache_build_id_hit.get()),
+        (2, 1)
+    );
+    // pid cache holds 2: `a` was evicted by `c`
+    assert_eq!(sym.stats().pids, 2);
+    sym.symbolize_user(a.pid(), &[leaf(&a)]);
+    assert_eq!(m.pid_cache_miss.get(), 4);
+    sym.forget_pid(a.pid());
+    assert_eq!(sym.stats().pids, 1);
+    sym.symbolize_user(a.pid(), &[leaf(&a)]);
+    assert_eq!(m.pid_cache_miss.get(), 5);
+    assert_eq!(sym.stats().elfs, 2);
+    assert_eq!(sym.stats().build_ids, 1);
+
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    for line in [
+        "pyroscope_ebpf_pid_cache_hit_total 1",
+        "pyroscope_ebpf_pid_cache_miss_total 5",
+        "pyroscope_ebpf_elf_cache_build_id_hit_total 1",
+        "pyroscope_ebpf_elf_cache_build_id_miss_total 1",
+        "pyroscope_ebpf_elf_cache_stat_hit_total",
+        "pyroscope_ebpf_elf_cache_stat_miss_total 2",
+    ] {
+        assert!(text.contains(line), "{line} missing in\n{text}");
+    }
+}
+
+#[test]
+fn dead_pid_gives_unknown_frames() {
+    let (mut sym, _) = symbolizer(SymbolizerConfig::default());
+    let frames = sym.symbolize_user(u32::MAX - 7, &[0x1234, 0x5678]);
+    assert_eq!(names(&frames), ["[unknown]", "[unknown]"]);
+}
+
+#[test]
+fn container_root_is_not_escaped_by_absolute_symlinks() {
+    use ebpf_probe::symbolize::elf::resolve_in_root;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("usr/lib/libc.so"), b"inside").unwrap();
+    std::os::unix::fs::symlink("/usr/lib/libc.so", root.join("usr/lib/link.so")).unwrap();
+    std::os::unix::fs::symlink("../../../../../../etc/passwd", root.join("usr/lib/up")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", root.join("etc/abs")).unwrap();
+    let r = resolve_in_root(&root, Path::new("/usr/lib/link.so")).unwrap();
+    assert_eq!(r, root.join("usr/lib/libc.so"));
+    assert_eq!(std::fs::read(&r).unwrap(), b"inside");
+    assert_eq!(
+        resolve_in_root(&root, Path::new("/usr/lib/up")).ok(),
+        None,
+        "host /etc/passwd must not be reachable"
+    );
+    assert!(resolve_in_root(&root, Path::new("/etc/abs")).is_err());
+}
