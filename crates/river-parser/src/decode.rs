@@ -108,7 +108,8 @@ pub fn decode_value<T: DeserializeOwned>(v: &Value) -> Result<T, String> {
 /// Encodes `t` as a River value (structs and maps become objects, sequences arrays,
 /// [`Duration`] a duration string, [`Secret`] a secret, [`CapsuleRef`] a capsule).
 pub fn to_value<T: Serialize + ?Sized>(t: &T) -> Result<Value, String> {
-    t.serialize(ValueSerializer).map_err(|e| e.render_message(None))
+    t.serialize(ValueSerializer)
+        .map_err(|e| e.render_message(None))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -117,7 +118,10 @@ pub fn to_value<T: Serialize + ?Sized>(t: &T) -> Result<Value, String> {
 #[derive(Debug, Clone)]
 enum ErrorKind {
     /// A required field was missing from the body at address `body`.
-    Missing { field: &'static str, body: usize },
+    Missing {
+        field: &'static str,
+        body: usize,
+    },
     /// Expected type vs. actual type: `should be number, got string`.
     Type(String),
     Message(String),
@@ -170,8 +174,7 @@ impl Error {
 
     /// Prefixes the message with the attribute name and path (done once, at the attribute).
     fn in_attribute(mut self, name: &str, span: Span) -> Self {
-        if !self.prefixed && !matches!(self.kind, ErrorKind::Missing { .. } | ErrorKind::Probe(_))
-        {
+        if !self.prefixed && !matches!(self.kind, ErrorKind::Missing { .. } | ErrorKind::Probe(_)) {
             let msg = self.render_message(Some(name));
             self.kind = ErrorKind::Message(msg);
             self.path.clear();
@@ -190,7 +193,9 @@ impl Error {
             None => path.trim_start_matches('.').to_string(),
         };
         let (msg, is_type) = match &self.kind {
-            ErrorKind::Missing { field, .. } => (format!("missing required attribute {field:?}"), false),
+            ErrorKind::Missing { field, .. } => {
+                (format!("missing required attribute {field:?}"), false)
+            }
             ErrorKind::Type(m) => (m.clone(), true),
             ErrorKind::Message(m) => (m.clone(), false),
             ErrorKind::Probe(_) => ("probe".to_string(), false),
@@ -405,7 +410,11 @@ impl<'a> BodyDeserializer<'a> {
         }
         let wants_label = fields.is_some_and(|f| f.contains(&LABEL_FIELD));
         let block = self.block_name.unwrap_or("");
-        match (self.label, wants_label, fields.is_some() && self.block_name.is_some()) {
+        match (
+            self.label,
+            wants_label,
+            fields.is_some() && self.block_name.is_some(),
+        ) {
             (Some(l), true, _) => out.push((LABEL_FIELD, Entry::Label(l))),
             (Some(_), false, true) => {
                 return Err(Error {
@@ -513,7 +522,10 @@ struct BodyMapAccess<'a> {
 impl<'de, 'a> MapAccess<'de> for BodyMapAccess<'a> {
     type Error = Error;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Error> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Error> {
         match self.entries.next() {
             None => Ok(None),
             Some((name, entry)) => {
@@ -724,7 +736,9 @@ impl<'a> ValueDeserializer<'a> {
     fn number(&self) -> Result<Number, Error> {
         match self.value {
             Value::Number(n) => Ok(*n),
-            Value::String(s) => string_to_number(s).ok_or_else(|| Error::type_err("number", self.value)),
+            Value::String(s) => {
+                string_to_number(s).ok_or_else(|| Error::type_err("number", self.value))
+            }
             other => Err(Error::type_err("number", other)),
         }
     }
@@ -900,11 +914,14 @@ impl<'de, 'a> Deserializer<'de> for ValueDeserializer<'a> {
                 }
                 other => Err(Error::type_err("secret", other)),
             },
-            CAPSULE_NAME => match self.value {
-                Value::Capsule(c) => visitor
-                    .visit_newtype_struct(de::value::StringDeserializer::<Error>::new(park_capsule(c))),
-                other => Err(Error::type_err("capsule", other)),
-            },
+            CAPSULE_NAME => {
+                match self.value {
+                    Value::Capsule(c) => visitor.visit_newtype_struct(
+                        de::value::StringDeserializer::<Error>::new(park_capsule(c)),
+                    ),
+                    other => Err(Error::type_err("capsule", other)),
+                }
+            }
             _ => visitor.visit_newtype_struct(self),
         }
     }
@@ -919,7 +936,11 @@ impl<'de, 'a> Deserializer<'de> for ValueDeserializer<'a> {
         }
     }
 
-    fn deserialize_tuple<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, Error> {
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
         self.deserialize_seq(visitor)
     }
 
@@ -960,8 +981,14 @@ impl<'de, 'a> Deserializer<'de> for ValueDeserializer<'a> {
         match self.value {
             Value::String(s) => visitor.visit_enum(s.as_str().into_deserializer()),
             Value::Object(map) if map.len() == 1 => {
-                let (k, v) = map.iter().next().ok_or_else(|| Error::type_err("string", self.value))?;
-                visitor.visit_enum(EnumAccess { variant: k, value: v })
+                let (k, v) = map
+                    .iter()
+                    .next()
+                    .ok_or_else(|| Error::type_err("string", self.value))?;
+                visitor.visit_enum(EnumAccess {
+                    variant: k,
+                    value: v,
+                })
             }
             other => Err(Error::type_err("string", other)),
         }
@@ -986,7 +1013,10 @@ struct ArraySeq<'a> {
 impl<'de, 'a> SeqAccess<'de> for ArraySeq<'a> {
     type Error = Error;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, Error> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Error> {
         match self.it.next() {
             None => Ok(None),
             Some(value) => {
@@ -1012,7 +1042,10 @@ struct ObjectMap<'a> {
 impl<'de, 'a> MapAccess<'de> for ObjectMap<'a> {
     type Error = Error;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Error> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Error> {
         match self.it.next() {
             None => Ok(None),
             Some((k, v)) => {
@@ -1038,7 +1071,9 @@ impl<'de, 'a> MapAccess<'de> for ObjectMap<'a> {
 
 fn object_segment(k: &str) -> String {
     let ident = !k.is_empty()
-        && k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && k.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if ident {
         format!(".{k}")
@@ -1056,7 +1091,10 @@ impl<'de, 'a> de::EnumAccess<'de> for EnumAccess<'a> {
     type Error = Error;
     type Variant = VariantAccess<'a>;
 
-    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Self::Variant), Error> {
+    fn variant_seed<V: DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, Self::Variant), Error> {
         let v = seed.deserialize(de::value::StrDeserializer::<Error>::new(self.variant))?;
         Ok((v, VariantAccess { value: self.value }))
     }
@@ -1231,7 +1269,9 @@ pub fn parse_go_duration(input: &str) -> Result<std::time::Duration, String> {
         if !frac_part.is_empty() {
             // Fractional part scaled to the unit, truncated like Go.
             let digits = frac_part.len().min(30) as u32;
-            let frac: u128 = frac_part[..digits as usize].parse().map_err(|_| invalid())?;
+            let frac: u128 = frac_part[..digits as usize]
+                .parse()
+                .map_err(|_| invalid())?;
             value += frac * scale / 10u128.pow(digits);
         }
         total = total.checked_add(value).ok_or_else(invalid)?;
@@ -1274,7 +1314,10 @@ pub fn format_go_duration(d: std::time::Duration) -> String {
     if hours > 0 || minutes > 0 {
         out.push_str(&format!("{minutes}m"));
     }
-    out.push_str(&fixed_fraction(secs * 1_000_000_000 + frac_nanos, 1_000_000_000));
+    out.push_str(&fixed_fraction(
+        secs * 1_000_000_000 + frac_nanos,
+        1_000_000_000,
+    ));
     out.push('s');
     out
 }
@@ -1667,7 +1710,8 @@ impl ser::SerializeStruct for MapSer {
         key: &'static str,
         value: &T,
     ) -> Result<(), Error> {
-        self.0.insert(key.to_string(), value.serialize(ValueSerializer)?);
+        self.0
+            .insert(key.to_string(), value.serialize(ValueSerializer)?);
         Ok(())
     }
     fn end(self) -> SerResult {
@@ -1707,7 +1751,10 @@ mod tests {
             ("500ms", StdDuration::from_millis(500)),
             ("1.5s", StdDuration::from_millis(1500)),
             ("0", StdDuration::ZERO),
-            ("2h45m30.5s", StdDuration::from_millis((2 * 3600 + 45 * 60 + 30) * 1000 + 500)),
+            (
+                "2h45m30.5s",
+                StdDuration::from_millis((2 * 3600 + 45 * 60 + 30) * 1000 + 500),
+            ),
             ("100us", StdDuration::from_micros(100)),
             ("100µs", StdDuration::from_micros(100)),
             ("7ns", StdDuration::from_nanos(7)),
@@ -1761,7 +1808,10 @@ mod tests {
     fn secret_never_prints() {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s} {s:?}"), "(secret) (secret)");
-        assert_eq!(serde_json::to_string(&s).ok().as_deref(), Some("\"(secret)\""));
+        assert_eq!(
+            serde_json::to_string(&s).ok().as_deref(),
+            Some("\"(secret)\"")
+        );
         assert_eq!(to_value(&s), Ok(Value::Secret("hunter2".into())));
         assert_eq!(s.expose(), "hunter2");
     }

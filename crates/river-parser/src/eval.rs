@@ -279,9 +279,8 @@ fn place<'s>(expr: &ast::Expr, scope: &'s Scope) -> Result<Cow<'s, Value>, Diagn
         },
         ExprKind::Access { value, name } => {
             let base = place(value, scope)?;
-            let missing = || {
-                Diagnostic::new(name.span, format!("field {:?} does not exist", name.name))
-            };
+            let missing =
+                || Diagnostic::new(name.span, format!("field {:?} does not exist", name.name));
             match base {
                 Cow::Borrowed(Value::Object(map)) => {
                     map.get(&name.name).map(Cow::Borrowed).ok_or_else(missing)
@@ -327,9 +326,9 @@ fn place<'s>(expr: &ast::Expr, scope: &'s Scope) -> Result<Cow<'s, Value>, Diagn
                     format!("should be number, got {}", other.type_name()),
                 )),
                 (Value::Object(_), Value::String(k)) => Ok(match base {
-                    Cow::Borrowed(Value::Object(map)) => {
-                        map.get(k.as_str()).map_or(Cow::Owned(Value::Null), Cow::Borrowed)
-                    }
+                    Cow::Borrowed(Value::Object(map)) => map
+                        .get(k.as_str())
+                        .map_or(Cow::Owned(Value::Null), Cow::Borrowed),
                     Cow::Owned(Value::Object(mut map)) => {
                         Cow::Owned(map.remove(k.as_str()).unwrap_or(Value::Null))
                     }
@@ -382,10 +381,7 @@ fn parse_int_literal(text: &str) -> Number {
 /// A diagnostic about the value of `expr`, prefixed with the expression's text as the reference
 /// does (`"x" should be number, got string`).
 fn value_error(expr: &ast::Expr, msg: impl AsRef<str>) -> Diagnostic {
-    Diagnostic::new(
-        expr.span,
-        format!("{} {}", expr_text(expr), msg.as_ref()),
-    )
+    Diagnostic::new(expr.span, format!("{} {}", expr_text(expr), msg.as_ref()))
 }
 
 /// Renders an expression compactly (single line) for error messages.
@@ -549,9 +545,7 @@ fn allowed_types(op: BinaryOp) -> &'static str {
     match op {
         BinaryOp::Or | BinaryOp::And => "[bool]",
         BinaryOp::Add => "[number string secret]",
-        BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Mod | BinaryOp::Pow => {
-            "[number]"
-        }
+        BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Mod | BinaryOp::Pow => "[number]",
         _ => "[number string]",
     }
 }
@@ -664,40 +658,38 @@ fn number_binary(op: BinaryOp, a: Number, b: Number) -> Result<Value, (Side, Str
             };
             Ok(Value::Bool(res))
         }
-        BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Mod => {
-            match k {
-                Kind::Uint => {
-                    let (x, y) = (as_u64(a), as_u64(b));
-                    num(Number::Uint(match op {
-                        BinaryOp::Add => x.wrapping_add(y),
-                        BinaryOp::Sub => x.wrapping_sub(y),
-                        BinaryOp::Mul => x.wrapping_mul(y),
-                        BinaryOp::Div => x / y,
-                        _ => x % y,
-                    }))
-                }
-                Kind::Int => {
-                    let (x, y) = (as_i64(a), as_i64(b));
-                    num(Number::Int(match op {
-                        BinaryOp::Add => x.wrapping_add(y),
-                        BinaryOp::Sub => x.wrapping_sub(y),
-                        BinaryOp::Mul => x.wrapping_mul(y),
-                        BinaryOp::Div => x.wrapping_div(y),
-                        _ => x.wrapping_rem(y),
-                    }))
-                }
-                Kind::Float => {
-                    let (x, y) = (a.as_f64(), b.as_f64());
-                    num(Number::Float(match op {
-                        BinaryOp::Add => x + y,
-                        BinaryOp::Sub => x - y,
-                        BinaryOp::Mul => x * y,
-                        BinaryOp::Div => x / y,
-                        _ => x % y,
-                    }))
-                }
+        BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Mod => match k {
+            Kind::Uint => {
+                let (x, y) = (as_u64(a), as_u64(b));
+                num(Number::Uint(match op {
+                    BinaryOp::Add => x.wrapping_add(y),
+                    BinaryOp::Sub => x.wrapping_sub(y),
+                    BinaryOp::Mul => x.wrapping_mul(y),
+                    BinaryOp::Div => x / y,
+                    _ => x % y,
+                }))
             }
-        }
+            Kind::Int => {
+                let (x, y) = (as_i64(a), as_i64(b));
+                num(Number::Int(match op {
+                    BinaryOp::Add => x.wrapping_add(y),
+                    BinaryOp::Sub => x.wrapping_sub(y),
+                    BinaryOp::Mul => x.wrapping_mul(y),
+                    BinaryOp::Div => x.wrapping_div(y),
+                    _ => x.wrapping_rem(y),
+                }))
+            }
+            Kind::Float => {
+                let (x, y) = (a.as_f64(), b.as_f64());
+                num(Number::Float(match op {
+                    BinaryOp::Add => x + y,
+                    BinaryOp::Sub => x - y,
+                    BinaryOp::Mul => x * y,
+                    BinaryOp::Div => x / y,
+                    _ => x % y,
+                }))
+            }
+        },
         BinaryOp::Pow => match k {
             Kind::Uint => num(Number::Uint(int_pow_u(as_u64(a), as_u64(b)))),
             Kind::Int => num(Number::Int(int_pow_i(as_i64(a), as_i64(b)))),

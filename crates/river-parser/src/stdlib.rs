@@ -73,7 +73,10 @@ fn build() -> HashMap<&'static str, Value> {
             ("hostname", Value::String(hostname())),
             ("os", Value::String(std::env::consts::OS.to_string())),
             ("arch", Value::String(go_arch().to_string())),
-            ("version", Value::String(env!("CARGO_PKG_VERSION").to_string())),
+            (
+                "version",
+                Value::String(env!("CARGO_PKG_VERSION").to_string()),
+            ),
         ]),
     );
     m.insert("sys", object(vec![("env", func("sys.env", env))]));
@@ -92,18 +95,40 @@ fn build() -> HashMap<&'static str, Value> {
             ("trim_space", func("string.trim_space", trim_space)),
         ]),
     );
-    m.insert("array", object(vec![("concat", func("array.concat", concat))]));
+    m.insert(
+        "array",
+        object(vec![
+            ("concat", func("array.concat", concat)),
+            ("combine_maps", func("array.combine_maps", combine_maps)),
+        ]),
+    );
+    m.insert(
+        "file",
+        object(vec![("path_join", func("file.path_join", path_join))]),
+    );
     m.insert(
         "encoding",
         object(vec![
             ("from_json", func("encoding.from_json", json_decode)),
             ("from_yaml", func("encoding.from_yaml", yaml_decode)),
             ("from_base64", func("encoding.from_base64", base64_decode)),
+            (
+                "from_URLbase64",
+                func("encoding.from_URLbase64", base64_url_decode),
+            ),
+            ("to_base64", func("encoding.to_base64", base64_encode)),
+            (
+                "to_URLbase64",
+                func("encoding.to_URLbase64", base64_url_encode),
+            ),
         ]),
     );
     m.insert(
         "convert",
-        object(vec![("nonsensitive", func("convert.nonsensitive", nonsensitive))]),
+        object(vec![(
+            "nonsensitive",
+            func("convert.nonsensitive", nonsensitive),
+        )]),
     );
     m
 }
@@ -262,14 +287,18 @@ fn trim(args: &[Value]) -> Res {
 fn trim_prefix(args: &[Value]) -> Res {
     let a = strs(args, 2)?;
     Ok(Value::String(
-        a[0].strip_prefix(a[1].as_str()).unwrap_or(&a[0]).to_string(),
+        a[0].strip_prefix(a[1].as_str())
+            .unwrap_or(&a[0])
+            .to_string(),
     ))
 }
 
 fn trim_suffix(args: &[Value]) -> Res {
     let a = strs(args, 2)?;
     Ok(Value::String(
-        a[0].strip_suffix(a[1].as_str()).unwrap_or(&a[0]).to_string(),
+        a[0].strip_suffix(a[1].as_str())
+            .unwrap_or(&a[0])
+            .to_string(),
     ))
 }
 
@@ -362,6 +391,118 @@ fn base64_decode(args: &[Value]) -> Res {
         .decode(a[0].as_bytes())
         .map_err(|e| e.to_string())?;
     Ok(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+fn base64_url_decode(args: &[Value]) -> Res {
+    let a = strs(args, 1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE
+        .decode(a[0].as_bytes())
+        .map_err(|e| e.to_string())?;
+    Ok(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+fn base64_encode(args: &[Value]) -> Res {
+    let a = strs(args, 1)?;
+    Ok(Value::String(
+        base64::engine::general_purpose::STANDARD.encode(a[0].as_bytes()),
+    ))
+}
+
+fn base64_url_encode(args: &[Value]) -> Res {
+    let a = strs(args, 1)?;
+    Ok(Value::String(
+        base64::engine::general_purpose::URL_SAFE.encode(a[0].as_bytes()),
+    ))
+}
+
+/// Joins path elements like Go's `filepath.Join` (empty elements skipped, result cleaned).
+fn path_join(args: &[Value]) -> Res {
+    let parts: Vec<String> = (0..args.len())
+        .map(|i| str_arg(args, i))
+        .collect::<Result<_, _>>()?;
+    let joined = parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("/");
+    if joined.is_empty() {
+        return Ok(Value::String(String::new()));
+    }
+    let absolute = joined.starts_with('/');
+    let mut stack: Vec<&str> = Vec::new();
+    for seg in joined.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                if stack.last().is_some_and(|l| *l != "..") {
+                    stack.pop();
+                } else if !absolute {
+                    stack.push("..");
+                }
+            }
+            s => stack.push(s),
+        }
+    }
+    let body = stack.join("/");
+    Ok(Value::String(match (absolute, body.is_empty()) {
+        (true, _) => format!("/{body}"),
+        (false, true) => ".".to_string(),
+        (false, false) => body,
+    }))
+}
+
+/// `array.combine_maps(left, right, keys)`: every pair of objects from `left` and `right` that
+/// agree on all `keys` is merged (right wins).
+fn combine_maps(args: &[Value]) -> Res {
+    if args.len() != 3 {
+        return Err(format!(
+            "combine_maps: expected 3 arguments, got {}",
+            args.len()
+        ));
+    }
+    let objects = |v: &Value| -> Result<Vec<BTreeMap<String, Value>>, String> {
+        match v {
+            Value::Array(items) => items
+                .iter()
+                .map(|i| match i {
+                    Value::Object(m) => Ok(m.clone()),
+                    other => Err(format!("should be object, got {}", other.type_name())),
+                })
+                .collect(),
+            other => Err(format!("should be array, got {}", other.type_name())),
+        }
+    };
+    let left = objects(&args[0])?;
+    let right = objects(&args[1])?;
+    let keys: Vec<String> = match &args[2] {
+        Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(format!("should be string, got {}", other.type_name())),
+            })
+            .collect::<Result<_, _>>()?,
+        other => return Err(format!("should be array, got {}", other.type_name())),
+    };
+    if keys.is_empty() {
+        return Err("combine_maps: merge conditions must not be empty".to_string());
+    }
+    let mut out = Vec::new();
+    for l in &left {
+        for r in &right {
+            let joins = keys.iter().all(|k| match (l.get(k), r.get(k)) {
+                (Some(a), Some(b)) => crate::eval::values_equal(a, b),
+                _ => false,
+            });
+            if joins {
+                let mut merged = l.clone();
+                merged.extend(r.iter().map(|(k, v)| (k.clone(), v.clone())));
+                out.push(Value::Object(merged));
+            }
+        }
+    }
+    Ok(Value::Array(out))
 }
 
 fn nonsensitive(args: &[Value]) -> Res {
@@ -653,7 +794,10 @@ fn format_v(v: &Value) -> String {
             format!("[{}]", parts.join(" "))
         }
         Value::Object(m) => {
-            let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k}:{}", format_v(v))).collect();
+            let parts: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{k}:{}", format_v(v)))
+                .collect();
             format!("map[{}]", parts.join(" "))
         }
         Value::Function(f) => format!("function({})", f.name),
@@ -754,7 +898,11 @@ mod tests {
         let cases: Vec<(&str, Vec<Value>, &str)> = vec![
             ("%s-%d", vec![s("a"), i(5)], "a-5"),
             ("%q", vec![s("a\"b\n")], "\"a\\\"b\\n\""),
-            ("%v %v %v", vec![i(1), s("x"), Value::Bool(true)], "1 x true"),
+            (
+                "%v %v %v",
+                vec![i(1), s("x"), Value::Bool(true)],
+                "1 x true",
+            ),
             ("%f", vec![f(3.14159)], "3.141590"),
             ("%5.2f|", vec![f(3.14159)], " 3.14|"),
             ("%-6d|", vec![i(42)], "42    |"),
@@ -776,7 +924,11 @@ mod tests {
             ("%.3g", vec![f(3.14159)], "3.14"),
             ("%t", vec![Value::Bool(false)], "false"),
             ("%v", vec![Value::Array(vec![i(1), s("a")])], "[1 a]"),
-            ("%d", vec![Value::Number(Number::Uint(u64::MAX))], "18446744073709551615"),
+            (
+                "%d",
+                vec![Value::Number(Number::Uint(u64::MAX))],
+                "18446744073709551615",
+            ),
             ("%.1f", vec![f(-0.25)], "-0.2"),
         ];
         for (fmt, args, want) in cases {
