@@ -1,3 +1,5 @@
 //! `pyroscope.*` components: profiling and pushing profiles.
 
+pub mod appendable;
+pub mod push_proto;
 pub mod write;

@@ -1,0 +1,410 @@
+//! One endpoint of `pyroscope.write`: an HTTP client built from the endpoint's settings, a
+//! bounded queue of encoded push requests, and a worker task that sends them one at a time,
+//! retrying what is worth retrying with exponential backoff and jitter. A full queue drops the
+//! new request (counted); the producer is never made to wait.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, warn};
+
+use super::args::EndpointOptions;
+use super::WriteMetrics;
+use crate::pyroscope::push_proto;
+
+/// An encoded push request waiting to be sent.
+#[derive(Debug)]
+pub(super) struct Batch {
+    pub body: Bytes,
+    pub profiles: u64,
+    /// Raw profile bytes (what the byte counters count).
+    pub profile_bytes: u64,
+}
+
+/// What the UI shows about an endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointStatus {
+    pub last_success: Option<SystemTime>,
+    pub last_error: Option<String>,
+    pub last_error_time: Option<SystemTime>,
+}
+
+/// A running endpoint. Dropping it stops the worker; what is still queued is counted as dropped.
+pub(super) struct Endpoint {
+    pub opts: EndpointOptions,
+    label: String,
+    tx: mpsc::Sender<Arc<Batch>>,
+    status: Arc<Mutex<EndpointStatus>>,
+    shutdown: watch::Sender<bool>,
+    metrics: WriteMetrics,
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Endpoint {
+    /// Builds the client and starts the worker on the current tokio runtime.
+    pub fn start(
+        opts: EndpointOptions,
+        queue_capacity: usize,
+        metrics: WriteMetrics,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Self, String> {
+        let client = build_client(&opts)?;
+        let push_url = format!(
+            "{}{}",
+            opts.url.trim_end_matches('/'),
+            push_proto::PUSH_PATH
+        );
+        let label = opts.display_name().to_string();
+        let (tx, rx) = mpsc::channel(queue_capacity.max(1));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let status = Arc::new(Mutex::new(EndpointStatus::default()));
+        let worker = Worker {
+            opts: opts.clone(),
+            label: label.clone(),
+            client,
+            push_url,
+            status: Arc::clone(&status),
+            metrics: metrics.clone(),
+            shutdown: shutdown_rx,
+            rng: seed(),
+        };
+        runtime.spawn(worker.run(rx));
+        Ok(Endpoint {
+            opts,
+            label,
+            tx,
+            status,
+            shutdown,
+            metrics,
+        })
+    }
+
+    /// Queues a batch without waiting. Returns false (and counts the drop) if the queue is full.
+    pub fn enqueue(&self, batch: Arc<Batch>) -> bool {
+        match self.tx.try_send(batch) {
+            Ok(()) => true,
+            Err(e) => {
+                let batch = match e {
+                    mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
+                };
+                self.metrics.dropped(&self.label, &batch);
+                warn!(endpoint = %self.label, profiles = batch.profiles, "queue full, dropping profiles");
+                let mut st = lock(&self.status);
+                st.last_error = Some("queue full: profiles dropped".to_string());
+                st.last_error_time = Some(SystemTime::now());
+                false
+            }
+        }
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    pub fn queue_capacity(&self) -> usize {
+        self.tx.max_capacity()
+    }
+
+    pub fn status(&self) -> EndpointStatus {
+        lock(&self.status).clone()
+    }
+}
+
+fn build_client(opts: &EndpointOptions) -> Result<reqwest::Client, String> {
+    let mut headers = HeaderMap::new();
+    for (k, v) in &opts.headers {
+        let name = HeaderName::from_bytes(k.as_bytes())
+            .map_err(|e| format!("headers: invalid header name {k:?}: {e}"))?;
+        let value = HeaderValue::from_str(v)
+            .map_err(|e| format!("headers: invalid value for {k:?}: {e}"))?;
+        headers.insert(name, value);
+    }
+    let mut builder = reqwest::Client::builder()
+        .user_agent(super::user_agent())
+        .default_headers(headers)
+        .timeout(opts.remote_timeout)
+        .connect_timeout(opts.remote_timeout)
+        .no_proxy()
+        .redirect(if opts.follow_redirects {
+            reqwest::redirect::Policy::limited(10)
+        } else {
+            reqwest::redirect::Policy::none()
+        });
+    if let Some(p) = &opts.proxy_url {
+        let proxy = reqwest::Proxy::all(p.as_str()).map_err(|e| format!("proxy_url: {e}"))?;
+        builder = builder.proxy(proxy);
+    }
+    if let Some(tls) = &opts.tls_config {
+        builder = builder.tls_backend_preconfigured(super::tls::client_config(tls)?);
+    }
+    builder
+        .build()
+        .map_err(|e| format!("building HTTP client: {e}"))
+}
+
+/// Result of one attempt.
+enum Failure {
+    /// Worth another try (after at least `retry_after`, if the server said so).
+    Retryable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// Never retried.
+    Permanent(String),
+}
+
+struct Worker {
+    opts: EndpointOptions,
+    label: String,
+    client: reqwest::Client,
+    push_url: String,
+    status: Arc<Mutex<EndpointStatus>>,
+    metrics: WriteMetrics,
+    shutdown: watch::Receiver<bool>,
+    rng: u64,
+}
+
+impl Worker {
+    async fn run(mut self, mut rx: mpsc::Receiver<Arc<Batch>>) {
+        loop {
+            let batch = tokio::select! {
+                b = rx.recv() => match b { Some(b) => b, None => break },
+                _ = self.shutdown.wait_for(|s| *s) => break,
+            };
+            if !self.deliver(&batch).await {
+                // Shut down while retrying: this batch was counted; count the rest too.
+                break;
+            }
+        }
+        rx.close();
+        while let Ok(batch) = rx.try_recv() {
+            self.metrics.dropped(&self.label, &batch);
+        }
+        debug!(endpoint = %self.label, "endpoint worker stopped");
+    }
+
+    fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Sends one batch with retries. Returns false when interrupted by shutdown.
+    async fn deliver(&mut self, batch: &Batch) -> bool {
+        let mut retries = 0u32;
+        let mut backoff = self.opts.min_backoff_period;
+        loop {
+            let started = Instant::now();
+            let result = self.send_once(batch.body.clone()).await;
+            self.metrics
+                .latency(&self.label)
+                .observe(started.elapsed().as_secs_f64());
+            let failure = match result {
+                Ok(()) => {
+                    self.metrics.sent(&self.label, batch);
+                    lock(&self.status).last_success = Some(SystemTime::now());
+                    return true;
+                }
+                Err(f) => f,
+            };
+            let (message, retry_after) = match failure {
+                Failure::Permanent(message) => {
+                    warn!(endpoint = %self.label, error = %message, "push rejected, dropping profiles");
+                    self.record_error(message);
+                    self.metrics.dropped(&self.label, batch);
+                    return true;
+                }
+                Failure::Retryable {
+                    message,
+                    retry_after,
+                } => (message, retry_after),
+            };
+            self.record_error(message.clone());
+            let max = self.opts.max_backoff_retries;
+            if max != 0 && retries >= max {
+                warn!(endpoint = %self.label, error = %message, retries, "push failed, giving up and dropping profiles");
+                self.metrics.dropped(&self.label, batch);
+                return true;
+            }
+            if self.shutting_down() {
+                self.metrics.dropped(&self.label, batch);
+                return false;
+            }
+            retries += 1;
+            self.metrics.retried(&self.label);
+            let delay = self
+                .jitter(backoff)
+                .max(retry_after.unwrap_or_default())
+                .min(self.opts.max_backoff_period);
+            debug!(endpoint = %self.label, error = %message, ?delay, retries, "push failed, retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.shutdown.wait_for(|s| *s) => {
+                    self.metrics.dropped(&self.label, batch);
+                    return false;
+                }
+            }
+            backoff = (backoff * 2).min(self.opts.max_backoff_period);
+        }
+    }
+
+    fn record_error(&self, message: String) {
+        let mut st = lock(&self.status);
+        st.last_error = Some(message);
+        st.last_error_time = Some(SystemTime::now());
+    }
+
+    /// A delay drawn uniformly from [d/2, d].
+    fn jitter(&mut self, d: Duration) -> Duration {
+        // xorshift64*
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let r = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        let frac = (r >> 11) as f64 / (1u64 << 53) as f64;
+        d.mul_f64(0.5 + 0.5 * frac)
+    }
+
+    async fn send_once(&self, body: Bytes) -> Result<(), Failure> {
+        let mut req = self
+            .client
+            .post(&self.push_url)
+            .header(CONTENT_TYPE, push_proto::CONTENT_TYPE)
+            .header("Connect-Protocol-Version", "1")
+            .body(body);
+        req = self.authorize(req).map_err(Failure::Permanent)?;
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let kind = if e.is_timeout() {
+                    "timeout"
+                } else if e.is_connect() {
+                    "connection error"
+                } else if e.is_builder() {
+                    return Err(Failure::Permanent(format!("building request: {e}")));
+                } else {
+                    "request error"
+                };
+                return Err(Failure::Retryable {
+                    message: format!("{kind}: {}", error_chain(&e)),
+                    retry_after: None,
+                });
+            }
+        };
+        let status = resp.status();
+        if status.is_success() {
+            // Read the (small) body so that the connection can be reused.
+            let _ = resp.bytes().await;
+            return Ok(());
+        }
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = match resp.bytes().await {
+            Ok(b) => {
+                let mut s = String::from_utf8_lossy(&b[..b.len().min(1024)]).into_owned();
+                if b.len() > 1024 {
+                    s.push_str("...");
+                }
+                s
+            }
+            Err(_) => String::new(),
+        };
+        let message = format!("server returned HTTP status {status}: {}", text.trim());
+        let code = status.as_u16();
+        let retryable =
+            code == 408 || status.is_server_error() || (code == 429 && self.opts.retry_on_http_429);
+        if retryable {
+            Err(Failure::Retryable {
+                message,
+                retry_after,
+            })
+        } else {
+            Err(Failure::Permanent(message))
+        }
+    }
+
+    /// Adds the configured credentials; files are read on every request so rotated tokens apply.
+    fn authorize(&self, req: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, String> {
+        let read = |path: &str| {
+            std::fs::read_to_string(path)
+                .map(|s| s.trim().to_string())
+                .map_err(|e| format!("reading {path:?}: {e}"))
+        };
+        if let Some(b) = &self.opts.basic_auth {
+            let password = match (&b.password, &b.password_file) {
+                (Some(p), _) => Some(p.expose().to_string()),
+                (None, Some(f)) => Some(read(f)?),
+                (None, None) => None,
+            };
+            return Ok(req.basic_auth(&b.username, password));
+        }
+        if let Some(t) = &self.opts.bearer_token {
+            return Ok(req.bearer_auth(t.expose()));
+        }
+        if let Some(f) = &self.opts.bearer_token_file {
+            return Ok(req.bearer_auth(read(f)?));
+        }
+        if let Some(a) = &self.opts.authorization {
+            let kind = a
+                .kind
+                .as_deref()
+                .filter(|k| !k.is_empty())
+                .unwrap_or("Bearer");
+            let creds = match (&a.credentials, &a.credentials_file) {
+                (Some(c), _) => c.expose().to_string(),
+                (None, Some(f)) => read(f)?,
+                (None, None) => String::new(),
+            };
+            let mut value = HeaderValue::from_str(&format!("{kind} {creds}"))
+                .map_err(|e| format!("authorization header: {e}"))?;
+            value.set_sensitive(true);
+            return Ok(req.header(reqwest::header::AUTHORIZATION, value));
+        }
+        Ok(req)
+    }
+}
+
+/// The error with its sources, so that "connection refused" is visible.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(src) = cur {
+        let msg = src.to_string();
+        if !s.contains(&msg) {
+            s.push_str(": ");
+            s.push_str(&msg);
+        }
+        cur = src.source();
+    }
+    s
+}
+
+fn seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish() | 1
+}
