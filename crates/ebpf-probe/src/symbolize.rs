@@ -204,14 +204,21 @@ struct ElfCache {
 }
 
 impl ElfCache {
+    /// `fallback` is read when `path` cannot be resolved in `root` (deleted or replaced
+    /// files: `/proc/PID/map_files/START-END`).
     fn get(
         &mut self,
         root: &Path,
         path: &str,
+        fallback: &Path,
+        deleted: bool,
         config: &SymbolizerConfig,
         m: &SymbolizerMetrics,
     ) -> Option<Arc<ElfSymbols>> {
-        let real = elf::resolve_in_root(root, Path::new(path)).ok()?;
+        let real = match elf::resolve_in_root(root, Path::new(path)) {
+            Ok(real) if !deleted && real.is_file() => real,
+            _ => fallback.to_path_buf(),
+        };
         let md = std::fs::metadata(&real).ok()?;
         let key = StatKey {
             dev: md.dev(),
@@ -234,7 +241,7 @@ impl ElfCache {
             }
             m.elf_cache_build_id_miss.inc();
         }
-        let loaded = match elf::load_elf(root, path, &config.debug_dirs) {
+        let loaded = match elf::load_elf_at(&real, root, path, &config.debug_dirs) {
             Ok(e) => Some(Arc::new(e)),
             Err(err) => {
                 tracing::debug!(%err, "cannot load ELF symbols");
@@ -263,6 +270,8 @@ struct ProcMapping {
     offset: u64,
     path: String,
     kind: MappingKind,
+    /// The mapped file was deleted (or replaced) since it was mapped.
+    deleted: bool,
     /// Filled on first use: the ELF symbols and the pprof mapping.
     resolved: Option<(Option<Arc<ElfSymbols>>, Arc<MappingInfo>)>,
 }
@@ -278,7 +287,6 @@ struct PerfMap {
 /// Symbols of one process.
 #[derive(Debug)]
 struct Process {
-    pid: u32,
     mappings: Vec<ProcMapping>,
     maps_read: Instant,
     perf_map: PerfMap,
@@ -301,6 +309,7 @@ fn read_process(proc_root: &Path, pid: u32) -> Option<Process> {
             } else {
                 MappingKind::Other
             },
+            deleted: m.deleted,
             path: m.path,
             resolved: None,
         })
@@ -320,7 +329,6 @@ fn read_process(proc_root: &Path, pid: u32) -> Option<Process> {
         })
         .unwrap_or(pid);
     Some(Process {
-        pid,
         mappings,
         maps_read: Instant::now(),
         perf_map: PerfMap {
@@ -351,7 +359,7 @@ pub struct Symbolizer {
     pids: LruCache<u32, Process>,
     elfs: ElfCache,
     kernel: KernelSymbols,
-    vdso: Option<Option<(Arc<ElfSymbols>, String)>>,
+    vdso: Option<Option<Arc<ElfSymbols>>>,
 }
 
 fn cap(n: usize) -> NonZeroUsize {
@@ -518,10 +526,12 @@ impl Symbolizer {
             (None, Some(MappingKind::Other)) => self.perf_map_frame(pid, ip, &root).name,
             (n, _) => n,
         };
+        // Anonymous executable memory (JIT code) has no file to point pprof at.
+        let anonymous = kind == Some(MappingKind::Other) && info.file.is_empty();
         Frame {
             address: ip,
             name,
-            mapping: Some(info),
+            mapping: (!anonymous).then_some(info),
         }
     }
 
@@ -545,9 +555,19 @@ impl Symbolizer {
             );
         };
         let m = &p.mappings[idx];
-        let (start, end, offset, path) = (m.start, m.end, m.offset, m.path.clone());
+        let (start, end, offset, path, deleted) =
+            (m.start, m.end, m.offset, m.path.clone(), m.deleted);
         let elf = match kind {
-            Some(MappingKind::File) => self.elfs.get(root, &path, &self.config, &self.metrics),
+            Some(MappingKind::File) => {
+                let map_file = self
+                    .config
+                    .proc_root
+                    .join(pid.to_string())
+                    .join("map_files")
+                    .join(format!("{start:x}-{end:x}"));
+                self.elfs
+                    .get(root, &path, &map_file, deleted, &self.config, &self.metrics)
+            }
             Some(MappingKind::Vdso) => self.vdso(pid, start, end),
             _ => None,
         };
@@ -577,17 +597,14 @@ impl Symbolizer {
                 .map_err(|e| e.to_string())
                 .and_then(|()| elf::load_elf_bytes(&buf).map_err(|e| e.to_string()));
             self.vdso = Some(match loaded {
-                Ok(e) => Some((Arc::new(e), String::new())),
+                Ok(e) => Some(Arc::new(e)),
                 Err(err) => {
                     tracing::debug!(pid, %err, "cannot read the vdso image");
                     None
                 }
             });
         }
-        self.vdso
-            .as_ref()
-            .and_then(|v| v.as_ref())
-            .map(|(e, _)| e.clone())
+        self.vdso.clone().flatten()
     }
 
     fn perf_map_frame(&mut self, pid: u32, ip: u64, root: &Path) -> Frame {
@@ -612,7 +629,6 @@ impl Symbolizer {
                 }
             }
             name = pm.table.lookup(ip).map(str::to_string);
-            let _ = p.pid;
         }
         Frame {
             address: ip,

@@ -769,3 +769,19 @@ fn container_root_is_not_escaped_by_absolute_symlinks() {
     );
     assert!(resolve_in_root(&root, Path::new("/etc/abs")).is_err());
 }
+
+#[test]
+fn deleted_and_replaced_binary_is_read_through_map_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = gcc(dir.path(), "hot_del", &[fixture("hot.c").to_str().unwrap()]);
+    let live = Live::start(&bin);
+    // upgrade in place: the running image is deleted and another file takes its path
+    std::fs::remove_file(&bin).unwrap();
+    std::fs::write(&bin, b"not an elf any more").unwrap();
+    let (mut sym, _) = symbolizer(SymbolizerConfig::default());
+    let frames = expect_names(&mut sym, &live, C_CHAIN);
+    assert_eq!(
+        frames[0].mapping.as_ref().unwrap().file,
+        bin.to_str().unwrap()
+    );
+}

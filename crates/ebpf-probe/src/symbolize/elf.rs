@@ -268,6 +268,19 @@ pub fn load_elf(root: &Path, path: &str, debug_dirs: &[PathBuf]) -> Result<ElfSy
         path: path.into(),
         source,
     })?;
+    load_elf_at(&real, root, path, debug_dirs)
+}
+
+/// Like [`load_elf`] but the object is read from `real` (for example
+/// `/proc/PID/map_files/START-END` when the file was deleted); `root` and `path` still locate
+/// the debug files.
+pub fn load_elf_at(
+    real: &Path,
+    root: &Path,
+    path: &str,
+    debug_dirs: &[PathBuf],
+) -> Result<ElfSymbols, ElfError> {
+    let real = real.to_path_buf();
     let file = File::open(&real).map_err(|source| ElfError::Io {
         path: real.clone(),
         source,
