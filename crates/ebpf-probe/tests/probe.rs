@@ -542,3 +542,99 @@ fn permission_message_prefix_is_stable() {
         "pyroscope.ebpf needs root or CAP_BPF+CAP_PERFMON"
     );
 }
+
+/// Runs the syscall-heavy program (many distinct kernel stacks) under a probe with the given
+/// configuration and returns its collection.
+async fn profile_syscalls(config: ProbeConfig) -> (u32, Collection) {
+    let busy = build_busy();
+    let mut probe = Probe::load(config).expect("loading the probe (needs root)");
+    let (mut child, stdin) = spawn(&busy, CPU_SECONDS, "sys", true);
+    let mut stdin = stdin.unwrap();
+    let pid = child.id();
+    probe
+        .set_pid_config(
+            pid,
+            PidConfig {
+                profile: true,
+                user: true,
+                kernel: true,
+            },
+        )
+        .unwrap();
+    probe.collect().unwrap();
+    start(&mut stdin);
+    wait_cpu_burnt(pid).await;
+    let collection = probe.collect().unwrap();
+    drop(stdin);
+    child.wait().unwrap();
+    (pid, collection)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stack_map_collisions_do_not_lose_samples() {
+    let _serial = SERIAL.lock().await;
+    // Two buckets for dozens of distinct stacks: most stacks collide.
+    let config = ProbeConfig {
+        sample_rate: RATE,
+        stack_map_size: 2,
+        ..ProbeConfig::default()
+    };
+    let (pid, collection) = profile_syscalls(config).await;
+    let mine = samples_of(&collection, pid);
+    let total: u64 = mine.iter().map(|s| s.count).sum();
+    let with_kernel: u64 = mine
+        .iter()
+        .filter(|s| !s.kernel.is_empty())
+        .map(|s| s.count)
+        .sum();
+    eprintln!(
+        "collisions: {total} samples, {with_kernel} with kernel stacks, {:?}, {:?}",
+        collection.counters, collection.lost
+    );
+    assert!(
+        collection.counters.collisions_recovered > 0,
+        "{:?}",
+        collection.counters
+    );
+    assert_eq!(collection.lost.samples(), 0, "{:?}", collection.lost);
+    assert_eq!(collection.lost.missing_stacks, 0);
+    assert!(
+        total as f64 >= CPU_SECONDS * RATE as f64 * 0.7,
+        "{total} samples"
+    );
+    assert!(
+        with_kernel * 2 >= total,
+        "{with_kernel} of {total} have kernel stacks"
+    );
+    for s in &mine {
+        assert!(s.kernel.iter().all(|&ip| ip >= 0xffff_8000_0000_0000));
+        assert!(!s.user.is_empty(), "a sample lost its user stack: {s:x?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_counts_map_is_reported_as_lost() {
+    let _serial = SERIAL.lock().await;
+    let config = ProbeConfig {
+        sample_rate: RATE,
+        counts_map_size: 1,
+        ..ProbeConfig::default()
+    };
+    let (pid, collection) = profile_syscalls(config).await;
+    let counted: u64 = samples_of(&collection, pid).iter().map(|s| s.count).sum();
+    let lost = collection.lost.counts_map_full;
+    eprintln!("full counts map: {counted} counted, {lost} lost");
+    assert!(lost > 0, "{:?}", collection.lost);
+    assert!(
+        samples_of(&collection, pid).len() <= 1 + collection.counters.collisions_recovered as usize
+    );
+    let all = (counted + lost) as f64;
+    assert!(
+        all >= CPU_SECONDS * RATE as f64 * 0.7,
+        "{counted} + {lost} samples"
+    );
+    assert_eq!(
+        collection.lost.samples(),
+        lost + collection.lost.stack_collisions
+    );
+}
