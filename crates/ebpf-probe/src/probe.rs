@@ -11,6 +11,8 @@
 // block carries its own SAFETY note.
 #![allow(unsafe_code)]
 
+pub mod mock;
+
 use std::collections::HashMap as StdHashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -1000,7 +1002,7 @@ mod tests {
     fn shared_structs_match_the_c_layout() {
         assert_eq!(std::mem::size_of::<SampleKey>(), 12);
         assert_eq!(std::mem::size_of::<PidConfigValue>(), 4);
-        assert_eq!(std::mem::size_of::<BatchAttr>(), 48);
+        assert_eq!(std::mem::size_of::<BatchAttr>(), 56);
     }
 
     #[test]
