@@ -8,7 +8,9 @@
 // double-buffered halves (`counts0`/`stacks0`, `counts1`/`stacks1`) selected by `control[0]`.
 // User space flips the half before it reads, so it never reads maps that are being written.
 // Stacks that collide in the stack-trace map are not lost: they are copied whole into the ring
-// buffer instead. `on_process_exit` forgets exited processes and reports them.
+// buffer instead. `on_process_exit` forgets exited processes and reports them;
+// `on_process_exec` reports known processes that replaced their program (caches keyed by pid
+// are stale then).
 //
 // Build with `scripts/build-bpf.sh` (the built object is committed); see docs/ebpf.md.
 
@@ -48,6 +50,7 @@ struct task_struct {
 #define EVENT_UNKNOWN_PID 1
 #define EVENT_PID_EXIT 2
 #define EVENT_RAW_SAMPLE 3
+#define EVENT_PID_EXEC 4
 
 // Per-CPU counters (indices into `counters`); keep in sync with probe.rs.
 #define C_SAMPLES 0 // samples counted in a counts map
@@ -340,6 +343,26 @@ int on_process_exit(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	}
 	event->kind = EVENT_PID_EXIT;
+	event->pid = tgid;
+	bpf_ringbuf_submit(event, 0);
+	return 0;
+}
+
+SEC("raw_tracepoint/sched_process_exec")
+int on_process_exec(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct pid_event *event;
+
+	// Only processes the maps know about; their configuration stays (same pid, same cgroup).
+	if (!bpf_map_lookup_elem(&pid_config, &tgid))
+		return 0;
+	event = bpf_ringbuf_reserve(&events, sizeof(*event), 0);
+	if (!event) {
+		count(C_EVENTS_LOST);
+		return 0;
+	}
+	event->kind = EVENT_PID_EXEC;
 	event->pid = tgid;
 	bpf_ringbuf_submit(event, 0);
 	return 0;

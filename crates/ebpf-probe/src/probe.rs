@@ -1,8 +1,9 @@
 //! Kernel side of `pyroscope.ebpf`: loads the committed BPF object (`bpf/profile.bpf.o`, built
 //! from `bpf/profile.bpf.c` by `scripts/build-bpf.sh`) with aya, attaches it to the software
-//! `cpu-clock` event of every online CPU and to `sched/sched_process_exit`, and hands out
-//! per-interval stack counts. Everything that touches the kernel stays behind [`Probe`] (and the
-//! mockable [`SampleSource`] trait), so the user side is tested without root.
+//! `cpu-clock` event of every online CPU and to the `sched_process_exit`/`sched_process_exec`
+//! raw tracepoints, and hands out per-interval stack counts. Everything that touches the kernel
+//! stays behind [`Probe`] (and the mockable [`SampleSource`] trait, see [`mock`]), so the user
+//! side is tested without root.
 //!
 //! Stacks are leaf first; user frames other than the first are return addresses.
 
@@ -43,6 +44,7 @@ pub const MAX_STACK_DEPTH: usize = 127;
 // Names shared with bpf/profile.bpf.c.
 const PROG_PROFILE: &str = "profile_cpu";
 const PROG_EXIT: &str = "on_process_exit";
+const PROG_EXEC: &str = "on_process_exec";
 const MAP_PID_CONFIG: &str = "pid_config";
 const MAP_COUNTS: [&str; 2] = ["counts0", "counts1"];
 const MAP_STACKS: [&str; 2] = ["stacks0", "stacks1"];
@@ -57,6 +59,7 @@ const PID_IGNORE: u8 = 2;
 const EVENT_UNKNOWN_PID: u32 = 1;
 const EVENT_PID_EXIT: u32 = 2;
 const EVENT_RAW_SAMPLE: u32 = 3;
+const EVENT_PID_EXEC: u32 = 4;
 
 // Indices into the per-CPU `counters` map (C_* in the C program).
 const C_SAMPLES: u32 = 0;
@@ -190,13 +193,18 @@ impl PidConfig {
 
 /// Process notifications from the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ProbeEvent {
     /// A process was sampled that has no configuration yet; answer with
     /// [`Probe::set_pid_config`]. Reported once per process (until it gets a configuration or
     /// is removed).
     UnknownPid(u32),
-    /// A process the kernel knew about exited; it has left the kernel's maps.
+    /// A process the kernel knew about exited; it has left the kernel's maps. Its samples of
+    /// the current interval still arrive with the next collect.
     PidExit(u32),
+    /// A process the kernel knows about called exec: same pid and configuration, new program
+    /// (symbol caches keyed by pid are stale).
+    PidExec(u32),
 }
 
 /// One stack of one process with its sample count in the interval.
@@ -422,6 +430,16 @@ impl Probe {
             .map_err(|e| load_error("loading on_process_exit", &e))?;
         exit.attach("sched_process_exit")
             .map_err(|e| load_error("attaching to sched_process_exit", &e))?;
+
+        let exec: &mut RawTracePoint = ebpf
+            .program_mut(PROG_EXEC)
+            .ok_or_else(|| ProbeError::Load(format!("program {PROG_EXEC} missing")))?
+            .try_into()
+            .map_err(|e| load_error(PROG_EXEC, &e))?;
+        exec.load()
+            .map_err(|e| load_error("loading on_process_exec", &e))?;
+        exec.attach("sched_process_exec")
+            .map_err(|e| load_error("attaching to sched_process_exec", &e))?;
 
         let profile: &mut PerfEvent = ebpf
             .program_mut(PROG_PROFILE)
@@ -750,6 +768,7 @@ fn parse_record(bytes: &[u8]) -> Option<Record> {
     match kind {
         EVENT_UNKNOWN_PID => Some(Record::Event(ProbeEvent::UnknownPid(pid))),
         EVENT_PID_EXIT => Some(Record::Event(ProbeEvent::PidExit(pid))),
+        EVENT_PID_EXEC => Some(Record::Event(ProbeEvent::PidExec(pid))),
         EVENT_RAW_SAMPLE => {
             let user_len = (read_u32(bytes, 8)? as usize).min(MAX_STACK_DEPTH);
             let kernel_len = (read_u32(bytes, 12)? as usize).min(MAX_STACK_DEPTH);
@@ -1114,6 +1133,12 @@ mod tests {
         assert_eq!(
             parse_record(&exit),
             Some(Record::Event(ProbeEvent::PidExit(7)))
+        );
+        let mut exec = EVENT_PID_EXEC.to_ne_bytes().to_vec();
+        exec.extend(8u32.to_ne_bytes());
+        assert_eq!(
+            parse_record(&exec),
+            Some(Record::Event(ProbeEvent::PidExec(8)))
         );
 
         let raw = raw_record(9, &[0x401000, 0x401100], &[0xffffffff81000000]);

@@ -638,3 +638,76 @@ async fn a_full_counts_map_is_reported_as_lost() {
         lost + collection.lost.stack_collisions
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_of_a_known_pid_is_reported() {
+    let _serial = SERIAL.lock().await;
+    let mut probe = load_probe();
+    let mut events = probe.take_events().unwrap();
+    let mut child = Command::new("sh")
+        .args(["-c", "read line; exec sleep 5"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    probe
+        .set_pid_config(
+            pid,
+            PidConfig {
+                profile: true,
+                user: true,
+                kernel: true,
+            },
+        )
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"go\n").unwrap();
+    stdin.flush().unwrap();
+    let seen = wait_for_event(
+        &mut events,
+        ProbeEvent::PidExec(pid),
+        Duration::from_secs(3),
+    )
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(seen, "no exec event for {pid}");
+    assert!(
+        wait_for_event(
+            &mut events,
+            ProbeEvent::PidExit(pid),
+            Duration::from_secs(3)
+        )
+        .await,
+        "no exit event after the exec'd program of {pid} was killed"
+    );
+}
+
+/// Re-runs `unprivileged_helper` of this test binary as user nobody (no capabilities) and
+/// checks the error the component would show.
+#[test]
+fn unprivileged_load_fails_with_the_permission_message() {
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&exe)
+        .args(["--exact", "unprivileged_helper", "--ignored", "--nocapture"])
+        .output()
+        .expect("setpriv (util-linux) runs the helper as an unprivileged user");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wanted = format!("PROBE_ERROR: {PERMISSION_MESSAGE_PREFIX}: ");
+    assert!(text.contains(&wanted), "expected {wanted:?} in:\n{text}");
+}
+
+#[tokio::test]
+#[ignore = "run by unprivileged_load_fails_with_the_permission_message as user nobody"]
+async fn unprivileged_helper() {
+    match Probe::load(ProbeConfig::default()) {
+        Ok(_) => println!("PROBE_LOADED"),
+        Err(e) => println!("PROBE_ERROR: {e}"),
+    }
+}

@@ -156,6 +156,14 @@ impl MockHandle {
         }
     }
 
+    /// The process calls exec: reported if the source knows it.
+    pub fn exec(&self, pid: u32) {
+        let state = self.inner.state();
+        if state.configs.contains_key(&pid) || state.pending.contains(&pid) {
+            let _ = self.inner.events.send(ProbeEvent::PidExec(pid));
+        }
+    }
+
     /// Adds losses to the next collection.
     pub fn lose(&self, lost: LostCounters) {
         let mut state = self.inner.state();
@@ -256,6 +264,10 @@ mod tests {
             "collect clears"
         );
 
+        handle.exec(10);
+        handle.exec(98);
+        assert_eq!(events.try_recv().unwrap(), ProbeEvent::PidExec(10));
+        assert!(events.try_recv().is_err(), "unknown pid 98 execs silently");
         handle.exit(10);
         handle.exit(99);
         assert_eq!(events.try_recv().unwrap(), ProbeEvent::PidExit(10));
