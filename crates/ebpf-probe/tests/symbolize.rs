@@ -125,6 +125,21 @@ fn expect_names(sym: &mut Symbolizer, live: &Live, expected: &[(&str, &str)]) ->
         }
         all.extend(frames);
     }
+    if live.addrs.contains_key("ret_middle") {
+        // the stack as the kernel would report it: sampled ip, then return addresses
+        let stack = [
+            live.addr("hot_leaf") + 2,
+            live.addr("ret_middle"),
+            live.addr("ret_outer"),
+            live.addr("ret_main"),
+        ];
+        let frames = sym.symbolize_user(live.pid(), &stack);
+        assert_eq!(
+            names(&frames),
+            ["hot_leaf", "middle", "outer", "main"],
+            "stack {stack:x?}"
+        );
+    }
     all
 }
 
@@ -462,24 +477,41 @@ fn rust_v0_names_demangled() {
     expect_names(&mut sym, &live, &[("hot_leaf", "hot::inner::hot_leaf")]);
 }
 
-#[test]
-fn go_stripped_binary_symbolizes_from_pclntab() {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("hot_go");
-    std::fs::copy(fixture("hot.go"), dir.path().join("main.go")).unwrap();
+fn go_build(dir: &Path, out: &str, extra: &[&str]) -> PathBuf {
+    let bin = dir.join(out);
+    std::fs::copy(fixture("hot.go"), dir.join("main.go")).unwrap();
     let go = if Path::new("/usr/lib/go-1.19/bin/go").exists() {
         "/usr/lib/go-1.19/bin/go"
     } else {
         "go"
     };
     run(Command::new(go)
-        .args(["build", "-ldflags=-s -w", "-o"])
+        .arg("build")
+        .args(extra)
+        .args(["-ldflags=-s -w", "-o"])
         .arg(&bin)
         .arg("main.go")
-        .current_dir(dir.path())
+        .current_dir(dir)
         .env("GO111MODULE", "off")
-        .env("GOCACHE", dir.path().join("gocache"))
-        .env("GOPATH", dir.path().join("gopath")));
+        // shared build cache: the standard library is compiled once, not per test
+        .env(
+            "GOCACHE",
+            std::env::temp_dir().join("rill-ebpf-probe-test-gocache"),
+        )
+        .env("GOPATH", dir.join("gopath")));
+    bin
+}
+
+const GO_CHAIN: &[(&str, &str)] = &[
+    ("hot_leaf", "main.hotLeaf"),
+    ("middle", "main.middle"),
+    ("main", "main.main"),
+];
+
+#[test]
+fn go_stripped_binary_symbolizes_from_pclntab() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = go_build(dir.path(), "hot_go", &[]);
     let elf = load_elf(Path::new("/"), bin.to_str().unwrap(), &[]).unwrap();
     assert_eq!(
         elf.sources,
@@ -493,15 +525,21 @@ fn go_stripped_binary_symbolizes_from_pclntab() {
     );
     let live = Live::start(&bin);
     let (mut sym, _) = symbolizer(SymbolizerConfig::default());
-    expect_names(
-        &mut sym,
-        &live,
-        &[
-            ("hot_leaf", "main.hotLeaf"),
-            ("middle", "main.middle"),
-            ("main", "main.main"),
-        ],
+    expect_names(&mut sym, &live, GO_CHAIN);
+}
+
+#[test]
+fn go_stripped_pie_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = go_build(dir.path(), "hot_go_pie", &["-buildmode=pie"]);
+    let live = Live::start(&bin);
+    assert!(
+        live.addr("main") > 0x10_0000_0000,
+        "PIE Go binary should load high: {:#x}",
+        live.addr("main")
     );
+    let (mut sym, _) = symbolizer(SymbolizerConfig::default());
+    expect_names(&mut sym, &live, GO_CHAIN);
 }
 
 #[test]

@@ -350,9 +350,12 @@ pub fn load_elf_at(
             }
         }
     }
-    // Go function table (stripped Go binaries keep it).
+    // Go function table (stripped Go binaries keep it; PIE builds put it in .data.rel.ro).
     if !have_full {
-        if let Some(section) = obj.section_by_name(".gopclntab") {
+        if let Some(section) = obj
+            .section_by_name(".gopclntab")
+            .or_else(|| obj.section_by_name(".data.rel.ro.gopclntab"))
+        {
             let text = obj.section_by_name(".text").map_or(0, |s| s.address());
             match section
                 .data()
