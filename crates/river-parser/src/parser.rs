@@ -66,7 +66,15 @@ struct Parser<'a> {
     diags: Vec<Diagnostic>,
     /// Line (0-based) of the last error reported through `error`.
     last_error_line: Option<usize>,
+    /// Current nesting of expressions and blocks, bounded by [`MAX_NESTING`].
+    depth: usize,
+    /// Set when parsing was abandoned (nesting too deep): later errors are not reported.
+    aborted: bool,
 }
+
+/// Deepest nesting of expressions and blocks accepted; deeper input is rejected instead of
+/// risking a stack overflow in the recursive parser.
+pub const MAX_NESTING: usize = 100;
 
 impl<'a> Parser<'a> {
     fn new(src: &'a str) -> Self {
@@ -91,6 +99,8 @@ impl<'a> Parser<'a> {
             comments,
             diags: lexed.errors,
             last_error_line: None,
+            depth: 0,
+            aborted: false,
         }
     }
 
@@ -128,6 +138,9 @@ impl<'a> Parser<'a> {
 
     /// Reports `msg` at the current token unless an error was already reported on its line.
     fn error(&mut self, msg: String, hint: Option<&str>) {
+        if self.aborted {
+            return;
+        }
         let span = self.tok().span;
         let line = self.index.line_of(span.start.min(self.src.len()));
         if self.last_error_line == Some(line) {
@@ -139,6 +152,9 @@ impl<'a> Parser<'a> {
 
     /// Reports an error unconditionally (no per-line suppression).
     fn push_diag(&mut self, span: Span, msg: String, hint: Option<&str>) {
+        if self.aborted {
+            return;
+        }
         let mut d = Diagnostic::new(span, msg);
         if let Some(h) = hint {
             d = d.with_hint(h);
@@ -251,7 +267,12 @@ impl<'a> Parser<'a> {
             }
             TokenKind::LCurly => {
                 let (lcurly, _) = self.expect(TokenKind::LCurly);
+                if self.depth >= MAX_NESTING {
+                    self.nested(|p| placeholder(p.tok().span));
+                }
+                self.depth += 1;
                 let body = self.parse_body(TokenKind::RCurly);
+                self.depth -= 1;
                 if self.kind() == TokenKind::Eof {
                     let lc = self.index.line_col(self.src, lcurly.start);
                     let hint = format!(
@@ -364,7 +385,29 @@ impl<'a> Parser<'a> {
     /// Parses an expression. Never fails: on error a `null` placeholder is returned (the caller
     /// discards the tree anyway since an error was recorded).
     fn parse_expression(&mut self) -> Expr {
-        self.parse_binary(1)
+        self.nested(|p| p.parse_binary(1))
+    }
+
+    /// Runs `f` one nesting level deeper. Past [`MAX_NESTING`] parsing is abandoned: one error
+    /// is reported, the rest of the input is skipped and a placeholder is returned.
+    fn nested(&mut self, f: impl FnOnce(&mut Self) -> Expr) -> Expr {
+        if self.depth >= MAX_NESTING {
+            let span = self.tok().span;
+            if !self.aborted {
+                self.push_diag(
+                    span,
+                    format!("nesting too deep: more than {MAX_NESTING} levels"),
+                    Some("split the value into several attributes"),
+                );
+            }
+            self.aborted = true;
+            self.pos = self.tokens.len() - 1;
+            return placeholder(span);
+        }
+        self.depth += 1;
+        let e = f(self);
+        self.depth -= 1;
+        e
     }
 
     /// Left-associative binary operators of precedence `min_prec` and above (`^` is handled in
@@ -402,7 +445,7 @@ impl<'a> Parser<'a> {
         }
         let op_span = self.tok().span;
         self.next();
-        let rhs = self.parse_pow();
+        let rhs = self.nested(Self::parse_pow);
         Expr {
             span: lhs.span.to(rhs.span),
             kind: ExprKind::Binary {
@@ -423,7 +466,7 @@ impl<'a> Parser<'a> {
         if let Some(op) = op {
             let op_span = self.tok().span;
             self.next();
-            let value = self.parse_unary();
+            let value = self.nested(Self::parse_unary);
             return Expr {
                 span: op_span.to(value.span),
                 kind: ExprKind::Unary {
@@ -595,13 +638,7 @@ impl<'a> Parser<'a> {
                 ) {
                     self.next();
                 }
-                return Expr {
-                    span: Span::new(t.span.start, t.span.start),
-                    kind: ExprKind::Literal(Literal {
-                        kind: LitKind::Null,
-                        raw: "null".to_string(),
-                    }),
-                };
+                return placeholder(t.span);
             }
         };
         self.next();
@@ -709,6 +746,17 @@ struct BlockName {
     parts: Vec<Ident>,
     label: Option<String>,
     label_span: Option<Span>,
+}
+
+/// The `null` stand-in for an expression that failed to parse (the tree is discarded anyway).
+fn placeholder(at: Span) -> Expr {
+    Expr {
+        span: Span::new(at.start, at.start),
+        kind: ExprKind::Literal(Literal {
+            kind: LitKind::Null,
+            raw: "null".to_string(),
+        }),
+    }
 }
 
 fn binary_op(kind: TokenKind) -> Option<BinaryOp> {

@@ -196,3 +196,29 @@ fn parse_expr_cases() {
     let err = parse_expr("a.b \"x\" {}").expect_err("block");
     assert_eq!(err.0[0].message, "cannot use a block as an expression");
 }
+
+#[test]
+fn deep_nesting_is_rejected_without_overflow() {
+    // Run on a small stack, as a config loader thread might.
+    let handle = std::thread::Builder::new()
+        .stack_size(1 << 20)
+        .spawn(|| {
+            let ok_depth = river_parser::parser::MAX_NESTING - 2;
+            let src = format!("a = {}1{}\n", "[".repeat(ok_depth), "]".repeat(ok_depth));
+            assert!(parse_file(&src).is_ok(), "depth {ok_depth} must parse");
+
+            for src in [
+                format!("a = {}1{}\n", "[".repeat(5_000), "]".repeat(5_000)),
+                format!("a = {}1\n", "-".repeat(5_000)),
+                format!("a = 2{}\n", " ^ 2".repeat(5_000)),
+                format!("{}{}\n", "b {\n".repeat(5_000), "}\n".repeat(5_000)),
+                format!("a = {}1{}\n", "(".repeat(5_000), ")".repeat(5_000)),
+            ] {
+                let err = parse_file(&src).expect_err("too deep");
+                assert_eq!(err.0.len(), 1, "{err}");
+                assert!(err.0[0].message.starts_with("nesting too deep"), "{err}");
+            }
+        })
+        .expect("spawn");
+    handle.join().expect("no stack overflow");
+}
