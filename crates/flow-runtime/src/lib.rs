@@ -2,6 +2,7 @@
 //! a component graph, the scheduler that evaluates it and propagates exports, hot reload, the
 //! HTTP server (health, reload, metrics, JSON API) and the embedded web UI.
 
+pub mod agent;
 pub mod component;
 pub mod registry;
 
@@ -9,3 +10,11 @@ pub use component::{
     CancellationToken, Component, ExportsHandle, Health, HealthState, MetricsRegistry, Options,
 };
 pub use registry::Registry;
+pub mod http;
+pub mod loader;
+pub mod logging;
+pub mod metrics;
+pub mod runtime;
+pub mod testing;
+
+pub use runtime::{LoadError, ReloadFailure, Runtime, RuntimeOptions};

@@ -11,7 +11,8 @@
 //! ```
 
 use crate::component::{CancellationToken, Component, Health, Options};
-use river_parser::Value;
+use river_parser::eval::BodyValue;
+use river_parser::{Diagnostics, Span, Value};
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -24,6 +25,9 @@ pub(crate) type RunFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Se
 
 /// Type-erased operations on one component type.
 pub(crate) trait Builder: Send + Sync {
+    /// Decodes an evaluated block body; `span` (the block name) is used for errors about the
+    /// body as a whole, such as a missing required attribute.
+    fn decode(&self, body: &BodyValue, span: Span) -> Result<AnyArgs, Diagnostics>;
     fn args_equal(&self, a: &AnyArgs, b: &AnyArgs) -> bool;
     fn build(&self, opts: Options, args: AnyArgs) -> anyhow::Result<Arc<dyn Instance>>;
 }
@@ -45,6 +49,11 @@ fn downcast<C: Component>(args: AnyArgs) -> anyhow::Result<C::Arguments> {
 }
 
 impl<C: Component> Builder for TypedBuilder<C> {
+    fn decode(&self, body: &BodyValue, span: Span) -> Result<AnyArgs, Diagnostics> {
+        let args: C::Arguments = river_parser::decode::decode_body_at(body, span)?;
+        Ok(Box::new(args))
+    }
+
     fn args_equal(&self, a: &AnyArgs, b: &AnyArgs) -> bool {
         match (
             a.downcast_ref::<C::Arguments>(),

@@ -1,13 +1,56 @@
-//! `rill run FILE` (in progress).
+//! `rill run FILE`: runs a River configuration with the Flow runtime (HTTP server, hot reload on
+//! `/-/reload`, SIGHUP and optionally on file change).
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
     /// The River configuration file to run.
     pub file: std::path::PathBuf,
+    /// Address the HTTP server (UI, API, metrics, reload) listens on.
+    #[arg(long = "server.http.listen-addr", default_value = "127.0.0.1:12345")]
+    pub listen_addr: std::net::SocketAddr,
+    /// Base directory for component data; each component gets `<path>/<component ID>`.
+    #[arg(long = "storage.path", default_value = "data-alloy/")]
+    pub storage_path: std::path::PathBuf,
+    /// Reload the configuration when the file changes (polled).
+    #[arg(long = "config.watch")]
+    pub watch: bool,
+    /// How often `--config.watch` checks the file.
+    #[arg(long = "config.watch-interval", default_value = "1s", value_parser = parse_duration)]
+    pub watch_interval: Duration,
 }
 
-pub fn run(_args: RunArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("rill run is not implemented yet")
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("invalid duration {s:?} (use ms, s or m)")),
+    }
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let cfg = flow_runtime::agent::AgentConfig {
+        config_file: args.file,
+        listen_addr: args.listen_addr,
+        storage_path: args.storage_path,
+        watch: args.watch.then_some(args.watch_interval),
+        init_logging: true,
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(flow_runtime::agent::run(cfg, registry()))
+}
+
+/// Every component `rill run` knows.
+fn registry() -> flow_runtime::Registry {
+    // TODO(runtime): switch to `components::registry()` once the components crate provides it;
+    // until then only the runtime's test components (test.pulse, test.passthrough, test.sum)
+    // are available.
+    flow_runtime::testing::registry()
 }

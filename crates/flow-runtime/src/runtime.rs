@@ -1,0 +1,620 @@
+//! The controller: holds the running component graph, evaluates it, propagates exports and
+//! applies reloads.
+//!
+//! Start-up is a reload from an empty graph: there is one code path ([`Runtime::load`]). A load
+//! parses the file and builds the graph first; any parse or graph error returns diagnostics and
+//! changes nothing. Otherwise removed components are cancelled and awaited, then every component
+//! is evaluated in topological order: new ones are built and started, kept ones (same ID) are
+//! updated only when their decoded arguments changed and are never restarted.
+//!
+//! Exports published by a component reach the propagation task through a channel; it
+//! re-evaluates exactly the dependants of components whose exports changed, in topological order,
+//! each at most once per wave (a de-duplicated set bounded by the number of components).
+
+use crate::component::{
+    lock, CancellationToken, ExportsHandle, Health, HealthState, MetricsRegistry, Options,
+};
+use crate::loader::{self, GraphDef};
+use crate::metrics::RuntimeMetrics;
+use crate::registry::{AnyArgs, Builder, Instance, Registry};
+use river_parser::ast::Block;
+use river_parser::eval::{BodyValue, Scope};
+use river_parser::{Diagnostic, Diagnostics, Value};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+/// How many health changes each component remembers for the UI.
+const HEALTH_HISTORY: usize = 20;
+
+/// Settings of a runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Parent of every component's data directory (`--storage.path`).
+    pub storage_path: PathBuf,
+    /// Name of the config file, used in rendered diagnostics.
+    pub file_name: String,
+    /// The file `/-/reload`, SIGHUP and the file watch re-read (none: reload is refused).
+    pub config_path: Option<PathBuf>,
+}
+
+/// Why a reload of the config file failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadFailure {
+    /// The config file could not be read.
+    #[error("{0}")]
+    Read(String),
+    #[error(transparent)]
+    Load(LoadError),
+}
+
+/// Applies the top-level `logging` block; installed by the binary.
+pub type LoggingHook =
+    Arc<dyn Fn(&crate::logging::LoggingConfig) -> Result<(), String> + Send + Sync>;
+
+/// Why a load failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    /// The file did not parse or its graph is invalid; nothing was changed.
+    #[error("{rendered}")]
+    Rejected {
+        diagnostics: Diagnostics,
+        rendered: String,
+    },
+    /// The graph was applied but some components failed to evaluate (they are unhealthy and
+    /// keep their last good arguments and exports).
+    #[error("{rendered}")]
+    Evaluation {
+        diagnostics: Diagnostics,
+        rendered: String,
+    },
+}
+
+impl LoadError {
+    pub fn rendered(&self) -> &str {
+        match self {
+            LoadError::Rejected { rendered, .. } | LoadError::Evaluation { rendered, .. } => {
+                rendered
+            }
+        }
+    }
+}
+
+/// A component as shown by the API.
+#[derive(Debug, Clone)]
+pub struct ComponentInfo {
+    pub id: String,
+    pub name: String,
+    pub label: String,
+    pub health: Health,
+    pub references_to: Vec<String>,
+    pub referenced_by: Vec<String>,
+    pub arguments: Option<BodyValue>,
+    pub exports: Option<Value>,
+    pub debug_info: Option<Value>,
+    pub health_history: Vec<Health>,
+}
+
+struct Node {
+    id: String,
+    name: String,
+    label: String,
+    block: Block,
+    builder: Arc<dyn Builder>,
+    instance: Option<Arc<dyn Instance>>,
+    exports: ExportsHandle,
+    /// The exports value last put into the scope (and propagated).
+    propagated: Option<Value>,
+    args: Option<AnyArgs>,
+    args_body: Option<BodyValue>,
+    eval_health: Health,
+    /// Set when `run` returned or failed (and was not cancelled by us).
+    exited: Arc<Mutex<Option<Health>>>,
+    cancel: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+    metrics: MetricsRegistry,
+    history: VecDeque<Health>,
+    span: tracing::Span,
+}
+
+impl Node {
+    fn health(&self) -> Health {
+        if let Some(h) = lock(&self.exited).clone() {
+            return h;
+        }
+        if self.eval_health.state != HealthState::Healthy {
+            return self.eval_health.clone();
+        }
+        if let Some(h) = self.instance.as_ref().and_then(|i| i.health()) {
+            return h;
+        }
+        self.eval_health.clone()
+    }
+
+    fn set_eval_health(&mut self, h: Health) {
+        let changed = self.eval_health.state != h.state || self.eval_health.message != h.message;
+        self.eval_health = h.clone();
+        if changed {
+            self.history.push_back(h);
+            while self.history.len() > HEALTH_HISTORY {
+                self.history.pop_front();
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    graph: GraphDef,
+    /// Nodes indexed like `graph.nodes`.
+    nodes: Vec<Node>,
+    index: HashMap<String, usize>,
+    /// Position of each node in `graph.order`.
+    topo_pos: Vec<usize>,
+    scope: Scope,
+    src: String,
+}
+
+struct Inner {
+    registry: Registry,
+    opts: RuntimeOptions,
+    state: tokio::sync::Mutex<State>,
+    changed_tx: mpsc::UnboundedSender<String>,
+    ready: AtomicBool,
+    metrics: RuntimeMetrics,
+    logging: Mutex<Option<LoggingHook>>,
+    last_error: Mutex<Option<String>>,
+}
+
+/// A running component graph. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Creates an empty runtime and starts its propagation task (needs a tokio runtime).
+    pub fn new(registry: Registry, opts: RuntimeOptions) -> Runtime {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let rt = Runtime {
+            inner: Arc::new(Inner {
+                registry,
+                opts,
+                state: tokio::sync::Mutex::new(State::default()),
+                changed_tx: tx,
+                ready: AtomicBool::new(false),
+                metrics: RuntimeMetrics::new(),
+                logging: Mutex::new(None),
+                last_error: Mutex::new(None),
+            }),
+        };
+        let weak = Arc::downgrade(&rt.inner);
+        tokio::spawn(propagate(weak, rx));
+        rt
+    }
+
+    /// Installs the function applying the `logging` block.
+    pub fn set_logging_hook(&self, hook: LoggingHook) {
+        *lock(&self.inner.logging) = Some(hook);
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    pub fn metrics(&self) -> &RuntimeMetrics {
+        &self.inner.metrics
+    }
+
+    /// Whether a load has succeeded once.
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::SeqCst)
+    }
+
+    /// The rendered diagnostics of the last failed load, if the last load failed.
+    pub fn last_load_error(&self) -> Option<String> {
+        lock(&self.inner.last_error).clone()
+    }
+
+    /// Re-reads the config file and loads it.
+    pub async fn reload(&self) -> Result<(), ReloadFailure> {
+        let Some(path) = self.inner.opts.config_path.clone() else {
+            return Err(ReloadFailure::Read("no config file to reload\n".into()));
+        };
+        let src = match tokio::fs::read_to_string(&path).await {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = format!("reading {}: {e}\n", path.display());
+                self.inner.metrics.load_failed();
+                *lock(&self.inner.last_error) = Some(msg.clone());
+                return Err(ReloadFailure::Read(msg));
+            }
+        };
+        self.load(&src).await.map_err(ReloadFailure::Load)
+    }
+
+    /// Loads (or reloads) `src`. See the module documentation.
+    pub async fn load(&self, src: &str) -> Result<(), LoadError> {
+        let started = Instant::now();
+        let result = self.load_inner(src).await;
+        let m = &self.inner.metrics;
+        match &result {
+            Ok(()) => {
+                m.load_succeeded(src);
+                self.inner.ready.store(true, Ordering::SeqCst);
+                *lock(&self.inner.last_error) = None;
+                tracing::info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "config loaded"
+                );
+            }
+            Err(e) => {
+                if matches!(e, LoadError::Evaluation { .. }) {
+                    // The graph is in place; the file is what runs now.
+                    m.set_hash(src);
+                }
+                m.load_failed();
+                *lock(&self.inner.last_error) = Some(e.rendered().to_string());
+                tracing::error!(diagnostics = %e.rendered(), "config load failed");
+            }
+        }
+        result
+    }
+
+    async fn load_inner(&self, src: &str) -> Result<(), LoadError> {
+        let file_name = &self.inner.opts.file_name;
+        let reject = |d: Diagnostics| LoadError::Rejected {
+            rendered: d.render(file_name, src),
+            diagnostics: d,
+        };
+        let file = river_parser::parse_file(src).map_err(reject)?;
+        let graph = loader::load(&file, src, &self.inner.registry).map_err(reject)?;
+        let logging = match &graph.logging {
+            Some(block) => Some(crate::logging::LoggingConfig::from_block(block).map_err(reject)?),
+            None => None,
+        };
+        if let Some(cfg) = &logging {
+            let hook = lock(&self.inner.logging).clone();
+            if let Some(hook) = hook {
+                hook(cfg).map_err(|msg| {
+                    let span = graph
+                        .logging
+                        .as_ref()
+                        .map(|b| b.name_span())
+                        .unwrap_or_default();
+                    reject(Diagnostic::new(span, msg).into())
+                })?;
+            }
+        }
+
+        let mut guard = self.inner.state.lock().await;
+        let st = &mut *guard;
+
+        // Stop removed components before anything new starts.
+        let mut old: HashMap<String, Node> = std::mem::take(&mut st.nodes)
+            .into_iter()
+            .map(|n| (n.id.clone(), n))
+            .collect();
+        let removed: Vec<Node> = old
+            .keys()
+            .filter(|id| graph.index_of(id).is_none())
+            .cloned()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .filter_map(|id| old.remove(&id))
+            .collect();
+        for mut node in removed {
+            tracing::info!(component_id = %node.id, "stopping removed component");
+            node.cancel.cancel();
+            if let Some(task) = node.task.take() {
+                if tokio::time::timeout(Duration::from_secs(30), task)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(component_id = %node.id, "component did not stop within 30s");
+                }
+            }
+        }
+
+        // The new node table: kept nodes carry their instance, exports and last good state.
+        let mut nodes = Vec::with_capacity(graph.nodes.len());
+        for def in &graph.nodes {
+            let node = match old.remove(&def.id) {
+                Some(mut n) => {
+                    n.block = def.block.clone();
+                    n
+                }
+                None => self.new_node(def),
+            };
+            nodes.push(node);
+        }
+        st.index = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.id.clone(), i))
+            .collect();
+        st.topo_pos = vec![0; nodes.len()];
+        for (pos, &i) in graph.order.iter().enumerate() {
+            st.topo_pos[i] = pos;
+        }
+        st.nodes = nodes;
+        st.graph = graph;
+        st.src = src.to_string();
+        st.scope = Scope::new();
+        for i in 0..st.nodes.len() {
+            let v = st.nodes[i].propagated.clone().unwrap_or_else(empty_object);
+            set_scope(&mut st.scope, &st.nodes[i].id, v);
+        }
+
+        let mut diags = Diagnostics::default();
+        let order = st.graph.order.clone();
+        for i in order {
+            if let Err(d) = self.evaluate(st, i) {
+                diags.0.extend(d.0);
+            }
+        }
+        // Exports changed by the evaluation above already reached the scope; pending channel
+        // notifications for them are no-ops for the propagation task.
+        if diags.is_empty() {
+            Ok(())
+        } else {
+            Err(LoadError::Evaluation {
+                rendered: diags.render(file_name, src),
+                diagnostics: diags,
+            })
+        }
+    }
+
+    fn new_node(&self, def: &loader::NodeDef) -> Node {
+        let exports = ExportsHandle::new();
+        let tx = self.inner.changed_tx.clone();
+        let id = def.id.clone();
+        exports.set_listener(Arc::new(move || {
+            let _ = tx.send(id.clone());
+        }));
+        let builder = self
+            .inner
+            .registry
+            .get(&def.name)
+            .cloned()
+            .expect("the loader checked the component name");
+        Node {
+            id: def.id.clone(),
+            name: def.name.clone(),
+            label: def.label.clone(),
+            block: def.block.clone(),
+            builder,
+            instance: None,
+            exports,
+            propagated: None,
+            args: None,
+            args_body: None,
+            eval_health: Health::new(HealthState::Unknown, "not evaluated yet"),
+            exited: Arc::new(Mutex::new(None)),
+            cancel: CancellationToken::new(),
+            task: None,
+            metrics: MetricsRegistry::for_component(&def.id),
+            history: VecDeque::new(),
+            span: tracing::info_span!("component", component_id = %def.id),
+        }
+    }
+
+    /// Evaluates node `i` against the current scope, then builds or updates it and moves its
+    /// exports into the scope. Returns whether its exports changed.
+    fn evaluate(&self, st: &mut State, i: usize) -> Result<bool, Diagnostics> {
+        let started = Instant::now();
+        let result = self.evaluate_inner(st, i);
+        self.inner
+            .metrics
+            .observe_evaluation(started.elapsed().as_secs_f64());
+        let node = &mut st.nodes[i];
+        match &result {
+            Ok(_) => {}
+            Err(d) => {
+                let msg = d.to_string();
+                tracing::warn!(parent: &node.span, error = %msg, "evaluation failed");
+                node.set_eval_health(Health::unhealthy(msg));
+            }
+        }
+        let changed = sync_exports(st, i);
+        result.map(|()| changed)
+    }
+
+    fn evaluate_inner(&self, st: &mut State, i: usize) -> Result<(), Diagnostics> {
+        let body = river_parser::eval::eval_body(&st.nodes[i].block.body, &st.scope)?;
+        let node = &mut st.nodes[i];
+        let name_span = node.block.name_span();
+        let args = node.builder.decode(&body, name_span)?;
+        let _enter = node.span.clone().entered();
+        match &node.instance {
+            None => {
+                let opts = Options {
+                    id: node.id.clone(),
+                    span: node.span.clone(),
+                    data_path: self.inner.opts.storage_path.join(&node.id),
+                    exports: node.exports.clone(),
+                    metrics: node.metrics.clone(),
+                };
+                let instance = node
+                    .builder
+                    .build(opts, node.builder.decode(&body, name_span)?)
+                    .map_err(|e| {
+                        Diagnostic::new(name_span, format!("building component: {e:#}"))
+                    })?;
+                let exited = node.exited.clone();
+                let cancel = node.cancel.clone();
+                let run = instance.run(cancel.clone());
+                let id = node.id.clone();
+                node.task = Some(tokio::spawn(
+                    async move {
+                        let result = run.await;
+                        if cancel.is_cancelled() {
+                            return;
+                        }
+                        let h = match result {
+                            Ok(()) => Health::new(HealthState::Exited, "component exited"),
+                            Err(e) => {
+                                tracing::error!(component_id = %id, error = %format!("{e:#}"), "component run failed");
+                                Health::new(HealthState::Exited, format!("run failed: {e:#}"))
+                            }
+                        };
+                        *lock(&exited) = Some(h);
+                    }
+                    .instrument(node.span.clone()),
+                ));
+                node.instance = Some(instance);
+                node.set_eval_health(Health::healthy("started component"));
+            }
+            Some(instance) => {
+                let same = node
+                    .args
+                    .as_ref()
+                    .is_some_and(|old| node.builder.args_equal(old, &args));
+                if !same {
+                    instance
+                        .update(node.builder.decode(&body, name_span)?)
+                        .map_err(|e| {
+                            Diagnostic::new(name_span, format!("updating component: {e:#}"))
+                        })?;
+                    tracing::debug!("updated component");
+                }
+                node.set_eval_health(Health::healthy(if same {
+                    "arguments unchanged"
+                } else {
+                    "updated component"
+                }));
+            }
+        }
+        node.args = Some(args);
+        node.args_body = Some(body);
+        Ok(())
+    }
+
+    /// Summary of every component, in source order.
+    pub async fn components(&self) -> Vec<ComponentInfo> {
+        let st = self.inner.state.lock().await;
+        (0..st.nodes.len()).map(|i| info(&st, i, false)).collect()
+    }
+
+    /// Details of one component.
+    pub async fn component(&self, id: &str) -> Option<ComponentInfo> {
+        let st = self.inner.state.lock().await;
+        st.index.get(id).map(|&i| info(&st, i, true))
+    }
+
+    /// Every component registry, for `/metrics`.
+    pub(crate) async fn component_metrics(&self) -> Vec<MetricsRegistry> {
+        let st = self.inner.state.lock().await;
+        st.nodes.iter().map(|n| n.metrics.clone()).collect()
+    }
+
+    /// Stops every component and waits for them.
+    pub async fn shutdown(&self) {
+        let mut st = self.inner.state.lock().await;
+        for n in &st.nodes {
+            n.cancel.cancel();
+        }
+        for n in &mut st.nodes {
+            if let Some(t) = n.task.take() {
+                let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+            }
+        }
+    }
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+fn set_scope(scope: &mut Scope, id: &str, v: Value) {
+    let path: Vec<&str> = id.split('.').collect();
+    scope.set_path(&path, v);
+}
+
+/// Moves node `i`'s current exports into the scope; true if they changed.
+fn sync_exports(st: &mut State, i: usize) -> bool {
+    let node = &mut st.nodes[i];
+    let current = node.exports.get();
+    if current.is_none() || current == node.propagated {
+        return false;
+    }
+    node.propagated = current.clone();
+    let id = node.id.clone();
+    set_scope(&mut st.scope, &id, current.unwrap_or_else(empty_object));
+    true
+}
+
+fn info(st: &State, i: usize, full: bool) -> ComponentInfo {
+    let n = &st.nodes[i];
+    let def = &st.graph.nodes[i];
+    ComponentInfo {
+        id: n.id.clone(),
+        name: n.name.clone(),
+        label: n.label.clone(),
+        health: n.health(),
+        references_to: def.refs.iter().map(|&r| st.nodes[r].id.clone()).collect(),
+        referenced_by: st.graph.dependants[i]
+            .iter()
+            .map(|&r| st.nodes[r].id.clone())
+            .collect(),
+        arguments: if full { n.args_body.clone() } else { None },
+        exports: if full { n.propagated.clone() } else { None },
+        debug_info: if full {
+            n.instance.as_ref().and_then(|i| i.debug_info())
+        } else {
+            None
+        },
+        health_history: if full {
+            n.history.iter().cloned().collect()
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+/// The propagation task: re-evaluates dependants of components whose exports changed.
+async fn propagate(inner: std::sync::Weak<Inner>, mut rx: mpsc::UnboundedReceiver<String>) {
+    while let Some(first) = rx.recv().await {
+        let Some(inner) = inner.upgrade() else { return };
+        let rt = Runtime { inner };
+        let mut guard = rt.inner.state.lock().await;
+        let st = &mut *guard;
+        let mut dirty: BTreeSet<usize> = BTreeSet::new();
+        let mark = |st: &mut State, dirty: &mut BTreeSet<usize>, id: &str| {
+            if let Some(&i) = st.index.get(id) {
+                if sync_exports(st, i) {
+                    for &d in &st.graph.dependants[i] {
+                        dirty.insert(st.topo_pos[d]);
+                    }
+                }
+            }
+        };
+        mark(st, &mut dirty, &first);
+        while let Ok(id) = rx.try_recv() {
+            mark(st, &mut dirty, &id);
+        }
+        rt.inner.metrics.set_queue(dirty.len());
+        while let Some(pos) = dirty.pop_first() {
+            let i = st.graph.order[pos];
+            if let Ok(true) = rt.evaluate(st, i) {
+                for &d in &st.graph.dependants[i] {
+                    dirty.insert(st.topo_pos[d]);
+                }
+            }
+            while let Ok(id) = rx.try_recv() {
+                mark(st, &mut dirty, &id);
+            }
+            rt.inner.metrics.set_queue(dirty.len());
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Test components used by the runtime's own tests and benchmarks (and usable by anyone testing
+//! against the runtime): `test.pulse` (a counter), `test.passthrough` (exports its input) and
+//! `test.sum` (adds numbers). Each counts builds, updates and run starts in [`Stats`], keyed by the
+//! component's data path (unique per runtime when every test uses its own storage path).
+
+use crate::component::{lock, CancellationToken, Component, Options};
+use river_parser::decode::Duration;
+use river_parser::{Number, Value};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::sync::Notify;
+
+/// Counters of one test component instance.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub builds: AtomicUsize,
+    pub updates: AtomicUsize,
+    pub run_starts: AtomicUsize,
+    pub run_stops: AtomicUsize,
+    /// Wakes a `test.pulse` without an interval.
+    pub fire: Notify,
+}
+
+fn stats_map() -> &'static Mutex<HashMap<PathBuf, Arc<Stats>>> {
+    static MAP: OnceLock<Mutex<HashMap<PathBuf, Arc<Stats>>>> = OnceLock::new();
+    MAP.get_or_init(Default::default)
+}
+
+/// The counters of the component whose data path is `data_path` (`storage_path/ID`).
+pub fn stats(data_path: &Path) -> Arc<Stats> {
+    lock(stats_map())
+        .entry(data_path.to_path_buf())
+        .or_default()
+        .clone()
+}
+
+/// Makes the `test.pulse` at `data_path` count once more.
+pub fn fire(data_path: &Path) {
+    stats(data_path).fire.notify_one();
+}
+
+/// A registry with the three test components.
+pub fn registry() -> crate::Registry {
+    crate::Registry::new()
+        .with::<Pulse>("test.pulse")
+        .with::<Passthrough>("test.passthrough")
+        .with::<Sum>("test.sum")
+}
+
+fn int(i: i64) -> Value {
+    Value::Number(Number::Int(i))
+}
+
+/// `test.pulse "x" { interval = "10ms"  max = 5 }`: exports `count`, starting at 0 and growing
+/// by one every interval (or on [`fire`] when there is no interval) until `max`.
+pub struct Pulse {
+    opts: Options,
+    args: Mutex<PulseArgs>,
+    count: Mutex<i64>,
+    changed: Notify,
+    stats: Arc<Stats>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PulseArgs {
+    #[serde(default)]
+    pub interval: Option<Duration>,
+    #[serde(default)]
+    pub max: Option<i64>,
+}
+
+impl Component for Pulse {
+    type Arguments = PulseArgs;
+
+    fn build(opts: Options, args: PulseArgs) -> anyhow::Result<Self> {
+        let stats = stats(&opts.data_path);
+        stats.builds.fetch_add(1, Ordering::SeqCst);
+        opts.exports.publish_fields([("count", int(0))]);
+        Ok(Pulse {
+            opts,
+            args: Mutex::new(args),
+            count: Mutex::new(0),
+            changed: Notify::new(),
+            stats,
+        })
+    }
+
+    async fn run(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
+        self.stats.run_starts.fetch_add(1, Ordering::SeqCst);
+        loop {
+            let interval = lock(&self.args).interval.map(|d| d.0);
+            let tick = async {
+                match interval {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => self.stats.fire.notified().await,
+                }
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = self.changed.notified() => continue,
+                _ = tick => {
+                    let max = lock(&self.args).max;
+                    let mut c = lock(&self.count);
+                    if max.is_none_or(|m| *c < m) {
+                        *c += 1;
+                        self.opts.exports.publish_fields([("count", int(*c))]);
+                    }
+                }
+            }
+        }
+        self.stats.run_stops.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn update(&self, args: PulseArgs) -> anyhow::Result<()> {
+        self.stats.updates.fetch_add(1, Ordering::SeqCst);
+        *lock(&self.args) = args;
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    fn debug_info(&self) -> Option<Value> {
+        Some(Value::Object(
+            [("count".to_string(), int(*lock(&self.count)))].into(),
+        ))
+    }
+}
+
+/// `test.passthrough "x" { input = ANY }`: exports `output = input`.
+pub struct Passthrough {
+    opts: Options,
+    stats: Arc<Stats>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PassthroughArgs {
+    pub input: serde_json::Value,
+}
+
+fn publish_output(opts: &Options, input: &serde_json::Value) -> anyhow::Result<()> {
+    let v = river_parser::decode::to_value(input).map_err(anyhow::Error::msg)?;
+    opts.exports.publish_fields([("output", v)]);
+    Ok(())
+}
+
+impl Component for Passthrough {
+    type Arguments = PassthroughArgs;
+
+    fn build(opts: Options, args: PassthroughArgs) -> anyhow::Result<Self> {
+        let stats = stats(&opts.data_path);
+        stats.builds.fetch_add(1, Ordering::SeqCst);
+        publish_output(&opts, &args.input)?;
+        Ok(Passthrough { opts, stats })
+    }
+
+    async fn run(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
+        self.stats.run_starts.fetch_add(1, Ordering::SeqCst);
+        cancel.cancelled().await;
+        self.stats.run_stops.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn update(&self, args: PassthroughArgs) -> anyhow::Result<()> {
+        self.stats.updates.fetch_add(1, Ordering::SeqCst);
+        publish_output(&self.opts, &args.input)
+    }
+}
+
+/// `test.sum "x" { inputs = [1, 2] }`: exports `sum`.
+pub struct Sum {
+    opts: Options,
+    stats: Arc<Stats>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SumArgs {
+    pub inputs: Vec<i64>,
+}
+
+impl Component for Sum {
+    type Arguments = SumArgs;
+
+    fn build(opts: Options, args: SumArgs) -> anyhow::Result<Self> {
+        let stats = stats(&opts.data_path);
+        stats.builds.fetch_add(1, Ordering::SeqCst);
+        opts.exports
+            .publish_fields([("sum", int(args.inputs.iter().sum()))]);
+        Ok(Sum { opts, stats })
+    }
+
+    async fn run(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
+        self.stats.run_starts.fetch_add(1, Ordering::SeqCst);
+        cancel.cancelled().await;
+        self.stats.run_stops.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn update(&self, args: SumArgs) -> anyhow::Result<()> {
+        self.stats.updates.fetch_add(1, Ordering::SeqCst);
+        self.opts
+            .exports
+            .publish_fields([("sum", int(args.inputs.iter().sum()))]);
+        Ok(())
+    }
+}
