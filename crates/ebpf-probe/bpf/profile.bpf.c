@@ -17,6 +17,7 @@
 #include <linux/bpf.h>
 #include <linux/bpf_perf_event.h>
 #include <linux/errno.h>
+#include <asm/ptrace.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 
@@ -80,6 +81,10 @@ struct sample_key {
 	__u32 pid;
 	__s32 user_stack;
 	__s32 kernel_stack;
+	__u32 _pad;
+	// Return address of the user leaf function's caller when the frame-pointer walk skips it
+	// (see find_leaf_caller), 0 otherwise.
+	__u64 leaf_caller;
 };
 
 struct pid_event {
@@ -92,6 +97,7 @@ struct raw_sample {
 	__u32 pid;
 	__u32 user_len; // number of frames in `user`
 	__u32 kernel_len; // number of frames in `kernel`
+	__u64 leaf_caller; // as in struct sample_key
 	__u64 user[MAX_STACK_DEPTH];
 	__u64 kernel[MAX_STACK_DEPTH];
 };
@@ -189,7 +195,7 @@ static __always_inline void report_unknown(__u32 tgid)
 
 // Sends one sample with whole stacks through the ring buffer (used on stack-map collisions).
 static __always_inline void send_raw_sample(struct bpf_perf_event_data *ctx, __u32 tgid,
-					    struct pid_config *cfg)
+					    struct pid_config *cfg, __u64 leaf_caller)
 {
 	struct raw_sample *raw;
 	long n;
@@ -203,6 +209,7 @@ static __always_inline void send_raw_sample(struct bpf_perf_event_data *ctx, __u
 	raw->pid = tgid;
 	raw->user_len = 0;
 	raw->kernel_len = 0;
+	raw->leaf_caller = leaf_caller;
 	if (cfg->user) {
 		n = bpf_get_stack(ctx, raw->user, sizeof(raw->user), BPF_F_USER_STACK);
 		if (n > 0)
@@ -215,6 +222,118 @@ static __always_inline void send_raw_sample(struct bpf_perf_event_data *ctx, __u
 	}
 	bpf_ringbuf_submit(raw, 0);
 	count(C_COLLISIONS);
+}
+
+// --- Callers of frameless user leaf functions -------------------------------------------------
+//
+// The kernel walks user stacks with frame pointers. A leaf function without a frame (gcc gives
+// none to leaf functions that use no stack, even with -fno-omit-frame-pointer; hand-written
+// libc routines such as memcpy or syscall wrappers have none) leaves %rbp pointing at its
+// caller's frame, so the walk goes from the leaf straight to the caller's caller. The same
+// happens in a prologue before `mov %rsp,%rbp` and in an epilogue after `pop %rbp`.
+//
+// find_leaf_caller looks at the top words of the user stack for the leaf's return address and
+// accepts a word only if the instruction before it is a call whose target is the function the
+// sample is in: `call rel32` (directly or through a PLT stub `[endbr64] [bnd] jmp *GOT(%rip)`)
+// or `call *GOT(%rip)`, with the target at most MAX_FUNCTION_SIZE below the sampled ip. It stops
+// at the return address the frame-pointer walk itself finds ([%rbp + 8]): then nothing is
+// skipped. The address found is counted as part of the key and spliced in by user space.
+
+#define LEAF_SCAN_WORDS 8
+#define MAX_FUNCTION_SIZE (256 * 1024)
+#define USER_ADDR_LIMIT 0x0000800000000000ULL
+
+// The u64 stored at `insn_end + disp32` (a RIP-relative GOT slot).
+static __always_inline __u64 rip_slot(__u64 insn_end, const __u8 *disp)
+{
+	__s32 d = (__s32)((__u32)disp[0] | (__u32)disp[1] << 8 | (__u32)disp[2] << 16 |
+			  (__u32)disp[3] << 24);
+	__u64 target = 0;
+
+	if (bpf_probe_read_user(&target, sizeof(target), (void *)(insn_end + (__s64)d)))
+		return 0;
+	return target;
+}
+
+// The function a PLT stub jumps to, or 0 if `stub` is not one.
+static __always_inline __u64 plt_target(__u64 stub)
+{
+	__u8 code[11];
+
+	if (bpf_probe_read_user(code, sizeof(code), (void *)stub))
+		return 0;
+	if (code[0] == 0xff && code[1] == 0x25)
+		return rip_slot(stub + 6, &code[2]);
+	if (code[0] == 0xf2 && code[1] == 0xff && code[2] == 0x25)
+		return rip_slot(stub + 7, &code[3]);
+	if (code[0] == 0xf3 && code[1] == 0x0f && code[2] == 0x1e && code[3] == 0xfa) {
+		if (code[4] == 0xff && code[5] == 0x25)
+			return rip_slot(stub + 10, &code[6]);
+		if (code[4] == 0xf2 && code[5] == 0xff && code[6] == 0x25)
+			return rip_slot(stub + 11, &code[7]);
+	}
+	return 0;
+}
+
+static __always_inline int starts_function_of(__u64 target, __u64 ip)
+{
+	return target && target <= ip && ip - target < MAX_FUNCTION_SIZE;
+}
+
+// Whether `ret` is the return address of a call to the function containing `ip`.
+static __always_inline int returns_from_call_to(__u64 ret, __u64 ip)
+{
+	__u8 code[8];
+
+	if (ret < 8 || ret >= USER_ADDR_LIMIT)
+		return 0;
+	if (bpf_probe_read_user(code, sizeof(code), (void *)(ret - 8)))
+		return 0;
+	if (code[3] == 0xe8) { // call rel32
+		__u64 target = ret + (__s64)(__s32)((__u32)code[4] | (__u32)code[5] << 8 |
+						    (__u32)code[6] << 16 | (__u32)code[7] << 24);
+		if (starts_function_of(target, ip))
+			return 1;
+		return starts_function_of(plt_target(target), ip);
+	}
+	if (code[2] == 0xff && code[3] == 0x15) // call *disp32(%rip)
+		return starts_function_of(rip_slot(ret, &code[4]), ip);
+	return 0;
+}
+
+static __always_inline __u64 find_leaf_caller(__u64 ip, __u64 sp, __u64 bp)
+{
+	__u64 fp_ret = 0;
+	__u64 word;
+
+	if (ip >= USER_ADDR_LIMIT || sp >= USER_ADDR_LIMIT)
+		return 0;
+	bpf_probe_read_user(&fp_ret, sizeof(fp_ret), (void *)(bp + 8));
+#pragma unroll
+	for (int i = 0; i < LEAF_SCAN_WORDS; i++) {
+		if (bpf_probe_read_user(&word, sizeof(word), (void *)(sp + i * 8)))
+			return 0;
+		if (fp_ret && word == fp_ret)
+			return 0;
+		if (returns_from_call_to(word, ip))
+			return word;
+	}
+	return 0;
+}
+
+// The user registers of the sampled task: the interrupted ones for a sample in user mode, the
+// ones saved at kernel entry otherwise.
+static __always_inline __u64 leaf_caller_of(struct bpf_perf_event_data *ctx)
+{
+	struct pt_regs regs;
+	long saved;
+
+	if ((ctx->regs.cs & 3) == 3)
+		return find_leaf_caller(ctx->regs.rip, ctx->regs.rsp, ctx->regs.rbp);
+	saved = bpf_task_pt_regs(bpf_get_current_task_btf());
+	if (!saved || bpf_probe_read_kernel(&regs, sizeof(regs), (void *)saved))
+		return 0;
+	return find_leaf_caller(regs.rip, regs.rsp, regs.rbp);
 }
 
 static __always_inline void add_count(void *counts, struct sample_key *key)
@@ -248,7 +367,8 @@ static __always_inline void add_count(void *counts, struct sample_key *key)
 // so that the verifier sees a single map per helper call.
 #define RECORD_SAMPLE(STACKS, COUNTS)                                                  \
 	do {                                                                           \
-		struct sample_key key = { .pid = tgid, .user_stack = -1, .kernel_stack = -1 }; \
+		struct sample_key key = { .pid = tgid, .user_stack = -1, .kernel_stack = -1,  \
+					  .leaf_caller = leaf_caller };                        \
 		int collided = 0;                                                      \
 		long id;                                                               \
 		if (cfg->user) {                                                       \
@@ -275,7 +395,7 @@ static __always_inline void add_count(void *counts, struct sample_key *key)
 				count(C_KERNEL_STACK_ERROR);                           \
 		}                                                                      \
 		if (collided)                                                          \
-			send_raw_sample(ctx, tgid, cfg);                               \
+			send_raw_sample(ctx, tgid, cfg, leaf_caller);                  \
 		else                                                                   \
 			add_count(&COUNTS, &key);                                      \
 	} while (0)
@@ -286,6 +406,7 @@ int profile_cpu(struct bpf_perf_event_data *ctx)
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct task_struct *task;
 	struct pid_config *cfg;
+	__u64 leaf_caller;
 	__u32 zero = 0;
 	__u32 *half;
 
@@ -314,6 +435,7 @@ int profile_cpu(struct bpf_perf_event_data *ctx)
 		return 0;
 	}
 
+	leaf_caller = cfg->user ? leaf_caller_of(ctx) : 0;
 	half = bpf_map_lookup_elem(&control, &zero);
 	if (half && (*half & 1))
 		RECORD_SAMPLE(stacks1, counts1);

@@ -92,9 +92,14 @@ struct SampleKey {
     pid: u32,
     user_stack: i32,
     kernel_stack: i32,
+    pad: u32,
+    /// Return address into the caller of a frameless user leaf function that the
+    /// frame-pointer walk skipped, 0 if none (see `find_leaf_caller` in the C program).
+    leaf_caller: u64,
 }
 
-// SAFETY: repr(C), three 4-byte integers, no padding, every bit pattern valid.
+// SAFETY: repr(C), four 4-byte integers then one 8-byte integer, no implicit padding, every
+// bit pattern valid.
 unsafe impl aya::Pod for SampleKey {}
 
 /// Value of the `pid_config` map (`struct pid_config`).
@@ -573,7 +578,8 @@ impl Probe {
         let mut lost = LostCounters::default();
         let mut merged: StackCounts = StdHashMap::new();
         for (key, count) in counts {
-            let user = resolve_stack(&stacks, key.user_stack, &mut lost);
+            let mut user = resolve_stack(&stacks, key.user_stack, &mut lost);
+            splice_leaf_caller(&mut user, key.leaf_caller);
             let kernel = resolve_stack(&stacks, key.kernel_stack, &mut lost);
             *merged.entry((key.pid, user, kernel)).or_default() += count;
         }
@@ -689,6 +695,13 @@ impl SampleSource for Probe {
     }
 }
 
+/// Puts the recovered caller of a frameless leaf right after the leaf.
+fn splice_leaf_caller(user: &mut Vec<u64>, caller: u64) {
+    if caller != 0 && !user.is_empty() && user.get(1) != Some(&caller) {
+        user.insert(1, caller);
+    }
+}
+
 fn resolve_stack(stacks: &StdHashMap<i32, Vec<u64>>, id: i32, lost: &mut LostCounters) -> Vec<u64> {
     if id < 0 {
         return Vec::new();
@@ -752,6 +765,14 @@ fn read_u32(bytes: &[u8], offset: usize) -> Option<u32> {
         .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
 }
 
+fn read_u64(bytes: &[u8], offset: usize) -> Option<u64> {
+    read_ips(bytes, offset, 1).map(|v| v[0])
+}
+
+/// Offset of the user stack in `struct raw_sample` (after kind, pid, two lengths and
+/// leaf_caller).
+const RAW_STACKS_OFFSET: usize = 24;
+
 fn read_ips(bytes: &[u8], offset: usize, len: usize) -> Option<Vec<u64>> {
     let raw = bytes.get(offset..offset + len * 8)?;
     Some(
@@ -772,8 +793,10 @@ fn parse_record(bytes: &[u8]) -> Option<Record> {
         EVENT_RAW_SAMPLE => {
             let user_len = (read_u32(bytes, 8)? as usize).min(MAX_STACK_DEPTH);
             let kernel_len = (read_u32(bytes, 12)? as usize).min(MAX_STACK_DEPTH);
-            let user = read_ips(bytes, 16, user_len)?;
-            let kernel = read_ips(bytes, 16 + MAX_STACK_DEPTH * 8, kernel_len)?;
+            let leaf_caller = read_u64(bytes, 16)?;
+            let mut user = read_ips(bytes, RAW_STACKS_OFFSET, user_len)?;
+            let kernel = read_ips(bytes, RAW_STACKS_OFFSET + MAX_STACK_DEPTH * 8, kernel_len)?;
+            splice_leaf_caller(&mut user, leaf_caller);
             Some(Record::Raw { pid, user, kernel })
         }
         _ => None,
@@ -1019,7 +1042,7 @@ mod tests {
 
     #[test]
     fn shared_structs_match_the_c_layout() {
-        assert_eq!(std::mem::size_of::<SampleKey>(), 12);
+        assert_eq!(std::mem::size_of::<SampleKey>(), 24);
         assert_eq!(std::mem::size_of::<PidConfigValue>(), 4);
         assert_eq!(std::mem::size_of::<BatchAttr>(), 56);
     }
@@ -1105,12 +1128,13 @@ mod tests {
         }
     }
 
-    fn raw_record(pid: u32, user: &[u64], kernel: &[u64]) -> Vec<u8> {
+    fn raw_record(pid: u32, user: &[u64], kernel: &[u64], leaf_caller: u64) -> Vec<u8> {
         let mut bytes = Vec::new();
         bytes.extend(EVENT_RAW_SAMPLE.to_ne_bytes());
         bytes.extend(pid.to_ne_bytes());
         bytes.extend((user.len() as u32).to_ne_bytes());
         bytes.extend((kernel.len() as u32).to_ne_bytes());
+        bytes.extend(leaf_caller.to_ne_bytes());
         let mut stacks = vec![0u64; 2 * MAX_STACK_DEPTH];
         stacks[..user.len()].copy_from_slice(user);
         stacks[MAX_STACK_DEPTH..MAX_STACK_DEPTH + kernel.len()].copy_from_slice(kernel);
@@ -1141,14 +1165,23 @@ mod tests {
             Some(Record::Event(ProbeEvent::PidExec(8)))
         );
 
-        let raw = raw_record(9, &[0x401000, 0x401100], &[0xffffffff81000000]);
-        assert_eq!(raw.len(), 16 + 2 * MAX_STACK_DEPTH * 8);
+        let raw = raw_record(9, &[0x401000, 0x401100], &[0xffffffff81000000], 0);
+        assert_eq!(raw.len(), RAW_STACKS_OFFSET + 2 * MAX_STACK_DEPTH * 8);
         assert_eq!(
             parse_record(&raw),
             Some(Record::Raw {
                 pid: 9,
                 user: vec![0x401000, 0x401100],
                 kernel: vec![0xffffffff81000000]
+            })
+        );
+        let raw = raw_record(9, &[0x401000, 0x401100], &[], 0x401234);
+        assert_eq!(
+            parse_record(&raw),
+            Some(Record::Raw {
+                pid: 9,
+                user: vec![0x401000, 0x401234, 0x401100],
+                kernel: vec![]
             })
         );
         assert_eq!(parse_record(&raw[..100]), None, "truncated record");
@@ -1182,6 +1215,23 @@ mod tests {
         let counters = sample_counters(&delta);
         assert_eq!(counters.counted, 150);
         assert_eq!(counters.collisions_recovered, 5);
+    }
+
+    #[test]
+    fn leaf_caller_is_spliced_after_the_leaf() {
+        let mut user = vec![0x10, 0x30];
+        splice_leaf_caller(&mut user, 0x20);
+        assert_eq!(user, vec![0x10, 0x20, 0x30]);
+        splice_leaf_caller(&mut user, 0x20);
+        assert_eq!(user, vec![0x10, 0x20, 0x30], "already there");
+        splice_leaf_caller(&mut user, 0);
+        assert_eq!(user, vec![0x10, 0x20, 0x30]);
+        let mut empty = vec![];
+        splice_leaf_caller(&mut empty, 0x20);
+        assert!(empty.is_empty(), "no leaf to attach a caller to");
+        let mut leaf_only = vec![0x10];
+        splice_leaf_caller(&mut leaf_only, 0x20);
+        assert_eq!(leaf_only, vec![0x10, 0x20]);
     }
 
     #[test]

@@ -52,6 +52,23 @@ __attribute__((noinline)) void outer(void) {
     __asm__ volatile("" ::: "memory");
 }
 
+/* The same chain with a leaf that gets no frame: the frame-pointer walk alone would go from
+   flat_leaf straight to flat_outer. */
+__attribute__((noinline)) void flat_leaf(void) {
+    for (unsigned long i = 0; i < 2000000; i++)
+        sink += i * i;
+}
+
+__attribute__((noinline)) void flat_middle(void) {
+    flat_leaf();
+    __asm__ volatile("" ::: "memory");
+}
+
+__attribute__((noinline)) void flat_outer(void) {
+    flat_middle();
+    __asm__ volatile("" ::: "memory");
+}
+
 static char buffer[1 << 20];
 
 __attribute__((noinline)) void syscalls(int zero, int null) {
@@ -66,11 +83,12 @@ static double cpu_seconds(void) {
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* usage: busy SECONDS MODE WAIT; MODE is "user" or "sys"; WAIT=1 waits for a line on stdin
+/* usage: busy SECONDS MODE WAIT; MODE is "user", "flat" or "sys"; WAIT=1 waits for a line on stdin
    before burning SECONDS of CPU, then waits for EOF on stdin before exiting. */
 int main(int argc, char **argv) {
     double seconds = argc > 1 ? atof(argv[1]) : 2.0;
     int sys = argc > 2 && strcmp(argv[2], "sys") == 0;
+    int flat = argc > 2 && strcmp(argv[2], "flat") == 0;
     int wait = argc > 3 && strcmp(argv[3], "1") == 0;
     char c;
     int zero = open("/dev/zero", O_RDONLY), null = open("/dev/null", O_WRONLY);
@@ -78,7 +96,7 @@ int main(int argc, char **argv) {
     if (wait && read(0, &c, 1) != 1) return 1;
     double end = cpu_seconds() + seconds;
     while (cpu_seconds() < end) {
-        if (sys) syscalls(zero, null); else outer();
+        if (sys) syscalls(zero, null); else if (flat) flat_outer(); else outer();
     }
     if (wait) while (read(0, &c, 1) > 0) {}
     return 0;
@@ -710,4 +728,120 @@ async fn unprivileged_helper() {
         Ok(_) => println!("PROBE_LOADED"),
         Err(e) => println!("PROBE_ERROR: {e}"),
     }
+}
+
+/// Fraction (by count) of `samples` whose user stack starts with frames inside `chain`
+/// (leaf first).
+fn chain_share(
+    samples: &[&StackSample],
+    syms: &HashMap<String, (u64, u64)>,
+    mapping: (u64, u64, u64),
+    chain: &[&str],
+) -> f64 {
+    let in_fn = |ip: u64, name: &str| {
+        let (lo, hi) = syms[name];
+        ip >= mapping.0 && ip < mapping.1 && {
+            let addr = file_address(ip, mapping);
+            addr >= lo && addr < hi
+        }
+    };
+    let total: u64 = samples.iter().map(|s| s.count).sum();
+    let matching: u64 = samples
+        .iter()
+        .filter(|s| {
+            s.user.len() >= chain.len()
+                && chain.iter().enumerate().all(|(i, f)| in_fn(s.user[i], f))
+        })
+        .map(|s| s.count)
+        .sum();
+    matching as f64 / total.max(1) as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_of_frameless_leaves_are_recovered() {
+    let _serial = SERIAL.lock().await;
+    let busy = build_busy();
+    let syms = symbols(&busy.binary);
+    let mut probe = load_probe();
+
+    let (mut child, stdin) = spawn(&busy, CPU_SECONDS, "flat", true);
+    let mut stdin = stdin.unwrap();
+    let pid = child.id();
+    probe
+        .set_pid_config(
+            pid,
+            PidConfig {
+                profile: true,
+                user: true,
+                kernel: true,
+            },
+        )
+        .unwrap();
+    probe.collect().unwrap();
+    start(&mut stdin);
+    wait_cpu_burnt(pid).await;
+    let collection = probe.collect().unwrap();
+    let mapping = text_mapping(pid, &busy.binary);
+    drop(stdin);
+    child.wait().unwrap();
+    let mine = samples_of(&collection, pid);
+    let share = chain_share(
+        &mine,
+        &syms,
+        mapping,
+        &["flat_leaf", "flat_middle", "flat_outer", "main"],
+    );
+    eprintln!(
+        "frameless leaf: {:.1}% of samples have the whole chain; stacks {:x?}",
+        share * 100.0,
+        mine.iter().take(4).map(|s| &s.user).collect::<Vec<_>>()
+    );
+    assert!(
+        share >= 0.8,
+        "only {:.1}% of samples have flat_leaf ← flat_middle ← flat_outer ← main",
+        share * 100.0
+    );
+
+    // Syscall wrappers in libc (called through the PLT) are frameless too: the caller of the
+    // wrapper, `syscalls`, must follow it.
+    let (mut child, stdin) = spawn(&busy, CPU_SECONDS, "sys", true);
+    let mut stdin = stdin.unwrap();
+    let pid = child.id();
+    probe
+        .set_pid_config(
+            pid,
+            PidConfig {
+                profile: true,
+                user: true,
+                kernel: true,
+            },
+        )
+        .unwrap();
+    probe.collect().unwrap();
+    start(&mut stdin);
+    wait_cpu_burnt(pid).await;
+    let collection = probe.collect().unwrap();
+    let mapping = text_mapping(pid, &busy.binary);
+    drop(stdin);
+    child.wait().unwrap();
+    let in_kernel: Vec<&StackSample> = samples_of(&collection, pid)
+        .into_iter()
+        .filter(|s| !s.kernel.is_empty())
+        .collect();
+    let (lo, hi) = syms["syscalls"];
+    let total: u64 = in_kernel.iter().map(|s| s.count).sum();
+    let with_caller: u64 = in_kernel
+        .iter()
+        .filter(|s| {
+            s.user.get(1).is_some_and(|&ip| {
+                ip >= mapping.0 && ip < mapping.1 && (lo..hi).contains(&file_address(ip, mapping))
+            })
+        })
+        .map(|s| s.count)
+        .sum();
+    eprintln!(
+        "syscall wrappers: {with_caller} of {total} kernel samples have `syscalls` as the wrapper's caller; stacks {:x?}",
+        in_kernel.iter().take(4).map(|s| &s.user).collect::<Vec<_>>()
+    );
+    assert!(with_caller * 10 >= total * 8, "{with_caller} of {total}");
 }
