@@ -360,6 +360,23 @@ pub struct Symbolizer {
     elfs: ElfCache,
     kernel: KernelSymbols,
     vdso: Option<Option<Arc<ElfSymbols>>>,
+    /// Mangled → demangled, so hot C++/Rust frames are demangled once.
+    demangled: LruCache<Box<str>, Box<str>>,
+}
+
+/// Entries of the demangled-name cache.
+const DEMANGLE_CACHE_SIZE: usize = 8192;
+
+fn demangle_cached(cache: &mut LruCache<Box<str>, Box<str>>, name: &str, mode: Demangle) -> String {
+    if mode == Demangle::None || !(name.starts_with("_Z") || name.starts_with("_R")) {
+        return name.to_string();
+    }
+    if let Some(hit) = cache.get(name) {
+        return hit.to_string();
+    }
+    let d = demangle(name, mode);
+    cache.put(name.into(), d.as_str().into());
+    d
 }
 
 fn cap(n: usize) -> NonZeroUsize {
@@ -382,6 +399,7 @@ impl Symbolizer {
             },
             kernel,
             vdso: None,
+            demangled: LruCache::new(cap(DEMANGLE_CACHE_SIZE)),
             config,
             metrics,
         }
@@ -517,10 +535,11 @@ impl Symbolizer {
             }
         };
         let (elf, info) = resolved;
+        let off = lookup.wrapping_sub(info.start).wrapping_add(info.offset);
+        let demangled = &mut self.demangled;
         let name = elf.as_ref().and_then(|e| {
-            let off = lookup.wrapping_sub(info.start).wrapping_add(info.offset);
             e.lookup_file_offset(off)
-                .map(|n| demangle(n, demangle_mode))
+                .map(|n| demangle_cached(demangled, n, demangle_mode))
         });
         let name = match (name, kind) {
             (None, Some(MappingKind::Other)) => self.perf_map_frame(pid, ip, &root).name,

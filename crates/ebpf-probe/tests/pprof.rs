@@ -171,3 +171,102 @@ fn go_tool_pprof_reads_profile() {
         .unwrap();
     assert!(line.trim_start().starts_with("41.24ms"), "{line}");
 }
+
+/// A live process's stack (sampled ip + real return addresses printed by the fixture),
+/// symbolized and written as pprof: `go tool pprof -traces` shows the chain in order with the
+/// binary's mapping and build ID.
+#[test]
+fn symbolized_live_stack_through_go_tool_pprof() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+
+    use ebpf_probe::symbolize::{Symbolizer, SymbolizerConfig, SymbolizerMetrics};
+
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("hot");
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hot.c");
+    let out = Command::new("gcc")
+        .args(["-O1", "-fno-omit-frame-pointer", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .expect("gcc must be installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut child = Command::new(&bin)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = |key: &str| {
+        let v = line
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=0x")))
+            .unwrap_or_else(|| panic!("{key} not printed: {line}"));
+        u64::from_str_radix(v, 16).unwrap()
+    };
+    let user = [
+        addr("hot_leaf") + 2,
+        addr("ret_middle"),
+        addr("ret_outer"),
+        addr("ret_main"),
+    ];
+    let mut sym = Symbolizer::new(SymbolizerConfig::default(), SymbolizerMetrics::default());
+    let frames = sym.symbolize(child.id(), &user, &[]);
+    let _ = child.stdin.take().unwrap().write_all(b"\n");
+    let _ = child.wait();
+
+    let mut b = ProfileBuilder::new(100, 0, 10_000_000_000);
+    b.add_stack(&frames, 7);
+    let profile = b.build();
+    let build_id = frames[0]
+        .mapping
+        .as_ref()
+        .unwrap()
+        .build_id
+        .clone()
+        .expect("build id");
+    let path = dir.path().join("cpu.pb.gz");
+    std::fs::write(&path, encode_gzip(&profile)).unwrap();
+    assert_eq!(
+        folded(&decode(&std::fs::read(&path).unwrap()).unwrap()),
+        "main;outer;middle;hot_leaf 7\n"
+    );
+
+    let out = Command::new("go")
+        .args(["tool", "pprof", "-traces", "-symbolize=none"])
+        .arg(&path)
+        .env("HOME", dir.path())
+        .env("PPROF_TMPDIR", dir.path())
+        .output()
+        .expect("`go` must be installed (golang-go)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(&format!("Build ID: {build_id}")), "{text}");
+    let order: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            ["hot_leaf", "middle", "outer", "main"]
+                .iter()
+                .any(|n| l.ends_with(n))
+        })
+        .collect();
+    assert_eq!(order.len(), 4, "{text}");
+    assert!(
+        order[0].ends_with("hot_leaf") && order[3].ends_with("main"),
+        "{text}"
+    );
+    assert!(order[0].starts_with("70ms"), "7 samples at 100 Hz: {text}");
+}

@@ -823,3 +823,11 @@ fn deleted_and_replaced_binary_is_read_through_map_files() {
         bin.to_str().unwrap()
     );
 }
+
+#[test]
+fn symbolizer_and_caches_can_move_between_threads() {
+    fn send<T: Send>() {}
+    send::<Symbolizer>();
+    send::<ebpf_probe::cgroup::ContainerIdCache>();
+    send::<ebpf_probe::pprof::ProfileBuilder>();
+}
