@@ -15,7 +15,8 @@
 //! Statement  = Attribute | Block
 //! Attribute  = IDENT "=" Expression
 //! Block      = IDENT { "." IDENT } [ STRING ] "{" Body "}"
-//! Expression = OrExpr            (|| < && < comparisons < + - < * / % < ^ right-assoc)
+//! Expression = OrExpr            (|| < && < comparisons < + - < * / % < ^ right-assoc;
+//!                                 `cond ? a : b` is parsed but reported as unsupported)
 //! Unary      = ( "!" | "-" ) Unary | Primary { "." IDENT | "[" Expression "]" | "(" [ List ] ")" }
 //! Primary    = IDENT | STRING | NUMBER | FLOAT | BOOL | NULL | "(" Expression ")"
 //!            | "[" [ List ] "]" | "{" [ Field { "," Field } [ "," ] ] "}"
@@ -217,9 +218,16 @@ impl<'a> Parser<'a> {
             }
             if self.kind() != TokenKind::Terminator {
                 let got = self.kind();
+                let hint = match got {
+                    TokenKind::Ident => Some("put each attribute or block on its own line"),
+                    TokenKind::RCurly | TokenKind::RBrack | TokenKind::RParen => {
+                        Some("this closing bracket has no matching opening bracket")
+                    }
+                    _ => None,
+                };
                 self.error(
                     format!("expected {}, got {got}", TokenKind::Terminator),
-                    Some("put each attribute or block on its own line"),
+                    hint,
                 );
                 self.consume_statement();
                 if self.kind() == until {
@@ -385,7 +393,22 @@ impl<'a> Parser<'a> {
     /// Parses an expression. Never fails: on error a `null` placeholder is returned (the caller
     /// discards the tree anyway since an error was recorded).
     fn parse_expression(&mut self) -> Expr {
-        self.nested(|p| p.parse_binary(1))
+        let expr = self.nested(|p| p.parse_binary(1));
+        if self.kind() == TokenKind::Question {
+            // The reference grammar has `cond ? a : b`; rill's tree has no node for it. Parse it
+            // anyway (for recovery) and report it.
+            self.error(
+                "conditional expressions (`cond ? a : b`) are not supported".to_string(),
+                Some("compute the value in separate attributes, or pick it with a function"),
+            );
+            self.next();
+            self.parse_expression();
+            if self.kind() == TokenKind::Colon {
+                self.next();
+                self.parse_expression();
+            }
+        }
+        expr
     }
 
     /// Runs `f` one nesting level deeper. Past [`MAX_NESTING`] parsing is abandoned: one error
