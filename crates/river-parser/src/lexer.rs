@@ -226,7 +226,10 @@ pub fn tokenize(src: &str) -> Lexed {
                     out.errors
                         .push(err(span.start, 2, "block comment not terminated"));
                 }
-                let text = text.trim_end_matches('\r').replace('\r', "");
+                let text = strip_cr(
+                    text.trim_end_matches('\r'),
+                    item.as_rule() == Rule::block_comment,
+                );
                 out.tokens.push(Token {
                     kind: TokenKind::Comment,
                     span: Span::new(
@@ -337,6 +340,23 @@ pub fn tokenize(src: &str) -> Lexed {
         text: String::new(),
     });
     out.errors.sort_by_key(|d| d.span.start);
+    out
+}
+
+/// Removes carriage returns from a comment, like the reference: except a `\r` between `*` and
+/// `/` inside a block comment, whose removal would create a premature `*/`.
+fn strip_cr(text: &str, block: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (j, ch) in text.char_indices() {
+        if ch == '\r' {
+            let keep =
+                block && out.len() > 2 && out.ends_with('*') && text[j + 1..].starts_with('/');
+            if !keep {
+                continue;
+            }
+        }
+        out.push(ch);
+    }
     out
 }
 
@@ -778,7 +798,70 @@ mod tests {
     }
 
     #[test]
+    fn reference_scanner_cases() {
+        use TokenKind::*;
+        for (src, kind) in [
+            ("a۰۱۸", Ident),
+            ("foo६४", Ident),
+            ("bar９８７６", Ident),
+            ("ŝfoo", Ident),
+            ("01234567", Number),
+            ("123456789012345678890", Number),
+            ("0.", Float),
+            (".0", Float),
+            ("2.71828e-1000", Float),
+            ("1e+100", Float),
+        ] {
+            let (k, text, errs) = one(src);
+            assert_eq!((k, text.as_str()), (kind, src));
+            assert!(errs.is_empty(), "{src}: {errs:?}");
+        }
+        assert_eq!(
+            kinds("..")[..2],
+            [(Dot, ".".to_string()), (Dot, ".".to_string())]
+        );
+        assert_eq!(
+            errors_at("\u{7}"),
+            vec![(0, "illegal character U+0007".to_string())]
+        );
+        assert_eq!(
+            errors_at("…"),
+            vec![(0, "illegal character U+2026 '…'".to_string())]
+        );
+        assert_eq!(
+            errors_at("\"abc\0def\""),
+            vec![(4, "illegal character NUL".to_string())]
+        );
+        assert_eq!(
+            errors_at("abc\0def"),
+            vec![(3, "illegal character NUL".to_string())]
+        );
+        assert_eq!(
+            errors_at("//\u{FEFF}"),
+            vec![(2, "illegal byte order mark".to_string())]
+        );
+        assert_eq!(
+            errors_at("10E"),
+            vec![(0, "exponent has no digits".to_string())]
+        );
+    }
+
+    #[test]
     fn comments_drop_carriage_returns() {
+        for (src, want) in [
+            ("/*\r*/", "/**/"),
+            ("/**\r/*/", "/**\r/*/"),
+            ("/**\r\r/*/", "/**\r/*/"),
+            ("//\r\n", "//"),
+            ("// a \n", "// a "),
+        ] {
+            let t = &tokenize(src).tokens[0];
+            assert_eq!(
+                (t.kind, t.text.as_str()),
+                (TokenKind::Comment, want),
+                "{src:?}"
+            );
+        }
         let t = &tokenize("// c\r\n").tokens[0];
         assert_eq!(
             (t.kind, t.text.as_str(), t.span),
