@@ -20,7 +20,7 @@ use river_parser::decode::{Duration as RiverDuration, Secret};
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use super::relabel::Labels;
+use super::relabel::{targets_value, Labels};
 
 const LABEL_PREFIX: &str = "__meta_docker_";
 const CONTAINER_ID: &str = "__meta_docker_container_id";
@@ -743,19 +743,72 @@ fn event_stream(
     docker.events(Some(opts)).boxed()
 }
 
-/// Converts targets to the River value `list(map(string))`.
-pub fn targets_value(targets: &[Labels]) -> river_parser::Value {
-    use river_parser::Value;
-    Value::Array(
-        targets
-            .iter()
-            .map(|t| {
-                Value::Object(
-                    t.iter()
-                        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                        .collect(),
-                )
-            })
-            .collect(),
-    )
+// ---------------------------------------------------------------------------------------------
+// The component
+
+/// The `discovery.docker` component: exports `targets`.
+pub struct DockerComponent {
+    opts: flow_runtime::Options,
+    disc: Arc<DockerDiscovery>,
+}
+
+impl std::fmt::Debug for DockerComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerComponent")
+            .field("id", &self.opts.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DockerComponent {
+    /// The discovery loop behind the component.
+    pub fn discovery(&self) -> &Arc<DockerDiscovery> {
+        &self.disc
+    }
+}
+
+impl flow_runtime::Component for DockerComponent {
+    type Arguments = Arguments;
+
+    fn build(opts: flow_runtime::Options, args: Arguments) -> anyhow::Result<Self> {
+        let disc = DockerDiscovery::new(args)?;
+        // Dependants can evaluate right away; real targets follow after the first refresh.
+        opts.exports
+            .publish_fields([("targets", targets_value(&disc.targets()))]);
+        Ok(DockerComponent { opts, disc })
+    }
+
+    async fn run(self: Arc<Self>, cancel: flow_runtime::CancellationToken) -> anyhow::Result<()> {
+        let mut rx = self.disc.subscribe();
+        let exports = self.opts.exports.clone();
+        let forward = async move {
+            while rx.changed().await.is_ok() {
+                let targets = rx.borrow_and_update().clone();
+                exports.publish_fields([("targets", targets_value(&targets))]);
+            }
+        };
+        let stop = cancel.clone();
+        tokio::select! {
+            _ = Arc::clone(&self.disc).run(async move { stop.cancelled().await }) => {}
+            _ = forward => {}
+            _ = cancel.cancelled() => {}
+        }
+        Ok(())
+    }
+
+    fn update(&self, args: Arguments) -> anyhow::Result<()> {
+        self.disc.update(args)?;
+        Ok(())
+    }
+
+    fn health(&self) -> Option<flow_runtime::Health> {
+        let st = self.disc.status();
+        Some(if self.disc.refresh_count() == 0 && !st.healthy && st.message == "starting" {
+            flow_runtime::Health::new(flow_runtime::HealthState::Unknown, st.message)
+        } else if st.healthy {
+            flow_runtime::Health::healthy(st.message)
+        } else {
+            flow_runtime::Health::unhealthy(st.message)
+        })
+    }
 }

@@ -548,3 +548,144 @@ pub fn relabel_targets(targets: &[Labels], rules: &[Rule]) -> Vec<Labels> {
         .filter_map(|t| process(t.clone(), rules))
         .collect()
 }
+
+// ---------------------------------------------------------------------------------------------
+// The component
+
+/// The arguments of `discovery.relabel`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Arguments {
+    pub targets: Vec<Labels>,
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RuleArgs>,
+}
+
+/// The capsule type of the `rules` export (what `relabel_rules` arguments of other components
+/// receive).
+pub type Rules = Vec<Rule>;
+
+/// Capsule type name of the `rules` export.
+pub const RULES_TYPE_NAME: &str = "relabel.Rules";
+
+struct RelabelState {
+    args: Arguments,
+    rules: std::sync::Arc<Rules>,
+    output: Vec<Labels>,
+}
+
+/// The `discovery.relabel` component: exports `output` (the relabeled targets) and `rules`.
+pub struct Relabel {
+    opts: flow_runtime::Options,
+    state: std::sync::Mutex<Option<RelabelState>>,
+    publishes: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for Relabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relabel")
+            .field("id", &self.opts.id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn compile_for_component(args: &[RuleArgs]) -> anyhow::Result<Rules> {
+    compile_rules(args).map_err(|(i, e)| {
+        if args.len() > 1 {
+            anyhow::anyhow!("rule[{i}]: {e}")
+        } else {
+            anyhow::anyhow!("{e}")
+        }
+    })
+}
+
+/// Converts label sets to the River value `list(map(string))`.
+pub fn targets_value(targets: &[Labels]) -> river_parser::Value {
+    use river_parser::Value;
+    Value::Array(
+        targets
+            .iter()
+            .map(|t| {
+                Value::Object(
+                    t.iter()
+                        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                        .collect(),
+                )
+            })
+            .collect(),
+    )
+}
+
+impl Relabel {
+    /// Applies new arguments; publishes only when `output` or the rules changed.
+    fn apply(&self, args: Arguments) -> anyhow::Result<()> {
+        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (rules, rules_changed) = match guard.as_ref() {
+            Some(s) if s.args.rules == args.rules => (s.rules.clone(), false),
+            _ => (std::sync::Arc::new(compile_for_component(&args.rules)?), true),
+        };
+        let output = relabel_targets(&args.targets, &rules);
+        let output_changed = guard.as_ref().is_none_or(|s| s.output != output);
+        if output_changed || rules_changed {
+            self.publishes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.opts.exports.publish_fields([
+                ("output", targets_value(&output)),
+                (
+                    "rules",
+                    river_parser::Value::Capsule(river_parser::Capsule::new(
+                        RULES_TYPE_NAME,
+                        rules.clone(),
+                    )),
+                ),
+            ]);
+        }
+        *guard = Some(RelabelState {
+            args,
+            rules,
+            output,
+        });
+        Ok(())
+    }
+
+    /// How many times exports were published (only when `output` or the rules change).
+    pub fn publish_count(&self) -> u64 {
+        self.publishes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The current output (for tests and the UI).
+    pub fn output(&self) -> Vec<Labels> {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|s| s.output.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl flow_runtime::Component for Relabel {
+    type Arguments = Arguments;
+
+    fn build(opts: flow_runtime::Options, args: Arguments) -> anyhow::Result<Self> {
+        let c = Relabel {
+            opts,
+            state: std::sync::Mutex::new(None),
+            publishes: std::sync::atomic::AtomicU64::new(0),
+        };
+        c.apply(args)?;
+        Ok(c)
+    }
+
+    async fn run(
+        self: std::sync::Arc<Self>,
+        cancel: flow_runtime::CancellationToken,
+    ) -> anyhow::Result<()> {
+        cancel.cancelled().await;
+        Ok(())
+    }
+
+    fn update(&self, args: Arguments) -> anyhow::Result<()> {
+        self.apply(args)
+    }
+}
