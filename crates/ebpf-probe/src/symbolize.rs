@@ -459,25 +459,15 @@ impl Symbolizer {
         if ips.is_empty() {
             return Vec::new();
         }
-        if self.pids.contains(&pid) {
-            self.metrics.pid_cache_hit.inc();
-        } else {
-            self.metrics.pid_cache_miss.inc();
-            match read_process(&self.config.proc_root, pid) {
-                Some(p) => {
-                    self.pids.put(pid, p);
-                }
-                None => {
-                    return ips
-                        .iter()
-                        .map(|&address| Frame {
-                            address,
-                            name: None,
-                            mapping: None,
-                        })
-                        .collect();
-                }
-            }
+        if !self.ensure_process(pid) {
+            return ips
+                .iter()
+                .map(|&address| Frame {
+                    address,
+                    name: None,
+                    mapping: None,
+                })
+                .collect();
         }
         let mut frames = Vec::with_capacity(ips.len());
         for (i, &ip) in ips.iter().enumerate() {
@@ -485,6 +475,50 @@ impl Symbolizer {
             frames.push(self.symbolize_one(pid, ip, lookup));
         }
         frames
+    }
+
+    /// Finds (and marks as recently used) or reads the process; counts the pid cache
+    /// hit or miss. False when the process cannot be read.
+    fn ensure_process(&mut self, pid: u32) -> bool {
+        if self.pids.get(&pid).is_some() {
+            self.metrics.pid_cache_hit.inc();
+            return true;
+        }
+        self.metrics.pid_cache_miss.inc();
+        match read_process(&self.config.proc_root, pid) {
+            Some(p) => {
+                self.pids.put(pid, p);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Reads `pid`'s maps and loads the symbols of all its executable mappings now, so that
+    /// its stacks can still be named after it has exited. Call it when a pid is first seen
+    /// (the kernel side reports exits before the last samples are collected). False when the
+    /// process cannot be read.
+    pub fn preload(&mut self, pid: u32) -> bool {
+        if !self.ensure_process(pid) {
+            return false;
+        }
+        let root = self.config.proc_root.join(pid.to_string()).join("root");
+        let count = self.pids.peek(&pid).map_or(0, |p| p.mappings.len());
+        for idx in 0..count {
+            let pending = self
+                .pids
+                .peek(&pid)
+                .and_then(|p| p.mappings.get(idx))
+                .filter(|m| m.resolved.is_none())
+                .map(|m| m.kind);
+            if let Some(kind) = pending {
+                let r = self.resolve_mapping(pid, idx, &root, Some(kind));
+                if let Some(p) = self.pids.peek_mut(&pid) {
+                    p.mappings[idx].resolved = Some(r);
+                }
+            }
+        }
+        true
     }
 
     fn symbolize_one(&mut self, pid: u32, ip: u64, lookup: u64) -> Frame {

@@ -831,3 +831,35 @@ fn symbolizer_and_caches_can_move_between_threads() {
     send::<ebpf_probe::cgroup::ContainerIdCache>();
     send::<ebpf_probe::pprof::ProfileBuilder>();
 }
+
+#[test]
+fn preloaded_process_still_symbolizes_after_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = gcc(
+        dir.path(),
+        "hot_exit",
+        &[fixture("hot.c").to_str().unwrap()],
+    );
+    let live = Live::start(&bin);
+    let (pid, leaf, outer) = (live.pid(), live.addr("hot_leaf"), live.addr("outer"));
+    let (mut sym, m) = symbolizer(SymbolizerConfig::default());
+    let (mut lazy, _) = symbolizer(SymbolizerConfig::default());
+    assert!(sym.preload(pid));
+    // `lazy` read the maps but resolved no file before the exit
+    assert_eq!(lazy.symbolize_user(pid, &[0x10]).len(), 1);
+    drop(live); // the process exits and is reaped
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    let frames = sym.symbolize_user(pid, &[leaf, outer + 1]);
+    assert_eq!(names(&frames), ["hot_leaf", "outer"]);
+    assert_eq!((m.pid_cache_miss.get(), m.pid_cache_hit.get()), (1, 1));
+    let frames = lazy.symbolize_user(pid, &[leaf]);
+    assert_eq!(
+        frames[0].name, None,
+        "without preload the exited binary cannot be read"
+    );
+    assert!(
+        frames[0].mapping.is_some(),
+        "but the frame keeps its mapping"
+    );
+    assert!(!sym.preload(u32::MAX - 3));
+}
