@@ -2,10 +2,10 @@
 //
 // rill's whole-host CPU sampler (kernel side of `pyroscope.ebpf`).
 //
-// `profile_cpu` runs on every `cpu-clock` sample of every online CPU. It looks up the sampled
-// process (tgid) in `pid_config`, reports unknown processes to user space once through the
-// `events` ring buffer, and counts (pid, user stack id, kernel stack id) in one of two
-// double-buffered halves (`counts0`/`stacks0`, `counts1`/`stacks1`) selected by `control[0]`.
+// `profile_cpu` runs on every `cpu-clock` sample of every online CPU. It skips the idle task
+// and kernel threads, looks up the sampled process (tgid) in `pid_config`, reports unknown
+// processes to user space once through the `events` ring buffer, and counts (pid, user stack
+// id, kernel stack id, caller of a frameless user leaf) in one of two double-buffered halves (`counts0`/`stacks0`, `counts1`/`stacks1`) selected by `control[0]`.
 // User space flips the half before it reads, so it never reads maps that are being written.
 // Stacks that collide in the stack-trace map are not lost: they are copied whole into the ring
 // buffer instead. `on_process_exit` forgets exited processes and reports them;
