@@ -245,7 +245,11 @@ pub fn eval_expr(expr: &ast::Expr, scope: &Scope) -> Result<Value, Diagnostic> {
             for a in args {
                 vals.push(eval_expr(a, scope)?);
             }
-            (f.call)(&vals).map_err(|msg| value_error(func, msg))
+            (f.call)(&vals).map_err(|msg| match parse_arg_error(&msg) {
+                Some((i, inner)) if i < args.len() => value_error(&args[i], inner),
+                Some((_, inner)) => value_error(func, inner),
+                None => value_error(func, msg),
+            })
         }
         ExprKind::Unary { op, value, .. } => {
             let v = eval_expr(value, scope)?;
@@ -376,6 +380,21 @@ fn parse_int_literal(text: &str) -> Number {
     } else {
         Number::Float(text.parse::<f64>().unwrap_or(f64::INFINITY))
     }
+}
+
+const ARG_ERROR_MARK: char = '\u{0}';
+
+/// Builds a function error about argument `index` (0-based): evaluation reports it at that
+/// argument (`"x" should be array, got string`) instead of at the function name. Host functions
+/// (`Function::call`) can use it too.
+pub fn arg_error(index: usize, msg: impl AsRef<str>) -> String {
+    format!("{ARG_ERROR_MARK}{index}{ARG_ERROR_MARK}{}", msg.as_ref())
+}
+
+fn parse_arg_error(msg: &str) -> Option<(usize, &str)> {
+    let rest = msg.strip_prefix(ARG_ERROR_MARK)?;
+    let (idx, inner) = rest.split_once(ARG_ERROR_MARK)?;
+    Some((idx.parse().ok()?, inner))
 }
 
 /// A diagnostic about the value of `expr`, prefixed with the expression's text as the reference

@@ -3,6 +3,7 @@
 //! `constants` object. `format` implements Go `fmt` verbs (`%s %d %q %v %f %x %t %%` with flags,
 //! width and precision).
 
+use crate::eval::arg_error;
 use crate::value::{Function, Number, Value};
 use base64::Engine as _;
 use std::collections::{BTreeMap, HashMap};
@@ -169,7 +170,10 @@ fn str_arg(args: &[Value], i: usize) -> Result<String, String> {
     match &args[i] {
         Value::String(s) => Ok(s.clone()),
         Value::Number(n) => Ok(crate::decode::number_to_string(*n)),
-        other => Err(format!("should be string, got {}", other.type_name())),
+        other => Err(arg_error(
+            i,
+            format!("should be string, got {}", other.type_name()),
+        )),
     }
 }
 
@@ -187,10 +191,15 @@ fn env(args: &[Value]) -> Res {
 
 fn concat(args: &[Value]) -> Res {
     let mut out = Vec::new();
-    for a in args {
+    for (i, a) in args.iter().enumerate() {
         match a {
             Value::Array(items) => out.extend(items.iter().cloned()),
-            other => return Err(format!("should be array, got {}", other.type_name())),
+            other => {
+                return Err(arg_error(
+                    i,
+                    format!("should be array, got {}", other.type_name()),
+                ))
+            }
         }
     }
     Ok(Value::Array(out))
@@ -226,7 +235,10 @@ fn format(args: &[Value]) -> Res {
 fn join(args: &[Value]) -> Res {
     arity(args, 2)?;
     let Value::Array(items) = &args[0] else {
-        return Err(format!("should be array, got {}", args[0].type_name()));
+        return Err(arg_error(
+            0,
+            format!("should be array, got {}", args[0].type_name()),
+        ));
     };
     let sep = str_arg(args, 1)?;
     let parts: Vec<String> = items
@@ -234,7 +246,13 @@ fn join(args: &[Value]) -> Res {
         .map(|v| match v {
             Value::String(s) => Ok(s.clone()),
             Value::Number(n) => Ok(crate::decode::number_to_string(*n)),
-            other => Err(format!("should be string, got {}", other.type_name())),
+            other => Err(arg_error(
+                0,
+                format!(
+                    "should be array of strings, got {} element",
+                    other.type_name()
+                ),
+            )),
         })
         .collect::<Result<_, _>>()?;
     Ok(Value::String(parts.join(&sep)))
@@ -509,7 +527,10 @@ fn nonsensitive(args: &[Value]) -> Res {
     arity(args, 1)?;
     match &args[0] {
         Value::Secret(s) | Value::String(s) => Ok(Value::String(s.clone())),
-        other => Err(format!("should be secret, got {}", other.type_name())),
+        other => Err(arg_error(
+            0,
+            format!("should be secret, got {}", other.type_name()),
+        )),
     }
 }
 
@@ -903,8 +924,8 @@ mod tests {
                 vec![i(1), s("x"), Value::Bool(true)],
                 "1 x true",
             ),
-            ("%f", vec![f(3.14159)], "3.141590"),
-            ("%5.2f|", vec![f(3.14159)], " 3.14|"),
+            ("%f", vec![f(1.23456)], "1.234560"),
+            ("%5.2f|", vec![f(1.23456)], " 1.23|"),
             ("%-6d|", vec![i(42)], "42    |"),
             ("%05d", vec![i(-42)], "-0042"),
             ("%x %X %#x", vec![i(255), i(255), i(255)], "ff FF 0xff"),
@@ -921,7 +942,7 @@ mod tests {
             ("%v", vec![f(100000.0)], "100000"),
             ("%e", vec![f(1234.5678)], "1.234568e+03"),
             ("%g", vec![f(0.00001)], "1e-05"),
-            ("%.3g", vec![f(3.14159)], "3.14"),
+            ("%.3g", vec![f(1.23456)], "1.23"),
             ("%t", vec![Value::Bool(false)], "false"),
             ("%v", vec![Value::Array(vec![i(1), s("a")])], "[1 a]"),
             (
