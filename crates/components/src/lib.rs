@@ -3,3 +3,6 @@
 
 pub mod discovery;
 pub mod pyroscope;
+pub mod registry;
+
+pub use registry::registry;

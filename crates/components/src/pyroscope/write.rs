@@ -16,8 +16,7 @@ mod endpoint;
 mod tls;
 
 pub use args::{
-    parse_duration, Arguments, Authorization, BasicAuth, ConfigError, EndpointOptions, Secret,
-    TlsConfig,
+    Arguments, Authorization, BasicAuth, ConfigError, EndpointOptions, Secret, TlsConfig,
 };
 pub use endpoint::EndpointStatus;
 
@@ -83,7 +82,9 @@ pub fn prepare_labels(
         .collect())
 }
 
-type EndpointFamily<M> = Family<Vec<(String, String)>, M>;
+type LabelSet = Vec<(String, String)>;
+type EndpointFamily<M> = Family<LabelSet, M>;
+type HistogramFamily = Family<LabelSet, Histogram, fn() -> Histogram>;
 
 /// The component's metrics. Cheap to clone (all handles share their values).
 #[derive(Clone, Debug)]
@@ -93,7 +94,7 @@ pub struct WriteMetrics {
     sent_profiles: EndpointFamily<Counter>,
     dropped_profiles: EndpointFamily<Counter>,
     retries: EndpointFamily<Counter>,
-    latency: Family<Vec<(String, String)>, Histogram, fn() -> Histogram>,
+    latency: HistogramFamily,
     rejected_profiles: EndpointFamily<Counter>,
 }
 
@@ -159,6 +160,17 @@ impl WriteMetrics {
             m.rejected_profiles.clone(),
         );
         m
+    }
+
+    /// Creates the endpoint's series at zero so that they show up before the first event.
+    fn init_endpoint(&self, endpoint: &str) {
+        let l = endpoint_label(endpoint);
+        let _ = self.sent_profiles.get_or_create(&l);
+        let _ = self.sent_bytes.get_or_create(&l);
+        let _ = self.dropped_profiles.get_or_create(&l);
+        let _ = self.dropped_bytes.get_or_create(&l);
+        let _ = self.retries.get_or_create(&l);
+        let _ = self.latency.get_or_create(&l);
     }
 
     fn sent(&self, endpoint: &str, b: &Batch) {
@@ -340,6 +352,16 @@ impl Writer {
         Arc::clone(&self.state.read().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// Stops every endpoint (what is still queued or being retried counts as dropped). Appends
+    /// after this are accepted and discarded.
+    pub fn shutdown(&self) {
+        let external_labels = self.current().external_labels.clone();
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(State {
+            external_labels,
+            endpoints: Vec::new(),
+        });
+    }
+
     /// The metrics this writer updates.
     pub fn metrics(&self) -> &WriteMetrics {
         &self.metrics
@@ -448,6 +470,72 @@ impl Appendable for Writer {
             ep.enqueue(Arc::clone(&batch));
         }
         Ok(())
+    }
+}
+
+/// The `pyroscope.write` component: exports `receiver`, a capsule holding the [`Writer`] as an
+/// [`AppendableRef`](crate::pyroscope::appendable::AppendableRef). Consumers decode it with
+/// `river_parser::CapsuleRef<AppendableRef>` (for example `forward_to: Vec<CapsuleRef<AppendableRef>>`).
+pub struct Write {
+    writer: Arc<Writer>,
+}
+
+impl Write {
+    /// The receiver behind the `receiver` export.
+    pub fn writer(&self) -> &Arc<Writer> {
+        &self.writer
+    }
+}
+
+impl flow_runtime::Component for Write {
+    type Arguments = Arguments;
+
+    fn build(opts: flow_runtime::Options, args: Arguments) -> anyhow::Result<Self> {
+        let metrics = opts.metrics.with(WriteMetrics::register);
+        let writer = Arc::new(Writer::new(args, metrics, WriterOptions::default())?);
+        let receiver: crate::pyroscope::appendable::AppendableRef = writer.clone();
+        opts.exports.publish_fields([(
+            "receiver",
+            crate::pyroscope::appendable::to_capsule(receiver),
+        )]);
+        Ok(Write { writer })
+    }
+
+    async fn run(self: Arc<Self>, cancel: flow_runtime::CancellationToken) -> anyhow::Result<()> {
+        cancel.cancelled().await;
+        self.writer.shutdown();
+        Ok(())
+    }
+
+    fn update(&self, args: Arguments) -> anyhow::Result<()> {
+        // The receiver export stays the same object: nothing to publish.
+        self.writer.update(args)?;
+        Ok(())
+    }
+
+    fn health(&self) -> Option<flow_runtime::Health> {
+        let failing: Vec<String> = self
+            .writer
+            .endpoints_debug_info()
+            .into_iter()
+            .filter(
+                |e| match (e.status.last_error_time, e.status.last_success) {
+                    (Some(err), Some(ok)) => err > ok,
+                    (Some(_), None) => true,
+                    _ => false,
+                },
+            )
+            .map(|e| format!("{}: {}", e.name, e.status.last_error.unwrap_or_default()))
+            .collect();
+        Some(if failing.is_empty() {
+            flow_runtime::Health::healthy("")
+        } else {
+            flow_runtime::Health::unhealthy(format!("push failing: {}", failing.join("; ")))
+        })
+    }
+
+    fn debug_info(&self) -> Option<Value> {
+        Some(self.writer.debug_info_value())
     }
 }
 

@@ -2,9 +2,9 @@
 //! defaults, and their validation (one auth method at most, consistent TLS settings).
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
+pub use river_parser::decode::Secret;
 use serde::{Deserialize, Deserializer};
 
 /// The component's block body.
@@ -134,29 +134,6 @@ pub struct TlsConfig {
     pub server_name: Option<String>,
     #[serde(default)]
     pub insecure_skip_verify: bool,
-}
-
-/// A string that is never printed.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("(secret)")
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(s: &str) -> Self {
-        Secret(s.to_string())
-    }
 }
 
 /// An invalid configuration.
@@ -298,87 +275,14 @@ fn default_true() -> bool {
     true
 }
 
-/// Accepts a Go-style duration string (`"10s"`, `"1m30s"`, `"500ms"`) or a number of seconds.
+/// A Go-style duration string (`"10s"`, `"1m30s"`, `"500ms"`), decoded by River's rules.
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    struct V;
-    impl serde::de::Visitor<'_> for V {
-        type Value = Duration;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a duration such as \"10s\" or \"500ms\"")
-        }
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Duration, E> {
-            parse_duration(v).map_err(E::custom)
-        }
-        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Duration, E> {
-            Ok(Duration::from_secs(v))
-        }
-        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Duration, E> {
-            u64::try_from(v)
-                .map(Duration::from_secs)
-                .map_err(|_| E::custom("duration must not be negative"))
-        }
-        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Duration, E> {
-            Duration::try_from_secs_f64(v).map_err(E::custom)
-        }
-    }
-    d.deserialize_any(V)
-}
-
-/// Parses a Go `time.ParseDuration` string without sign (`"300ms"`, `"1h2m3.5s"`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let err = || format!("invalid duration {s:?}");
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if s.is_empty() {
-        return Err(err());
-    }
-    let mut rest = s;
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(err)?;
-        if num_len == 0 {
-            return Err(err());
-        }
-        let n: f64 = rest[..num_len].parse().map_err(|_| err())?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(err()),
-        };
-        total += n * scale;
-        rest = &rest[unit_len..];
-    }
-    Duration::try_from_secs_f64(total).map_err(|_| err())
+    river_parser::decode::Duration::deserialize(d).map(|d| d.0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(
-            parse_duration("1h1m1.5s").unwrap(),
-            Duration::from_millis(3_661_500)
-        );
-        assert!(parse_duration("10").is_err());
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("3d").is_err());
-    }
 
     fn ep() -> EndpointOptions {
         EndpointOptions::new("http://localhost:4040")
@@ -387,11 +291,11 @@ mod tests {
     #[test]
     fn at_most_one_auth() {
         let mut e = ep();
-        e.bearer_token = Some("t".into());
+        e.bearer_token = Some(Secret::new("t"));
         assert!(e.validate().is_ok());
         e.basic_auth = Some(BasicAuth {
             username: "u".into(),
-            password: Some("p".into()),
+            password: Some(Secret::new("p")),
             password_file: None,
         });
         assert!(matches!(
@@ -420,11 +324,5 @@ mod tests {
         let mut e = ep();
         e.max_backoff_period = Duration::from_millis(1);
         assert!(e.validate().is_err());
-    }
-
-    #[test]
-    fn secret_is_not_printed() {
-        let s = Secret("hunter2".into());
-        assert_eq!(format!("{s:?}"), "(secret)");
     }
 }

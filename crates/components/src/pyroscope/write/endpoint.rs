@@ -67,6 +67,7 @@ impl Endpoint {
             push_proto::PUSH_PATH
         );
         let label = opts.display_name().to_string();
+        metrics.init_endpoint(&label);
         let (tx, rx) = mpsc::channel(queue_capacity.max(1));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let status = Arc::new(Mutex::new(EndpointStatus::default()));
