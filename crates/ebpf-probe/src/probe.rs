@@ -340,6 +340,8 @@ pub trait SampleSource: Send {
     fn collect(&mut self) -> Result<Collection, ProbeError>;
     /// Takes the event receiver; `None` after the first call.
     fn take_events(&mut self) -> Option<UnboundedReceiver<ProbeEvent>>;
+    /// Pids reported as unknown and not answered yet (to resynchronise after lost events).
+    fn pending_pids(&self) -> Result<Vec<u32>, ProbeError>;
 }
 
 /// Counts keyed by (pid, user stack, kernel stack).
@@ -692,6 +694,10 @@ impl SampleSource for Probe {
 
     fn take_events(&mut self) -> Option<UnboundedReceiver<ProbeEvent>> {
         Probe::take_events(self)
+    }
+
+    fn pending_pids(&self) -> Result<Vec<u32>, ProbeError> {
+        Probe::pending_pids(self)
     }
 }
 

@@ -116,6 +116,13 @@ impl SampleSource for MockSource {
     fn take_events(&mut self) -> Option<UnboundedReceiver<ProbeEvent>> {
         self.events.take()
     }
+
+    fn pending_pids(&self) -> Result<Vec<u32>, ProbeError> {
+        Ok(MockHandle {
+            inner: Arc::clone(&self.inner),
+        }
+        .pending())
+    }
 }
 
 impl MockHandle {
@@ -221,6 +228,7 @@ mod tests {
         assert_eq!(events.try_recv().unwrap(), ProbeEvent::UnknownPid(10));
         assert!(events.try_recv().is_err(), "reported once");
         assert_eq!(handle.pending(), vec![10]);
+        assert_eq!(source.pending_pids().unwrap(), vec![10]);
         let c = source.collect().unwrap();
         assert!(c.samples.is_empty());
         assert_eq!(c.counters.pending, 5);
