@@ -339,6 +339,18 @@ pub fn tokenize(src: &str) -> Lexed {
         span: Span::new(src.len(), src.len()),
         text: String::new(),
     });
+    // Keep every error span inside the source and on character boundaries.
+    for e in &mut out.errors {
+        let clamp = |mut i: usize| {
+            i = i.min(src.len());
+            while !src.is_char_boundary(i) {
+                i += 1;
+            }
+            i
+        };
+        e.span.start = clamp(e.span.start);
+        e.span.end = clamp(e.span.end.max(e.span.start));
+    }
     out.errors.sort_by_key(|d| d.span.start);
     out
 }

@@ -222,3 +222,96 @@ fn deep_nesting_is_rejected_without_overflow() {
         .expect("spawn");
     handle.join().expect("no stack overflow");
 }
+
+mod robustness {
+    use proptest::prelude::*;
+    use river_parser::lexer::tokenize;
+    use river_parser::parse_file;
+
+    /// Fragments that exercise every token kind and the error paths, including multi-byte text.
+    const FRAGMENTS: &[&str] = &[
+        "a",
+        "b.c",
+        " ",
+        "\n",
+        "\t",
+        "=",
+        "==",
+        "{",
+        "}",
+        "[",
+        "]",
+        "(",
+        ")",
+        ",",
+        ".",
+        "\"s\"",
+        "\"\\x4",
+        "\"\\u00e9\"",
+        "`raw`",
+        "`",
+        "\"",
+        "'",
+        "1",
+        "1.5",
+        ".5",
+        "1e",
+        "//c\n",
+        "/*x*/",
+        "/*",
+        "+",
+        "-",
+        "!",
+        "^",
+        "|",
+        "&",
+        "?",
+        ":",
+        "$",
+        "é",
+        "名",
+        "\u{FEFF}",
+        "\0",
+        "\r\n",
+        "true",
+        "null",
+        "\\",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        #[test]
+        fn never_panics_and_spans_stay_in_bounds(parts in proptest::collection::vec(0..FRAGMENTS.len(), 0..40)) {
+            let src: String = parts.iter().map(|&i| FRAGMENTS[i]).collect();
+            let lexed = tokenize(&src);
+            let mut last_end = 0;
+            for t in &lexed.tokens {
+                prop_assert!(t.span.start <= t.span.end && t.span.end <= src.len());
+                prop_assert!(t.span.start >= last_end, "tokens overlap in {src:?}");
+                last_end = t.span.end;
+            }
+            match parse_file(&src) {
+                Ok(file) => {
+                    for stmt in &file.body {
+                        prop_assert!(stmt.span().end <= src.len());
+                    }
+                }
+                Err(diags) => {
+                    prop_assert!(!diags.is_empty());
+                    for d in &diags.0 {
+                        prop_assert!(d.span.start <= d.span.end && d.span.end <= src.len(), "{d:?} in {src:?}");
+                        prop_assert!(src.is_char_boundary(d.span.start) && src.is_char_boundary(d.span.end));
+                    }
+                    // At most one error per line.
+                    let idx = river_parser::LineIndex::new(&src);
+                    let lines: Vec<usize> = diags.0.iter().map(|d| idx.line_of(d.span.start)).collect();
+                    let mut dedup = lines.clone();
+                    dedup.dedup();
+                    prop_assert_eq!(lines, dedup);
+                    let _ = diags.render("fuzz.river", &src);
+                }
+            }
+        }
+    }
+}
