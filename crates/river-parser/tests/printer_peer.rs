@@ -41,7 +41,11 @@ fn expected_text(expect: &str) -> String {
 #[test]
 fn peer_printer_testdata() {
     let inputs = inputs();
-    assert!(inputs.len() >= 10, "expected the full printer suite, found {}", inputs.len());
+    assert!(
+        inputs.len() >= 10,
+        "expected the full printer suite, found {}",
+        inputs.len()
+    );
     let mut failures = Vec::new();
     let mut checked = 0;
     for input in &inputs {
@@ -52,7 +56,9 @@ fn peer_printer_testdata() {
             let want = std::fs::read_to_string(&error_file).expect("read .error");
             let want = want.trim();
             match format_source(&src) {
-                Ok(out) => failures.push(format!("{name}: expected error {want:?}, got output:\n{out}")),
+                Ok(out) => failures.push(format!(
+                    "{name}: expected error {want:?}, got output:\n{out}"
+                )),
                 Err(d) => {
                     let all = d.render(&name, &src);
                     if !all.contains(want) {
@@ -72,11 +78,19 @@ fn peer_printer_testdata() {
                 want.replace('\t', "→"),
                 got.replace('\t', "→")
             )),
-            Err(d) => failures.push(format!("{name}: unexpected error\n{}", d.render(&name, &src))),
+            Err(d) => failures.push(format!(
+                "{name}: unexpected error\n{}",
+                d.render(&name, &src)
+            )),
         }
         checked += 1;
     }
-    assert!(failures.is_empty(), "{} of {checked} failed:\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} failed:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
 
 #[test]

@@ -89,6 +89,8 @@ pub(crate) struct Engine<'a> {
     last: Pos,
     /// Output column (1-based) of the raw output; indentation is written at column 1.
     out_col: usize,
+    /// Line breaks written so far.
+    lines: usize,
 }
 
 impl<'a> Engine<'a> {
@@ -110,7 +112,13 @@ impl<'a> Engine<'a> {
             },
             last: Pos::default(),
             out_col: 1,
+            lines: 0,
         }
+    }
+
+    /// The number of line breaks written so far (pending whitespace not included).
+    pub(crate) fn lines_written(&self) -> usize {
+        self.lines
     }
 
     /// The source position of byte `offset`.
@@ -294,6 +302,7 @@ impl<'a> Engine<'a> {
             }
         }
         self.pos.offset += s.len();
+        self.lines += newlines;
         if newlines > 0 {
             self.pos.line += newlines;
             self.pos.col = s.len() - last_nl;
@@ -320,6 +329,7 @@ impl<'a> Engine<'a> {
         self.out.extend(std::iter::repeat_n(ch, n));
         self.pos.offset += n;
         if ch == b'\n' || ch == b'\x0c' {
+            self.lines += n;
             self.pos.line += n;
             self.pos.col = 1;
             self.out_col = 1;

@@ -9,7 +9,7 @@
 mod engine;
 mod tabwriter;
 
-use crate::ast::{Attribute, Block, Expr, ExprKind, File, LitKind, Stmt};
+use crate::ast::{Attribute, Block, Expr, ExprKind, File, LitKind, ObjectField, Stmt};
 use crate::diag::Diagnostics;
 use engine::{Engine, Kind, Ws};
 
@@ -89,11 +89,6 @@ impl Walker<'_> {
         self.e.line(a) != self.e.line(b)
     }
 
-    /// Number of source lines covered by `[start, end]`.
-    fn lines(&self, start: usize, end: usize) -> usize {
-        (self.e.line(end) + 1).saturating_sub(self.e.line(start))
-    }
-
     fn stmts(&mut self, stmts: &[Stmt]) {
         for (i, s) in stmts.iter().enumerate() {
             if i > 0 {
@@ -106,12 +101,15 @@ impl Walker<'_> {
                     self.e.ws(Ws::Formfeed);
                 }
             }
-            match s {
+            let mark = match s {
                 Stmt::Attribute(a) => self.attribute(a),
                 Stmt::Block(b) => self.block(b),
-            }
-            // A statement spanning several lines ends the alignment run.
-            if self.lines(stmt_start(s), stmt_end(s)) > 1 {
+            };
+            // A statement printed on several lines ends the alignment run. (The reference
+            // printer asks whether it spans several lines of the source; asking about the
+            // output gives the same answer on formatted input and keeps formatting idempotent
+            // when a line break disappears, as in `[\n]` becoming `[]`.)
+            if self.e.lines_written() > mark {
                 self.e.ws(Ws::Formfeed);
             } else {
                 self.e.ws(Ws::Newline);
@@ -119,13 +117,16 @@ impl Walker<'_> {
         }
     }
 
-    fn attribute(&mut self, a: &Attribute) {
+    /// Writes an attribute; returns the number of lines written before its value.
+    fn attribute(&mut self, a: &Attribute) -> usize {
         self.e.set_pos(a.name.span.start);
         self.e.token(&a.name.name, Kind::Ident);
+        let mark = self.e.lines_written();
         self.e.ws(Ws::VTab);
         self.e.token("=", Kind::Punct);
         self.e.ws(Ws::Blank);
         self.expr(&a.value);
+        mark
     }
 
     /// The text of a quoted string at `span` in the source, if it is one.
@@ -134,10 +135,12 @@ impl Walker<'_> {
         (text.len() >= 2 && text.starts_with('"') && text.ends_with('"')).then_some(text)
     }
 
-    fn block(&mut self, b: &Block) {
+    /// Writes a block; returns the number of lines written before its label.
+    fn block(&mut self, b: &Block) -> usize {
         let start = b.name.first().map_or(b.span.start, |n| n.span.start);
         self.e.set_pos(start);
         self.e.token(&b.full_name(), Kind::Ident);
+        let mark = self.e.lines_written();
         if let Some(label) = &b.label {
             let label_span = b.label_span.unwrap_or(b.span);
             let text = self
@@ -160,6 +163,7 @@ impl Walker<'_> {
         self.e.ws(Ws::Unindent);
         self.e.set_pos(b.rcurly.start);
         self.e.token("}", Kind::Punct);
+        mark
     }
 
     fn expr(&mut self, e: &Expr) {
@@ -229,9 +233,17 @@ impl Walker<'_> {
                 self.e.ws(Ws::Blank);
                 self.expr(right);
             }
-            ExprKind::Paren { inner, .. } => {
+            ExprKind::Paren {
+                inner,
+                lparen,
+                rparen,
+            } => {
+                // Unlike the reference printer, parentheses keep their source positions so a
+                // comment after `)` is not mistaken for one on a later line.
+                self.e.set_pos(lparen.start);
                 self.e.token("(", Kind::Punct);
                 self.expr(inner);
+                self.e.set_pos(rparen.start);
                 self.e.token(")", Kind::Punct);
             }
         }
@@ -270,20 +282,18 @@ impl Walker<'_> {
         self.e.token("]", Kind::Punct);
     }
 
-    fn object(&mut self, fields: &[crate::ast::ObjectField], lcurly: usize, rcurly: usize) {
+    fn object(&mut self, fields: &[ObjectField], lcurly: usize, rcurly: usize) {
         self.e.set_pos(lcurly);
         self.e.token("{", Kind::Punct);
         self.e.ws(Ws::Indent);
         let mut prev = lcurly;
+        let mut prev_one_line = false;
         for (i, f) in fields.iter().enumerate() {
             let start = f.name_span.start;
             if self.different_lines(prev, start) {
-                // Keep aligning `=` while the previous field fit on one line.
-                let prev_one_line = i > 0 && {
-                    let v = &fields[i - 1].value;
-                    self.lines(expr_start(v), expr_end(v)) == 1
-                };
-                self.e.ws(if prev_one_line {
+                // Keep aligning `=` while the previous field's value fit on one line (of the
+                // output, for the same reason as statements).
+                self.e.ws(if i > 0 && prev_one_line {
                     Ws::Newline
                 } else {
                     Ws::Formfeed
@@ -303,8 +313,10 @@ impl Walker<'_> {
             }
             self.e.ws(Ws::VTab);
             self.e.token("=", Kind::Punct);
+            let mark = self.e.lines_written();
             self.e.ws(Ws::Blank);
             self.expr(&f.value);
+            prev_one_line = self.e.lines_written() == mark;
             if i + 1 < fields.len() {
                 self.e.token(",", Kind::Punct);
             }
@@ -320,6 +332,7 @@ impl Walker<'_> {
 
     fn call(&mut self, func: &Expr, args: &[Expr], lparen: usize, rparen: usize) {
         self.expr(func);
+        self.e.set_pos(lparen);
         self.e.token("(", Kind::Punct);
         let mut prev = lparen;
         for (i, arg) in args.iter().enumerate() {
@@ -342,6 +355,7 @@ impl Walker<'_> {
             self.e.token(",", Kind::Punct);
             self.e.ws(Ws::Formfeed);
         }
+        self.e.set_pos(rparen);
         self.e.token(")", Kind::Punct);
     }
 }

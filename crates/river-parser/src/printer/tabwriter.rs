@@ -184,7 +184,10 @@ fn pad(out: &mut Vec<u8>, text_width: usize, cell_width: usize, use_tabs: bool) 
         let n = cell_width.saturating_sub(text_width);
         out.extend(std::iter::repeat_n(b'\t', n.div_ceil(TAB_WIDTH)));
     } else {
-        out.extend(std::iter::repeat_n(b' ', cell_width.saturating_sub(text_width)));
+        out.extend(std::iter::repeat_n(
+            b' ',
+            cell_width.saturating_sub(text_width),
+        ));
     }
 }
 
