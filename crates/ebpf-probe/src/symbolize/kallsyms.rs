@@ -1,7 +1,7 @@
 //! Kernel symbols from `/proc/kallsyms`.
 //!
 //! Only text symbols (`t`, `T`, `w`, `W`) are kept, including those of modules and of BPF
-//! programs (`[bpf]`). The table is re-read when `/proc/modules` changes or when an address
+//! programs (`[bpf]`), but not the `__pfx_`/`__cfi_` padding symbols. The table is re-read when `/proc/modules` changes or when an address
 //! cannot be resolved (a BPF program or module loaded since), at most once per
 //! `min_refresh_interval`.
 
@@ -27,6 +27,11 @@ pub fn parse_kallsyms(content: &str) -> (SymbolTable, bool) {
             continue;
         };
         if !matches!(kind, "t" | "T" | "w" | "W") {
+            continue;
+        }
+        // Padding before each function (kernels built with call-depth tracking or CFI):
+        // about half of all text symbols and never executed, so not worth their memory.
+        if name.starts_with("__pfx_") || name.starts_with("__cfi_") {
             continue;
         }
         let Ok(addr) = u64::from_str_radix(addr, 16) else {
@@ -165,5 +170,33 @@ impl KernelSymbols {
     /// The underlying table.
     pub fn table(&self) -> &SymbolTable {
         &self.table
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_skips_data_padding_and_zero() {
+        let (t, restricted) = parse_kallsyms(
+            "ffffffff81000000 T _stext\nffffffff810000f0 t __pfx_f\nffffffff81000100 T f\n\
+             ffffffff82000000 D data\nffffffffc0000000 t m\t[mod]\nbad\n",
+        );
+        assert!(!restricted);
+        assert_eq!(t.len(), 3);
+        assert_eq!(t.lookup(0xffffffff810000f8), Some("_stext"));
+        assert_eq!(t.lookup(0xffffffff81000104), Some("f"));
+        assert_eq!(t.lookup(0xffffffffc0000001), Some("m"));
+        let (t, restricted) = parse_kallsyms("0000000000000000 T _stext\n0000000000000000 t f\n");
+        assert!(restricted && t.is_empty());
+        assert_ne!(
+            modules_digest("a 1 0 - Live 0x1\n"),
+            modules_digest("b 1 0 - Live 0x1\n")
+        );
+        assert_eq!(
+            modules_digest("a 1 0 - Live 0x1\n"),
+            modules_digest("a 1 2 x,y Live 0x1\n")
+        );
     }
 }
