@@ -38,6 +38,8 @@ enum Reply {
 #[derive(Debug, Clone)]
 struct Received {
     at: Instant,
+    /// The request target as sent (absolute-form through a proxy).
+    uri: String,
     path: String,
     headers: hyper::HeaderMap,
     request: PushRequest,
@@ -153,6 +155,7 @@ async fn handle(
         let mut r = rec.lock().unwrap();
         r.push(Received {
             at,
+            uri: parts.uri.to_string(),
             path: parts.uri.path().to_string(),
             headers: parts.headers,
             request,
@@ -414,6 +417,10 @@ async fn write_refuses_two_auth_methods() {
 struct TestCa {
     ca_pem: String,
     acceptor: TlsAcceptor,
+    /// Requires a client certificate signed by the CA.
+    mtls_acceptor: TlsAcceptor,
+    client_cert_pem: String,
+    client_key_pem: String,
 }
 
 /// A CA and a server certificate for `localhost` and `pyroscope.test` signed by it.
@@ -434,19 +441,41 @@ fn test_ca() -> TestCa {
             .unwrap();
     let srv_cert = srv_params.signed_by(&srv_key, &issuer).unwrap();
 
+    let client_key = KeyPair::generate().unwrap();
+    let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client_params
+        .distinguished_name
+        .push(DnType::CommonName, "rill");
+    let client_cert = client_params.signed_by(&client_key, &issuer).unwrap();
+
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let key = || rustls::pki_types::PrivateKeyDer::Pkcs8(srv_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(
-            vec![srv_cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(srv_key.serialize_der().into()),
-        )
+        .with_single_cert(vec![srv_cert.der().clone()], key())
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca_cert.der().clone()).unwrap();
+    let client_verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::clone(&provider),
+    )
+    .build()
+    .unwrap();
+    let mtls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(client_verifier)
+        .with_single_cert(vec![srv_cert.der().clone()], key())
         .unwrap();
     TestCa {
         ca_pem: ca_cert.pem(),
         acceptor: TlsAcceptor::from(Arc::new(config)),
+        mtls_acceptor: TlsAcceptor::from(Arc::new(mtls)),
+        client_cert_pem: client_cert.pem(),
+        client_key_pem: client_key.serialize_pem(),
     }
 }
 
@@ -520,6 +549,60 @@ async fn write_over_tls_with_test_ca() {
     let err = info[2].status.last_error.clone().unwrap_or_default();
     assert!(err.to_lowercase().contains("certificate"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn write_presents_client_certificate() {
+    let ca = test_ca();
+    let server = Server::start_on(
+        "127.0.0.1:0".parse().unwrap(),
+        Some(ca.mtls_acceptor.clone()),
+        Arc::new(|_| Reply::Status(200, "")),
+    );
+    let url = format!("https://localhost:{}", server.addr.port());
+    let mut with_cert = fast(&url);
+    with_cert.name = "with_cert".into();
+    with_cert.tls_config = Some(TlsConfig {
+        ca_pem: Some(ca.ca_pem.clone()),
+        cert_pem: Some(ca.client_cert_pem.clone()),
+        key_pem: Some(Secret::new(ca.client_key_pem.clone())),
+        ..Default::default()
+    });
+    let mut without_cert = fast(&url);
+    without_cert.name = "without_cert".into();
+    without_cert.max_backoff_retries = 1;
+    without_cert.tls_config = Some(TlsConfig {
+        ca_pem: Some(ca.ca_pem.clone()),
+        ..Default::default()
+    });
+    let w = writer(vec![with_cert, without_cert]);
+    w.append(labels(&[("service_name", "m")]), vec![profile(1, 10, "")])
+        .unwrap();
+    let m = w.metrics();
+    assert!(
+        wait_until(Duration::from_secs(5), || m.sent_profiles("with_cert") == 1
+            && m.dropped_profiles("without_cert") == 1)
+        .await,
+        "{:?}",
+        w.endpoints_debug_info()
+    );
+    assert_eq!(server.accepted().len(), 1);
+}
+
+#[tokio::test]
+async fn write_goes_through_proxy_url() {
+    let proxy = Server::ok().await;
+    // The target host does not resolve: only the proxy can deliver.
+    let mut e = fast("http://pyroscope.invalid:4040/base");
+    e.proxy_url = Some(proxy.url());
+    let w = writer(vec![e]);
+    w.append(labels(&[("service_name", "p")]), vec![profile(1, 10, "")])
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || proxy.count() == 1).await);
+    assert_eq!(
+        proxy.received()[0].uri,
+        format!("http://pyroscope.invalid:4040/base{PUSH_PATH}")
+    );
 }
 
 #[tokio::test]
