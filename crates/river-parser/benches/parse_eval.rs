@@ -111,6 +111,16 @@ fn quick_report() {
     let budget = Duration::from_secs(3);
     let river_mbs = throughput(river.len(), budget, || parse_and_eval(&river, &scope));
     let json_mbs = throughput(json.len(), budget, || parse_json(&json));
+    let parse_mbs = throughput(river.len(), budget, || {
+        parse_file(&river).map_or(0, |f| f.body.len())
+    });
+    let lex_mbs = throughput(river.len(), budget, || {
+        river_parser::lexer::tokenize(&river).tokens.len()
+    });
+    println!(
+        "parse_eval: breakdown: tokenize only {lex_mbs:.1} MB/s, parse_file (incl. tokenize) \
+         {parse_mbs:.1} MB/s"
+    );
     println!(
         "parse_eval: river {:.1} MB ({blocks} blocks) parse+eval {river_mbs:.1} MB/s; \
          json {:.1} MB serde_json::Value {json_mbs:.1} MB/s; ratio {:.2}x",

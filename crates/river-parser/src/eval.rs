@@ -785,3 +785,188 @@ pub fn values_equal(a: &Value, b: &Value) -> bool {
         _ => false,
     }
 }
+
+/// A variable reference found in an expression: the longest `a.b.c` chain starting at an
+/// identifier (`discovery.relabel.local_pods.output` → `["discovery", "relabel", "local_pods",
+/// "output"]`), with the span of that chain. The runtime uses these to build the component graph.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    pub path: Vec<String>,
+    pub span: Span,
+}
+
+/// Every variable reference in `expr`, in source order.
+pub fn expr_references(expr: &ast::Expr) -> Vec<Reference> {
+    let mut out = Vec::new();
+    collect_refs(expr, &mut out);
+    out
+}
+
+/// Every variable reference in the attributes of `body` (nested blocks included).
+pub fn body_references(body: &ast::Body) -> Vec<Reference> {
+    let mut out = Vec::new();
+    for stmt in body {
+        match stmt {
+            ast::Stmt::Attribute(a) => collect_refs(&a.value, &mut out),
+            ast::Stmt::Block(b) => out.extend(body_references(&b.body)),
+        }
+    }
+    out
+}
+
+/// The `ident.field.field` chain `expr` consists of, if it is one.
+fn access_chain(expr: &ast::Expr) -> Option<Vec<String>> {
+    match &expr.kind {
+        ExprKind::Ident(id) => Some(vec![id.name.clone()]),
+        ExprKind::Access { value, name } => {
+            let mut p = access_chain(value)?;
+            p.push(name.name.clone());
+            Some(p)
+        }
+        _ => None,
+    }
+}
+
+fn collect_refs(expr: &ast::Expr, out: &mut Vec<Reference>) {
+    if let Some(path) = access_chain(expr) {
+        out.push(Reference {
+            path,
+            span: expr.span,
+        });
+        return;
+    }
+    match &expr.kind {
+        ExprKind::Literal(_) | ExprKind::Ident(_) => {}
+        ExprKind::Array { elements, .. } => elements.iter().for_each(|e| collect_refs(e, out)),
+        ExprKind::Object { fields, .. } => fields.iter().for_each(|f| collect_refs(&f.value, out)),
+        ExprKind::Access { value, .. } => collect_refs(value, out),
+        ExprKind::Index { value, index, .. } => {
+            collect_refs(value, out);
+            collect_refs(index, out);
+        }
+        ExprKind::Call { func, args, .. } => {
+            collect_refs(func, out);
+            args.iter().for_each(|a| collect_refs(a, out));
+        }
+        ExprKind::Unary { value, .. } => collect_refs(value, out),
+        ExprKind::Binary { left, right, .. } => {
+            collect_refs(left, out);
+            collect_refs(right, out);
+        }
+        ExprKind::Paren { inner, .. } => collect_refs(inner, out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eval_src(src: &str) -> Result<Value, Diagnostic> {
+        let expr = crate::parse_expr(src).expect("parses");
+        eval_expr(&expr, &Scope::new())
+    }
+
+    #[test]
+    fn references_are_longest_access_chains() {
+        let expr = crate::parse_expr(
+            "concat(discovery.relabel.a.output, [x], { k = y.z[0].w }, string.format(\"%s\", v))",
+        )
+        .expect("parses");
+        let refs: Vec<String> = expr_references(&expr)
+            .into_iter()
+            .map(|r| r.path.join("."))
+            .collect();
+        assert_eq!(
+            refs,
+            [
+                "concat",
+                "discovery.relabel.a.output",
+                "x",
+                "y.z",
+                "string.format",
+                "v"
+            ]
+        );
+    }
+
+    #[test]
+    fn set_path_merges_objects() {
+        let mut scope = Scope::new();
+        scope.set_path(&["a", "b", "c"], Value::Bool(true));
+        scope.set_path(&["a", "b", "d"], Value::Bool(false));
+        scope.set_path(&["a", "e"], Value::Null);
+        let expr = crate::parse_expr("[a.b.c, a.b.d, a.e]").expect("parses");
+        assert_eq!(
+            eval_expr(&expr, &scope),
+            Ok(Value::Array(vec![
+                Value::Bool(true),
+                Value::Bool(false),
+                Value::Null
+            ]))
+        );
+    }
+
+    #[test]
+    fn scope_variables_shadow_stdlib() {
+        let mut scope = Scope::new();
+        scope.set("env", Value::String("shadowed".into()));
+        let expr = crate::parse_expr("env").expect("parses");
+        assert_eq!(
+            eval_expr(&expr, &scope),
+            Ok(Value::String("shadowed".into()))
+        );
+        assert!(Scope::without_stdlib().get("env").is_none());
+        assert!(Scope::new().get("env").is_some());
+    }
+
+    #[test]
+    fn hand_built_ast_evaluates() {
+        // 2 * (3 + 4) built by hand, independent of the parser.
+        let lit = |n: &str, at: usize| ast::Expr {
+            kind: ExprKind::Literal(ast::Literal {
+                kind: LitKind::Number(n.to_string()),
+                raw: n.to_string(),
+            }),
+            span: Span::new(at, at + 1),
+        };
+        let sum = ast::Expr {
+            kind: ExprKind::Binary {
+                op: BinaryOp::Add,
+                op_span: Span::new(7, 8),
+                left: Box::new(lit("3", 5)),
+                right: Box::new(lit("4", 9)),
+            },
+            span: Span::new(5, 10),
+        };
+        let product = ast::Expr {
+            kind: ExprKind::Binary {
+                op: BinaryOp::Mul,
+                op_span: Span::new(2, 3),
+                left: Box::new(lit("2", 0)),
+                right: Box::new(sum),
+            },
+            span: Span::new(0, 10),
+        };
+        assert_eq!(
+            eval_expr(&product, &Scope::new()),
+            Ok(Value::Number(Number::Int(14)))
+        );
+    }
+
+    #[test]
+    fn errors_point_at_the_operand() {
+        let err = eval_src("1 + (2 - \"x\")").expect_err("type error");
+        assert_eq!(
+            err.message,
+            "\"x\" should be one of [number] for binop -, got string"
+        );
+        assert_eq!(err.span, Span::new(9, 12));
+        let err = eval_src("1 + (2 + \"x\")").expect_err("type error");
+        assert_eq!(err.message, "\"x\" should be number, got string");
+        let err = eval_src("[1][5]").expect_err("out of range");
+        assert_eq!(
+            err.message,
+            "5 index 5 is out of range of array with length 1"
+        );
+    }
+}
