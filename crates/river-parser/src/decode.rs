@@ -6,7 +6,7 @@
 //!   field (`Vec<T>` for repeatable blocks, `Option<T>` for optional ones, `T` for a required
 //!   one). Unknown attribute or block names are errors (`unrecognized attribute name "x"`), so are
 //!   missing required fields (`missing required attribute "x"` / `missing required block "x"`;
-//!   a field is reported as a block when its type decodes as a struct or map).
+//!   a field is reported as a block when its type decodes as a struct or a list of structs).
 //! - A block label decodes into the field named [`LABEL_FIELD`] (`#[serde(rename = "__label")]`).
 //! - Values convert as in Alloy: numbers and strings into each other when the target needs it,
 //!   strings into [`Duration`] (Go `time.ParseDuration` syntax) and [`Secret`], capsules into
@@ -174,7 +174,11 @@ impl Error {
 
     /// Prefixes the message with the attribute name and path (done once, at the attribute).
     fn in_attribute(mut self, name: &str, span: Span) -> Self {
-        if !self.prefixed && !matches!(self.kind, ErrorKind::Missing { .. } | ErrorKind::Probe(_)) {
+        if let ErrorKind::Missing { field, .. } = self.kind {
+            // A key missing from an object value (not from the body itself).
+            self.kind = ErrorKind::Type(format!("does not have field named {field:?}"));
+        }
+        if !self.prefixed && !matches!(self.kind, ErrorKind::Probe(_)) {
             let msg = self.render_message(Some(name));
             self.kind = ErrorKind::Message(msg);
             self.path.clear();

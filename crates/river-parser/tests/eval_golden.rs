@@ -121,6 +121,16 @@ struct Args {
     client: Client,
     #[serde(default)]
     stage: Vec<Stage>,
+    /// An object attribute decoded into a struct.
+    #[serde(default)]
+    limits: Option<Limits>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+struct Limits {
+    max_samples: u32,
+    #[serde(default)]
+    burst: f64,
 }
 
 fn default_interval() -> Duration {
