@@ -531,11 +531,12 @@ impl Symbolizer {
             };
         };
         if idx.is_none() {
-            // New mapping (dlopen, JIT) since the maps were read: re-read, rate limited.
-            let stale = self
-                .pids
-                .peek(&pid)
-                .is_some_and(|p| p.maps_read.elapsed() >= refresh);
+            // New mapping (dlopen, JIT) since the maps were read: re-read, rate limited. Maps
+            // read in the middle of an exec (only the stack is mapped yet) are re-read at once.
+            let stale = self.pids.peek(&pid).is_some_and(|p| {
+                p.maps_read.elapsed() >= refresh
+                    || !p.mappings.iter().any(|m| m.kind == MappingKind::File)
+            });
             if stale {
                 if let Some(fresh) = read_process(&self.config.proc_root, pid) {
                     let perf = self.pids.pop(&pid).map(|p| p.perf_map);

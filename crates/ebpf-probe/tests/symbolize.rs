@@ -863,3 +863,42 @@ fn preloaded_process_still_symbolizes_after_exit() {
     );
     assert!(!sym.preload(u32::MAX - 3));
 }
+
+#[test]
+fn maps_read_during_exec_are_read_again() {
+    // Right after spawn, /proc/PID/maps can show an exec in progress (only the stack).
+    // Whatever was cached then, the binary's addresses must resolve at once (no 1 s wait).
+    let dir = tempfile::tempdir().unwrap();
+    let bin = gcc(
+        dir.path(),
+        "hot_exec",
+        &[fixture("hot.c").to_str().unwrap()],
+    );
+    for _ in 0..20 {
+        let mut child = Command::new(&bin)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (mut sym, _) = symbolizer(SymbolizerConfig {
+            maps_refresh_interval: Duration::from_secs(3600),
+            ..Default::default()
+        });
+        sym.preload(child.id());
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let leaf = line
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("hot_leaf=0x"))
+            .unwrap();
+        let leaf = u64::from_str_radix(leaf, 16).unwrap();
+        assert_eq!(
+            sym.symbolize_user(child.id(), &[leaf])[0].display_name(),
+            "hot_leaf"
+        );
+        drop(child.stdin.take());
+        let _ = child.wait();
+    }
+}
