@@ -337,10 +337,10 @@ pub fn load_elf_at(
     if !have_full {
         if let Some(section) = obj.section_by_name(".gnu_debugdata") {
             if let Ok(compressed) = section.data() {
-                let mut raw = Vec::new();
+                let mut raw = LimitedVec::default();
                 match lzma_rs::xz_decompress(&mut &compressed[..], &mut raw) {
                     Ok(()) => {
-                        if symtab_of(raw.as_slice(), &mut out).is_some_and(|(n, _)| n > 0) {
+                        if symtab_of(raw.0.as_slice(), &mut out).is_some_and(|(n, _)| n > 0) {
                             sources.push(SymbolSource::MiniDebugInfo);
                             have_full = true;
                         }
@@ -374,6 +374,29 @@ pub fn load_elf_at(
         is_dyn: primary.is_dyn,
         sources,
     })
+}
+
+/// MiniDebugInfo holds only a symbol table: refuse to inflate more than this.
+const MAX_MINIDEBUGINFO: usize = 256 << 20;
+
+/// A `Vec` writer that fails past [`MAX_MINIDEBUGINFO`] bytes (decompression bombs).
+#[derive(Default)]
+struct LimitedVec(Vec<u8>);
+
+impl std::io::Write for LimitedVec {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_MINIDEBUGINFO {
+            return Err(std::io::Error::other(
+                ".gnu_debugdata inflates past 256 MiB",
+            ));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Reads the symtab of a candidate debug file (inside `root`) when it exists and matches the
