@@ -359,7 +359,7 @@ pub struct Symbolizer {
     pids: LruCache<u32, Process>,
     elfs: ElfCache,
     kernel: KernelSymbols,
-    vdso: Option<Option<Arc<ElfSymbols>>>,
+    vdso: Option<Arc<ElfSymbols>>,
     /// Mangled → demangled, so hot C++/Rust frames are demangled once.
     demangled: LruCache<Box<str>, Box<str>>,
 }
@@ -637,8 +637,8 @@ impl Symbolizer {
     }
 
     /// The vdso image is the same for every process of one kernel (and ABI): read it once
-    /// from the first process's memory. If `/proc/PID/mem` is unreadable, vdso frames keep
-    /// the `[vdso]` mapping and show as `[vdso]+0xoffset`.
+    /// from the first readable process's memory. If `/proc/PID/mem` is unreadable, vdso
+    /// frames keep the `[vdso]` mapping and show as `[vdso]+0xoffset`.
     fn vdso(&mut self, pid: u32, start: u64, end: u64) -> Option<Arc<ElfSymbols>> {
         if self.vdso.is_none() {
             let mem = self.config.proc_root.join(pid.to_string()).join("mem");
@@ -650,15 +650,12 @@ impl Symbolizer {
                 .and_then(|f| f.read_exact_at(&mut buf, start))
                 .map_err(|e| e.to_string())
                 .and_then(|()| elf::load_elf_bytes(&buf).map_err(|e| e.to_string()));
-            self.vdso = Some(match loaded {
-                Ok(e) => Some(Arc::new(e)),
-                Err(err) => {
-                    tracing::debug!(pid, %err, "cannot read the vdso image");
-                    None
-                }
-            });
+            match loaded {
+                Ok(e) => self.vdso = Some(Arc::new(e)),
+                Err(err) => tracing::debug!(pid, %err, "cannot read the vdso image"),
+            }
         }
-        self.vdso.clone().flatten()
+        self.vdso.clone()
     }
 
     fn perf_map_frame(&mut self, pid: u32, ip: u64, root: &Path) -> Frame {
