@@ -469,10 +469,11 @@ impl Symbolizer {
                 })
                 .collect();
         }
+        let root = self.config.proc_root.join(pid.to_string()).join("root");
         let mut frames = Vec::with_capacity(ips.len());
         for (i, &ip) in ips.iter().enumerate() {
             let lookup = if i == 0 { ip } else { ip.wrapping_sub(1) };
-            frames.push(self.symbolize_one(pid, ip, lookup));
+            frames.push(self.symbolize_one(pid, &root, ip, lookup));
         }
         frames
     }
@@ -521,7 +522,7 @@ impl Symbolizer {
         true
     }
 
-    fn symbolize_one(&mut self, pid: u32, ip: u64, lookup: u64) -> Frame {
+    fn symbolize_one(&mut self, pid: u32, root: &Path, ip: u64, lookup: u64) -> Frame {
         let refresh = self.config.maps_refresh_interval;
         let Some(mut idx) = self.pids.peek(&pid).map(|p| p.mapping_index(ip)) else {
             return Frame {
@@ -549,9 +550,8 @@ impl Symbolizer {
                 }
             }
         }
-        let root = self.config.proc_root.join(pid.to_string()).join("root");
         let Some(idx) = idx else {
-            return self.perf_map_frame(pid, ip, &root);
+            return self.perf_map_frame(pid, ip, root);
         };
         let demangle_mode = self.config.demangle;
         let kind = self.pids.peek(&pid).map(|p| p.mappings[idx].kind);
@@ -562,7 +562,7 @@ impl Symbolizer {
         {
             Some(r) => r,
             None => {
-                let r = self.resolve_mapping(pid, idx, &root, kind);
+                let r = self.resolve_mapping(pid, idx, root, kind);
                 if let Some(p) = self.pids.peek_mut(&pid) {
                     p.mappings[idx].resolved = Some(r.clone());
                 }
@@ -577,7 +577,7 @@ impl Symbolizer {
                 .map(|n| demangle_cached(demangled, n, demangle_mode))
         });
         let name = match (name, kind) {
-            (None, Some(MappingKind::Other)) => self.perf_map_frame(pid, ip, &root).name,
+            (None, Some(MappingKind::Other)) => self.perf_map_frame(pid, ip, root).name,
             (n, _) => n,
         };
         // Anonymous executable memory (JIT code) has no file to point pprof at.

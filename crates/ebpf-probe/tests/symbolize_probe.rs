@@ -13,6 +13,9 @@ use ebpf_probe::probe::{PidConfig, Probe, ProbeConfig};
 use ebpf_probe::symbolize::{Symbolizer, SymbolizerConfig, SymbolizerMetrics};
 
 const RATE: u64 = 97;
+
+/// Two probes sampling at once would compete for the 2 CPUs of a small CI machine.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const SECONDS: f64 = 1.5;
 
 /// CPU seconds used by `pid` and whether it is sleeping.
@@ -30,6 +33,7 @@ fn cpu(pid: u32) -> (f64, bool) {
 /// Runs the fixture in `mode` under the probe and returns its folded profile lines
 /// (`stack count`) and total samples.
 async fn profile_of(mode: &str) -> (Vec<(String, i64)>, i64) {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("busy");
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/busy.c");
