@@ -478,8 +478,12 @@ fn rust_v0_names_demangled() {
 }
 
 fn go_build(dir: &Path, out: &str, extra: &[&str]) -> PathBuf {
+    go_build_source(dir, "hot.go", out, extra, "-s -w")
+}
+
+fn go_build_source(dir: &Path, source: &str, out: &str, extra: &[&str], ldflags: &str) -> PathBuf {
     let bin = dir.join(out);
-    std::fs::copy(fixture("hot.go"), dir.join("main.go")).unwrap();
+    std::fs::copy(fixture(source), dir.join("main.go")).unwrap();
     let go = if Path::new("/usr/lib/go-1.19/bin/go").exists() {
         "/usr/lib/go-1.19/bin/go"
     } else {
@@ -488,7 +492,8 @@ fn go_build(dir: &Path, out: &str, extra: &[&str]) -> PathBuf {
     run(Command::new(go)
         .arg("build")
         .args(extra)
-        .args(["-ldflags=-s -w", "-o"])
+        .arg(format!("-ldflags={ldflags}"))
+        .arg("-o")
         .arg(&bin)
         .arg("main.go")
         .current_dir(dir)
@@ -538,6 +543,28 @@ fn go_stripped_pie_binary() {
         "PIE Go binary should load high: {:#x}",
         live.addr("main")
     );
+    let (mut sym, _) = symbolizer(SymbolizerConfig::default());
+    expect_names(&mut sym, &live, GO_CHAIN);
+}
+
+#[test]
+fn go_cgo_pie_externally_linked() {
+    // The external linker merges the pclntab into .data.rel.ro: found by its header.
+    let dir = tempfile::tempdir().unwrap();
+    let bin = go_build_source(
+        dir.path(),
+        "hot_cgo.go",
+        "hot_cgo",
+        &["-buildmode=pie"],
+        "-s -w -linkmode=external",
+    );
+    let elf = load_elf(Path::new("/"), bin.to_str().unwrap(), &[]).unwrap();
+    assert!(
+        elf.sources.contains(&SymbolSource::GoPclntab),
+        "{:?}",
+        elf.sources
+    );
+    let live = Live::start(&bin);
     let (mut sym, _) = symbolizer(SymbolizerConfig::default());
     expect_names(&mut sym, &live, GO_CHAIN);
 }

@@ -350,20 +350,13 @@ pub fn load_elf_at(
             }
         }
     }
-    // Go function table (stripped Go binaries keep it; PIE builds put it in .data.rel.ro).
+    // Go function table (stripped Go binaries keep it).
     if !have_full {
-        if let Some(section) = obj
-            .section_by_name(".gopclntab")
-            .or_else(|| obj.section_by_name(".data.rel.ro.gopclntab"))
-        {
+        if let Some(pclntab) = find_pclntab(&obj) {
             let text = obj.section_by_name(".text").map_or(0, |s| s.address());
-            match section
-                .data()
-                .map(|d| gopclntab::read_functions(d, text, &mut out))
-            {
-                Ok(Ok(_)) => sources.push(SymbolSource::GoPclntab),
-                Ok(Err(err)) => tracing::debug!(path, %err, "unreadable .gopclntab"),
-                Err(err) => tracing::debug!(path, %err, "unreadable .gopclntab"),
+            match gopclntab::read_functions(pclntab, text, &mut out) {
+                Ok(_) => sources.push(SymbolSource::GoPclntab),
+                Err(err) => tracing::debug!(path, %err, "unreadable Go pclntab"),
             }
         }
     }
@@ -374,6 +367,38 @@ pub fn load_elf_at(
         is_dyn: primary.is_dyn,
         sources,
     })
+}
+
+/// Go's pclntab: its own section (`.gopclntab`, or `.data.rel.ro.gopclntab` in PIE builds),
+/// or, when an external linker merged it into `.data.rel.ro` (cgo + PIE), found there by its
+/// header. Only Go binaries (with `.note.go.buildid` or `.go.buildinfo`) are searched.
+fn find_pclntab<'d, R: ReadRef<'d>>(obj: &object::File<'d, R>) -> Option<&'d [u8]> {
+    for name in [".gopclntab", ".data.rel.ro.gopclntab"] {
+        if let Some(section) = obj.section_by_name(name) {
+            return section.data().ok();
+        }
+    }
+    let is_go = obj.section_by_name(".note.go.buildid").is_some()
+        || obj.section_by_name(".go.buildinfo").is_some();
+    if !is_go {
+        return None;
+    }
+    for name in [".data.rel.ro", ".rodata"] {
+        let Some(data) = obj.section_by_name(name).and_then(|s| s.data().ok()) else {
+            continue;
+        };
+        let found = (0..data.len().saturating_sub(64)).step_by(8).find(|&off| {
+            let candidate = &data[off..];
+            gopclntab::version(candidate).is_ok()
+                && matches!(candidate[6], 1 | 2 | 4)
+                && gopclntab::read_functions(candidate, 0, &mut SymbolTableBuilder::default())
+                    .is_ok_and(|n| n > 0)
+        });
+        if let Some(off) = found {
+            return Some(&data[off..]);
+        }
+    }
+    None
 }
 
 /// MiniDebugInfo holds only a symbol table: refuse to inflate more than this.
