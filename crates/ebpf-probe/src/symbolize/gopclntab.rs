@@ -49,7 +49,14 @@ impl Reader<'_> {
     }
     /// The i-th pointer-sized header word after the 8-byte preamble.
     fn word(&self, i: usize) -> Result<usize, PclntabError> {
-        usize::try_from(self.uptr(8 + i * self.ptr)?).map_err(|_| PclntabError::Truncated)
+        self.offset(self.uptr(8 + i * self.ptr)?)
+    }
+    /// An offset read from the table; never beyond the data (keeps sums from overflowing).
+    fn offset(&self, v: u64) -> Result<usize, PclntabError> {
+        usize::try_from(v)
+            .ok()
+            .filter(|&v| v <= self.data.len())
+            .ok_or(PclntabError::Truncated)
     }
     fn cstr(&self, off: usize) -> Result<&str, PclntabError> {
         let rest = self.data.get(off..).ok_or(PclntabError::Truncated)?;
@@ -118,8 +125,7 @@ pub fn read_functions(
             for i in 0..=nfunc {
                 let entry = r.uptr(functab + i * 2 * ptr)?;
                 let name = if i < nfunc {
-                    let func_off = usize::try_from(r.uptr(functab + i * 2 * ptr + ptr)?)
-                        .map_err(|_| PclntabError::Truncated)?;
+                    let func_off = r.offset(r.uptr(functab + i * 2 * ptr + ptr)?)?;
                     let name_off = r.u32(functab + func_off + ptr)? as usize;
                     r.cstr(funcname + name_off)?
                 } else {
@@ -133,8 +139,7 @@ pub fn read_functions(
             for i in 0..=nfunc {
                 let entry = r.uptr(functab + i * 2 * ptr)?;
                 let name = if i < nfunc {
-                    let func_off = usize::try_from(r.uptr(functab + i * 2 * ptr + ptr)?)
-                        .map_err(|_| PclntabError::Truncated)?;
+                    let func_off = r.offset(r.uptr(functab + i * 2 * ptr + ptr)?)?;
                     let name_off = r.u32(func_off + ptr)? as usize;
                     r.cstr(name_off)?
                 } else {
