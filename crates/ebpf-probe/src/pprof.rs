@@ -340,11 +340,22 @@ impl ProfileBuilder {
     }
 
     /// Adds `count` samples of a stack given leaf first (kernel frames, then user frames).
+    /// A stack with no frame at all (both stacks lost) is kept as one `[unknown]` frame, so
+    /// that its samples still count in every consumer.
     pub fn add_stack(&mut self, frames: &[Frame], count: u64) {
         if count == 0 {
             return;
         }
-        let ids: Vec<u64> = frames.iter().map(|f| self.location(f)).collect();
+        let ids: Vec<u64> = if frames.is_empty() {
+            let unknown = Frame {
+                address: 0,
+                name: Some("[unknown]".to_string()),
+                mapping: None,
+            };
+            vec![self.location(&unknown)]
+        } else {
+            frames.iter().map(|f| self.location(f)).collect()
+        };
         let value = (count as i64).saturating_mul(self.profile.period);
         match self.samples.get(&ids) {
             Some(&i) => self.profile.sample[i].value[0] += value,

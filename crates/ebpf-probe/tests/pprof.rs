@@ -270,3 +270,17 @@ fn symbolized_live_stack_through_go_tool_pprof() {
     );
     assert!(order[0].starts_with("70ms"), "7 samples at 100 Hz: {text}");
 }
+
+#[test]
+fn empty_stacks_are_kept_as_unknown() {
+    let mut b = ProfileBuilder::new(100, 0, 0);
+    b.add_stack(&[], 2);
+    b.add_stack(&[], 3);
+    b.add_stack(&[frame(0x10, None, None)], 1);
+    let p = decode(&encode_gzip(&b.build())).unwrap();
+    assert_eq!(folded(&p), "[unknown] 6\n");
+    assert_eq!(
+        p.sample.iter().map(|s| s.value[0]).sum::<i64>(),
+        6 * 10_000_000
+    );
+}
