@@ -1399,6 +1399,12 @@ impl Serialize for Secret {
 use serde::Deserialize as _;
 
 /// A capsule holding a `T`, decoded from a [`Value::Capsule`] whose inner object is a `T`.
+///
+/// Capsules are downcast to a concrete type, so trait objects travel doubly wrapped: export
+/// `Capsule::new("pyroscope.Appendable", Arc::new(receiver))` with `receiver: Arc<dyn Trait>`
+/// and decode the field as `CapsuleRef<Arc<dyn Trait>>` (`(*cap.0).clone()` gives the
+/// `Arc<dyn Trait>` back). A capsule of another type fails with
+/// `expected capsule of type X, got capsule of type Y`.
 pub struct CapsuleRef<T: ?Sized>(pub Arc<T>);
 
 impl<T: ?Sized> Clone for CapsuleRef<T> {

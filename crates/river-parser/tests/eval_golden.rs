@@ -313,3 +313,31 @@ fn eval_golden() {
 fn decode_golden() {
     run_dir("decode");
 }
+
+/// Trait objects travel as `Arc<Arc<dyn Trait>>` inside capsules (see `CapsuleRef`).
+#[test]
+fn capsule_of_trait_object_decodes() {
+    trait Appendable: Send + Sync {
+        fn name(&self) -> String;
+    }
+    struct Writer;
+    impl Appendable for Writer {
+        fn name(&self) -> String {
+            "writer".into()
+        }
+    }
+    let receiver: Arc<dyn Appendable> = Arc::new(Writer);
+    let cap = Value::Capsule(Capsule::new("pyroscope.Appendable", Arc::new(receiver)));
+    let got: Vec<CapsuleRef<Arc<dyn Appendable>>> =
+        river_parser::decode::decode_value(&Value::Array(vec![cap.clone(), cap])).expect("decodes");
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].0.name(), "writer");
+    // A different concrete type is rejected with the capsule type names.
+    let wrong = Value::Capsule(Capsule::new("test.Other", Arc::new(Other)));
+    let err = river_parser::decode::decode_value::<CapsuleRef<Arc<dyn Appendable>>>(&wrong)
+        .expect_err("type mismatch");
+    assert!(
+        err.contains("got capsule of type test.Other"),
+        "unexpected error: {err}"
+    );
+}
