@@ -738,7 +738,11 @@ async fn write_times_out_silent_server_and_bounds_queue() {
     let w = writer_with(
         vec![e],
         BTreeMap::new(),
-        WriterOptions { queue_capacity: 4 },
+        WriterOptions {
+            queue_capacity: 4,
+            senders: 1,
+            ..Default::default()
+        },
     );
 
     let m = w.metrics();
@@ -784,6 +788,42 @@ async fn write_times_out_silent_server_and_bounds_queue() {
 }
 
 #[tokio::test]
+async fn write_bounds_queued_bytes_and_sends_in_parallel() {
+    let server = Server::start(|_| Reply::Hang).await;
+    let url = server.url();
+    let mut e = fast(&url);
+    e.remote_timeout = Duration::from_secs(5);
+    let w = writer_with(
+        vec![e],
+        BTreeMap::new(),
+        WriterOptions {
+            queue_capacity: 100,
+            queue_max_bytes: 3500,
+            senders: 3,
+        },
+    );
+    let m = w.metrics();
+    // Three senders: three requests reach the (silent) server at the same time.
+    for i in 0..3u8 {
+        w.append(labels(&[("service_name", "a")]), vec![profile(i, 1000, "")])
+            .unwrap();
+    }
+    assert!(wait_until(Duration::from_secs(2), || server.count() == 3).await);
+    // Each request encodes to a little over 1000 bytes: three fit in 3500 bytes, then drops.
+    for i in 0..10u8 {
+        w.append(labels(&[("service_name", "a")]), vec![profile(i, 1000, "")])
+            .unwrap();
+    }
+    let info = &w.endpoints_debug_info()[0];
+    assert_eq!(info.queue_depth, 3);
+    assert!(info.queued_bytes <= 3500, "{}", info.queued_bytes);
+    assert_eq!(m.dropped_profiles(&url), 7);
+    let err = info.status.last_error.clone().unwrap();
+    assert!(err.contains("queue full"), "{err}");
+    assert_eq!(server.count(), 3);
+}
+
+#[tokio::test]
 async fn write_two_endpoints_one_dead() {
     let live = Server::ok().await;
     let dead_url = format!("http://{}", free_addr());
@@ -794,7 +834,11 @@ async fn write_two_endpoints_one_dead() {
     let w = writer_with(
         vec![fast(&live.url()), dead],
         BTreeMap::new(),
-        WriterOptions { queue_capacity: 8 },
+        WriterOptions {
+            queue_capacity: 8,
+            senders: 2,
+            ..Default::default()
+        },
     );
     for i in 0..40u8 {
         w.append(
@@ -814,9 +858,9 @@ async fn write_two_endpoints_one_dead() {
         .collect();
     ids.sort_by_key(|s| s[1..].parse::<u32>().unwrap());
     assert_eq!(ids, (0..40).map(|i| format!("p{i}")).collect::<Vec<_>>());
-    // The dead endpoint holds at most its queue plus one in flight; the rest is counted.
+    // The dead endpoint holds at most its queue plus two in flight; the rest is counted.
     assert!(
-        m.dropped_profiles(&dead_url) >= 40 - 8 - 1,
+        m.dropped_profiles(&dead_url) >= 40 - 8 - 2,
         "{}",
         m.dropped_profiles(&dead_url)
     );

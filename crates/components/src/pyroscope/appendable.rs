@@ -188,3 +188,104 @@ impl Appendable for Fanout {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Recorder {
+        got: Mutex<Vec<(BTreeMap<String, String>, Vec<RawProfile>)>>,
+        fail: bool,
+    }
+
+    impl Appendable for Recorder {
+        fn append(
+            &self,
+            labels: BTreeMap<String, String>,
+            profiles: Vec<RawProfile>,
+        ) -> Result<(), AppendError> {
+            self.got.lock().unwrap().push((labels, profiles));
+            if self.fail {
+                Err(AppendError::Closed)
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    fn input() -> (BTreeMap<String, String>, Vec<RawProfile>) {
+        let labels = [("service_name".to_string(), "a".to_string())].into();
+        let profiles = vec![RawProfile {
+            raw: vec![1, 2, 3],
+            id: "x".into(),
+        }];
+        (labels, profiles)
+    }
+
+    #[test]
+    fn fanout_reaches_every_child_and_observes_latency() {
+        let mut registry = Registry::default();
+        let metrics = FanoutMetrics::register(&mut registry);
+        let a = Arc::new(Recorder::default());
+        let b = Arc::new(Recorder {
+            fail: true,
+            ..Default::default()
+        });
+        let c = Arc::new(Recorder::default());
+        let fanout = Fanout::new(vec![a.clone(), b.clone(), c.clone()], metrics);
+        let (labels, profiles) = input();
+        // A failing child does not stop the others; its error is returned.
+        assert_eq!(
+            fanout.append(labels.clone(), profiles.clone()),
+            Err(AppendError::Closed)
+        );
+        for r in [&a, &b, &c] {
+            assert_eq!(
+                r.got.lock().unwrap().as_slice(),
+                &[(labels.clone(), profiles.clone())]
+            );
+        }
+        fanout.set_children(vec![a.clone()]);
+        assert_eq!(fanout.len(), 1);
+        fanout.append(labels, profiles).unwrap();
+        assert_eq!(a.got.lock().unwrap().len(), 2);
+        assert_eq!(c.got.lock().unwrap().len(), 1);
+
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("pyroscope_fanout_latency_count 2"), "{text}");
+    }
+
+    #[test]
+    fn errors_of_several_children_are_kept() {
+        let fail = || -> AppendableRef {
+            Arc::new(Recorder {
+                fail: true,
+                ..Default::default()
+            })
+        };
+        let fanout = Fanout::new(vec![fail(), fail()], FanoutMetrics::default());
+        let (labels, profiles) = input();
+        match fanout.append(labels, profiles) {
+            Err(AppendError::Multiple(v)) => assert_eq!(v.len(), 2),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn capsule_round_trip() {
+        let r: AppendableRef = Arc::new(Recorder::default());
+        let v = to_capsule(Arc::clone(&r));
+        let back = from_value(&v).expect("a receiver");
+        assert!(Arc::ptr_eq(&r, &back));
+        let Value::Capsule(c) = &v else { panic!() };
+        assert_eq!(c.type_name, APPENDABLE_TYPE);
+        // What consumers write in their argument structs.
+        let decoded: river_parser::CapsuleRef<AppendableRef> =
+            river_parser::decode_value(&v).unwrap();
+        assert!(Arc::ptr_eq(&r, &decoded.0));
+        assert!(from_value(&Value::String("x".into())).is_none());
+    }
+}

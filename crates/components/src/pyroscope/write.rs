@@ -34,10 +34,14 @@ use tracing::warn;
 
 use crate::pyroscope::appendable::{AppendError, Appendable, RawProfile};
 use crate::pyroscope::push_proto::{LabelPair, PushRequest, RawProfileSeries, RawSample};
-use endpoint::{Batch, Endpoint};
+use endpoint::{Batch, Endpoint, QueueLimits};
 
 /// Requests queued per endpoint before new ones are dropped.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 256;
+/// Bytes of encoded requests queued per endpoint before new ones are dropped.
+pub const DEFAULT_QUEUE_MAX_BYTES: u64 = 64 << 20;
+/// Requests in flight at once per endpoint.
+pub const DEFAULT_SENDERS: usize = 4;
 
 /// The `User-Agent` sent with every push.
 pub fn user_agent() -> String {
@@ -242,12 +246,18 @@ impl WriteMetrics {
 pub struct WriterOptions {
     /// Requests queued per endpoint before new ones are dropped.
     pub queue_capacity: usize,
+    /// Bytes of encoded requests queued per endpoint before new ones are dropped.
+    pub queue_max_bytes: u64,
+    /// Requests in flight at once per endpoint.
+    pub senders: usize,
 }
 
 impl Default for WriterOptions {
     fn default() -> Self {
         WriterOptions {
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            queue_max_bytes: DEFAULT_QUEUE_MAX_BYTES,
+            senders: DEFAULT_SENDERS,
         }
     }
 }
@@ -260,6 +270,7 @@ pub struct EndpointDebugInfo {
     pub status: EndpointStatus,
     pub queue_depth: usize,
     pub queue_capacity: usize,
+    pub queued_bytes: u64,
 }
 
 struct State {
@@ -328,7 +339,11 @@ impl Writer {
                     Arc::new(
                         Endpoint::start(
                             opts,
-                            self.options.queue_capacity,
+                            QueueLimits {
+                                capacity: self.options.queue_capacity,
+                                max_bytes: self.options.queue_max_bytes,
+                                senders: self.options.senders,
+                            },
                             self.metrics.clone(),
                             &self.runtime,
                         )
@@ -378,6 +393,7 @@ impl Writer {
                 status: e.status(),
                 queue_depth: e.queue_depth(),
                 queue_capacity: e.queue_capacity(),
+                queued_bytes: e.queued_bytes(),
             })
             .collect()
     }
@@ -408,6 +424,10 @@ impl Writer {
                 o.insert(
                     "queue_depth".to_string(),
                     Value::Number(Number::Uint(e.queue_depth as u64)),
+                );
+                o.insert(
+                    "queued_bytes".to_string(),
+                    Value::Number(Number::Uint(e.queued_bytes)),
                 );
                 o.insert(
                     "queue_capacity".to_string(),

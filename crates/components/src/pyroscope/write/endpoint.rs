@@ -3,6 +3,7 @@
 //! retrying what is worth retrying with exponential backoff and jitter. A full queue drops the
 //! new request (counted); the producer is never made to wait.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -32,11 +33,25 @@ pub struct EndpointStatus {
     pub last_error_time: Option<SystemTime>,
 }
 
-/// A running endpoint. Dropping it stops the worker; what is still queued is counted as dropped.
+/// Bounds and parallelism of one endpoint's queue.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct QueueLimits {
+    /// Requests waiting at most.
+    pub capacity: usize,
+    /// Bytes of encoded requests waiting at most (one request is always accepted into an empty
+    /// queue, whatever its size).
+    pub max_bytes: u64,
+    /// Requests in flight at once.
+    pub senders: usize,
+}
+
+/// A running endpoint. Dropping it stops the workers; what is still queued is counted as dropped.
 pub(super) struct Endpoint {
     pub opts: EndpointOptions,
     label: String,
     tx: mpsc::Sender<Arc<Batch>>,
+    queued_bytes: Arc<AtomicU64>,
+    max_bytes: u64,
     status: Arc<Mutex<EndpointStatus>>,
     shutdown: watch::Sender<bool>,
     metrics: WriteMetrics,
@@ -56,7 +71,7 @@ impl Endpoint {
     /// Builds the client and starts the worker on the current tokio runtime.
     pub fn start(
         opts: EndpointOptions,
-        queue_capacity: usize,
+        limits: QueueLimits,
         metrics: WriteMetrics,
         runtime: &tokio::runtime::Handle,
     ) -> Result<Self, String> {
@@ -68,24 +83,30 @@ impl Endpoint {
         );
         let label = opts.display_name().to_string();
         metrics.init_endpoint(&label);
-        let (tx, rx) = mpsc::channel(queue_capacity.max(1));
+        let (tx, rx) = mpsc::channel(limits.capacity.max(1));
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let queued_bytes = Arc::new(AtomicU64::new(0));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let status = Arc::new(Mutex::new(EndpointStatus::default()));
-        let worker = Worker {
-            opts: opts.clone(),
-            label: label.clone(),
-            client,
-            push_url,
-            status: Arc::clone(&status),
-            metrics: metrics.clone(),
-            shutdown: shutdown_rx,
-            rng: seed(),
-        };
-        runtime.spawn(worker.run(rx));
+        for _ in 0..limits.senders.max(1) {
+            let worker = Worker {
+                opts: opts.clone(),
+                label: label.clone(),
+                client: client.clone(),
+                push_url: push_url.clone(),
+                status: Arc::clone(&status),
+                metrics: metrics.clone(),
+                shutdown: shutdown_rx.clone(),
+                rng: seed(),
+            };
+            runtime.spawn(worker.run(Arc::clone(&rx), Arc::clone(&queued_bytes)));
+        }
         Ok(Endpoint {
             opts,
             label,
             tx,
+            queued_bytes,
+            max_bytes: limits.max_bytes,
             status,
             shutdown,
             metrics,
@@ -94,20 +115,32 @@ impl Endpoint {
 
     /// Queues a batch without waiting. Returns false (and counts the drop) if the queue is full.
     pub fn enqueue(&self, batch: Arc<Batch>) -> bool {
-        match self.tx.try_send(batch) {
-            Ok(()) => true,
-            Err(e) => {
-                let batch = match e {
-                    mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
-                };
-                self.metrics.dropped(&self.label, &batch);
-                warn!(endpoint = %self.label, profiles = batch.profiles, "queue full, dropping profiles");
-                let mut st = lock(&self.status);
-                st.last_error = Some("queue full: profiles dropped".to_string());
-                st.last_error_time = Some(SystemTime::now());
-                false
+        let len = batch.body.len() as u64;
+        let queued = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        let reason = if queued > 0 && queued + len > self.max_bytes {
+            Some("queue full (bytes)")
+        } else {
+            match self.tx.try_send(Arc::clone(&batch)) {
+                Ok(()) => None,
+                Err(mpsc::error::TrySendError::Full(_)) => Some("queue full"),
+                Err(mpsc::error::TrySendError::Closed(_)) => Some("endpoint stopped"),
             }
-        }
+        };
+        let Some(reason) = reason else {
+            return true;
+        };
+        self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+        self.metrics.dropped(&self.label, &batch);
+        warn!(endpoint = %self.label, profiles = batch.profiles, reason, "dropping profiles");
+        let mut st = lock(&self.status);
+        st.last_error = Some(format!("{reason}: profiles dropped"));
+        st.last_error_time = Some(SystemTime::now());
+        false
+    }
+
+    /// Bytes of encoded requests waiting.
+    pub fn queued_bytes(&self) -> u64 {
+        self.queued_bytes.load(Ordering::Acquire)
     }
 
     pub fn label(&self) -> &str {
@@ -182,19 +215,33 @@ struct Worker {
 }
 
 impl Worker {
-    async fn run(mut self, mut rx: mpsc::Receiver<Arc<Batch>>) {
+    async fn run(
+        mut self,
+        rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Arc<Batch>>>>,
+        queued_bytes: Arc<AtomicU64>,
+    ) {
         loop {
-            let batch = tokio::select! {
-                b = rx.recv() => match b { Some(b) => b, None => break },
-                _ = self.shutdown.wait_for(|s| *s) => break,
+            let batch = {
+                let mut shutdown = self.shutdown.clone();
+                let mut guard = tokio::select! {
+                    g = rx.lock() => g,
+                    _ = shutdown.wait_for(|s| *s) => break,
+                };
+                tokio::select! {
+                    b = guard.recv() => match b { Some(b) => b, None => break },
+                    _ = shutdown.wait_for(|s| *s) => break,
+                }
             };
+            queued_bytes.fetch_sub(batch.body.len() as u64, Ordering::AcqRel);
             if !self.deliver(&batch).await {
                 // Shut down while retrying: this batch was counted; count the rest too.
                 break;
             }
         }
-        rx.close();
-        while let Ok(batch) = rx.try_recv() {
+        let mut guard = rx.lock().await;
+        guard.close();
+        while let Ok(batch) = guard.try_recv() {
+            queued_bytes.fetch_sub(batch.body.len() as u64, Ordering::AcqRel);
             self.metrics.dropped(&self.label, &batch);
         }
         debug!(endpoint = %self.label, "endpoint worker stopped");
