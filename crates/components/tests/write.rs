@@ -1144,3 +1144,98 @@ mod component {
         assert!(format!("{r:?}").contains("pyroscope.write"));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Through the real runtime: load, export, reload, errors with file:line:col
+
+mod runtime {
+    use super::*;
+    use components::pyroscope::appendable::from_value;
+    use flow_runtime::{LoadError, Runtime, RuntimeOptions};
+    use river_parser::Value;
+
+    fn config(url: &str, env: &str) -> String {
+        format!(
+            r#"pyroscope.write "default" {{
+  external_labels = {{ "env" = "{env}" }}
+  endpoint {{
+    url                = "{url}"
+    headers            = {{ "X-Scope-OrgID" = "t1" }}
+    min_backoff_period = "10ms"
+    max_backoff_period = "50ms"
+  }}
+}}
+"#
+        )
+    }
+
+    fn receiver_value(exports: Option<Value>) -> Value {
+        let Some(Value::Object(map)) = exports else {
+            panic!("no exports")
+        };
+        map["receiver"].clone()
+    }
+
+    #[tokio::test]
+    async fn runtime_runs_pyroscope_write_end_to_end() {
+        let server = Server::ok().await;
+        let dir = std::env::temp_dir().join(format!("rill-write-rt-{}", std::process::id()));
+        let rt = Runtime::new(
+            components::registry(),
+            RuntimeOptions {
+                storage_path: dir.clone(),
+                file_name: "config.river".into(),
+                config_path: None,
+            },
+        );
+        rt.load(&config(&server.url(), "a")).await.unwrap();
+        let info = rt.component("pyroscope.write.default").await.unwrap();
+        let v1 = receiver_value(info.exports);
+        let recv = from_value(&v1).expect("receiver capsule");
+        recv.append(labels(&[("service_name", "svc")]), vec![profile(1, 8, "1")])
+            .unwrap();
+        assert!(wait_until(Duration::from_secs(5), || server.count() == 1).await);
+        let got = &server.received()[0];
+        assert_eq!(header(got, "x-scope-orgid"), "t1");
+        assert!(pairs(&got.request).contains(&("env".into(), "a".into())));
+
+        // A reload with other arguments updates the component; the export stays the same.
+        rt.load(&config(&server.url(), "b")).await.unwrap();
+        let info = rt.component("pyroscope.write.default").await.unwrap();
+        assert_eq!(receiver_value(info.exports), v1);
+        recv.append(labels(&[("service_name", "svc")]), vec![profile(1, 8, "2")])
+            .unwrap();
+        assert!(wait_until(Duration::from_secs(5), || server.count() == 2).await);
+        assert!(pairs(&server.received()[1].request).contains(&("env".into(), "b".into())));
+        let Some(Value::Object(debug)) = info.debug_info else {
+            panic!("no debug info")
+        };
+        assert!(matches!(debug.get("endpoints"), Some(Value::Array(a)) if a.len() == 1));
+
+        // Two auth methods: the load reports it at the component, the last good config stays.
+        let bad = r#"pyroscope.write "default" {
+  endpoint {
+    url          = "http://localhost:4040"
+    bearer_token = "a"
+    basic_auth {
+      username = "u"
+    }
+  }
+}
+"#;
+        let err = rt.load(bad).await.expect_err("refused");
+        let text = err.to_string();
+        assert!(
+            matches!(err, LoadError::Evaluation { .. }),
+            "unexpected error kind: {text}"
+        );
+        assert!(text.contains("config.river:1:"), "{text}");
+        assert!(text.contains("at most one of"), "{text}");
+        recv.append(labels(&[("service_name", "svc")]), vec![profile(1, 8, "3")])
+            .unwrap();
+        assert!(wait_until(Duration::from_secs(5), || server.count() == 3).await);
+
+        rt.shutdown().await;
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
