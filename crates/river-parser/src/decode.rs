@@ -769,12 +769,15 @@ fn string_to_number(s: &str) -> Option<Number> {
     }
 }
 
-/// Formats a number as text the way River prints it.
+/// Formats a number as text the way the reference converts numbers to strings.
 pub fn number_to_string(n: Number) -> String {
     match n {
         Number::Int(i) => i.to_string(),
         Number::Uint(u) => u.to_string(),
-        Number::Float(f) => crate::stdlib::format_float_g(f),
+        // Go's strconv.FormatFloat(f, 'f', -1, 64): shortest digits, never an exponent.
+        Number::Float(f) if f.is_nan() => "NaN".to_string(),
+        Number::Float(f) if f.is_infinite() => if f > 0.0 { "+Inf" } else { "-Inf" }.to_string(),
+        Number::Float(f) => format!("{f}"),
     }
 }
 
