@@ -53,9 +53,21 @@ pub struct EndpointOptions {
     pub tls_config: Option<TlsConfig>,
     #[serde(default)]
     pub proxy_url: Option<String>,
+    /// Comma-separated hosts, domains, IPs or CIDRs that bypass `proxy_url`.
+    #[serde(default)]
+    pub no_proxy: Option<String>,
+    /// Use the proxy named by `HTTPS_PROXY`/`HTTP_PROXY` (and `NO_PROXY`) instead.
+    #[serde(default)]
+    pub proxy_from_environment: bool,
+    /// Headers sent to the proxy.
+    #[serde(default)]
+    pub proxy_connect_header: BTreeMap<String, Vec<Secret>>,
     /// Whether redirects are followed (as in Alloy's HTTP client settings).
     #[serde(default = "default_true")]
     pub follow_redirects: bool,
+    /// Whether HTTP/2 may be negotiated (over TLS).
+    #[serde(default = "default_true")]
+    pub enable_http2: bool,
 }
 
 impl EndpointOptions {
@@ -76,7 +88,11 @@ impl EndpointOptions {
             authorization: None,
             tls_config: None,
             proxy_url: None,
+            no_proxy: None,
+            proxy_from_environment: false,
+            proxy_connect_header: BTreeMap::new(),
             follow_redirects: true,
+            enable_http2: true,
         }
     }
 
@@ -239,6 +255,26 @@ impl EndpointOptions {
         if let Some(p) = &self.proxy_url {
             reqwest::Url::parse(p).map_err(|e| invalid(format!("proxy_url: {e}")))?;
         }
+        if self.no_proxy.is_some() && self.proxy_url.is_none() {
+            return Err(invalid(
+                "if no_proxy is configured, proxy_url must also be configured".into(),
+            ));
+        }
+        if self.proxy_from_environment && (self.proxy_url.is_some() || self.no_proxy.is_some()) {
+            return Err(invalid(
+                "if proxy_from_environment is configured, proxy_url and no_proxy must not be configured"
+                    .into(),
+            ));
+        }
+        if !self.proxy_connect_header.is_empty()
+            && self.proxy_url.is_none()
+            && !self.proxy_from_environment
+        {
+            return Err(invalid(
+                "if proxy_connect_header is configured, proxy_url or proxy_from_environment must also be configured"
+                    .into(),
+            ));
+        }
         for name in self.headers.keys() {
             if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
                 return Err(invalid(format!("headers: invalid header name {name:?}")));
@@ -323,6 +359,13 @@ mod tests {
         assert!(e.validate().is_err());
         let mut e = ep();
         e.max_backoff_period = Duration::from_millis(1);
+        assert!(e.validate().is_err());
+        let mut e = ep();
+        e.no_proxy = Some("localhost".into());
+        assert!(e.validate().is_err());
+        e.proxy_url = Some("http://proxy:3128".into());
+        assert!(e.validate().is_ok());
+        e.proxy_from_environment = true;
         assert!(e.validate().is_err());
     }
 }

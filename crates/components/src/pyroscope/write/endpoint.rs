@@ -180,16 +180,66 @@ fn build_client(opts: &EndpointOptions) -> Result<reqwest::Client, String> {
         } else {
             reqwest::redirect::Policy::none()
         });
-    if let Some(p) = &opts.proxy_url {
-        let proxy = reqwest::Proxy::all(p.as_str()).map_err(|e| format!("proxy_url: {e}"))?;
+    if let Some(proxy) = proxy(opts)? {
         builder = builder.proxy(proxy);
     }
+    if !opts.enable_http2 {
+        builder = builder.http1_only();
+    }
     if let Some(tls) = &opts.tls_config {
-        builder = builder.tls_backend_preconfigured(super::tls::client_config(tls)?);
+        builder =
+            builder.tls_backend_preconfigured(super::tls::client_config(tls, opts.enable_http2)?);
     }
     builder
         .build()
         .map_err(|e| format!("building HTTP client: {e}"))
+}
+
+/// The proxy from `proxy_url` (or the environment with `proxy_from_environment`).
+fn proxy(opts: &EndpointOptions) -> Result<Option<reqwest::Proxy>, String> {
+    let (url, no_proxy) = if opts.proxy_from_environment {
+        let https = opts.url.starts_with("https:");
+        let names: &[&str] = if https {
+            &["HTTPS_PROXY", "https_proxy"]
+        } else {
+            &["HTTP_PROXY", "http_proxy"]
+        };
+        match names
+            .iter()
+            .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+        {
+            Some(url) => (url, reqwest::NoProxy::from_env()),
+            None => return Ok(None),
+        }
+    } else {
+        match &opts.proxy_url {
+            Some(url) => (
+                url.clone(),
+                opts.no_proxy
+                    .as_deref()
+                    .and_then(reqwest::NoProxy::from_string),
+            ),
+            None => return Ok(None),
+        }
+    };
+    let mut proxy = reqwest::Proxy::all(url.as_str())
+        .map_err(|e| format!("proxy: {e}"))?
+        .no_proxy(no_proxy);
+    if !opts.proxy_connect_header.is_empty() {
+        let mut headers = HeaderMap::new();
+        for (k, values) in &opts.proxy_connect_header {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|e| format!("proxy_connect_header: invalid name {k:?}: {e}"))?;
+            for v in values {
+                let mut value = HeaderValue::from_str(v.expose())
+                    .map_err(|e| format!("proxy_connect_header: invalid value for {k:?}: {e}"))?;
+                value.set_sensitive(true);
+                headers.append(name.clone(), value);
+            }
+        }
+        proxy = proxy.headers(headers);
+    }
+    Ok(Some(proxy))
 }
 
 /// Result of one attempt.

@@ -40,7 +40,7 @@ fn parse_certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, S
 }
 
 /// The rustls client configuration for `tls`.
-pub fn client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, String> {
+pub fn client_config(tls: &TlsConfig, http2: bool) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
 
     let mut roots = RootCertStore::empty();
@@ -110,7 +110,11 @@ pub fn client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, String> {
         }
         _ => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Ok(config)
 }
 
