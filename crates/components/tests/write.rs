@@ -785,7 +785,7 @@ async fn write_times_out_silent_server_and_bounds_queue() {
     }
     let append_time = started.elapsed();
     assert!(
-        append_time < Duration::from_millis(200),
+        append_time < Duration::from_millis(250),
         "appends took {append_time:?}"
     );
 

@@ -64,6 +64,14 @@ pub fn client_config(tls: &TlsConfig, http2: bool) -> Result<rustls::ClientConfi
     let verifier: Arc<dyn ServerCertVerifier> = if tls.insecure_skip_verify {
         Arc::new(AcceptAnyCert {
             provider: Arc::clone(&provider),
+            reject: false,
+        })
+    } else if roots.is_empty() {
+        // No CA given and none installed: every server certificate is unknown. Fail at the
+        // handshake (a clear, counted push error) rather than refusing the configuration.
+        Arc::new(AcceptAnyCert {
+            provider: Arc::clone(&provider),
+            reject: true,
         })
     } else {
         let webpki =
@@ -161,10 +169,12 @@ impl ServerCertVerifier for FixedServerName {
     }
 }
 
-/// `insecure_skip_verify`: any certificate is accepted (handshake signatures are still checked).
+/// `insecure_skip_verify`: any certificate is accepted (handshake signatures are still checked);
+/// with `reject`, every certificate is refused as coming from an unknown issuer.
 #[derive(Debug)]
 struct AcceptAnyCert {
     provider: Arc<CryptoProvider>,
+    reject: bool,
 }
 
 impl ServerCertVerifier for AcceptAnyCert {
@@ -176,6 +186,11 @@ impl ServerCertVerifier for AcceptAnyCert {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if self.reject {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ));
+        }
         Ok(ServerCertVerified::assertion())
     }
 
