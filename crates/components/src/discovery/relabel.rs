@@ -110,9 +110,9 @@ pub enum RelabelError {
     OnlySourceAndTarget(Action),
 }
 
-/// The `rule` block as written (after defaults), before validation.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// The `rule` block as written (after defaults). Decoding it validates it (see
+/// [`Rule::new`]), so that a River decoder reports an invalid rule at the rule block.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleArgs {
     /// `None` when the attribute is absent (labeldrop/labelkeep reject it even when empty).
     pub source_labels: Option<Vec<String>>,
@@ -122,6 +122,73 @@ pub struct RuleArgs {
     pub target_label: String,
     pub replacement: String,
     pub action: String,
+}
+
+/// The fields of a `rule` block, decoded without validation.
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawRuleArgs {
+    source_labels: Option<Vec<String>>,
+    separator: String,
+    regex: String,
+    modulus: u64,
+    target_label: String,
+    replacement: String,
+    action: String,
+}
+
+impl Default for RawRuleArgs {
+    fn default() -> Self {
+        let d = RuleArgs::default();
+        RawRuleArgs {
+            source_labels: d.source_labels,
+            separator: d.separator,
+            regex: d.regex,
+            modulus: d.modulus,
+            target_label: d.target_label,
+            replacement: d.replacement,
+            action: d.action,
+        }
+    }
+}
+
+const RULE_FIELDS: &[&str] = &[
+    "source_labels",
+    "separator",
+    "regex",
+    "modulus",
+    "target_label",
+    "replacement",
+    "action",
+];
+
+impl<'de> Deserialize<'de> for RuleArgs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RuleArgs;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a rule block")
+            }
+            // Validation happens inside `visit_map` so the decoder attributes errors to the block.
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RuleArgs, A::Error> {
+                let raw =
+                    RawRuleArgs::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                let args = RuleArgs {
+                    source_labels: raw.source_labels,
+                    separator: raw.separator,
+                    regex: raw.regex,
+                    modulus: raw.modulus,
+                    target_label: raw.target_label,
+                    replacement: raw.replacement,
+                    action: raw.action,
+                };
+                Rule::new(&args).map_err(serde::de::Error::custom)?;
+                Ok(args)
+            }
+        }
+        d.deserialize_struct("RuleArgs", RULE_FIELDS, V)
+    }
 }
 
 impl Default for RuleArgs {
