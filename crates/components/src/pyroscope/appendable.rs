@@ -194,9 +194,11 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
+    type Call = (BTreeMap<String, String>, Vec<RawProfile>);
+
     #[derive(Default)]
     struct Recorder {
-        got: Mutex<Vec<(BTreeMap<String, String>, Vec<RawProfile>)>>,
+        got: Mutex<Vec<Call>>,
         fail: bool,
     }
 
