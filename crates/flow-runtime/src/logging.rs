@@ -14,7 +14,7 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{reload, EnvFilter, Layer};
+use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -83,44 +83,59 @@ impl LoggingConfig {
     }
 }
 
-type BoxedLayer = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
+type FilteredRegistry =
+    tracing_subscriber::layer::Layered<reload::Layer<EnvFilter, Registry>, Registry>;
+type BoxedLayer = Box<dyn Layer<FilteredRegistry> + Send + Sync>;
 
-fn make_layer(cfg: &LoggingConfig) -> BoxedLayer {
+fn make_filter(cfg: &LoggingConfig) -> EnvFilter {
     // RUST_LOG, when set, refines the level from the file (useful when debugging one module).
-    let filter = std::env::var("RUST_LOG")
+    std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
-        .unwrap_or_else(|| EnvFilter::new(cfg.level.as_str()));
+        .unwrap_or_else(|| EnvFilter::new(cfg.level.as_str()))
+}
+
+fn make_layer(cfg: &LoggingConfig) -> BoxedLayer {
     match cfg.format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(false)
             .with_span_list(true)
             .with_writer(std::io::stderr)
-            .with_filter(filter)
             .boxed(),
         LogFormat::Logfmt => tracing_subscriber::fmt::layer()
             .event_format(Logfmt)
             .with_writer(std::io::stderr)
-            .with_filter(filter)
             .boxed(),
     }
 }
 
 /// Installs the global subscriber with `initial` and returns a hook that swaps level and format
-/// when a (re)loaded file has a `logging` block.
+/// when a (re)loaded file has a `logging` block. (The filter and the formatting layer are
+/// reloaded separately: tracing-subscriber cannot reload a per-layer filter.)
 pub fn init(initial: &LoggingConfig) -> crate::runtime::LoggingHook {
-    let (layer, handle) = reload::Layer::new(make_layer(initial));
-    let _ = tracing_subscriber::registry().with(layer).try_init();
+    let (filter, filter_handle) = reload::Layer::new(make_filter(initial));
+    let (layer, layer_handle) = reload::Layer::new(make_layer(initial));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(layer)
+        .try_init();
     let current = std::sync::Mutex::new(initial.clone());
     Arc::new(move |cfg: &LoggingConfig| {
         let mut cur = crate::component::lock(&current);
         if *cur == *cfg {
             return Ok(());
         }
-        handle
-            .reload(make_layer(cfg))
-            .map_err(|e| format!("applying logging block: {e}"))?;
+        if cur.level != cfg.level {
+            filter_handle
+                .reload(make_filter(cfg))
+                .map_err(|e| format!("applying logging level: {e}"))?;
+        }
+        if cur.format != cfg.format {
+            layer_handle
+                .reload(make_layer(cfg))
+                .map_err(|e| format!("applying logging format: {e}"))?;
+        }
         *cur = cfg.clone();
         Ok(())
     })

@@ -124,6 +124,11 @@ impl Registry {
         self
     }
 
+    /// Adds every component of `other` (replacing same-named ones).
+    pub fn extend(&mut self, other: Registry) {
+        self.builders.extend(other.builders);
+    }
+
     /// Registered component names, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.builders.keys().map(|s| s.as_str())

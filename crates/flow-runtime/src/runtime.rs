@@ -170,6 +170,15 @@ struct Inner {
     last_error: Mutex<Option<String>>,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle is gone without `shutdown`: still stop every component's `run`.
+        for n in &self.state.get_mut().nodes {
+            n.cancel.cancel();
+        }
+    }
+}
+
 /// A running component graph. Cheap to clone.
 #[derive(Clone)]
 pub struct Runtime {

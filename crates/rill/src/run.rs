@@ -20,6 +20,10 @@ pub struct RunArgs {
     /// How often `--config.watch` checks the file.
     #[arg(long = "config.watch-interval", default_value = "1s", value_parser = parse_duration)]
     pub watch_interval: Duration,
+    /// Also register the runtime's test components (test.pulse, test.passthrough, test.sum);
+    /// used by the end-to-end tests.
+    #[arg(long = "feature.test-components", hide = true)]
+    pub test_components: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -36,6 +40,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let test_components = args.test_components;
     let cfg = flow_runtime::agent::AgentConfig {
         config_file: args.file,
         listen_addr: args.listen_addr,
@@ -44,13 +49,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         init_logging: true,
     };
     let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(flow_runtime::agent::run(cfg, registry()))
-}
-
-/// Every component `rill run` knows.
-fn registry() -> flow_runtime::Registry {
-    // TODO(runtime): switch to `components::registry()` once the components crate provides it;
-    // until then only the runtime's test components (test.pulse, test.passthrough, test.sum)
-    // are available.
-    flow_runtime::testing::registry()
+    let mut registry = components::registry();
+    if test_components {
+        registry.extend(flow_runtime::testing::registry());
+    }
+    rt.block_on(flow_runtime::agent::run(cfg, registry))
 }
