@@ -1,5 +1,6 @@
 //! `pyroscope.*` components: profiling and pushing profiles.
 
 pub mod appendable;
+pub mod ebpf;
 pub mod push_proto;
 pub mod write;

@@ -1,0 +1,633 @@
+//! `pyroscope.ebpf` without root: the component driven by the probe's `MockSource`, with a fake
+//! `/proc` (cgroup files naming containers) and a fake kallsyms so stacks get names. Covers
+//! target matching, service_name inference, one profile per target, labels, what the kernel is
+//! told about each pid, exits, updates, health, metrics and argument validation through the
+//! runtime.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use components::pyroscope::appendable::{AppendError, Appendable, AppendableRef, RawProfile};
+use components::pyroscope::ebpf::{Arguments, Ebpf, EbpfOptions};
+use ebpf_probe::pprof::{decode, folded, Profile};
+use ebpf_probe::probe::mock::{MockHandle, MockSource};
+use ebpf_probe::probe::{LostCounters, ProbeConfig, ProbeError, SampleSource};
+use ebpf_probe::symbolize::SymbolizerConfig;
+use flow_runtime::{
+    CancellationToken, Component, ExportsHandle, HealthState, MetricsRegistry, Options,
+};
+use river_parser::{Number, Value};
+
+/// A receiver that keeps everything appended.
+#[derive(Default)]
+struct Recorder {
+    got: Mutex<Vec<(BTreeMap<String, String>, Vec<RawProfile>)>>,
+}
+
+impl Appendable for Recorder {
+    fn append(
+        &self,
+        labels: BTreeMap<String, String>,
+        profiles: Vec<RawProfile>,
+    ) -> Result<(), AppendError> {
+        self.got.lock().unwrap().push((labels, profiles));
+        Ok(())
+    }
+}
+
+impl Recorder {
+    fn take(&self) -> Vec<(BTreeMap<String, String>, Profile)> {
+        std::mem::take(&mut *self.got.lock().unwrap())
+            .into_iter()
+            .map(|(l, p)| {
+                assert_eq!(p.len(), 1, "one profile per append");
+                (l, decode(&p[0].raw).expect("valid gzipped pprof"))
+            })
+            .collect()
+    }
+}
+
+const CID_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const CID_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+// Fake kernel symbols: three functions 0x100 bytes apart.
+const K_LEAF: u64 = 0xffff_ffff_8100_0010;
+const K_MID: u64 = 0xffff_ffff_8100_0110;
+const K_ROOT: u64 = 0xffff_ffff_8100_0210;
+const K_OTHER: u64 = 0xffff_ffff_8100_0310;
+
+struct Fixture {
+    _dir: tempdir::Dir,
+    proc_root: PathBuf,
+    kallsyms: PathBuf,
+    modules: PathBuf,
+}
+
+mod tempdir {
+    use std::path::{Path, PathBuf};
+
+    /// A directory removed on drop.
+    pub struct Dir(PathBuf);
+
+    impl Dir {
+        pub fn new(tag: &str) -> Dir {
+            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let p =
+                std::env::temp_dir().join(format!("rill-ebpf-{tag}-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).unwrap();
+            Dir(p)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempdir::Dir::new("mock");
+        let proc_root = dir.path().join("proc");
+        std::fs::create_dir_all(&proc_root).unwrap();
+        let kallsyms = dir.path().join("kallsyms");
+        std::fs::write(
+            &kallsyms,
+            "ffffffff81000000 T k_leaf\nffffffff81000100 T k_mid\nffffffff81000200 T k_root\nffffffff81000300 T k_other\nffffffff81000400 T k_end\n",
+        )
+        .unwrap();
+        let modules = dir.path().join("modules");
+        std::fs::write(&modules, "").unwrap();
+        Fixture {
+            _dir: dir,
+            proc_root,
+            kallsyms,
+            modules,
+        }
+    }
+
+    /// A process whose cgroup names `container` (a host process when `None`).
+    fn process(&self, pid: u32, container: Option<&str>) {
+        let d = self.proc_root.join(pid.to_string());
+        std::fs::create_dir_all(&d).unwrap();
+        let cgroup = match container {
+            Some(id) => format!("0::/system.slice/docker-{id}.scope\n"),
+            None => "0::/user.slice/user-0.slice/session-3.scope\n".to_string(),
+        };
+        std::fs::write(d.join("cgroup"), cgroup).unwrap();
+    }
+
+    fn options(&self, source: MockSource) -> EbpfOptions {
+        let slot = Arc::new(Mutex::new(Some(source)));
+        EbpfOptions {
+            source: Arc::new(move |_cfg: &ProbeConfig| {
+                slot.lock()
+                    .unwrap()
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn SampleSource>)
+                    .ok_or_else(|| ProbeError::Load("mock source already taken".into()))
+            }),
+            probe: ProbeConfig::default(),
+            symbolizer: SymbolizerConfig {
+                proc_root: self.proc_root.clone(),
+                kallsyms_path: self.kallsyms.clone(),
+                modules_path: self.modules.clone(),
+                ..SymbolizerConfig::default()
+            },
+            proc_root: self.proc_root.clone(),
+            event_poll: Duration::from_millis(10),
+        }
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn options(id: &str) -> Options {
+    Options {
+        id: id.to_string(),
+        span: tracing::Span::none(),
+        data_path: std::env::temp_dir().join("rill-ebpf-unused"),
+        exports: ExportsHandle::new(),
+        metrics: MetricsRegistry::for_component(id),
+    }
+}
+
+struct Running {
+    component: Arc<Ebpf>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    metrics: MetricsRegistry,
+}
+
+impl Running {
+    async fn start(args: Arguments, options: EbpfOptions) -> Running {
+        let opts = self::options("pyroscope.ebpf.test");
+        let metrics = opts.metrics.clone();
+        let component = Arc::new(Ebpf::build_with(opts, args, options).expect("build"));
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(Arc::clone(&component).run(cancel.clone()));
+        Running {
+            component,
+            cancel,
+            task,
+            metrics,
+        }
+    }
+
+    /// Handles pending events (blocking call on a blocking thread).
+    async fn sync(&self) {
+        let c = Arc::clone(&self.component);
+        assert!(tokio::task::spawn_blocking(move || c.sync()).await.unwrap());
+    }
+
+    async fn collect(&self) {
+        let c = Arc::clone(&self.component);
+        assert!(tokio::task::spawn_blocking(move || c.collect_now())
+            .await
+            .unwrap());
+    }
+
+    async fn update(&self, args: Arguments) {
+        self.component.update(args).expect("update");
+        self.sync().await;
+    }
+
+    fn metrics_text(&self) -> String {
+        let mut out = String::new();
+        self.metrics
+            .with(|r| prometheus_client::encoding::text::encode_registry(&mut out, r).unwrap());
+        out
+    }
+
+    fn debug(&self, key: &str) -> u64 {
+        let Some(Value::Object(o)) = self.component.debug_info() else {
+            panic!("no debug info");
+        };
+        match o.get(key) {
+            Some(Value::Number(Number::Uint(n))) => *n,
+            other => panic!("debug info {key}: {other:?}"),
+        }
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// Reports `pid` to the component as unknown and waits until it was answered.
+async fn introduce(r: &Running, h: &MockHandle, pids: &[u32]) {
+    for &pid in pids {
+        h.sample(pid, &[], &[K_LEAF], 1);
+    }
+    r.sync().await;
+    assert!(
+        h.pending().is_empty(),
+        "every pid answered: {:?}",
+        h.pending()
+    );
+}
+
+fn profile_for<'a>(
+    got: &'a [(BTreeMap<String, String>, Profile)],
+    service: &str,
+) -> &'a (BTreeMap<String, String>, Profile) {
+    let matching: Vec<_> = got
+        .iter()
+        .filter(|(l, _)| l.get("service_name").map(String::as_str) == Some(service))
+        .collect();
+    assert_eq!(
+        matching.len(),
+        1,
+        "exactly one profile for {service}; got services {:?}",
+        got.iter()
+            .map(|(l, _)| l.get("service_name"))
+            .collect::<Vec<_>>()
+    );
+    matching[0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_profile_per_target_with_labels_and_kernel_told_what_to_profile() {
+    let fx = Fixture::new();
+    fx.process(101, Some(CID_A));
+    fx.process(102, Some(CID_A));
+    fx.process(103, Some(CID_B));
+    fx.process(104, None); // host process, no target
+    fx.process(105, Some(CID_B)); // targeted by __process_pid__, wins over its container
+    let (source, h) = MockSource::new();
+    let rec = Arc::new(Recorder::default());
+    let mut args = Arguments::new(vec![rec.clone() as AppendableRef]);
+    args.targets = vec![
+        labels(&[
+            ("__meta_docker_container_id", CID_A),
+            ("__meta_docker_container_name", "/app-a"),
+            ("job", "a"),
+        ]),
+        labels(&[
+            ("__container_id__", &format!("containerd://{CID_B}")),
+            ("service_name", "svc-b"),
+        ]),
+        labels(&[("__process_pid__", "105"), ("service_name", "by-pid")]),
+        // no way to name the service: discarded
+        labels(&[("__container_id__", "cccc")]),
+    ];
+    args.collect_kernel_profile = true;
+    args.collect_user_profile = false;
+    let r = Running::start(args, fx.options(source)).await;
+    introduce(&r, &h, &[101, 102, 103, 104, 105]).await;
+
+    for pid in [101, 102, 103, 105] {
+        let c = h.pid_config(pid).expect("configured");
+        assert!(c.profile && c.kernel && !c.user, "pid {pid}: {c:?}");
+    }
+    assert!(
+        !h.pid_config(104).unwrap().profile,
+        "unmatched host pid is not profiled"
+    );
+    assert_eq!(r.debug("processes_profiled"), 4);
+    assert_eq!(r.debug("processes_known"), 5);
+    assert_eq!(r.debug("targets"), 3);
+    assert_eq!(r.debug("targets_discarded"), 1);
+
+    // Two pids of container A, same stack and another one.
+    h.sample(101, &[], &[K_LEAF, K_MID, K_ROOT], 30);
+    h.sample(102, &[], &[K_LEAF, K_MID, K_ROOT], 10);
+    h.sample(102, &[], &[K_OTHER, K_ROOT], 20);
+    h.sample(103, &[], &[K_OTHER], 5);
+    h.sample(104, &[], &[K_OTHER], 50); // ignored by the "kernel"
+    h.sample(105, &[], &[K_MID], 7);
+    h.lose(LostCounters {
+        counts_map_full: 3,
+        ..Default::default()
+    });
+    r.collect().await;
+    let got = rec.take();
+    assert_eq!(got.len(), 3, "one profile per matched target");
+
+    let (l, p) = profile_for(&got, "/app-a");
+    assert_eq!(l["__name__"], "process_cpu");
+    assert_eq!(l["__container_id__"], CID_A);
+    assert_eq!(l["job"], "a");
+    assert_eq!(p.period, 1_000_000_000 / 97);
+    assert!(p.time_nanos > 0);
+    assert!(p.duration_nanos >= 0);
+    assert_eq!(p.str(p.sample_type[0].r#type), "cpu");
+    assert_eq!(p.str(p.sample_type[0].unit), "nanoseconds");
+    assert_eq!(
+        folded(p),
+        "k_root;k_mid;k_leaf 40\nk_root;k_other 20\n",
+        "pids 101 and 102 aggregated into one profile"
+    );
+
+    let (l, p) = profile_for(&got, "svc-b");
+    assert_eq!(l["__container_id__"], CID_B);
+    assert_eq!(folded(p), "k_other 5\n");
+
+    let (l, p) = profile_for(&got, "by-pid");
+    assert_eq!(l["__process_pid__"], "105");
+    assert_eq!(folded(p), "k_mid 7\n");
+
+    assert_eq!(
+        r.debug("samples"),
+        72,
+        "pid 104 is not counted by the kernel"
+    );
+    assert_eq!(r.debug("lost_samples"), 3);
+    assert_eq!(r.debug("targets_matched"), 3);
+    let m = r.metrics_text();
+    for want in [
+        "pyroscope_ebpf_samples_total{component_id=\"pyroscope.ebpf.test\"} 72",
+        "pyroscope_ebpf_lost_samples_total{component_id=\"pyroscope.ebpf.test\"} 3",
+        "pyroscope_ebpf_container_id_cache_miss_total{component_id=\"pyroscope.ebpf.test\"} 5",
+        "pyroscope_ebpf_pid_cache_hit_total",
+        "pyroscope_ebpf_elf_cache_stat_miss_total",
+        "pyroscope_fanout_latency_count{component_id=\"pyroscope.ebpf.test\"} 3",
+    ] {
+        assert!(m.contains(want), "metrics lack {want:?}:\n{m}");
+    }
+
+    // Nothing sampled: nothing sent.
+    r.collect().await;
+    assert!(rec.take().is_empty());
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_target_gets_unmatched_processes_and_the_component_id() {
+    let fx = Fixture::new();
+    fx.process(201, None);
+    fx.process(202, Some(CID_B));
+    fx.process(203, Some(CID_A));
+    let (source, h) = MockSource::new();
+    let rec = Arc::new(Recorder::default());
+    let mut args = Arguments::new(vec![rec.clone() as AppendableRef]);
+    args.targets = vec![labels(&[
+        (
+            "__meta_kubernetes_pod_container_id",
+            &format!("cri-o://{CID_A}"),
+        ),
+        ("__meta_kubernetes_namespace", "ns"),
+        ("__meta_kubernetes_pod_container_name", "web"),
+    ])];
+    args.targets_only = false;
+    args.default_target = labels(&[("env", "host")]);
+    let r = Running::start(args, fx.options(source)).await;
+    introduce(&r, &h, &[201, 202, 203]).await;
+    assert!(h.pid_config(201).unwrap().profile);
+    assert!(h.pid_config(202).unwrap().profile);
+    h.sample(201, &[], &[K_LEAF], 2);
+    h.sample(202, &[], &[K_MID], 3);
+    h.sample(203, &[], &[K_ROOT], 4);
+    r.collect().await;
+    let got = rec.take();
+    assert_eq!(got.len(), 2);
+    let (l, p) = profile_for(&got, "pyroscope.ebpf.test");
+    assert_eq!(l["env"], "host");
+    assert!(!l.contains_key("__container_id__"));
+    assert_eq!(
+        folded(p),
+        "k_leaf 2\nk_mid 3\n",
+        "both unmatched pids in one profile"
+    );
+    let (l, p) = profile_for(&got, "ns/web");
+    assert_eq!(l["__container_id__"], CID_A);
+    assert_eq!(folded(p), "k_root 4\n");
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_annotation_wins_and_targets_update_reconfigures_pids() {
+    let fx = Fixture::new();
+    fx.process(301, Some(CID_A));
+    let (source, h) = MockSource::new();
+    let rec = Arc::new(Recorder::default());
+    let args = Arguments::new(vec![rec.clone() as AppendableRef]);
+    let r = Running::start(args.clone(), fx.options(source)).await;
+    introduce(&r, &h, &[301]).await;
+    assert!(!h.pid_config(301).unwrap().profile, "no targets yet");
+    h.sample(301, &[], &[K_LEAF], 9);
+    r.collect().await;
+    assert!(rec.take().is_empty());
+
+    // Discovery catches up: the container becomes a target.
+    let mut args2 = args.clone();
+    args2.targets = vec![labels(&[
+        ("__meta_docker_container_id", CID_A),
+        (
+            "__meta_kubernetes_pod_annotation_pyroscope_io_service_name",
+            "annotated",
+        ),
+        ("__meta_docker_container_name", "/ignored"),
+    ])];
+    r.update(args2.clone()).await;
+    let c = h.pid_config(301).unwrap();
+    assert!(c.profile && c.user && c.kernel, "{c:?}");
+    h.sample(301, &[], &[K_LEAF], 9);
+    r.collect().await;
+    let got = rec.take();
+    let (_, p) = profile_for(&got, "annotated");
+    assert_eq!(folded(p), "k_leaf 9\n");
+
+    // Kernel stacks switched off: the kernel is told.
+    let mut args3 = args2.clone();
+    args3.collect_kernel_profile = false;
+    r.update(args3).await;
+    assert!(!h.pid_config(301).unwrap().kernel);
+
+    // Targets gone again: the pid is no longer profiled.
+    r.update(args).await;
+    assert!(!h.pid_config(301).unwrap().profile);
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exited_processes_are_sent_then_forgotten() {
+    let fx = Fixture::new();
+    fx.process(401, Some(CID_A));
+    let (source, h) = MockSource::new();
+    let rec = Arc::new(Recorder::default());
+    let mut args = Arguments::new(vec![rec.clone() as AppendableRef]);
+    args.targets = vec![labels(&[
+        ("__container_id__", CID_A),
+        ("service_name", "a"),
+    ])];
+    let r = Running::start(args, fx.options(source)).await;
+    introduce(&r, &h, &[401]).await;
+    // Samples counted, then the process exits before the collect.
+    h.sample(401, &[], &[K_LEAF], 6);
+    h.exit(401);
+    r.sync().await;
+    assert_eq!(
+        r.debug("processes_known"),
+        1,
+        "kept until its samples are sent"
+    );
+    r.collect().await;
+    let got = rec.take();
+    assert_eq!(folded(&profile_for(&got, "a").1), "k_leaf 6\n");
+    assert_eq!(r.debug("processes_known"), 0, "forgotten after the collect");
+    assert_eq!(r.debug("container_id_cache_size"), 0);
+    // The pid is reused by another (host) process: asked about again and decided afresh.
+    fx.process(401, None);
+    introduce(&r, &h, &[401]).await;
+    assert!(!h.pid_config(401).unwrap().profile);
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_events_are_resynchronised_from_pending_pids() {
+    let fx = Fixture::new();
+    fx.process(501, Some(CID_A));
+    let (mut source, h) = MockSource::new();
+    // The component never sees the unknown-pid event (as if the ring buffer overflowed).
+    let _stolen = source.take_events();
+    let rec = Arc::new(Recorder::default());
+    let mut args = Arguments::new(vec![rec.clone() as AppendableRef]);
+    args.targets = vec![labels(&[
+        ("__container_id__", CID_A),
+        ("service_name", "a"),
+    ])];
+    let r = Running::start(args, fx.options(source)).await;
+    h.sample(501, &[], &[K_LEAF], 1);
+    h.lose(LostCounters {
+        events: 1,
+        ..Default::default()
+    });
+    r.collect().await;
+    assert!(h.pending().is_empty());
+    assert!(h.pid_config(501).unwrap().profile);
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unhealthy_without_privileges_and_idle() {
+    let rec = Arc::new(Recorder::default());
+    let args = Arguments::new(vec![rec.clone() as AppendableRef]);
+    let options = EbpfOptions {
+        source: Arc::new(|_cfg: &ProbeConfig| {
+            Err(ProbeError::Permission(
+                "loading BPF program: Operation not permitted (os error 1)".into(),
+            ))
+        }),
+        event_poll: Duration::from_millis(10),
+        ..EbpfOptions::default()
+    };
+    let r = Running::start(args, options).await;
+    let mut health = None;
+    for _ in 0..200 {
+        health = r.component.health();
+        if health.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let health = health.expect("health reported");
+    assert_eq!(health.state, HealthState::Unhealthy);
+    assert!(
+        health
+            .message
+            .starts_with("pyroscope.ebpf needs root or CAP_BPF+CAP_PERFMON: "),
+        "{}",
+        health.message
+    );
+    r.collect().await;
+    assert!(rec.take().is_empty());
+    r.stop().await;
+}
+
+fn runtime_opts(tag: &str) -> flow_runtime::RuntimeOptions {
+    flow_runtime::RuntimeOptions {
+        storage_path: std::env::temp_dir().join(format!("rill-ebpf-{tag}-{}", std::process::id())),
+        file_name: "config.river".into(),
+        config_path: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_arguments_are_decode_errors_at_their_attribute() {
+    let cases = [
+        (
+            "sample_rate = 0",
+            "sample_rate must be between 1 and 1000000, got 0",
+        ),
+        (
+            "pid_cache_size = -1",
+            "cache size must be greater than 0, got -1",
+        ),
+        (
+            "elf_cache_size = 0",
+            "cache size must be greater than 0, got 0",
+        ),
+        (
+            "container_id_cache_size = -5",
+            "cache size must be greater than 0, got -5",
+        ),
+        (
+            "collect_interval = \"0s\"",
+            "collect_interval must be greater than 0",
+        ),
+        ("demangle = \"fancy\"", "invalid demangle value \"fancy\""),
+        ("targets_only = \"yes\"", ""),
+        ("bogus = 1", "bogus"),
+    ];
+    for (attr, want) in cases {
+        let runtime = flow_runtime::Runtime::new(components::registry(), runtime_opts("invalid"));
+        let src = format!(
+            "pyroscope.write \"w\" {{\n}}\n\npyroscope.ebpf \"x\" {{\n  forward_to = [pyroscope.write.w.receiver]\n  {attr}\n}}\n"
+        );
+        let err = runtime.load(&src).await.expect_err(attr);
+        let rendered = err.rendered().to_string();
+        assert!(rendered.contains(want), "{attr}: {rendered}");
+        assert!(
+            rendered.starts_with("config.river:6:3: "),
+            "{attr}: error at the attribute: {rendered}"
+        );
+        runtime.shutdown().await;
+    }
+    // forward_to is required.
+    let runtime = flow_runtime::Runtime::new(components::registry(), runtime_opts("missing"));
+    let err = runtime
+        .load("pyroscope.ebpf \"x\" {\n}\n")
+        .await
+        .expect_err("forward_to missing");
+    assert!(
+        err.rendered()
+            .contains("missing required attribute \"forward_to\""),
+        "{}",
+        err.rendered()
+    );
+    runtime.shutdown().await;
+}
+
+#[test]
+fn reference_defaults() {
+    let a = Arguments::new(Vec::new());
+    assert!(a.targets_only && a.collect_user_profile && a.collect_kernel_profile);
+    assert_eq!(a.collect_interval.0.as_std(), Duration::from_secs(15));
+    assert_eq!(a.sample_rate.0, 97);
+    assert_eq!(
+        (
+            a.pid_cache_size.0,
+            a.elf_cache_size.0,
+            a.container_id_cache_size.0
+        ),
+        (32, 128, 64)
+    );
+    assert_eq!(a.demangle.0, ebpf_probe::symbolize::Demangle::None);
+    let _ = Path::new("");
+}
