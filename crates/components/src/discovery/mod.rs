@@ -1,4 +1,5 @@
 //! `discovery.*` components: they find targets (label sets).
 
 pub mod docker;
+pub mod kubernetes;
 pub mod relabel;
