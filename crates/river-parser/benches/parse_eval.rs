@@ -117,9 +117,13 @@ fn quick_report() {
     let lex_mbs = throughput(river.len(), budget, || {
         river_parser::lexer::tokenize(&river).tokens.len()
     });
+    let file = parse_file(&river).expect("generated config parses");
+    let eval_mbs = throughput(river.len(), budget, || {
+        eval_body(&file.body, &scope).map_or(0, |v| v.items.len())
+    });
     println!(
         "parse_eval: breakdown: tokenize only {lex_mbs:.1} MB/s, parse_file (incl. tokenize) \
-         {parse_mbs:.1} MB/s"
+         {parse_mbs:.1} MB/s, eval_body only {eval_mbs:.1} MB/s"
     );
     println!(
         "parse_eval: river {:.1} MB ({blocks} blocks) parse+eval {river_mbs:.1} MB/s; \
@@ -139,6 +143,10 @@ fn bench(c: &mut Criterion) {
     g.bench_function("river_parse_eval", |b| {
         b.iter(|| parse_and_eval(black_box(&river), &scope))
     });
+    let file = parse_file(&river).expect("generated config parses");
+    g.bench_function("river_eval_only", |b| {
+        b.iter(|| eval_body(black_box(&file.body), &scope).map(|v| v.items.len()))
+    });
     g.bench_function("river_parse_only", |b| {
         b.iter(|| parse_file(black_box(&river)).map(|f| f.body.len()))
     });
@@ -152,7 +160,10 @@ fn bench(c: &mut Criterion) {
 criterion_group!(benches, bench);
 
 fn main() {
-    quick_report();
+    // Profiling runs (`--profile-time`) want only the selected benchmark.
+    if !std::env::args().any(|a| a == "--profile-time") {
+        quick_report();
+    }
     benches();
     Criterion::default().configure_from_args().final_summary();
 }

@@ -190,8 +190,12 @@ fn eval_body_into(body: &ast::Body, scope: &Scope, diags: &mut Diagnostics) -> B
             },
             ast::Stmt::Block(b) => {
                 let inner = eval_body_into(&b.body, scope, diags);
+                let name = match b.name.as_slice() {
+                    [single] => single.name.clone(),
+                    _ => b.full_name(),
+                };
                 items.push(BodyItem::Block {
-                    name: b.full_name(),
+                    name,
                     label: b.label.clone(),
                     name_span: b.name_span(),
                     body: inner,
