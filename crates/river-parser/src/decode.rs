@@ -608,6 +608,31 @@ impl<'a> BlocksDeserializer<'a> {
     }
 }
 
+/// Scalar targets cannot be filled from a block.
+macro_rules! not_a_block {
+    ($($method:ident)*) => {
+        $(
+            fn $method<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Error> {
+                Err(self.used_as_block())
+            }
+        )*
+    };
+}
+
+impl<'a> BlocksDeserializer<'a> {
+    fn used_as_block(&self) -> Error {
+        Error {
+            kind: ErrorKind::Message(format!(
+                "{:?} must be an attribute, but is used as a block",
+                self.name
+            )),
+            span: self.blocks.first().map(|b| b.name_span()),
+            path: Vec::new(),
+            prefixed: true,
+        }
+    }
+}
+
 impl<'de, 'a> Deserializer<'de> for BlocksDeserializer<'a> {
     type Error = Error;
 
@@ -667,9 +692,50 @@ impl<'de, 'a> Deserializer<'de> for BlocksDeserializer<'a> {
         visitor.visit_unit()
     }
 
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-        bytes byte_buf unit unit_struct tuple tuple_struct map enum identifier
+    fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.single()?.deserialize_map(visitor)
+    }
+
+    not_a_block! {
+        deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64
+        deserialize_i128 deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64
+        deserialize_u128 deserialize_f32 deserialize_f64 deserialize_char deserialize_str
+        deserialize_string deserialize_bytes deserialize_byte_buf deserialize_unit
+        deserialize_identifier
+    }
+
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _visitor: V,
+    ) -> Result<V::Value, Error> {
+        Err(self.used_as_block())
+    }
+
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        _len: usize,
+        _visitor: V,
+    ) -> Result<V::Value, Error> {
+        Err(self.used_as_block())
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _len: usize,
+        _visitor: V,
+    ) -> Result<V::Value, Error> {
+        Err(self.used_as_block())
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        _visitor: V,
+    ) -> Result<V::Value, Error> {
+        Err(self.used_as_block())
     }
 }
 
