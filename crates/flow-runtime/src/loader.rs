@@ -179,9 +179,7 @@ pub fn load(file: &File, src: &str, registry: &Registry) -> Result<GraphDef, Dia
             }
             match found {
                 Some(j) if j == i => {
-                    if self_ref.is_none() {
-                        self_ref = Some(span);
-                    }
+                    self_ref.get_or_insert(span);
                 }
                 Some(j) => {
                     refs.insert(j);
