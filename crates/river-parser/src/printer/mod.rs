@@ -400,7 +400,28 @@ fn is_printable(c: char) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::go_quote;
+    use super::{format_source, go_quote};
+
+    #[test]
+    fn crlf_input_gives_lf_output() {
+        let out = format_source("a = 1\r\nbb = 2 // c\r\n\r\nblock {\r\n}\r\n").unwrap();
+        assert_eq!(out, "a  = 1\nbb = 2 // c\n\nblock { }\n");
+    }
+
+    #[test]
+    fn empty_and_comment_only_files() {
+        assert_eq!(format_source("").unwrap(), "");
+        assert_eq!(format_source("\n\n").unwrap(), "");
+        assert_eq!(format_source("// only\n\n\n/* c */\n").unwrap(), "// only\n\n/* c */\n");
+    }
+
+    #[test]
+    fn line_comment_never_swallows_the_next_token() {
+        let out = format_source("x = f(1, // c\n)\n").unwrap();
+        assert_eq!(out, "x = f(1, // c\n)\n");
+        let out = format_source("x = f(// c\n1)\n").unwrap();
+        assert_eq!(out, "x = f( // c\n\t1)\n");
+    }
 
     #[test]
     fn quotes_like_go() {
