@@ -412,7 +412,10 @@ mod tests {
     fn empty_and_comment_only_files() {
         assert_eq!(format_source("").unwrap(), "");
         assert_eq!(format_source("\n\n").unwrap(), "");
-        assert_eq!(format_source("// only\n\n\n/* c */\n").unwrap(), "// only\n\n/* c */\n");
+        assert_eq!(
+            format_source("// only\n\n\n/* c */\n").unwrap(),
+            "// only\n\n/* c */\n"
+        );
     }
 
     #[test]
