@@ -1,6 +1,7 @@
 //! Test components used by the runtime's own tests and benchmarks (and usable by anyone testing
 //! against the runtime): `test.pulse` (a counter), `test.passthrough` (exports its input) and
-//! `test.sum` (adds numbers). Each counts builds, updates and run starts in [`Stats`], keyed by the
+//! `test.sum` (adds numbers), and a capsule pair: `test.sink` exports a `receiver` capsule that
+//! `test.sender { forward_to = [...] }` pushes values into. Each counts builds, updates and run starts in [`Stats`], keyed by the
 //! component's data path (unique per runtime when every test uses its own storage path).
 
 use crate::component::{lock, CancellationToken, Component, Options};
@@ -48,6 +49,8 @@ pub fn registry() -> crate::Registry {
         .with::<Pulse>("test.pulse")
         .with::<Passthrough>("test.passthrough")
         .with::<Sum>("test.sum")
+        .with::<Sink>("test.sink")
+        .with::<Sender>("test.sender")
 }
 
 fn int(i: i64) -> Value {
@@ -203,6 +206,97 @@ impl Component for Sum {
         self.opts
             .exports
             .publish_fields([("sum", int(args.inputs.iter().sum()))]);
+        Ok(())
+    }
+}
+
+/// What a `test.sink` receives, shared through its `receiver` capsule.
+#[derive(Debug, Default)]
+pub struct Inbox {
+    pub values: Mutex<Vec<i64>>,
+}
+
+/// `test.sink "x" { }`: exports `receiver`, a capsule; debug info lists what it received.
+pub struct Sink {
+    inbox: Arc<Inbox>,
+    stats: Arc<Stats>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SinkArgs {}
+
+impl Component for Sink {
+    type Arguments = SinkArgs;
+
+    fn build(opts: Options, _args: SinkArgs) -> anyhow::Result<Self> {
+        let stats = stats(&opts.data_path);
+        stats.builds.fetch_add(1, Ordering::SeqCst);
+        let inbox = Arc::new(Inbox::default());
+        opts.exports.publish_fields([(
+            "receiver",
+            Value::Capsule(river_parser::Capsule::new("test.Inbox", inbox.clone())),
+        )]);
+        Ok(Sink { inbox, stats })
+    }
+
+    async fn run(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
+        self.stats.run_starts.fetch_add(1, Ordering::SeqCst);
+        cancel.cancelled().await;
+        self.stats.run_stops.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn update(&self, _args: SinkArgs) -> anyhow::Result<()> {
+        self.stats.updates.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn debug_info(&self) -> Option<Value> {
+        let received = lock(&self.inbox.values).iter().map(|v| int(*v)).collect();
+        Some(Value::Object(
+            [("received".to_string(), Value::Array(received))].into(),
+        ))
+    }
+}
+
+/// `test.sender "x" { value = 1  forward_to = [test.sink.y.receiver] }`: pushes `value` into
+/// every receiver when built and whenever its arguments change.
+pub struct Sender {
+    stats: Arc<Stats>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SenderArgs {
+    pub value: i64,
+    pub forward_to: Vec<river_parser::decode::CapsuleRef<Inbox>>,
+}
+
+fn send(args: &SenderArgs) {
+    for r in &args.forward_to {
+        lock(&r.values).push(args.value);
+    }
+}
+
+impl Component for Sender {
+    type Arguments = SenderArgs;
+
+    fn build(opts: Options, args: SenderArgs) -> anyhow::Result<Self> {
+        let stats = stats(&opts.data_path);
+        stats.builds.fetch_add(1, Ordering::SeqCst);
+        send(&args);
+        Ok(Sender { stats })
+    }
+
+    async fn run(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
+        self.stats.run_starts.fetch_add(1, Ordering::SeqCst);
+        cancel.cancelled().await;
+        self.stats.run_stops.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn update(&self, args: SenderArgs) -> anyhow::Result<()> {
+        self.stats.updates.fetch_add(1, Ordering::SeqCst);
+        send(&args);
         Ok(())
     }
 }

@@ -365,3 +365,54 @@ test.passthrough "end" { input = test.pulse.p.count }
     rt.shutdown().await;
     assert_eq!(stats(&dir.join("test.pulse.p")).run_stops.load(SeqCst), 1);
 }
+
+#[tokio::test]
+async fn capsules_carry_receivers_between_components() {
+    let dir = storage();
+    let rt = runtime_with(dir.clone(), None);
+    let src = r#"
+test.sink "a" { }
+test.sink "b" { }
+test.sender "s" {
+  value = 7
+  forward_to = [test.sink.a.receiver, test.sink.b.receiver]
+}
+"#;
+    rt.load(src).await.unwrap();
+    let received = |id: &'static str| {
+        let rt = rt.clone();
+        async move { format!("{:?}", rt.component(id).await.unwrap().debug_info) }
+    };
+    assert_eq!(received("test.sink.a").await, "Some({\"received\": [7]})");
+    assert_eq!(received("test.sink.b").await, "Some({\"received\": [7]})");
+    // Same capsules and value on reload: no update, nothing sent again.
+    rt.load(src).await.unwrap();
+    assert_eq!(stats(&dir.join("test.sender.s")).updates.load(SeqCst), 0);
+    // Dropping one receiver is an argument change.
+    rt.load(&src.replace(", test.sink.b.receiver", ""))
+        .await
+        .unwrap();
+    assert_eq!(
+        received("test.sink.a").await,
+        "Some({\"received\": [7, 7]})"
+    );
+    assert_eq!(received("test.sink.b").await, "Some({\"received\": [7]})");
+    // A capsule where a number is expected is an evaluation error with a position.
+    let err = rt
+        .load(&src.replace("value = 7", "value = test.sink.a.receiver"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.rendered().starts_with("config.river:5:"),
+        "{}",
+        err.rendered()
+    );
+}
+
+#[tokio::test]
+async fn labels_must_be_identifiers() {
+    let out = rejected("test.passthrough \"<script>alert(1)</script>\" { input = 1 }\n").await;
+    // The parser (or, for ASTs built otherwise, the loader) rejects it at the label.
+    assert!(out.starts_with("config.river:1:18: "), "{out}");
+    assert!(out.contains("valid identifier"), "{out}");
+}
