@@ -7,7 +7,7 @@
 //! is evaluated in topological order: new ones are built and started, kept ones (same ID) are
 //! updated only when their decoded arguments changed and are never restarted.
 //!
-//! Exports published by a component reach the propagation task through a channel; it
+//! Exports published by a component reach the propagation task through a pending set; it
 //! re-evaluates exactly the dependants of components whose exports changed, in topological order,
 //! each at most once per wave (a de-duplicated set bounded by the number of components).
 
@@ -25,7 +25,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 use tracing::Instrument;
 
 /// How many health changes each component remembers for the UI.
@@ -163,7 +162,7 @@ struct Inner {
     registry: Registry,
     opts: RuntimeOptions,
     state: tokio::sync::Mutex<State>,
-    changed_tx: mpsc::UnboundedSender<String>,
+    pending: Arc<Pending>,
     ready: AtomicBool,
     metrics: RuntimeMetrics,
     logging: Mutex<Option<LoggingHook>>,
@@ -176,6 +175,7 @@ impl Drop for Inner {
         for n in &self.state.get_mut().nodes {
             n.cancel.cancel();
         }
+        self.pending.closed.cancel();
     }
 }
 
@@ -194,13 +194,13 @@ impl std::fmt::Debug for Runtime {
 impl Runtime {
     /// Creates an empty runtime and starts its propagation task (needs a tokio runtime).
     pub fn new(registry: Registry, opts: RuntimeOptions) -> Runtime {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let pending = Arc::new(Pending::default());
         let rt = Runtime {
             inner: Arc::new(Inner {
                 registry,
                 opts,
                 state: tokio::sync::Mutex::new(State::default()),
-                changed_tx: tx,
+                pending: pending.clone(),
                 ready: AtomicBool::new(false),
                 metrics: RuntimeMetrics::new(),
                 logging: Mutex::new(None),
@@ -208,7 +208,7 @@ impl Runtime {
             }),
         };
         let weak = Arc::downgrade(&rt.inner);
-        tokio::spawn(propagate(weak, rx));
+        tokio::spawn(propagate(weak, pending));
         rt
     }
 
@@ -372,7 +372,7 @@ impl Runtime {
                 diags.0.extend(d.0);
             }
         }
-        // Exports changed by the evaluation above already reached the scope; pending channel
+        // Exports changed by the evaluation above already reached the scope; pending
         // notifications for them are no-ops for the propagation task.
         if diags.is_empty() {
             Ok(())
@@ -386,11 +386,9 @@ impl Runtime {
 
     fn new_node(&self, def: &loader::NodeDef) -> Node {
         let exports = ExportsHandle::new();
-        let tx = self.inner.changed_tx.clone();
+        let pending = self.inner.pending.clone();
         let id = def.id.clone();
-        exports.set_listener(Arc::new(move || {
-            let _ = tx.send(id.clone());
-        }));
+        exports.set_listener(Arc::new(move || pending.push(&id)));
         let builder = self
             .inner
             .registry
@@ -591,27 +589,52 @@ fn info(st: &State, i: usize, full: bool) -> ComponentInfo {
     }
 }
 
+/// IDs of components that published exports since the propagation task last looked: a set, so
+/// its size is bounded by the number of components however fast they publish.
+#[derive(Default)]
+struct Pending {
+    ids: Mutex<BTreeSet<String>>,
+    notify: tokio::sync::Notify,
+    closed: CancellationToken,
+}
+
+impl Pending {
+    fn push(&self, id: &str) {
+        let inserted = lock(&self.ids).insert(id.to_string());
+        if inserted {
+            self.notify.notify_one();
+        }
+    }
+
+    fn take(&self) -> BTreeSet<String> {
+        std::mem::take(&mut *lock(&self.ids))
+    }
+}
+
 /// The propagation task: re-evaluates dependants of components whose exports changed.
-async fn propagate(inner: std::sync::Weak<Inner>, mut rx: mpsc::UnboundedReceiver<String>) {
-    while let Some(first) = rx.recv().await {
+async fn propagate(inner: std::sync::Weak<Inner>, pending: Arc<Pending>) {
+    loop {
+        tokio::select! {
+            _ = pending.notify.notified() => {}
+            _ = pending.closed.cancelled() => return,
+        }
         let Some(inner) = inner.upgrade() else { return };
         let rt = Runtime { inner };
         let mut guard = rt.inner.state.lock().await;
         let st = &mut *guard;
         let mut dirty: BTreeSet<usize> = BTreeSet::new();
-        let mark = |st: &mut State, dirty: &mut BTreeSet<usize>, id: &str| {
-            if let Some(&i) = st.index.get(id) {
-                if sync_exports(st, i) {
-                    for &d in &st.graph.dependants[i] {
-                        dirty.insert(st.topo_pos[d]);
+        let mark = |st: &mut State, dirty: &mut BTreeSet<usize>| {
+            for id in pending.take() {
+                if let Some(&i) = st.index.get(&id) {
+                    if sync_exports(st, i) {
+                        for &d in &st.graph.dependants[i] {
+                            dirty.insert(st.topo_pos[d]);
+                        }
                     }
                 }
             }
         };
-        mark(st, &mut dirty, &first);
-        while let Ok(id) = rx.try_recv() {
-            mark(st, &mut dirty, &id);
-        }
+        mark(st, &mut dirty);
         rt.inner.metrics.set_queue(dirty.len());
         while let Some(pos) = dirty.pop_first() {
             let i = st.graph.order[pos];
@@ -620,9 +643,7 @@ async fn propagate(inner: std::sync::Weak<Inner>, mut rx: mpsc::UnboundedReceive
                     dirty.insert(st.topo_pos[d]);
                 }
             }
-            while let Ok(id) = rx.try_recv() {
-                mark(st, &mut dirty, &id);
-            }
+            mark(st, &mut dirty);
             rt.inner.metrics.set_queue(dirty.len());
         }
     }

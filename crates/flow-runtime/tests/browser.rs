@@ -81,7 +81,7 @@ async fn ui_lists_components_and_escapes_values() {
     let dir = storage();
     let config = dir.join("config.river");
     std::fs::write(&config, CONFIG).unwrap();
-    let rt = runtime_with(dir.join("data"), Some(config));
+    let rt = runtime_with(dir.join("data"), Some(config.clone()));
     rt.reload().await.unwrap();
     let cancel = CancellationToken::new();
     let (addr, _task) =
@@ -130,7 +130,22 @@ async fn ui_lists_components_and_escapes_values() {
     assert_eq!(dom.matches("<rect class=\"node ").count(), 4, "{dom}");
     chromium(&format!("{base}#/graph"), Some(&out.join("ui-graph.png"))).await;
 
-    for f in ["ui-components.png", "ui-component.png", "ui-graph.png"] {
+    // A failed reload: the page shows its diagnostics (as text) and the graph keeps running.
+    std::fs::write(&config, format!("{CONFIG}test.nope \"<b>x</b>\" {{ }}\n")).unwrap();
+    assert!(rt.reload().await.is_err());
+    let dom = chromium(&base, None).await;
+    assert!(dom.contains("id=\"reload-output\""), "{dom}");
+    assert!(dom.contains("The last configuration load failed:"), "{dom}");
+    assert!(dom.contains("test.nope \"&lt;b&gt;x&lt;/b&gt;\""), "{dom}");
+    assert!(dom.contains("Components (4)"), "{dom}");
+    chromium(&base, Some(&out.join("ui-failed-reload.png"))).await;
+
+    for f in [
+        "ui-components.png",
+        "ui-component.png",
+        "ui-graph.png",
+        "ui-failed-reload.png",
+    ] {
         let len = std::fs::metadata(out.join(f)).unwrap().len();
         assert!(len > 5_000, "{f} is only {len} bytes");
     }
