@@ -528,12 +528,26 @@ impl Runtime {
     /// Stops every component and waits for them.
     pub async fn shutdown(&self) {
         let mut st = self.inner.state.lock().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        // Dependants stop before what they reference (reverse topological order), so that what
+        // a producer flushes on its way out (pyroscope.ebpf's last collection) still finds its
+        // receivers (pyroscope.write) running. 30 s in all; late tasks are abandoned.
+        let order: Vec<usize> = st.graph.order.iter().rev().copied().collect();
+        for i in order {
+            let Some(n) = st.nodes.get_mut(i) else {
+                continue;
+            };
+            n.cancel.cancel();
+            if let Some(t) = n.task.take() {
+                let _ = tokio::time::timeout_at(deadline, t).await;
+            }
+        }
         for n in &st.nodes {
             n.cancel.cancel();
         }
         for n in &mut st.nodes {
             if let Some(t) = n.task.take() {
-                let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+                let _ = tokio::time::timeout_at(deadline, t).await;
             }
         }
     }
