@@ -65,6 +65,7 @@ pub struct Pulse {
     count: Mutex<i64>,
     changed: Notify,
     stats: Arc<Stats>,
+    ticks: prometheus_client::metrics::counter::Counter,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -82,7 +83,11 @@ impl Component for Pulse {
         let stats = stats(&opts.data_path);
         stats.builds.fetch_add(1, Ordering::SeqCst);
         opts.exports.publish_fields([("count", int(0))]);
+        let ticks = prometheus_client::metrics::counter::Counter::default();
+        opts.metrics
+            .register("test_pulse_ticks", "Times the pulse counted", ticks.clone());
         Ok(Pulse {
+            ticks,
             opts,
             args: Mutex::new(args),
             count: Mutex::new(0),
@@ -109,6 +114,7 @@ impl Component for Pulse {
                     let mut c = lock(&self.count);
                     if max.is_none_or(|m| *c < m) {
                         *c += 1;
+                        self.ticks.inc();
                         self.opts.exports.publish_fields([("count", int(*c))]);
                     }
                 }

@@ -213,10 +213,28 @@ async fn metrics_exposition() {
         "rill_config_hash{sha256=\"",
         "rill_component_evaluation_seconds_count 4\n",
         "rill_component_controller_running_components{health_type=\"healthy\"} 4\n",
+        "test_pulse_ticks_total{component_id=\"test.pulse.p\"} 0\n",
         "# EOF\n",
     ] {
         assert!(body.contains(needle), "missing {needle:?} in\n{body}");
     }
+    flow_runtime::testing::fire(&s.dir.join("test.pulse.p"));
+    wait_for("tick counted", || async {
+        http(s.addr, "GET", "/metrics")
+            .await
+            .1
+            .contains("test_pulse_ticks_total{component_id=\"test.pulse.p\"} 1\n")
+    })
+    .await;
+    // A removed component's series go away with it.
+    std::fs::write(&s.config, "test.sum \"only\" { inputs = [1] }\n").unwrap();
+    assert_eq!(http(s.addr, "POST", "/-/reload").await.0, 200);
+    let body = http(s.addr, "GET", "/metrics").await.1;
+    assert!(!body.contains("test_pulse_ticks"), "{body}");
+    assert!(
+        body.contains("rill_component_controller_running_components{health_type=\"healthy\"} 1\n"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

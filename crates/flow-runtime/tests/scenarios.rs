@@ -416,3 +416,19 @@ async fn labels_must_be_identifiers() {
     assert!(out.starts_with("config.river:1:18: "), "{out}");
     assert!(out.contains("valid identifier"), "{out}");
 }
+
+#[tokio::test]
+async fn logging_block_is_decoded_and_checked() {
+    let rt = runtime_with(storage(), None);
+    rt.load("logging {\n  level  = \"debug\"\n  format = \"json\"\n}\n")
+        .await
+        .unwrap();
+    let out = rejected("logging {\n  level = \"loud\"\n}\ntest.pulse \"p\" { }\n").await;
+    assert!(out.starts_with("config.river:2:"), "{out}");
+    assert!(out.contains("loud"), "{out}");
+    let out = rejected("logging \"x\" { }\n").await;
+    assert!(
+        out.starts_with("config.river:1:9: block \"logging\" does not take a label"),
+        "{out}"
+    );
+}
