@@ -572,14 +572,28 @@ pub fn go_sprintf(fmt: &str, args: &[Value]) -> String {
             chars.next();
         }
         spec.width = read_num(&mut chars);
+        // Go rejects widths and precisions above 10^6 instead of allocating them.
+        let bad_width = spec.width.is_some_and(|w| w > MAX_WIDTH);
+        let mut bad_prec = false;
         if chars.peek() == Some(&'.') {
             chars.next();
-            spec.prec = Some(read_num(&mut chars).unwrap_or(0));
+            let p = read_num(&mut chars).unwrap_or(0);
+            bad_prec = p > MAX_WIDTH;
+            spec.prec = Some(p);
         }
         let Some(verb) = chars.next() else {
             out.push_str("%!(NOVERB)");
             break;
         };
+        if bad_width || bad_prec {
+            out.push_str(if bad_width {
+                "%!(BADWIDTH)"
+            } else {
+                "%!(BADPREC)"
+            });
+            spec.width = None;
+            spec.prec = None;
+        }
         if verb == '%' {
             out.push('%');
             continue;
@@ -603,6 +617,8 @@ pub fn go_sprintf(fmt: &str, args: &[Value]) -> String {
     }
     out
 }
+
+const MAX_WIDTH: usize = 1_000_000;
 
 fn read_num(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<usize> {
     let mut n: Option<usize> = None;
@@ -951,6 +967,8 @@ mod tests {
                 "18446744073709551615",
             ),
             ("%.1f", vec![f(-0.25)], "-0.2"),
+            ("%99999999999d", vec![i(1)], "%!(BADWIDTH)1"),
+            ("%.99999999999f", vec![f(1.0)], "%!(BADPREC)1.000000"),
         ];
         for (fmt, args, want) in cases {
             assert_eq!(go_sprintf(fmt, &args), want, "format {fmt:?}");
