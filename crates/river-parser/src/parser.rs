@@ -366,7 +366,7 @@ impl<'a> Parser<'a> {
                     );
                 }
                 let inner = if t.text.len() >= 2 {
-                    &t.text[1..t.text.len() - 1]
+                    t.text.get(1..t.text.len() - 1).unwrap_or("")
                 } else {
                     ""
                 };
@@ -738,7 +738,7 @@ impl<'a> Parser<'a> {
             TokenKind::String => {
                 self.next();
                 let inner = if t.text.len() >= 2 {
-                    t.text[1..t.text.len() - 1].to_string()
+                    t.text.get(1..t.text.len() - 1).unwrap_or("").to_string()
                 } else {
                     String::new()
                 };

@@ -357,3 +357,23 @@ fn erase_spans_ignores_layout_but_not_content() {
     assert_eq!(erase(&a), erase(&b));
     assert_ne!(erase(&a), erase(&c));
 }
+
+/// Inputs found by `fuzz/` (parse_format) that once crashed; each must be handled without a
+/// panic (formatting either succeeds or reports diagnostics).
+#[test]
+fn fuzz_regressions_do_not_panic() {
+    let cases = [
+        // An unterminated block label ending in a multi-byte character (the parser sliced
+        // inside that character).
+        "a \"\u{742}",
+        "block \"la ninline { number_field = 1\u{742}",
+        "a.b \"é",
+        // The same for an unterminated quoted object key.
+        "x = {\"é",
+        "x = {\"é\n",
+    ];
+    for src in cases {
+        let result = std::panic::catch_unwind(|| format_source(src));
+        assert!(result.is_ok(), "formatting panicked on {src:?}");
+    }
+}
