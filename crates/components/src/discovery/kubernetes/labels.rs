@@ -81,6 +81,9 @@ pub struct Snapshot {
     pub endpointslices: BTreeMap<String, EndpointSlice>,
     pub ingresses: BTreeMap<String, Ingress>,
     pub namespaces: BTreeMap<String, Namespace>,
+    /// Bumped whenever an object that is not of the role's own kind changes (nodes, namespaces,
+    /// services or pods that other objects' labels draw from): cached targets are then stale.
+    pub aux_gen: u64,
 }
 
 /// The key of an object in a [`Snapshot`] map.
@@ -841,6 +844,70 @@ fn host_matches(pattern: &str, host: &str) -> bool {
     } else {
         pattern == host
     }
+}
+
+/// Targets per object, reused while the object's resource version and [`Snapshot::aux_gen`]
+/// stay the same (rebuilding 20,000 label sets on every event would dominate the latency).
+#[derive(Debug, Default)]
+pub struct TargetCache {
+    aux_gen: u64,
+    per_object: std::collections::HashMap<String, (String, Vec<Labels>)>,
+}
+
+fn cached<K: k8s_openapi::Metadata<Ty = ObjectMeta>>(
+    map: &BTreeMap<String, K>,
+    valid: bool,
+    cache: &mut TargetCache,
+    out: &mut Vec<Labels>,
+    build: impl Fn(&K) -> Vec<Labels>,
+) {
+    let mut next = std::collections::HashMap::with_capacity(map.len());
+    for (key, obj) in map {
+        let rv = obj.metadata().resource_version.clone().unwrap_or_default();
+        let targets = match cache.per_object.remove(key) {
+            Some((old_rv, t)) if valid && old_rv == rv && !rv.is_empty() => t,
+            _ => {
+                let mut t = build(obj);
+                t.sort();
+                t
+            }
+        };
+        out.extend(targets.iter().cloned());
+        next.insert(key.clone(), (rv, targets));
+    }
+    cache.per_object = next;
+}
+
+/// All targets of a role, ordered by object (`namespace/name`), then sorted within each object;
+/// unchanged objects reuse their targets from `cache`.
+pub fn build_targets_cached(
+    role: Role,
+    snap: &Snapshot,
+    attach: Attach,
+    cache: &mut TargetCache,
+) -> Vec<Labels> {
+    let valid = cache.aux_gen == snap.aux_gen;
+    cache.aux_gen = snap.aux_gen;
+    let mut out = Vec::new();
+    match role {
+        Role::Pod => cached(&snap.pods, valid, cache, &mut out, |p| {
+            pod_targets(p, snap, attach)
+        }),
+        Role::Node => cached(&snap.nodes, valid, cache, &mut out, node_targets),
+        Role::Service => cached(&snap.services, valid, cache, &mut out, |s| {
+            service_targets(s, snap, attach)
+        }),
+        Role::Endpoints => cached(&snap.endpoints, valid, cache, &mut out, |e| {
+            endpoints_targets(e, snap, attach)
+        }),
+        Role::EndpointSlice => cached(&snap.endpointslices, valid, cache, &mut out, |e| {
+            endpointslice_targets(e, snap, attach)
+        }),
+        Role::Ingress => cached(&snap.ingresses, valid, cache, &mut out, |i| {
+            ingress_targets(i, snap, attach)
+        }),
+    }
+    out
 }
 
 /// All targets of a role, sorted.

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use tokio::sync::{watch, Notify};
 
 use super::relabel::{targets_value, Labels};
-pub use labels::{build_targets, Attach, Role, Snapshot};
+pub use labels::{build_targets, build_targets_cached, Attach, Role, Snapshot, TargetCache};
 
 /// Where the service account's token, CA and namespace live in a pod.
 pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -685,6 +685,7 @@ impl KubernetesDiscovery {
                 let c = client.clone();
                 let sh = Arc::clone(&shared);
                 let cfg = cfg.clone();
+                let aux = kind != role;
                 fn api<K>(c: Client, scope: &Option<String>) -> Api<K>
                 where
                     K: kube::Resource<
@@ -698,23 +699,30 @@ impl KubernetesDiscovery {
                     }
                 }
                 match kind {
-                    Role::Pod => {
-                        tasks.spawn(watch_kind(api::<Pod>(c, &scope), scope, cfg, sh, |s| {
-                            &mut s.pods
-                        }))
-                    }
+                    Role::Pod => tasks.spawn(watch_kind(
+                        api::<Pod>(c, &scope),
+                        aux,
+                        scope,
+                        cfg,
+                        sh,
+                        |s| &mut s.pods,
+                    )),
                     Role::Node => {
-                        tasks.spawn(watch_kind(Api::<Node>::all(c), None, cfg, sh, |s| {
+                        tasks.spawn(watch_kind(Api::<Node>::all(c), aux, None, cfg, sh, |s| {
                             &mut s.nodes
                         }))
                     }
-                    Role::Service => {
-                        tasks.spawn(watch_kind(api::<Service>(c, &scope), scope, cfg, sh, |s| {
-                            &mut s.services
-                        }))
-                    }
+                    Role::Service => tasks.spawn(watch_kind(
+                        api::<Service>(c, &scope),
+                        aux,
+                        scope,
+                        cfg,
+                        sh,
+                        |s| &mut s.services,
+                    )),
                     Role::Endpoints => tasks.spawn(watch_kind(
                         api::<Endpoints>(c, &scope),
+                        aux,
                         scope,
                         cfg,
                         sh,
@@ -722,16 +730,20 @@ impl KubernetesDiscovery {
                     )),
                     Role::EndpointSlice => tasks.spawn(watch_kind(
                         api::<EndpointSlice>(c, &scope),
+                        aux,
                         scope,
                         cfg,
                         sh,
                         |s| &mut s.endpointslices,
                     )),
-                    Role::Ingress => {
-                        tasks.spawn(watch_kind(api::<Ingress>(c, &scope), scope, cfg, sh, |s| {
-                            &mut s.ingresses
-                        }))
-                    }
+                    Role::Ingress => tasks.spawn(watch_kind(
+                        api::<Ingress>(c, &scope),
+                        aux,
+                        scope,
+                        cfg,
+                        sh,
+                        |s| &mut s.ingresses,
+                    )),
                 };
             }
         }
@@ -739,6 +751,7 @@ impl KubernetesDiscovery {
             let sh = Arc::clone(&shared);
             tasks.spawn(watch_kind::<Namespace>(
                 Api::all(client.clone()),
+                true,
                 None,
                 watcher::Config::default(),
                 sh,
@@ -747,6 +760,7 @@ impl KubernetesDiscovery {
         }
 
         // Build the targets whenever a watch reports a change.
+        let mut cache = TargetCache::default();
         loop {
             shared.notify.notified().await;
             let states = shared
@@ -762,7 +776,7 @@ impl KubernetesDiscovery {
             if all_synced {
                 let targets = {
                     let snap = shared.snapshot.lock().unwrap_or_else(|e| e.into_inner());
-                    build_targets(role, &snap, attach)
+                    build_targets_cached(role, &snap, attach, &mut cache)
                 };
                 let n = targets.len();
                 self.targets.send_if_modified(|cur| {
@@ -789,6 +803,7 @@ impl KubernetesDiscovery {
 /// Watches one kind of object (in one namespace, or all) and mirrors it into the snapshot.
 async fn watch_kind<K>(
     api: Api<K>,
+    aux: bool,
     namespace: Option<String>,
     cfg: watcher::Config,
     shared: Arc<Shared>,
@@ -835,6 +850,9 @@ async fn watch_kind<K>(
                         for o in initial.drain(..) {
                             map.insert(labels::object_key(o.meta()), o);
                         }
+                        if aux {
+                            snap.aux_gen += 1;
+                        }
                     }
                     set_state(&|w| {
                         w.synced = true;
@@ -848,6 +866,9 @@ async fn watch_kind<K>(
                     {
                         let mut snap = shared.snapshot.lock().unwrap_or_else(|e| e.into_inner());
                         pick(&mut snap).insert(labels::object_key(o.meta()), o);
+                        if aux {
+                            snap.aux_gen += 1;
+                        }
                     }
                     shared.notify.notify_one();
                 }
@@ -855,6 +876,9 @@ async fn watch_kind<K>(
                     {
                         let mut snap = shared.snapshot.lock().unwrap_or_else(|e| e.into_inner());
                         pick(&mut snap).remove(&labels::object_key(o.meta()));
+                        if aux {
+                            snap.aux_gen += 1;
+                        }
                     }
                     shared.notify.notify_one();
                 }
