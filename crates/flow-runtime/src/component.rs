@@ -92,6 +92,51 @@ pub trait Component: Send + Sync + Sized + 'static {
     fn debug_info(&self) -> Option<Value> {
         None
     }
+
+    /// A component-specific resource served at `/api/v0/web/components/{id}/{name}?query`
+    /// (for example `pyroscope.ebpf`'s recent profiles). Called on a blocking thread, so it
+    /// may take a while; the default has none.
+    fn resource(
+        &self,
+        name: &str,
+        query: &BTreeMap<String, String>,
+    ) -> Result<Resource, ResourceError> {
+        let _ = query;
+        Err(ResourceError::NotFound(format!("no resource {name:?}")))
+    }
+}
+
+/// A component-specific HTTP resource (see [`Component::resource`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    /// The `Content-Type` header.
+    pub content_type: String,
+    /// The body.
+    pub body: Vec<u8>,
+    /// When set, served as an attachment with this file name (a download).
+    pub filename: Option<String>,
+}
+
+impl Resource {
+    /// A JSON resource.
+    pub fn json(v: &serde_json::Value) -> Self {
+        Resource {
+            content_type: "application/json".into(),
+            body: v.to_string().into_bytes(),
+            filename: None,
+        }
+    }
+}
+
+/// Why a [`Component::resource`] could not be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResourceError {
+    /// 404: no such resource (or nothing in it yet).
+    #[error("{0}")]
+    NotFound(String),
+    /// 400: the query is wrong.
+    #[error("{0}")]
+    BadRequest(String),
 }
 
 /// What the runtime gives a component when building it.

@@ -3,7 +3,7 @@
 //! bounded (hyper's read buffer and header-read timeout), request bodies are read through a
 //! size limit, and UI pages carry a restrictive Content-Security-Policy.
 
-use crate::component::Health;
+use crate::component::{Health, ResourceError};
 use crate::runtime::{ComponentInfo, LoadError, ReloadFailure, Runtime};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -31,6 +31,7 @@ connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 const INDEX_HTML: &str = include_str!("ui/index.html");
 const APP_JS: &str = include_str!("ui/app.js");
 const STYLE_CSS: &str = include_str!("ui/style.css");
+const FLAMEGRAPH_JS: &str = include_str!("ui/flamegraph.js");
 
 type Resp = Response<Full<Bytes>>;
 
@@ -123,6 +124,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Resp {
 async fn handle(rt: &Runtime, req: Request<Incoming>) -> Resp {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let query = req.uri().query().map(parse_query).unwrap_or_default();
     // Drain (bounded) any request body so keep-alive works and oversize bodies are refused.
     if Limited::new(req.into_body(), MAX_BODY)
         .collect()
@@ -136,6 +138,7 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Resp {
         "/" | "/index.html" if get => asset("text/html; charset=utf-8", INDEX_HTML),
         "/ui/app.js" if get => asset("text/javascript; charset=utf-8", APP_JS),
         "/ui/style.css" if get => asset("text/css; charset=utf-8", STYLE_CSS),
+        "/ui/flamegraph.js" if get => asset("text/javascript; charset=utf-8", FLAMEGRAPH_JS),
         "/-/ready" if get => {
             if rt.is_ready() {
                 text(StatusCode::OK, "rill is ready.\n")
@@ -175,6 +178,14 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Resp {
                 "lastLoadError": rt.last_load_error(),
             }),
         ),
+        p if get
+            && p.strip_prefix("/api/v0/web/components/")
+                .is_some_and(|r| r.contains('/')) =>
+        {
+            let rest = &p["/api/v0/web/components/".len()..];
+            let (id, name) = rest.split_once('/').unwrap_or((rest, ""));
+            resource(rt, &percent_decode(id), &percent_decode(name), query).await
+        }
         p if get && p.starts_with("/api/v0/web/components/") => {
             let id = percent_decode(&p["/api/v0/web/components/".len()..]);
             match rt.component(&id).await {
@@ -189,6 +200,7 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Resp {
         | "/index.html"
         | "/ui/app.js"
         | "/ui/style.css"
+        | "/ui/flamegraph.js"
         | "/-/ready"
         | "/-/healthy"
         | "/metrics"
@@ -202,6 +214,73 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Resp {
         "/-/reload" => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// `/api/v0/web/components/{id}/{name}`: a component-specific resource.
+async fn resource(
+    rt: &Runtime,
+    id: &str,
+    name: &str,
+    query: std::collections::BTreeMap<String, String>,
+) -> Resp {
+    match rt.component_resource(id, name, query).await {
+        None => json_resp(
+            StatusCode::NOT_FOUND,
+            &json!({ "error": format!("component {id:?} not found") }),
+        ),
+        Some(Err(e)) => {
+            let status = match e {
+                ResourceError::NotFound(_) => StatusCode::NOT_FOUND,
+                ResourceError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            };
+            json_resp(status, &json!({ "error": e.to_string() }))
+        }
+        Some(Ok(res)) => {
+            let mut r = Response::new(Full::new(Bytes::from(res.body)));
+            let h = r.headers_mut();
+            h.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_str(&res.content_type)
+                    .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+            );
+            h.insert(
+                "x-content-type-options",
+                HeaderValue::from_static("nosniff"),
+            );
+            h.insert("cache-control", HeaderValue::from_static("no-store"));
+            if let Some(f) = res.filename {
+                // Only a plain file name goes into the header.
+                let safe: String = f
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect();
+                if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{safe}\"")) {
+                    h.insert("content-disposition", v);
+                }
+            }
+            r
+        }
+    }
+}
+
+/// Parses `a=b&c=d` (with `+` and `%XX` decoding); the last of repeated keys wins.
+fn parse_query(q: &str) -> std::collections::BTreeMap<String, String> {
+    q.split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (
+                percent_decode(&k.replace('+', " ")),
+                percent_decode(&v.replace('+', " ")),
+            )
+        })
+        .collect()
 }
 
 async fn healthy(rt: &Runtime) -> Resp {

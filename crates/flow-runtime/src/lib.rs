@@ -8,6 +8,7 @@ pub mod registry;
 
 pub use component::{
     CancellationToken, Component, ExportsHandle, Health, HealthState, MetricsRegistry, Options,
+    Resource, ResourceError,
 };
 pub use registry::Registry;
 pub mod http;

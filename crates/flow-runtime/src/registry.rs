@@ -10,7 +10,7 @@
 //! }
 //! ```
 
-use crate::component::{CancellationToken, Component, Health, Options};
+use crate::component::{CancellationToken, Component, Health, Options, Resource, ResourceError};
 use river_parser::eval::BodyValue;
 use river_parser::{Diagnostics, Span, Value};
 use std::any::Any;
@@ -38,6 +38,11 @@ pub(crate) trait Instance: Send + Sync {
     fn update(&self, args: AnyArgs) -> anyhow::Result<()>;
     fn health(&self) -> Option<Health>;
     fn debug_info(&self) -> Option<Value>;
+    fn resource(
+        &self,
+        name: &str,
+        query: &BTreeMap<String, String>,
+    ) -> Result<Resource, ResourceError>;
 }
 
 struct TypedBuilder<C>(std::marker::PhantomData<fn() -> C>);
@@ -88,6 +93,14 @@ impl<C: Component> Instance for TypedInstance<C> {
 
     fn debug_info(&self) -> Option<Value> {
         self.0.debug_info()
+    }
+
+    fn resource(
+        &self,
+        name: &str,
+        query: &BTreeMap<String, String>,
+    ) -> Result<Resource, ResourceError> {
+        self.0.resource(name, query)
     }
 }
 

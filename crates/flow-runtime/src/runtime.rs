@@ -519,6 +519,27 @@ impl Runtime {
         st.index.get(id).map(|&i| info(&st, i, true))
     }
 
+    /// A component-specific resource ([`crate::Component::resource`]), computed on a blocking
+    /// thread without holding the runtime's lock. `None` when the component does not exist (or
+    /// was never built).
+    pub async fn component_resource(
+        &self,
+        id: &str,
+        name: &str,
+        query: std::collections::BTreeMap<String, String>,
+    ) -> Option<Result<crate::Resource, crate::ResourceError>> {
+        let instance = {
+            let st = self.inner.state.lock().await;
+            st.index
+                .get(id)
+                .and_then(|&i| st.nodes[i].instance.clone())?
+        };
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || instance.resource(&name, &query))
+            .await
+            .ok()
+    }
+
     /// Every component registry, for `/metrics`.
     pub(crate) async fn component_metrics(&self) -> Vec<MetricsRegistry> {
         let st = self.inner.state.lock().await;

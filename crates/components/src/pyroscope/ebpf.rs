@@ -10,6 +10,7 @@
 //! Without privileges the component is unhealthy and idle; the rest of the graph keeps running.
 
 pub mod args;
+pub mod recent;
 pub mod targets;
 
 pub use args::{Arguments, CacheSize, DemangleMode, Interval, SampleRate};
@@ -122,6 +123,8 @@ struct Status {
     container_ids_cached: usize,
     last_collect: Option<SystemTime>,
     last_error: Option<String>,
+    /// The last intervals' profiles per target, for the UI (bounded, see [`recent`]).
+    recent: Arc<Mutex<recent::Recent>>,
 }
 
 enum Command {
@@ -242,6 +245,23 @@ impl Component for Ebpf {
 
     fn health(&self) -> Option<Health> {
         lock(&self.status).health.clone()
+    }
+
+    /// `profile`: the recent profiles per target (see [`recent::Recent::resource`]).
+    fn resource(
+        &self,
+        name: &str,
+        query: &BTreeMap<String, String>,
+    ) -> Result<flow_runtime::Resource, flow_runtime::ResourceError> {
+        if name != "profile" {
+            return Err(flow_runtime::ResourceError::NotFound(format!(
+                "no resource {name:?}"
+            )));
+        }
+        let recent = Arc::clone(&lock(&self.status).recent);
+        // A snapshot (the profiles are shared, not copied): collects do not wait for this.
+        let snapshot = lock(&recent).clone();
+        snapshot.resource(query)
     }
 
     fn debug_info(&self) -> Option<Value> {
@@ -634,11 +654,13 @@ impl Session {
 
         let matched = builders.len();
         let mut sent = 0u64;
+        let recent = Arc::clone(&lock(&self.status).recent);
         for (a, builder) in builders {
             let Some(target) = self.targets.get(a) else {
                 continue;
             };
             let raw = encode_gzip(&builder.build());
+            lock(&recent).push(&target.labels, raw.clone());
             match self.fanout.append(
                 target.labels.clone(),
                 vec![RawProfile {
