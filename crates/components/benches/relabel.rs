@@ -12,7 +12,10 @@ fn targets() -> Vec<Labels> {
     (0..TARGETS)
         .map(|t| {
             let mut l = Labels::new();
-            l.insert("__address__".into(), format!("10.0.{}.{}:8080", t / 256, t % 256));
+            l.insert(
+                "__address__".into(),
+                format!("10.0.{}.{}:8080", t / 256, t % 256),
+            );
             l.insert(
                 "__meta_docker_container_name".into(),
                 format!("/service-{}", t % 97),
@@ -20,7 +23,10 @@ fn targets() -> Vec<Labels> {
             l.insert("__meta_docker_container_id".into(), format!("{t:064x}"));
             l.insert("env".into(), if t % 3 == 0 { "prod" } else { "dev" }.into());
             for i in l.len()..LABELS {
-                l.insert(format!("__meta_docker_container_label_key_{i}"), format!("value-{i}-{t}"));
+                l.insert(
+                    format!("__meta_docker_container_label_key_{i}"),
+                    format!("value-{i}-{t}"),
+                );
             }
             l
         })
@@ -120,7 +126,11 @@ fn rules() -> Vec<Rule> {
             a.regex = "(service)_(name)".into();
             a.replacement = "${1}".into();
         }),
-        rule("labelkeep", |a| a.regex = "__.*|service.*|env|ENV|job|port|shard|key_.*|dev_app|prod_app|container_short".into()),
+        rule("labelkeep", |a| {
+            a.regex =
+                "__.*|service.*|env|ENV|job|port|shard|key_.*|dev_app|prod_app|container_short"
+                    .into()
+        }),
     ];
     assert_eq!(args.len(), 20);
     compile_rules(&args).expect("bench rules are valid")

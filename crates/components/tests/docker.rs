@@ -7,9 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use components::discovery::docker::{
-    connect, refresh, Arguments, DockerDiscovery, Filter,
-};
+use components::discovery::docker::{connect, refresh, Arguments, DockerDiscovery, Filter};
 use components::discovery::relabel::Labels;
 use docker_support::*;
 use river_parser::decode::Duration as RiverDuration;
@@ -122,7 +120,13 @@ fn scenario(tag: &str) -> Scenario {
     let net1_id = dk(
         MAIN_HOST,
         &[
-            "network", "create", "--label", &lbl, "--label", "com.example.tier=back-end", &net1,
+            "network",
+            "create",
+            "--label",
+            &lbl,
+            "--label",
+            "com.example.tier=back-end",
+            &net1,
         ],
     );
     let net2_id = dk(MAIN_HOST, &["network", "create", "--label", &lbl, &net2]);
@@ -130,9 +134,27 @@ fn scenario(tag: &str) -> Scenario {
     let a_id = dk(
         MAIN_HOST,
         &[
-            "run", "-d", "--name", &a, "--label", &lbl, "--label", "com.example.team=infra",
-            "--label", "app.kubernetes.io/name=web", "--label", "émoji-key=1", "--network",
-            &net1, "--expose", "9090", "--expose", "5353/udp", "-p", "127.0.0.1::8080", IMAGE,
+            "run",
+            "-d",
+            "--name",
+            &a,
+            "--label",
+            &lbl,
+            "--label",
+            "com.example.team=infra",
+            "--label",
+            "app.kubernetes.io/name=web",
+            "--label",
+            "émoji-key=1",
+            "--network",
+            &net1,
+            "--expose",
+            "9090",
+            "--expose",
+            "5353/udp",
+            "-p",
+            "127.0.0.1::8080",
+            IMAGE,
         ],
     );
     dk(MAIN_HOST, &["network", "connect", &net2, &a]);
@@ -159,7 +181,17 @@ fn scenario(tag: &str) -> Scenario {
     let d = format!("rill-d-{run}");
     let d_id = dk(
         MAIN_HOST,
-        &["run", "-d", "--name", &d, "--label", &lbl, "--network", "host", IMAGE],
+        &[
+            "run",
+            "-d",
+            "--name",
+            &d,
+            "--label",
+            &lbl,
+            "--network",
+            "host",
+            IMAGE,
+        ],
     );
     let port = dk(MAIN_HOST, &["port", &a, "8080/tcp"]);
     let a_public_port = port
@@ -168,7 +200,10 @@ fn scenario(tag: &str) -> Scenario {
         .and_then(|l| l.rsplit(':').next())
         .expect("published port")
         .to_owned();
-    let bridge_id = dk(MAIN_HOST, &["network", "inspect", "-f", "{{.Id}}", "bridge"]);
+    let bridge_id = dk(
+        MAIN_HOST,
+        &["network", "inspect", "-f", "{{.Id}}", "bridge"],
+    );
     let host_id = dk(MAIN_HOST, &["network", "inspect", "-f", "{{.Id}}", "host"]);
     Scenario {
         run: run.clone(),
@@ -177,7 +212,10 @@ fn scenario(tag: &str) -> Scenario {
             id: net1_id,
             name: net1,
             extra: vec![
-                ("__meta_docker_network_label_com_example_tier".into(), "back-end".into()),
+                (
+                    "__meta_docker_network_label_com_example_tier".into(),
+                    "back-end".into(),
+                ),
                 ("__meta_docker_network_label_rill_test".into(), run.clone()),
             ],
         },
@@ -232,7 +270,10 @@ fn expected(s: &Scenario, match_first: bool) -> Vec<Labels> {
         &a,
         &[
             ("__meta_docker_container_label_com_example_team", "infra"),
-            ("__meta_docker_container_label_app_kubernetes_io_name", "web"),
+            (
+                "__meta_docker_container_label_app_kubernetes_io_name",
+                "web",
+            ),
             ("__meta_docker_container_label__moji_key", "1"),
         ],
     );
@@ -371,7 +412,18 @@ fn docker_new_container_visible_within_two_seconds_via_events() {
         run: run.clone(),
     };
     let lbl = format!("rill.test={run}");
-    dk(MAIN_HOST, &["run", "-d", "--name", &format!("rill-e1-{run}"), "--label", &lbl, IMAGE]);
+    dk(
+        MAIN_HOST,
+        &[
+            "run",
+            "-d",
+            "--name",
+            &format!("rill-e1-{run}"),
+            "--label",
+            &lbl,
+            IMAGE,
+        ],
+    );
     rt().block_on(async {
         let args = Arguments {
             // Only events can explain a refresh within the test.
@@ -437,8 +489,17 @@ fn docker_engine_restart_unhealthy_then_healthy_targets_restored() {
     let id = dk(
         &engine.host,
         &[
-            "run", "-d", "--restart", "always", "--network", "host", "--name", "survivor",
-            "--label", &lbl, IMAGE,
+            "run",
+            "-d",
+            "--restart",
+            "always",
+            "--network",
+            "host",
+            "--name",
+            "survivor",
+            "--label",
+            &lbl,
+            IMAGE,
         ],
     );
     rt().block_on(async {
@@ -462,7 +523,10 @@ fn docker_engine_restart_unhealthy_then_healthy_targets_restored() {
 
         // Blocking here is fine: the discovery runs on the runtime's worker threads.
         engine.stop();
-        wait_for(Duration::from_secs(10), "unhealthy", || !disc.status().healthy).await;
+        wait_for(Duration::from_secs(10), "unhealthy", || {
+            !disc.status().healthy
+        })
+        .await;
         let st = disc.status();
         eprintln!("while the engine is down: {st:?}");
         assert!(
@@ -567,7 +631,15 @@ fn docker_200_containers_publish_time() {
     for i in 0..200 {
         dk(
             MAIN_HOST,
-            &["run", "-d", "--name", &format!("rill-bench-{i}-{run}"), "--label", &lbl, IMAGE],
+            &[
+                "run",
+                "-d",
+                "--name",
+                &format!("rill-bench-{i}-{run}"),
+                "--label",
+                &lbl,
+                IMAGE,
+            ],
         );
     }
     eprintln!("started 200 containers in {:?}", start.elapsed());

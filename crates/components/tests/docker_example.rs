@@ -88,7 +88,15 @@ fn docker_example_relabel_sets_service_name_end_to_end() {
     let name = format!("rill-ex-{run}");
     let id = dk(
         MAIN_HOST,
-        &["run", "-d", "--name", &name, "--label", &format!("rill.test={run}"), IMAGE],
+        &[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--label",
+            &format!("rill.test={run}"),
+            IMAGE,
+        ],
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -100,7 +108,10 @@ fn docker_example_relabel_sets_service_name_end_to_end() {
         runtime.load(BLOCKS).await.expect("config loads");
         let mut found = None;
         for _ in 0..200 {
-            if let Some(info) = runtime.component("discovery.relabel.local_containers").await {
+            if let Some(info) = runtime
+                .component("discovery.relabel.local_containers")
+                .await
+            {
                 if let Some(ex) = &info.exports {
                     found = find_target(ex, "output", &id);
                 }
@@ -111,20 +122,23 @@ fn docker_example_relabel_sets_service_name_end_to_end() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let labels = found.expect("relabel output has the container within 10s");
-        let get = |k: &str| {
-            labels
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.clone())
-        };
+        let get = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         assert_eq!(get("service_name"), Some(format!("/{name}")));
-        assert_eq!(get("__meta_docker_container_name"), Some(format!("/{name}")));
+        assert_eq!(
+            get("__meta_docker_container_name"),
+            Some(format!("/{name}"))
+        );
         assert!(get("__address__").is_some_and(|a| a.ends_with(":80")));
         let docker = runtime
             .component("discovery.docker.linux")
             .await
             .expect("docker component");
-        assert_eq!(docker.health.state, HealthState::Healthy, "{:?}", docker.health);
+        assert_eq!(
+            docker.health.state,
+            HealthState::Healthy,
+            "{:?}",
+            docker.health
+        );
         // The docker export has the same target without service_name.
         let raw = find_target(docker.exports.as_ref().expect("exports"), "targets", &id)
             .expect("docker target");
@@ -157,10 +171,7 @@ fn invalid_rule_is_reported_by_the_runtime() {
             "{rendered}"
         );
         // Reported at the rule block (line 3), not only at the component.
-        assert!(
-            rendered.starts_with("config.river:3:3: "),
-            "{rendered}"
-        );
+        assert!(rendered.starts_with("config.river:3:3: "), "{rendered}");
 
         // The second of several rules is invalid: reported at that rule.
         let src = r#"discovery.relabel "bad2" {

@@ -215,7 +215,11 @@ fn cases() -> Vec<Case> {
         case(
             "replace $0 is the whole match",
             base,
-            vec![r("replace").src(&["a"]).regex("f(o)o").target("c").repl("$0/$1")],
+            vec![r("replace")
+                .src(&["a"])
+                .regex("f(o)o")
+                .target("c")
+                .repl("$0/$1")],
             Some(&[("a", "foo"), ("b", "bar"), ("c", "foo/o")]),
         ),
         case(

@@ -16,7 +16,10 @@ fn opts() -> Options {
 }
 
 fn t(pairs: &[(&str, &str)]) -> Labels {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn keep_web() -> Vec<RuleArgs> {

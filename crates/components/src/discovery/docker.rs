@@ -601,7 +601,10 @@ impl DockerDiscovery {
     }
 
     pub fn status(&self) -> Status {
-        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// How many refreshes succeeded so far.
@@ -707,7 +710,10 @@ impl DockerDiscovery {
     ) -> Result<Vec<Labels>, DockerError> {
         if client.is_none() {
             let c = connect(args)?;
-            let c = c.negotiate_version().await.map_err(DockerError::Negotiate)?;
+            let c = c
+                .negotiate_version()
+                .await
+                .map_err(DockerError::Negotiate)?;
             *client = Some(c);
         }
         let c = client.as_ref().expect("set above");
@@ -718,8 +724,10 @@ impl DockerDiscovery {
 /// Container and network events that can change the targets.
 fn event_stream(
     docker: &Docker,
-) -> futures_util::stream::BoxStream<'static, Result<bollard::models::EventMessage, bollard::errors::Error>>
-{
+) -> futures_util::stream::BoxStream<
+    'static,
+    Result<bollard::models::EventMessage, bollard::errors::Error>,
+> {
     let mut filters = HashMap::new();
     filters.insert(
         "type".to_owned(),
@@ -728,8 +736,19 @@ fn event_stream(
     filters.insert(
         "event".to_owned(),
         [
-            "create", "start", "restart", "stop", "die", "kill", "destroy", "rename", "update",
-            "pause", "unpause", "connect", "disconnect",
+            "create",
+            "start",
+            "restart",
+            "stop",
+            "die",
+            "kill",
+            "destroy",
+            "rename",
+            "update",
+            "pause",
+            "unpause",
+            "connect",
+            "disconnect",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -803,12 +822,14 @@ impl flow_runtime::Component for DockerComponent {
 
     fn health(&self) -> Option<flow_runtime::Health> {
         let st = self.disc.status();
-        Some(if self.disc.refresh_count() == 0 && !st.healthy && st.message == "starting" {
-            flow_runtime::Health::new(flow_runtime::HealthState::Unknown, st.message)
-        } else if st.healthy {
-            flow_runtime::Health::healthy(st.message)
-        } else {
-            flow_runtime::Health::unhealthy(st.message)
-        })
+        Some(
+            if self.disc.refresh_count() == 0 && !st.healthy && st.message == "starting" {
+                flow_runtime::Health::new(flow_runtime::HealthState::Unknown, st.message)
+            } else if st.healthy {
+                flow_runtime::Health::healthy(st.message)
+            } else {
+                flow_runtime::Health::unhealthy(st.message)
+            },
+        )
     }
 }

@@ -324,7 +324,10 @@ fn validate(args: &RuleArgs, action: Action) -> Result<(), RelabelError> {
     if needs_target && args.target_label.is_empty() {
         return Err(RelabelError::MissingTargetLabel(action));
     }
-    let templated_target = matches!(action, Replace | Lowercase | Uppercase | KeepEqual | DropEqual);
+    let templated_target = matches!(
+        action,
+        Replace | Lowercase | Uppercase | KeepEqual | DropEqual
+    );
     if templated_target && !is_relabel_target(&args.target_label) {
         return Err(RelabelError::InvalidTargetLabel {
             label: args.target_label.clone(),
@@ -507,15 +510,20 @@ fn apply(rule: &Rule, labels: &mut Labels, val: &mut String) -> bool {
             set_or_delete(labels, &rule.target_label, v);
         }
         Action::LabelMap => {
-            let snapshot: Vec<(String, String)> = labels
+            // Collect first (the rule sees the labels as they were before it), then write.
+            let mapped: Vec<(String, String)> = labels
                 .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .filter(|(name, _)| rule.regex.is_match(name))
+                .filter_map(|(name, value)| {
+                    let caps = rule.regex.re.captures(name)?;
+                    Some((
+                        expand(&rule.regex.re, &caps, &rule.replacement),
+                        value.clone(),
+                    ))
+                })
                 .collect();
-            for (name, value) in snapshot {
-                if let Some(caps) = rule.regex.re.captures(&name) {
-                    let new_name = expand(&rule.regex.re, &caps, &rule.replacement);
-                    set_or_delete(labels, &new_name, value);
-                }
+            for (name, value) in mapped {
+                set_or_delete(labels, &name, value);
             }
         }
         Action::LabelDrop => labels.retain(|k, _| !rule.regex.is_match(k)),
@@ -689,7 +697,10 @@ impl Relabel {
         let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let (rules, rules_changed) = match guard.as_ref() {
             Some(s) if s.args.rules == args.rules => (s.rules.clone(), false),
-            _ => (std::sync::Arc::new(compile_for_component(&args.rules)?), true),
+            _ => (
+                std::sync::Arc::new(compile_for_component(&args.rules)?),
+                true,
+            ),
         };
         let output = relabel_targets(&args.targets, &rules);
         let output_changed = guard.as_ref().is_none_or(|s| s.output != output);

@@ -113,7 +113,16 @@ pub fn sleeper_binary() -> PathBuf {
 /// Builds the FROM-scratch image in the engine at `host`.
 pub fn build_image(host: &str) {
     let dir = sleeper_binary();
-    dk(host, &["build", "-q", "-t", IMAGE, dir.to_str().expect("utf-8 path")]);
+    dk(
+        host,
+        &[
+            "build",
+            "-q",
+            "-t",
+            IMAGE,
+            dir.to_str().expect("utf-8 path"),
+        ],
+    );
 }
 
 /// Main engine up and image built (once per process).
@@ -132,7 +141,10 @@ pub async fn wait_for(timeout: Duration, what: &str, mut cond: impl FnMut() -> b
         if cond() {
             return start.elapsed();
         }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
