@@ -49,6 +49,32 @@ fn number_json(n: Number) -> Json {
     }
 }
 
+/// Attributes of type `secret` (or holding secrets) in rill's components. Arguments are shown
+/// before they are decoded, when a literal string is still a plain string, so these names are
+/// redacted here, whatever the component.
+const SECRET_ATTRS: [&str; 6] = [
+    "password",
+    "bearer_token",
+    "credentials",
+    "key_pem",
+    "client_secret",
+    "proxy_connect_header",
+];
+
+/// Every string inside `v` turned into a secret.
+fn as_secret(v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::Secret(s.clone()),
+        Value::Array(items) => Value::Array(items.iter().map(as_secret).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), as_secret(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 /// Encodes a body as a list of statements, in source order.
 pub fn body_to_json(b: &BodyValue) -> Json {
     Json::Array(b.items.iter().map(item_to_json).collect())
@@ -56,6 +82,9 @@ pub fn body_to_json(b: &BodyValue) -> Json {
 
 fn item_to_json(item: &BodyItem) -> Json {
     match item {
+        BodyItem::Attr { name, value, .. } if SECRET_ATTRS.contains(&name.as_str()) => {
+            json!({"name": name, "type": "attr", "value": value_to_json(&as_secret(value))})
+        }
         BodyItem::Attr { name, value, .. } => {
             json!({"name": name, "type": "attr", "value": value_to_json(value)})
         }

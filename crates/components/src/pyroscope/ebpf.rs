@@ -399,7 +399,14 @@ impl Session {
                 .saturating_duration_since(now)
                 .min(self.options.event_poll);
             match rx.recv_timeout(wait) {
-                Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+                Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                    // Flush the partial interval (shutdown or removal by a reload), so that
+                    // the samples taken since the last collect reach the receivers.
+                    if self.source.is_some() {
+                        self.collect();
+                    }
+                    break;
+                }
                 Ok(Command::Update(args)) => {
                     let old = self.args.collect_interval;
                     self.update(*args);

@@ -22,7 +22,7 @@ pub use endpoint::EndpointStatus;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
@@ -42,6 +42,8 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 256;
 pub const DEFAULT_QUEUE_MAX_BYTES: u64 = 64 << 20;
 /// Requests in flight at once per endpoint.
 pub const DEFAULT_SENDERS: usize = 4;
+/// Longest a stopping `pyroscope.write` waits for its queues to be delivered.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 
 /// The `User-Agent` sent with every push.
 pub fn user_agent() -> String {
@@ -367,6 +369,24 @@ impl Writer {
         Arc::clone(&self.state.read().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// Waits until every endpoint has delivered (or given up on) what was appended so far, at
+    /// most `timeout`. Returns whether everything was settled. Used on shutdown so that the last
+    /// collection of the producers reaches the servers.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let pending: u64 = self.current().endpoints.iter().map(|e| e.pending()).sum();
+            if pending == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                warn!(pending, "pyroscope.write: shutting down with undelivered profiles");
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Stops every endpoint (what is still queued or being retried counts as dropped). Appends
     /// after this are accepted and discarded.
     pub fn shutdown(&self) {
@@ -523,6 +543,10 @@ impl flow_runtime::Component for Write {
 
     async fn run(self: Arc<Self>, cancel: flow_runtime::CancellationToken) -> anyhow::Result<()> {
         cancel.cancelled().await;
+        // Deliver what is queued (the producers upstream are stopped first and flush their
+        // last collection into this writer); a server that does not answer in time makes the
+        // rest count as dropped.
+        self.writer.drain(SHUTDOWN_DRAIN).await;
         self.writer.shutdown();
         Ok(())
     }

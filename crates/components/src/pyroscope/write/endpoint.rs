@@ -51,6 +51,8 @@ pub(super) struct Endpoint {
     label: String,
     tx: mpsc::Sender<Arc<Batch>>,
     queued_bytes: Arc<AtomicU64>,
+    /// Batches queued or being delivered (what a graceful shutdown waits for).
+    pending: Arc<AtomicU64>,
     max_bytes: u64,
     status: Arc<Mutex<EndpointStatus>>,
     shutdown: watch::Sender<bool>,
@@ -86,6 +88,7 @@ impl Endpoint {
         let (tx, rx) = mpsc::channel(limits.capacity.max(1));
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let queued_bytes = Arc::new(AtomicU64::new(0));
+        let pending = Arc::new(AtomicU64::new(0));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let status = Arc::new(Mutex::new(EndpointStatus::default()));
         for _ in 0..limits.senders.max(1) {
@@ -99,13 +102,18 @@ impl Endpoint {
                 shutdown: shutdown_rx.clone(),
                 rng: seed(),
             };
-            runtime.spawn(worker.run(Arc::clone(&rx), Arc::clone(&queued_bytes)));
+            runtime.spawn(worker.run(
+                Arc::clone(&rx),
+                Arc::clone(&queued_bytes),
+                Arc::clone(&pending),
+            ));
         }
         Ok(Endpoint {
             opts,
             label,
             tx,
             queued_bytes,
+            pending,
             max_bytes: limits.max_bytes,
             status,
             shutdown,
@@ -117,6 +125,7 @@ impl Endpoint {
     pub fn enqueue(&self, batch: Arc<Batch>) -> bool {
         let len = batch.body.len() as u64;
         let queued = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        self.pending.fetch_add(1, Ordering::AcqRel);
         let reason = if queued > 0 && queued + len > self.max_bytes {
             Some("queue full (bytes)")
         } else {
@@ -130,6 +139,7 @@ impl Endpoint {
             return true;
         };
         self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+        self.pending.fetch_sub(1, Ordering::AcqRel);
         self.metrics.dropped(&self.label, &batch);
         warn!(endpoint = %self.label, profiles = batch.profiles, reason, "dropping profiles");
         let mut st = lock(&self.status);
@@ -149,6 +159,11 @@ impl Endpoint {
 
     pub fn queue_depth(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// Batches queued or in flight (delivered, dropped or given up ones no longer count).
+    pub fn pending(&self) -> u64 {
+        self.pending.load(Ordering::Acquire)
     }
 
     pub fn queue_capacity(&self) -> usize {
@@ -269,6 +284,7 @@ impl Worker {
         mut self,
         rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Arc<Batch>>>>,
         queued_bytes: Arc<AtomicU64>,
+        pending: Arc<AtomicU64>,
     ) {
         loop {
             let batch = {
@@ -283,7 +299,9 @@ impl Worker {
                 }
             };
             queued_bytes.fetch_sub(batch.body.len() as u64, Ordering::AcqRel);
-            if !self.deliver(&batch).await {
+            let delivered = self.deliver(&batch).await;
+            pending.fetch_sub(1, Ordering::AcqRel);
+            if !delivered {
                 // Shut down while retrying: this batch was counted; count the rest too.
                 break;
             }
@@ -292,6 +310,7 @@ impl Worker {
         guard.close();
         while let Ok(batch) = guard.try_recv() {
             queued_bytes.fetch_sub(batch.body.len() as u64, Ordering::AcqRel);
+            pending.fetch_sub(1, Ordering::AcqRel);
             self.metrics.dropped(&self.label, &batch);
         }
         debug!(endpoint = %self.label, "endpoint worker stopped");
