@@ -59,8 +59,9 @@ pub fn parse_expr(src: &str) -> Result<Expr, Diagnostics> {
 
 struct Parser<'a> {
     src: &'a str,
-    index: LineIndex,
-    tokens: Vec<Token>,
+    /// Built on the first error only: valid input never needs line numbers.
+    index: std::cell::OnceCell<LineIndex>,
+    tokens: Vec<Token<'a>>,
     pos: usize,
     comments: Vec<Comment>,
     /// Errors of the lexer and the parser.
@@ -79,22 +80,21 @@ pub const MAX_NESTING: usize = 100;
 
 impl<'a> Parser<'a> {
     fn new(src: &'a str) -> Self {
-        let lexed = lexer::tokenize(src);
-        let mut tokens = Vec::with_capacity(lexed.tokens.len());
-        let mut comments = Vec::new();
-        for t in lexed.tokens {
-            if t.kind == TokenKind::Comment {
-                comments.push(Comment {
-                    text: t.text,
-                    span: t.span,
-                });
-            } else {
-                tokens.push(t);
-            }
-        }
+        let mut lexed = lexer::tokenize(src);
+        let comments = lexed
+            .tokens
+            .iter()
+            .filter(|t| t.kind == TokenKind::Comment)
+            .map(|t| Comment {
+                text: t.text.to_string(),
+                span: t.span,
+            })
+            .collect();
+        lexed.tokens.retain(|t| t.kind != TokenKind::Comment);
+        let tokens = lexed.tokens;
         Parser {
             src,
-            index: LineIndex::new(src),
+            index: std::cell::OnceCell::new(),
             tokens,
             pos: 0,
             comments,
@@ -110,10 +110,11 @@ impl<'a> Parser<'a> {
             return Ok(());
         }
         self.diags.sort_by_key(|d| d.span.start);
+        let index = LineIndex::new(self.src);
         let mut seen_line = None;
         let mut out = Diagnostics::default();
         for d in self.diags {
-            let line = self.index.line_of(d.span.start.min(self.src.len()));
+            let line = index.line_of(d.span.start.min(self.src.len()));
             if seen_line == Some(line) {
                 continue;
             }
@@ -123,7 +124,11 @@ impl<'a> Parser<'a> {
         Err(out)
     }
 
-    fn tok(&self) -> &Token {
+    fn index(&self) -> &LineIndex {
+        self.index.get_or_init(|| LineIndex::new(self.src))
+    }
+
+    fn tok(&self) -> &Token<'a> {
         &self.tokens[self.pos]
     }
 
@@ -143,7 +148,7 @@ impl<'a> Parser<'a> {
             return;
         }
         let span = self.tok().span;
-        let line = self.index.line_of(span.start.min(self.src.len()));
+        let line = self.index().line_of(span.start.min(self.src.len()));
         if self.last_error_line == Some(line) {
             return;
         }
@@ -282,7 +287,7 @@ impl<'a> Parser<'a> {
                 let body = self.parse_body(TokenKind::RCurly);
                 self.depth -= 1;
                 if self.kind() == TokenKind::Eof {
-                    let lc = self.index.line_col(self.src, lcurly.start);
+                    let lc = self.index().line_col(self.src, lcurly.start);
                     let hint = format!(
                         "the block opened at line {}, column {} is never closed",
                         lc.line, lc.col
@@ -327,7 +332,7 @@ impl<'a> Parser<'a> {
         let mut name = BlockName {
             start: first.span,
             parts: vec![Ident {
-                name: first.text.clone(),
+                name: first.text.to_string(),
                 span: first.span,
             }],
             label: None,
@@ -342,7 +347,7 @@ impl<'a> Parser<'a> {
             }
             let t = self.tok();
             name.parts.push(Ident {
-                name: t.text.clone(),
+                name: t.text.to_string(),
                 span: t.span,
             });
             self.next();
@@ -508,7 +513,7 @@ impl<'a> Parser<'a> {
                     let t = self.tok().clone();
                     self.expect(TokenKind::Ident);
                     let name = Ident {
-                        name: t.text,
+                        name: t.text.into_owned(),
                         span: t.span,
                     };
                     primary = Expr {
@@ -584,19 +589,19 @@ impl<'a> Parser<'a> {
             span: t.span,
             kind: ExprKind::Literal(Literal {
                 kind,
-                raw: t.text.clone(),
+                raw: t.text.to_string(),
             }),
         };
         let expr = match t.kind {
             TokenKind::Ident => Expr {
                 span: t.span,
                 kind: ExprKind::Ident(Ident {
-                    name: t.text.clone(),
+                    name: t.text.to_string(),
                     span: t.span,
                 }),
             },
             TokenKind::String => lit(LitKind::String(lexer::unquote(&t.text))),
-            TokenKind::Number => lit(LitKind::Number(t.text.clone())),
+            TokenKind::Number => lit(LitKind::Number(t.text.to_string())),
             TokenKind::Float => lit(LitKind::Float(parse_float(&t.text))),
             TokenKind::Bool => lit(LitKind::Bool(t.text == "true")),
             TokenKind::Null => lit(LitKind::Null),
@@ -733,7 +738,7 @@ impl<'a> Parser<'a> {
         let (name, quoted) = match t.kind {
             TokenKind::Ident => {
                 self.next();
-                (t.text.clone(), false)
+                (t.text.to_string(), false)
             }
             TokenKind::String => {
                 self.next();
