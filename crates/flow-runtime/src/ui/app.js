@@ -129,6 +129,8 @@ async function renderComponent(id) {
     ...section("Debug info", "debug-info", c.debugInfo),
     el("h2", {}, "Health history"),
     el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Time"), el("th", {}, "State"), el("th", {}, "Message"))), history));
+  // Components with recent profiles (pyroscope.ebpf) get a flame graph panel (flamegraph.js).
+  if (window.rillProfilePanel) window.rillProfilePanel(main, c);
 }
 
 const SVG = "http://www.w3.org/2000/svg";
