@@ -102,7 +102,10 @@ pub enum ExprKind {
     },
     Ident(Ident),
     /// `value.name`
-    Access { value: Box<Expr>, name: Ident },
+    Access {
+        value: Box<Expr>,
+        name: Ident,
+    },
     /// `value[index]`
     Index {
         value: Box<Expr>,

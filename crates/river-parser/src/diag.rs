@@ -51,7 +51,13 @@ fn render_with(idx: &LineIndex, d: &Diagnostic, file: &str, src: &str) -> String
     let before: String = text
         .chars()
         .take(lc.col - 1)
-        .map(|c| if c == '\t' { "    ".to_string() } else { " ".to_string() })
+        .map(|c| {
+            if c == '\t' {
+                "    ".to_string()
+            } else {
+                " ".to_string()
+            }
+        })
         .collect();
     let line_end = idx.line_start(line0) + text.len();
     let end = d.span.end.min(line_end).max(d.span.start);

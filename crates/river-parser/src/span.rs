@@ -63,8 +63,14 @@ impl LineIndex {
         let offset = offset.min(src.len());
         let line0 = self.line_of(offset);
         let start = self.line_starts[line0];
-        let col = src.get(start..offset).map_or(offset - start, |s| s.chars().count()) + 1;
-        LineCol { line: line0 + 1, col }
+        let col = src
+            .get(start..offset)
+            .map_or(offset - start, |s| s.chars().count())
+            + 1;
+        LineCol {
+            line: line0 + 1,
+            col,
+        }
     }
 
     /// The text of the 0-based line `line0` without its line ending.
