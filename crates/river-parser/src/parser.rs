@@ -72,6 +72,12 @@ struct Parser<'a> {
     depth: usize,
     /// Set when parsing was abandoned (nesting too deep): later errors are not reported.
     aborted: bool,
+    /// Scratch stacks that statements, list elements and fields are collected on while their
+    /// list is parsed (nested lists above), then moved into an exactly sized `Vec`: one
+    /// allocation per list instead of a growing one.
+    stmt_stack: Vec<Stmt>,
+    expr_stack: Vec<Expr>,
+    field_stack: Vec<ObjectField>,
 }
 
 /// Deepest nesting of expressions and blocks accepted; deeper input is rejected instead of
@@ -102,6 +108,9 @@ impl<'a> Parser<'a> {
             last_error_line: None,
             depth: 0,
             aborted: false,
+            stmt_stack: Vec::new(),
+            expr_stack: Vec::new(),
+            field_stack: Vec::new(),
         }
     }
 
@@ -213,10 +222,10 @@ impl<'a> Parser<'a> {
 
     /// `Body = [ Statement { TERMINATOR Statement } ]`, up to (not including) `until`.
     fn parse_body(&mut self, until: TokenKind) -> Body {
-        let mut body = Vec::new();
+        let base = self.stmt_stack.len();
         while self.kind() != until && self.kind() != TokenKind::Eof {
             if let Some(stmt) = self.parse_statement() {
-                body.push(stmt);
+                self.stmt_stack.push(stmt);
             }
             if self.kind() == until {
                 break;
@@ -241,7 +250,7 @@ impl<'a> Parser<'a> {
             }
             self.next();
         }
-        body
+        self.stmt_stack.drain(base..).collect()
     }
 
     fn parse_statement(&mut self) -> Option<Stmt> {
@@ -675,9 +684,10 @@ impl<'a> Parser<'a> {
 
     /// `List = Expression { "," Expression } [ "," ]`, up to `until`.
     fn parse_expression_list(&mut self, until: TokenKind) -> Vec<Expr> {
-        let mut out = Vec::new();
+        let base = self.expr_stack.len();
         while self.kind() != until && self.kind() != TokenKind::Eof {
-            out.push(self.parse_expression());
+            let e = self.parse_expression();
+            self.expr_stack.push(e);
             if self.kind() == until {
                 break;
             }
@@ -690,7 +700,7 @@ impl<'a> Parser<'a> {
             }
             self.next();
         }
-        out
+        self.expr_stack.drain(base..).collect()
     }
 
     /// A hint for a missing comma: at a line end, the trailing-comma rule; at the end of the
@@ -717,9 +727,10 @@ impl<'a> Parser<'a> {
 
     /// `Fields = Field { "," Field } [ "," ]`, up to `until`.
     fn parse_field_list(&mut self, until: TokenKind) -> Vec<ObjectField> {
-        let mut out = Vec::new();
+        let base = self.field_stack.len();
         while self.kind() != until && self.kind() != TokenKind::Eof {
-            out.push(self.parse_field());
+            let f = self.parse_field();
+            self.field_stack.push(f);
             if self.kind() == until {
                 break;
             }
@@ -729,7 +740,7 @@ impl<'a> Parser<'a> {
             }
             self.next();
         }
-        out
+        self.field_stack.drain(base..).collect()
     }
 
     /// `Field = ( STRING | IDENT ) "=" Expression`
