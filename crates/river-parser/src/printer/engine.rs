@@ -295,8 +295,9 @@ impl<'a> Engine<'a> {
         }
         let mut newlines = 0;
         let mut last_nl = 0;
+        // Only '\n' ends a source line; a form feed inside a comment or string is plain text.
         for (i, b) in s.bytes().enumerate() {
-            if b == b'\n' || b == b'\x0c' {
+            if b == b'\n' {
                 newlines += 1;
                 last_nl = i;
             }

@@ -419,6 +419,13 @@ mod tests {
     }
 
     #[test]
+    fn form_feed_inside_a_comment_is_not_a_line_break() {
+        // Found by fuzz/parse_format: the next comment was joined onto this one.
+        let src = "a = 1 // x\x0cy\n// next\nb = 2\n";
+        assert_eq!(format_source(src).unwrap(), src);
+    }
+
+    #[test]
     fn line_comment_never_swallows_the_next_token() {
         let out = format_source("x = f(1, // c\n)\n").unwrap();
         assert_eq!(out, "x = f(1, // c\n)\n");
