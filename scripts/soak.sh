@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Churn/soak run of `rill run` (root, eBPF, Docker).
 #
-# rill profiles the whole host at 97 Hz (pyroscope.ebpf -> pyroscope.write -> a local sink)
+# rill profiles at 97 Hz (discovery.docker -> pyroscope.ebpf -> pyroscope.write -> a local sink)
 # while this script spawns thousands of short-lived processes and dozens of short-lived
 # FROM-scratch containers, and reloads rill (SIGHUP) every RELOAD_EVERY seconds, alternating a
 # config with pyroscope.ebpf and one without it. Every SAMPLE_EVERY seconds it records rill's
@@ -42,6 +42,7 @@ cleanup() {
     wait 2>/dev/null || true
 }
 trap cleanup EXIT
+trap "exit 1" INT TERM
 
 [ "$(id -u)" = 0 ] || { log "needs root"; exit 1; }
 for t in gcc bpftool docker python3 curl; do
@@ -92,16 +93,24 @@ WRITE="pyroscope.write \"sink\" {
   }
 }
 "
+DOCKER="discovery.docker \"containers\" {
+  host             = \"unix:///var/run/docker.sock\"
+  refresh_interval = \"5s\"
+}
+"
+# Containers are discovered and profiled; every other process still goes through the probe's
+# unknown-pid/exec/exit path (decided, cached, forgotten) but is not symbolized, which keeps a
+# debug build affordable. TARGETS_ONLY=false profiles the whole host instead.
 EBPF="pyroscope.ebpf \"cpu\" {
-  targets_only     = false
-  default_target   = { \"service_name\" = \"soak\" }
+  targets          = discovery.docker.containers.targets
+  targets_only     = ${TARGETS_ONLY:-true}
   sample_rate      = 97
   collect_interval = \"3s\"
   forward_to       = [pyroscope.write.sink.receiver]
 }
 "
-printf 'logging {\n  level = "warn"\n}\n\n%s\n%s' "$WRITE" "$EBPF" >"$OUT/with-ebpf.river"
-printf 'logging {\n  level = "warn"\n}\n\n%s' "$WRITE" >"$OUT/without-ebpf.river"
+printf 'logging {\n  level = "warn"\n}\n\n%s\n%s\n%s' "$WRITE" "$DOCKER" "$EBPF" >"$OUT/with-ebpf.river"
+printf 'logging {\n  level = "warn"\n}\n\n%s\n%s' "$WRITE" "$DOCKER" >"$OUT/without-ebpf.river"
 
 bpf_progs() { bpftool prog show 2>/dev/null | grep -c '^[0-9]' || true; }
 bpf_maps() { bpftool map show 2>/dev/null | grep -c '^[0-9]' || true; }

@@ -13,12 +13,25 @@ fuzz_target!(|data: &[u8]| {
     let _ = syms.build_id_hex();
     // Probe offsets around every load segment and a spread over the file.
     let len = data.len() as u64;
-    for off in [0, 1, len / 3, len / 2, len.saturating_sub(1), len, u64::MAX, u64::MAX / 2] {
+    for off in [
+        0,
+        1,
+        len / 3,
+        len / 2,
+        len.saturating_sub(1),
+        len,
+        u64::MAX,
+        u64::MAX / 2,
+    ] {
         let _ = syms.file_offset_to_vaddr(off);
         let _ = syms.lookup_file_offset(off);
     }
     for seg in &syms.loads {
-        for off in [seg.offset, seg.offset.wrapping_add(1), seg.offset.wrapping_sub(1)] {
+        for off in [
+            seg.offset,
+            seg.offset.wrapping_add(1),
+            seg.offset.wrapping_sub(1),
+        ] {
             let _ = syms.file_offset_to_vaddr(off);
             let _ = syms.lookup_file_offset(off);
         }

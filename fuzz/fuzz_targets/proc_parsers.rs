@@ -3,7 +3,9 @@
 //! a container ID found in a cgroup file is non-empty and taken from the file.
 #![no_main]
 
-use ebpf_probe::cgroup::{container_id_from_cgroup, container_id_from_path, normalize_container_id};
+use ebpf_probe::cgroup::{
+    container_id_from_cgroup, container_id_from_path, normalize_container_id,
+};
 use ebpf_probe::symbolize::procmaps::{parse_maps, parse_maps_line};
 use libfuzzer_sys::fuzz_target;
 

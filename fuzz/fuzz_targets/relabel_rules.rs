@@ -16,10 +16,29 @@ mod relabel;
 use relabel::{compile_rules, process, Rule, RuleArgs};
 
 const ACTIONS: [&str; 12] = [
-    "replace", "keep", "drop", "keepequal", "dropequal", "hashmod", "labelmap", "labeldrop",
-    "labelkeep", "lowercase", "uppercase", "bogus",
+    "replace",
+    "keep",
+    "drop",
+    "keepequal",
+    "dropequal",
+    "hashmod",
+    "labelmap",
+    "labeldrop",
+    "labelkeep",
+    "lowercase",
+    "uppercase",
+    "bogus",
 ];
-const REGEXES: [&str; 8] = ["(.*)", "(.+)", "a(b*)c", "__meta_(.+)", "", "(?i)X(.)", "([a-z]+)-([0-9]+)", ".*"];
+const REGEXES: [&str; 8] = [
+    "(.*)",
+    "(.+)",
+    "a(b*)c",
+    "__meta_(.+)",
+    "",
+    "(?i)X(.)",
+    "([a-z]+)-([0-9]+)",
+    ".*",
+];
 const TEMPLATES: [&str; 8] = ["$1", "${1}", "$2", "${1}_$2", "$0", "$name", "__tmp_$1", ""];
 
 #[derive(Arbitrary, Debug)]
@@ -40,7 +59,16 @@ struct Input {
     extra_names: Vec<String>,
 }
 
-const NAMES: [&str; 8] = ["__address__", "job", "a", "b", "__meta_x", "instance", "X1", "app-7"];
+const NAMES: [&str; 8] = [
+    "__address__",
+    "job",
+    "a",
+    "b",
+    "__meta_x",
+    "instance",
+    "X1",
+    "app-7",
+];
 
 fn name(i: u8, extra: &[String]) -> String {
     let i = usize::from(i);
@@ -71,7 +99,14 @@ fuzz_target!(|input: Input| {
             separator: r.separator.clone().unwrap_or_else(|| ";".into()),
             regex: pick(&r.regex, &REGEXES),
             modulus: u64::from(r.modulus),
-            target_label: pick(&r.target, &NAMES.iter().chain(TEMPLATES.iter()).copied().collect::<Vec<_>>()),
+            target_label: pick(
+                &r.target,
+                &NAMES
+                    .iter()
+                    .chain(TEMPLATES.iter())
+                    .copied()
+                    .collect::<Vec<_>>(),
+            ),
             replacement: pick(&r.replacement, &TEMPLATES),
             action: ACTIONS[usize::from(r.action) % ACTIONS.len()].to_string(),
         })

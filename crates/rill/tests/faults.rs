@@ -9,7 +9,8 @@ use common_rel::{free_addr, get, raw, rill_cmd, tmpdir, wait_until, Rill};
 use std::path::Path;
 use std::time::Duration;
 
-const V1: &str = "pyroscope.write \"a\" {\n  endpoint {\n    url = \"http://127.0.0.1:9\"\n  }\n}\n";
+const V1: &str =
+    "pyroscope.write \"a\" {\n  endpoint {\n    url = \"http://127.0.0.1:9\"\n  }\n}\n";
 
 fn components(addr: std::net::SocketAddr) -> String {
     let (status, _, body) = get(addr, "/api/v0/web/components").unwrap();
@@ -51,10 +52,17 @@ fn broken_config_file_keeps_the_old_graph_running() {
     std::fs::remove_file(&cfg).unwrap();
     let resp = post_reload(addr);
     assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
-    assert!(resp.contains("config.river"), "error does not name the file: {resp}");
+    assert!(
+        resp.contains("config.river"),
+        "error does not name the file: {resp}"
+    );
     rill.signal("-HUP");
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(components(addr), before, "graph changed after a failed reload");
+    assert_eq!(
+        components(addr),
+        before,
+        "graph changed after a failed reload"
+    );
     assert_eq!(get(addr, "/-/ready").unwrap().0, 200);
 
     // 2. Unreadable (a directory in its place).

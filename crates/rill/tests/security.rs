@@ -53,7 +53,11 @@ fn http_server_listens_on_loopback_by_default() {
             .collect();
         !listening.is_empty()
     });
-    assert_eq!(listening, vec!["127.0.0.1:12345".to_string()], "{listening:?}");
+    assert_eq!(
+        listening,
+        vec!["127.0.0.1:12345".to_string()],
+        "{listening:?}"
+    );
     let (status, _, _) = get("127.0.0.1:12345".parse().unwrap(), "/-/ready").unwrap();
     assert_eq!(status, 200);
     rill.signal("-TERM");
@@ -75,9 +79,11 @@ fn request_bodies_and_heads_are_bounded() {
     // 20 requests each announcing and sending 8 MiB: refused, not buffered.
     let big = vec![b'a'; 8 << 20];
     for _ in 0..20 {
-        let mut req =
-            format!("POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", big.len())
-                .into_bytes();
+        let mut req = format!(
+            "POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            big.len()
+        )
+        .into_bytes();
         req.extend_from_slice(&big);
         let resp = raw(addr, &req).unwrap_or_default();
         // Either a 413, or the server closed the connection after refusing.
@@ -154,7 +160,11 @@ fn ui_sends_restrictive_csp_and_never_builds_html_from_data() {
                     .then(|| v.trim().to_string())
             })
             .unwrap_or_else(|| panic!("{path}: no CSP header\n{head}"));
-        for needed in ["default-src 'none'", "script-src 'self'", "frame-ancestors 'none'"] {
+        for needed in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
             assert!(csp.contains(needed), "{path}: CSP {csp:?} lacks {needed}");
         }
         for bad in ["unsafe-inline", "unsafe-eval", "*"] {
@@ -168,7 +178,13 @@ fn ui_sends_restrictive_csp_and_never_builds_html_from_data() {
         }
         if path == "/ui/app.js" {
             // Values reach the page only as text nodes.
-            for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+            for sink in [
+                "innerHTML",
+                "outerHTML",
+                "insertAdjacentHTML",
+                "document.write",
+                "eval(",
+            ] {
                 assert!(!body.contains(sink), "app.js uses {sink}");
             }
         }
@@ -293,8 +309,7 @@ pyroscope.ebpf "cpu" {{
             // The values are there (escaped as JSON), only the secrets are hidden.
             assert!(body.contains("basic"), "{body}");
             assert!(
-                body.contains(r#"<img src=x onerror=alert(1)>"#)
-                    || body.contains(r"\u003cimg"),
+                body.contains(r#"<img src=x onerror=alert(1)>"#) || body.contains(r"\u003cimg"),
                 "{body}"
             );
         }
@@ -304,7 +319,10 @@ pyroscope.ebpf "cpu" {{
     let certfile = dir.join("client.crt");
     std::fs::write(
         &keyfile,
-        format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", SECRETS[4]),
+        format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            SECRETS[4]
+        ),
     )
     .unwrap();
     std::fs::write(
@@ -385,12 +403,14 @@ fn missing_capabilities_give_one_clear_line() {
         .arg(format!("--storage.path={}", dir.join("data").display()));
     let rill = Rill::spawn(c);
     let mut body = String::new();
-    wait_until("ebpf to report unhealthy", 30, || match get(addr, "/-/healthy") {
-        Some((500, _, b)) => {
-            body = b;
-            true
+    wait_until("ebpf to report unhealthy", 30, || {
+        match get(addr, "/-/healthy") {
+            Some((500, _, b)) => {
+                body = b;
+                true
+            }
+            _ => false,
         }
-        _ => false,
     });
     let line = body
         .lines()
@@ -405,7 +425,10 @@ fn missing_capabilities_give_one_clear_line() {
     // The same single line through the API, and the rest of the graph keeps running.
     let (_, _, api) = get(addr, "/api/v0/web/components/pyroscope.ebpf.cpu").unwrap();
     let m = json_str_after(&api, "\"message\":").unwrap_or_else(|| panic!("{api}"));
-    assert!(!m.contains("\\n"), "health message has several lines: {m:?}");
+    assert!(
+        !m.contains("\\n"),
+        "health message has several lines: {m:?}"
+    );
     let (_, _, w) = get(addr, "/api/v0/web/components/pyroscope.write.w").unwrap();
     assert_eq!(
         json_str_after(&w, "\"state\":").as_deref(),
@@ -415,7 +438,10 @@ fn missing_capabilities_give_one_clear_line() {
     let m = msg.to_string();
     // Logged once as an error line (logfmt/json line), not a multi-line dump.
     let logs = rill.logs();
-    let hits: Vec<&str> = logs.lines().filter(|l| l.contains(&m[..m.len().min(40)])).collect();
+    let hits: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains(&m[..m.len().min(40)]))
+        .collect();
     assert!(!hits.is_empty(), "message not logged:\n{logs}");
 }
 

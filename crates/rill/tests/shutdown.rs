@@ -53,11 +53,7 @@ pyroscope.ebpf "cpu" {{
     )
     .unwrap();
     let addr = free_addr();
-    let mut rill = Rill::spawn(rill_cmd(
-        Path::new(env!("CARGO_BIN_EXE_rill")),
-        &cfg,
-        addr,
-    ));
+    let mut rill = Rill::spawn(rill_cmd(Path::new(env!("CARGO_BIN_EXE_rill")), &cfg, addr));
     wait_until("ebpf profiling", 30, || {
         get(addr, "/api/v0/web/components/pyroscope.ebpf.cpu")
             .is_some_and(|(_, _, b)| b.contains("profiling"))

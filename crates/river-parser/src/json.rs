@@ -66,11 +66,9 @@ fn as_secret(v: &Value) -> Value {
     match v {
         Value::String(s) => Value::Secret(s.clone()),
         Value::Array(items) => Value::Array(items.iter().map(as_secret).collect()),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), as_secret(v)))
-                .collect(),
-        ),
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), as_secret(v))).collect())
+        }
         other => other.clone(),
     }
 }

@@ -380,7 +380,10 @@ impl Writer {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {
-                warn!(pending, "pyroscope.write: shutting down with undelivered profiles");
+                warn!(
+                    pending,
+                    "pyroscope.write: shutting down with undelivered profiles"
+                );
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -114,12 +114,12 @@ impl Rill {
             }
             if Instant::now() >= deadline {
                 let logs = self.logs();
-                let tail: Vec<&str> = logs
-                    .lines()
-                    .filter(|l| !l.contains("target=log"))
-                    .collect();
+                let tail: Vec<&str> = logs.lines().filter(|l| !l.contains("target=log")).collect();
                 let from = tail.len().saturating_sub(40);
-                panic!("rill did not exit in {secs}s; last logs:\n{}", tail[from..].join("\n"));
+                panic!(
+                    "rill did not exit in {secs}s; last logs:\n{}",
+                    tail[from..].join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
