@@ -177,7 +177,7 @@ const BOM: char = '\u{FEFF}';
 
 /// The kind of a raw lexeme, one per lexeme rule of `river.pest`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RawKind {
+pub(crate) enum RawKind {
     Newline,
     LineComment,
     BlockComment,
@@ -192,7 +192,7 @@ enum RawKind {
 
 /// A raw lexeme `src[start..end]`, what both scanners produce and [`build`] turns into tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Raw {
+pub(crate) struct Raw {
     kind: RawKind,
     start: usize,
     end: usize,
@@ -282,7 +282,7 @@ fn raw_of_pair(p: pest::iterators::Pair<'_, Rule>) -> Raw {
 /// `river.pest` (same alternatives in the same order), but a byte at a time. Cloning it gives
 /// cheap lookahead.
 #[derive(Clone)]
-struct Scanner<'a> {
+pub(crate) struct Scanner<'a> {
     src: &'a str,
     pos: usize,
 }
@@ -453,177 +453,224 @@ fn find_byte(b: &[u8], from: usize, needle: u8) -> Option<usize> {
 
 /// Turns raw lexemes into tokens: keywords, terminators, escape checks and lexical errors.
 fn build<'a>(src: &'a str, raws: impl Iterator<Item = Raw> + Clone) -> Lexed<'a> {
-    let mut out = Lexed {
-        tokens: Vec::with_capacity(src.len() / 5 + 2),
-        errors: Vec::new(),
-    };
-    // Characters that are illegal wherever they appear (even inside strings and comments): NUL
-    // and a byte order mark (EF BB BF) other than the first character.
-    for (i, &c) in src.as_bytes().iter().enumerate() {
-        if c == 0 {
-            out.errors.push(err(i, 1, "illegal character NUL"));
-        } else if c == 0xEF && i > 0 && src.as_bytes()[i..].starts_with(&[0xEF, 0xBB, 0xBF]) {
-            out.errors
-                .push(err(i, BOM.len_utf8(), "illegal byte order mark"));
+    let mut stream = TokenStream::new(src, raws);
+    let mut tokens = Vec::with_capacity(src.len() / 5 + 2);
+    tokens.extend(&mut stream);
+    Lexed {
+        tokens,
+        errors: stream.finish(),
+    }
+}
+
+/// The tokens of `src` from the hand-written scanner, produced on demand (the parser pulls them
+/// one at a time instead of holding a vector of every token). Errors are read with
+/// [`TokenStream::finish`] once the stream is exhausted.
+pub(crate) fn stream(src: &str) -> TokenStream<'_, Scanner<'_>> {
+    TokenStream::new(src, Scanner { src, pos: 0 })
+}
+
+/// Turns raw lexemes into tokens one at a time: keywords, terminators, escape checks and lexical
+/// errors. Ends with an `EOF` token.
+pub(crate) struct TokenStream<'a, I> {
+    src: &'a str,
+    raws: I,
+    insert_term: bool,
+    /// A token to return next (a comment after the terminator inserted before it, or `EOF`).
+    pending: Option<Token<'a>>,
+    done: bool,
+    errors: Vec<Diagnostic>,
+}
+
+impl<'a, I: Iterator<Item = Raw> + Clone> TokenStream<'a, I> {
+    fn new(src: &'a str, raws: I) -> Self {
+        let mut errors = Vec::new();
+        // Characters that are illegal wherever they appear (even inside strings and comments):
+        // NUL and a byte order mark (EF BB BF) other than the first character.
+        for (i, &c) in src.as_bytes().iter().enumerate() {
+            if c == 0 {
+                errors.push(err(i, 1, "illegal character NUL"));
+            } else if c == 0xEF && i > 0 && src.as_bytes()[i..].starts_with(&[0xEF, 0xBB, 0xBF]) {
+                errors.push(err(i, BOM.len_utf8(), "illegal byte order mark"));
+            }
+        }
+        TokenStream {
+            src,
+            raws,
+            insert_term: false,
+            pending: None,
+            done: false,
+            errors,
         }
     }
 
-    let mut insert_term = false;
-    let mut raws = raws;
-    while let Some(raw) = raws.next() {
-        let span = Span::new(raw.start, raw.end);
-        let text = &src[raw.start..raw.end];
-        let mut push = |kind: TokenKind, span: Span, text: &'a str| {
-            out.tokens.push(Token {
-                kind,
-                span,
-                text: Cow::Borrowed(text),
-            })
+    /// The lexical errors, sorted by position, with every span inside the source and on
+    /// character boundaries. Call after the stream is exhausted.
+    pub(crate) fn finish(mut self) -> Vec<Diagnostic> {
+        let src = self.src;
+        for e in &mut self.errors {
+            let clamp = |mut i: usize| {
+                i = i.min(src.len());
+                while !src.is_char_boundary(i) {
+                    i += 1;
+                }
+                i
+            };
+            e.span.start = clamp(e.span.start);
+            e.span.end = clamp(e.span.end.max(e.span.start));
+        }
+        self.errors.sort_by_key(|d| d.span.start);
+        self.errors
+    }
+}
+
+impl<'a, I: Iterator<Item = Raw> + Clone> Iterator for TokenStream<'a, I> {
+    type Item = Token<'a>;
+
+    fn next(&mut self) -> Option<Token<'a>> {
+        if let Some(t) = self.pending.take() {
+            return Some(t);
+        }
+        if self.done {
+            return None;
+        }
+        let src = self.src;
+        let tok = |kind: TokenKind, span: Span, text: &'a str| Token {
+            kind,
+            span,
+            text: Cow::Borrowed(text),
         };
-        match raw.kind {
-            RawKind::Newline => {
-                if insert_term {
-                    push(TokenKind::Terminator, span, "\n");
-                    insert_term = false;
+        loop {
+            let Some(raw) = self.raws.next() else {
+                self.done = true;
+                let end = Span::new(src.len(), src.len());
+                let eof = tok(TokenKind::Eof, end, "");
+                if std::mem::take(&mut self.insert_term) {
+                    self.pending = Some(eof);
+                    return Some(tok(TokenKind::Terminator, end, "\n"));
                 }
-            }
-            RawKind::LineComment | RawKind::BlockComment => {
-                let block = raw.kind == RawKind::BlockComment;
-                if insert_term && comment_ends_line(src, raw, raws.clone()) {
-                    push(
-                        TokenKind::Terminator,
-                        Span::new(span.start, span.start),
-                        "\n",
-                    );
-                }
-                if !(raw.closed || !block) {
-                    out.errors
-                        .push(err(span.start, 2, "block comment not terminated"));
-                }
-                let trimmed = text.trim_end_matches('\r');
-                let text = if trimmed.contains('\r') {
-                    Cow::Owned(strip_cr(trimmed, block))
-                } else {
-                    Cow::Borrowed(trimmed)
-                };
-                out.tokens.push(Token {
-                    kind: TokenKind::Comment,
-                    span: Span::new(span.start, span.start + trimmed.len()),
-                    text,
-                });
-                insert_term = false;
-            }
-            RawKind::DqString | RawKind::SqString | RawKind::RawString => {
-                let closed = raw.closed;
-                let kind = if raw.kind == RawKind::SqString {
-                    out.errors.push(err(
-                        span.start,
-                        span.end - span.start,
-                        "illegal single-quoted string; use double quotes",
-                    ));
-                    TokenKind::Illegal
-                } else {
-                    TokenKind::String
-                };
-                if raw.kind != RawKind::RawString {
-                    let body_end = if closed { span.end - 1 } else { span.end };
-                    // Only escapes can be invalid.
-                    if src.as_bytes()[span.start + 1..body_end].contains(&b'\\') {
-                        decode_escapes(src, span.start + 1, body_end, &mut out.errors);
+                return Some(eof);
+            };
+            let span = Span::new(raw.start, raw.end);
+            let text = &src[raw.start..raw.end];
+            let errors = &mut self.errors;
+            match raw.kind {
+                RawKind::Newline => {
+                    if self.insert_term {
+                        self.insert_term = false;
+                        return Some(tok(TokenKind::Terminator, span, "\n"));
                     }
                 }
-                if !closed {
-                    out.errors.push(err(
-                        span.start,
-                        span.end - span.start,
-                        "string literal not terminated",
-                    ));
+                RawKind::LineComment | RawKind::BlockComment => {
+                    let block = raw.kind == RawKind::BlockComment;
+                    let term = self.insert_term && comment_ends_line(src, raw, self.raws.clone());
+                    if block && !raw.closed {
+                        errors.push(err(span.start, 2, "block comment not terminated"));
+                    }
+                    let trimmed = text.trim_end_matches('\r');
+                    let text = if trimmed.contains('\r') {
+                        Cow::Owned(strip_cr(trimmed, block))
+                    } else {
+                        Cow::Borrowed(trimmed)
+                    };
+                    let comment = Token {
+                        kind: TokenKind::Comment,
+                        span: Span::new(span.start, span.start + trimmed.len()),
+                        text,
+                    };
+                    self.insert_term = false;
+                    if term {
+                        self.pending = Some(comment);
+                        let at = Span::new(span.start, span.start);
+                        return Some(tok(TokenKind::Terminator, at, "\n"));
+                    }
+                    return Some(comment);
                 }
-                push(kind, span, text);
-                insert_term = true;
-            }
-            RawKind::Number => {
-                let kind = if raw.float {
-                    TokenKind::Float
-                } else {
-                    TokenKind::Number
-                };
-                if raw.bad_exp {
-                    out.errors.push(err(
-                        span.start,
-                        span.end - span.start,
-                        "exponent has no digits",
-                    ));
+                RawKind::DqString | RawKind::SqString | RawKind::RawString => {
+                    let closed = raw.closed;
+                    let kind = if raw.kind == RawKind::SqString {
+                        errors.push(err(
+                            span.start,
+                            span.end - span.start,
+                            "illegal single-quoted string; use double quotes",
+                        ));
+                        TokenKind::Illegal
+                    } else {
+                        TokenKind::String
+                    };
+                    if raw.kind != RawKind::RawString {
+                        let body_end = if closed { span.end - 1 } else { span.end };
+                        // Only escapes can be invalid.
+                        if src.as_bytes()[span.start + 1..body_end].contains(&b'\\') {
+                            decode_escapes(src, span.start + 1, body_end, errors);
+                        }
+                    }
+                    if !closed {
+                        errors.push(err(
+                            span.start,
+                            span.end - span.start,
+                            "string literal not terminated",
+                        ));
+                    }
+                    self.insert_term = true;
+                    return Some(tok(kind, span, text));
                 }
-                push(kind, span, text);
-                insert_term = true;
-            }
-            RawKind::Ident => {
-                let kind = match text {
-                    "true" | "false" => TokenKind::Bool,
-                    "null" => TokenKind::Null,
-                    _ => TokenKind::Ident,
-                };
-                push(kind, span, text);
-                insert_term = true;
-            }
-            RawKind::Operator => {
-                let kind = TokenKind::operator(text);
-                if text == "|" {
-                    out.errors.push(err(span.end, 1, "missing second | in ||"));
-                } else if text == "&" {
-                    out.errors.push(err(span.end, 1, "missing second & in &&"));
+                RawKind::Number => {
+                    let kind = if raw.float {
+                        TokenKind::Float
+                    } else {
+                        TokenKind::Number
+                    };
+                    if raw.bad_exp {
+                        errors.push(err(
+                            span.start,
+                            span.end - span.start,
+                            "exponent has no digits",
+                        ));
+                    }
+                    self.insert_term = true;
+                    return Some(tok(kind, span, text));
                 }
-                push(kind, span, text);
-                insert_term = matches!(
-                    kind,
-                    TokenKind::RCurly | TokenKind::RParen | TokenKind::RBrack
-                );
-            }
-            RawKind::Illegal => {
-                // One character that starts no token.
-                let c = text.chars().next().unwrap_or('\0');
-                if c == BOM && span.start == 0 {
-                    continue; // A byte order mark is allowed as the very first character.
+                RawKind::Ident => {
+                    let kind = match text {
+                        "true" | "false" => TokenKind::Bool,
+                        "null" => TokenKind::Null,
+                        _ => TokenKind::Ident,
+                    };
+                    self.insert_term = true;
+                    return Some(tok(kind, span, text));
                 }
-                if c != BOM && c != '\0' {
-                    out.errors.push(err(
-                        span.start,
-                        span.end - span.start,
-                        format!("illegal character {}", go_rune(c)),
-                    ));
+                RawKind::Operator => {
+                    let kind = TokenKind::operator(text);
+                    if text == "|" {
+                        errors.push(err(span.end, 1, "missing second | in ||"));
+                    } else if text == "&" {
+                        errors.push(err(span.end, 1, "missing second & in &&"));
+                    }
+                    self.insert_term = matches!(
+                        kind,
+                        TokenKind::RCurly | TokenKind::RParen | TokenKind::RBrack
+                    );
+                    return Some(tok(kind, span, text));
                 }
-                push(TokenKind::Illegal, span, text);
-                // The terminator state is left as it was.
+                RawKind::Illegal => {
+                    // One character that starts no token.
+                    let c = text.chars().next().unwrap_or('\0');
+                    if c == BOM && span.start == 0 {
+                        continue; // A byte order mark is allowed as the very first character.
+                    }
+                    if c != BOM && c != '\0' {
+                        errors.push(err(
+                            span.start,
+                            span.end - span.start,
+                            format!("illegal character {}", go_rune(c)),
+                        ));
+                    }
+                    // The terminator state is left as it was.
+                    return Some(tok(TokenKind::Illegal, span, text));
+                }
             }
         }
     }
-    if insert_term {
-        out.tokens.push(Token {
-            kind: TokenKind::Terminator,
-            span: Span::new(src.len(), src.len()),
-            text: Cow::Borrowed("\n"),
-        });
-    }
-    out.tokens.push(Token {
-        kind: TokenKind::Eof,
-        span: Span::new(src.len(), src.len()),
-        text: Cow::Borrowed(""),
-    });
-    // Keep every error span inside the source and on character boundaries.
-    for e in &mut out.errors {
-        let clamp = |mut i: usize| {
-            i = i.min(src.len());
-            while !src.is_char_boundary(i) {
-                i += 1;
-            }
-            i
-        };
-        e.span.start = clamp(e.span.start);
-        e.span.end = clamp(e.span.end.max(e.span.start));
-    }
-    out.errors.sort_by_key(|d| d.span.start);
-    out
 }
 
 /// Removes carriage returns from a comment, like the reference: except a `\r` between `*` and

@@ -39,6 +39,7 @@ use crate::span::{LineIndex, Span};
 pub fn parse_file(src: &str) -> Result<File, Diagnostics> {
     let mut p = Parser::new(src);
     let body = p.parse_body(TokenKind::Eof);
+    p.skip_to_eof();
     let comments = std::mem::take(&mut p.comments);
     p.finish().map(|()| File { body, comments })
 }
@@ -61,8 +62,11 @@ struct Parser<'a> {
     src: &'a str,
     /// Built on the first error only: valid input never needs line numbers.
     index: std::cell::OnceCell<LineIndex>,
-    tokens: Vec<Token<'a>>,
-    pos: usize,
+    /// The tokens, pulled one at a time; comments are moved to `comments` on the way.
+    stream: lexer::TokenStream<'a, lexer::Scanner<'a>>,
+    /// The current token and, once looked at, the one after it.
+    cur: Token<'a>,
+    ahead: Option<Token<'a>>,
     comments: Vec<Comment>,
     /// Errors of the lexer and the parser.
     diags: Vec<Diagnostic>,
@@ -86,35 +90,72 @@ pub const MAX_NESTING: usize = 100;
 
 impl<'a> Parser<'a> {
     fn new(src: &'a str) -> Self {
-        let mut lexed = lexer::tokenize(src);
-        let comments = lexed
-            .tokens
-            .iter()
-            .filter(|t| t.kind == TokenKind::Comment)
-            .map(|t| Comment {
-                text: t.text.to_string(),
-                span: t.span,
-            })
-            .collect();
-        lexed.tokens.retain(|t| t.kind != TokenKind::Comment);
-        let tokens = lexed.tokens;
-        Parser {
+        let mut p = Parser {
             src,
             index: std::cell::OnceCell::new(),
-            tokens,
-            pos: 0,
-            comments,
-            diags: lexed.errors,
+            stream: lexer::stream(src),
+            cur: Token {
+                kind: TokenKind::Eof,
+                span: Span::new(0, 0),
+                text: std::borrow::Cow::Borrowed(""),
+            },
+            ahead: None,
+            comments: Vec::new(),
+            diags: Vec::new(),
             last_error_line: None,
             depth: 0,
             aborted: false,
             stmt_stack: Vec::new(),
             expr_stack: Vec::new(),
             field_stack: Vec::new(),
+        };
+        p.cur = p.pull();
+        p
+    }
+
+    /// The next token that is not a comment (`EOF` for ever once the input is exhausted).
+    fn pull(&mut self) -> Token<'a> {
+        loop {
+            match self.stream.next() {
+                Some(t) if t.kind == TokenKind::Comment => self.comments.push(Comment {
+                    text: t.text.into_owned(),
+                    span: t.span,
+                }),
+                Some(t) => return t,
+                None => {
+                    let end = Span::new(self.src.len(), self.src.len());
+                    return Token {
+                        kind: TokenKind::Eof,
+                        span: end,
+                        text: std::borrow::Cow::Borrowed(""),
+                    };
+                }
+            }
+        }
+    }
+
+    /// The token after the current one.
+    fn peek(&mut self) -> &Token<'a> {
+        if self.ahead.is_none() {
+            let t = self.pull();
+            self.ahead = Some(t);
+        }
+        self.ahead.as_ref().unwrap_or(&self.cur)
+    }
+
+    /// Skips the rest of the input (collecting its comments and lexical errors).
+    fn skip_to_eof(&mut self) {
+        while self.cur.kind != TokenKind::Eof {
+            self.next();
         }
     }
 
     fn finish(mut self) -> Result<(), Diagnostics> {
+        self.skip_to_eof();
+        // Lexical errors go first: at the same position they win over the parser's.
+        let mut diags = self.stream.finish();
+        diags.append(&mut self.diags);
+        self.diags = diags;
         if self.diags.is_empty() {
             return Ok(());
         }
@@ -138,16 +179,19 @@ impl<'a> Parser<'a> {
     }
 
     fn tok(&self) -> &Token<'a> {
-        &self.tokens[self.pos]
+        &self.cur
     }
 
     fn kind(&self) -> TokenKind {
-        self.tokens[self.pos].kind
+        self.cur.kind
     }
 
     fn next(&mut self) {
-        if self.pos + 1 < self.tokens.len() {
-            self.pos += 1;
+        if self.cur.kind != TokenKind::Eof {
+            self.cur = match self.ahead.take() {
+                Some(t) => t,
+                None => self.pull(),
+            };
         }
     }
 
@@ -438,7 +482,7 @@ impl<'a> Parser<'a> {
                 );
             }
             self.aborted = true;
-            self.pos = self.tokens.len() - 1;
+            self.skip_to_eof();
             return placeholder(span);
         }
         self.depth += 1;
@@ -705,15 +749,11 @@ impl<'a> Parser<'a> {
 
     /// A hint for a missing comma: at a line end, the trailing-comma rule; at the end of the
     /// input, the missing closing bracket.
-    fn missing_comma_hint(&self, until: TokenKind, what: &str, item: &str) -> Option<String> {
+    fn missing_comma_hint(&mut self, until: TokenKind, what: &str, item: &str) -> Option<String> {
         if self.kind() != TokenKind::Terminator && self.kind() != TokenKind::Eof {
             return None;
         }
-        let at_eof = self.kind() == TokenKind::Eof
-            || self
-                .tokens
-                .get(self.pos + 1)
-                .is_none_or(|t| t.kind == TokenKind::Eof);
+        let at_eof = self.kind() == TokenKind::Eof || self.peek().kind == TokenKind::Eof;
         if at_eof {
             Some(format!(
                 "the input ends here: is a closing '{until}' missing?"
