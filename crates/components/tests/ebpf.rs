@@ -20,10 +20,13 @@ use flow_runtime::{
 };
 use river_parser::{Number, Value};
 
+/// One append: labels and profiles.
+type Appended = (BTreeMap<String, String>, Vec<RawProfile>);
+
 /// A receiver that keeps everything appended.
 #[derive(Default)]
 struct Recorder {
-    got: Mutex<Vec<(BTreeMap<String, String>, Vec<RawProfile>)>>,
+    got: Mutex<Vec<Appended>>,
 }
 
 impl Appendable for Recorder {

@@ -42,6 +42,8 @@ fn run(cmd: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+// dockerd, when the test starts it, must outlive the test: it is never waited for.
+#[allow(clippy::zombie_processes)]
 fn require_prerequisites() {
     assert_eq!(
         run("id", &["-u"]),

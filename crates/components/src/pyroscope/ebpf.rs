@@ -566,14 +566,16 @@ impl Session {
 
     fn handle_events(&mut self) {
         let mut decided = false;
-        loop {
-            let event = match self.events.as_mut().map(|rx| rx.try_recv()) {
-                Some(Ok(e)) => e,
-                _ => break,
-            };
+        while let Some(Ok(event)) = self.events.as_mut().map(|rx| rx.try_recv()) {
             match event {
                 ProbeEvent::UnknownPid(pid) => {
-                    self.exited.remove(&pid);
+                    // The kernel has no configuration for it: a new process (possibly reusing
+                    // the pid of one that exited), so its container is read afresh.
+                    if self.exited.remove(&pid) {
+                        self.symbolizer.forget_pid(pid);
+                        self.cgroups.forget(pid);
+                    }
+                    self.procs.remove(&pid);
                     self.decide(pid);
                     decided = true;
                 }
