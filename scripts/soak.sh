@@ -10,8 +10,8 @@
 #
 # Checks at the end (exit 1 on failure):
 #  * rill is still running and answered every reload with 200;
-#  * with pyroscope.ebpf removed, BPF programs and maps are back to the count before rill
-#    started (no kernel object leaked), and with it re-added, equal to the first loaded count;
+#  * with pyroscope.ebpf removed, rill holds no BPF program or map (its fds on
+#    anon_inode:bpf-prog/bpf-map), and with it re-added, as many as at the first load;
 #  * open fds return to within FD_TOLERANCE of the baseline (taken after the warm-up);
 #  * RSS at the end is at most baseline * RSS_FACTOR + RSS_SLACK_KIB;
 #  * the sink received pushes, and the writer counted no dropped profiles.
@@ -112,10 +112,19 @@ EBPF="pyroscope.ebpf \"cpu\" {
 printf 'logging {\n  level = "warn"\n}\n\n%s\n%s\n%s' "$WRITE" "$DOCKER" "$EBPF" >"$OUT/with-ebpf.river"
 printf 'logging {\n  level = "warn"\n}\n\n%s\n%s' "$WRITE" "$DOCKER" >"$OUT/without-ebpf.river"
 
-bpf_progs() { bpftool prog show 2>/dev/null | grep -c '^[0-9]' || true; }
-bpf_maps() { bpftool map show 2>/dev/null | grep -c '^[0-9]' || true; }
-PROGS0=$(bpf_progs)
-MAPS0=$(bpf_maps)
+# BPF objects held by rill: its file descriptors on BPF programs and maps (other processes on
+# the host may load their own meanwhile). The host-wide bpftool counts go to samples.csv.
+RILL_PID=0
+bpf_count() {
+    if [ "$RILL_PID" = 0 ]; then echo 0; return; fi
+    ls -l "/proc/$RILL_PID/fd" 2>/dev/null | grep -c "anon_inode:bpf-$1" || true
+}
+host_bpf() { bpftool "$1" show 2>/dev/null | grep -c '^[0-9]' || true; }
+bpf_progs() { bpf_count prog; }
+bpf_maps() { bpf_count map; }
+log "host-wide before rill: $(host_bpf prog) BPF programs, $(host_bpf map) maps"
+PROGS0=0
+MAPS0=0
 
 cp "$OUT/without-ebpf.river" "$OUT/config.river"
 "$RILL" run "$OUT/config.river" --server.http.listen-addr="127.0.0.1:$HTTP_PORT" \
@@ -147,7 +156,7 @@ FD0=$(fds)
 log "before rill: progs=$PROGS0 maps=$MAPS0; with ebpf: progs=$PROGS1 maps=$MAPS1 rss=${RSS0}KiB fds=$FD0"
 [ "$PROGS1" -gt "$PROGS0" ] || fail "pyroscope.ebpf loaded no BPF program"
 
-echo "t,rss_kib,fds,bpf_progs,bpf_maps,procs_spawned,containers_started,reloads,pushes" >"$OUT/samples.csv"
+echo "t,rss_kib,fds,bpf_progs,bpf_maps,procs_spawned,containers_started,reloads,pushes,host_bpf_progs,host_bpf_maps" >"$OUT/samples.csv"
 START=$(date +%s)
 NEXT_RELOAD=$((START + RELOAD_EVERY))
 NEXT_SAMPLE=$START
@@ -174,7 +183,7 @@ while :; do
         NEXT_RELOAD=$((NOW + RELOAD_EVERY))
     fi
     if [ "$NOW" -ge "$NEXT_SAMPLE" ]; then
-        echo "$((NOW - START)),$(rss),$(fds),$(bpf_progs),$(bpf_maps),$PROCS,$CONTAINERS,$RELOADS,$(cat "$OUT/pushes")" >>"$OUT/samples.csv"
+        echo "$((NOW - START)),$(rss),$(fds),$(bpf_progs),$(bpf_maps),$PROCS,$CONTAINERS,$RELOADS,$(cat "$OUT/pushes"),$(host_bpf prog),$(host_bpf map)" >>"$OUT/samples.csv"
         NEXT_SAMPLE=$((NOW + SAMPLE_EVERY))
     fi
     sleep 0.1
@@ -190,6 +199,7 @@ reload without-ebpf
 sleep 3
 PROGS_OFF=$(bpf_progs)
 MAPS_OFF=$(bpf_maps)
+log "host-wide without ebpf: $(host_bpf prog) programs, $(host_bpf map) maps"
 [ "$PROGS_OFF" -eq "$PROGS0" ] || fail "BPF programs without ebpf: $PROGS_OFF, before rill: $PROGS0"
 [ "$MAPS_OFF" -eq "$MAPS0" ] || fail "BPF maps without ebpf: $MAPS_OFF, before rill: $MAPS0"
 # End state 2: profiler back -> same objects, memory and fds back near the baseline.
@@ -199,7 +209,7 @@ PROGS_ON=$(bpf_progs)
 MAPS_ON=$(bpf_maps)
 RSS1=$(rss)
 FD1=$(fds)
-echo "end,$RSS1,$FD1,$PROGS_ON,$MAPS_ON,$PROCS,$CONTAINERS,$RELOADS,$(cat "$OUT/pushes")" >>"$OUT/samples.csv"
+echo "end,$RSS1,$FD1,$PROGS_ON,$MAPS_ON,$PROCS,$CONTAINERS,$RELOADS,$(cat "$OUT/pushes"),$(host_bpf prog),$(host_bpf map)" >>"$OUT/samples.csv"
 [ "$PROGS_ON" -eq "$PROGS1" ] || fail "BPF programs with ebpf: $PROGS_ON, first load: $PROGS1"
 [ "$MAPS_ON" -eq "$MAPS1" ] || fail "BPF maps with ebpf: $MAPS_ON, first load: $MAPS1"
 [ "$FD1" -le $((FD0 + FD_TOLERANCE)) ] || fail "fds $FD1 > baseline $FD0 + $FD_TOLERANCE"
