@@ -52,6 +52,8 @@ fn run(cmd: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+// dockerd is started for the rest of the session, never waited for.
+#[allow(clippy::zombie_processes)]
 fn require_prerequisites() {
     assert_eq!(run("id", &["-u"]), "0", "this end-to-end test needs root");
     for tool in ["gcc", "docker"] {
