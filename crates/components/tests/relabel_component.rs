@@ -135,8 +135,7 @@ fn invalid_rules_fail_build_and_update_keeping_last_good() {
             rules: bad.clone(),
         },
     )
-    .err()
-    .expect("invalid");
+    .expect_err("invalid");
     assert_eq!(e.to_string(), "unrecognized action type \"x\"");
 
     let o = opts();

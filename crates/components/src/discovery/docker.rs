@@ -140,13 +140,13 @@ pub enum DockerError {
         source: std::io::Error,
     },
     #[error("error setting up docker client: {0}")]
-    Connect(bollard::errors::Error),
+    Connect(String),
     #[error("error while negotiating the Docker API version: {0}")]
-    Negotiate(bollard::errors::Error),
+    Negotiate(String),
     #[error("error while listing containers: {0}")]
-    ListContainers(bollard::errors::Error),
+    ListContainers(String),
     #[error("error while computing network labels: {0}")]
-    ListNetworks(bollard::errors::Error),
+    ListNetworks(String),
 }
 
 impl Arguments {
@@ -307,7 +307,7 @@ pub fn connect(args: &Arguments) -> Result<Docker, DockerError> {
             )
         }
     }
-    .map_err(DockerError::Connect)?;
+    .map_err(|e| DockerError::Connect(error_chain(&e)))?;
     let docker = match host_kind(&args.host)? {
         HostKind::Unix => docker,
         _ => {
@@ -329,6 +329,21 @@ pub fn connect(args: &Arguments) -> Result<Docker, DockerError> {
         }
     };
     Ok(docker)
+}
+
+/// An error with its sources (`hyper` hides the cause, such as "Connection refused", there).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(src) = cur {
+        let s = src.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = src.source();
+    }
+    out
 }
 
 /// Options that shape the targets.
@@ -533,11 +548,11 @@ pub async fn refresh(docker: &Docker, args: &Arguments) -> Result<Vec<Labels>, D
     let containers = docker
         .list_containers(Some(opts))
         .await
-        .map_err(DockerError::ListContainers)?;
+        .map_err(|e| DockerError::ListContainers(error_chain(&e)))?;
     let networks = docker
         .list_networks(None::<ListNetworksOptions>)
         .await
-        .map_err(DockerError::ListNetworks)?;
+        .map_err(|e| DockerError::ListNetworks(error_chain(&e)))?;
     Ok(build_targets(
         &containers,
         &networks,
@@ -713,7 +728,7 @@ impl DockerDiscovery {
             let c = c
                 .negotiate_version()
                 .await
-                .map_err(DockerError::Negotiate)?;
+                .map_err(|e| DockerError::Negotiate(error_chain(&e)))?;
             *client = Some(c);
         }
         let c = client.as_ref().expect("set above");

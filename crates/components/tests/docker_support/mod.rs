@@ -76,7 +76,9 @@ pub fn ensure_dockerd() {
             return;
         }
         let log = std::fs::File::create("/tmp/rill-test-dockerd.log").expect("dockerd log file");
-        Command::new("dockerd")
+        // The engine is meant to outlive the test process; it is never waited for.
+        #[allow(clippy::zombie_processes)]
+        let _engine = Command::new("dockerd")
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
             .spawn()
