@@ -299,6 +299,11 @@ impl Drop for PrivateEngine {
         }
         self.stop();
         ip(&["link", "del", &self.bridge]);
+        // dockerd leaves its default network namespace bind-mounted under the exec root.
+        let _ = Command::new("umount")
+            .arg(self.dir.join("exec/netns/default"))
+            .stderr(Stdio::null())
+            .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
