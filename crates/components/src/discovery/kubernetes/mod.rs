@@ -779,6 +779,10 @@ impl KubernetesDiscovery {
                     build_targets_cached(role, &snap, attach, &mut cache)
                 };
                 let n = targets.len();
+                // Health first, so that whoever sees the new targets sees the new health too.
+                if errors.is_empty() {
+                    self.set_status(true, format!("{n} targets"));
+                }
                 self.targets.send_if_modified(|cur| {
                     if *cur == targets {
                         false
@@ -789,9 +793,6 @@ impl KubernetesDiscovery {
                 });
                 self.syncs
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if errors.is_empty() {
-                    self.set_status(true, format!("{n} targets"));
-                }
             }
             if !errors.is_empty() {
                 self.set_status(false, errors.join("; "));
