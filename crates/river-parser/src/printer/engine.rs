@@ -91,6 +91,9 @@ pub(crate) struct Engine<'a> {
     out_col: usize,
     /// Line breaks written so far.
     lines: usize,
+    /// Set while comments pulled out of a block header wait to be written: the header's start
+    /// offset and line. Those comments are spaced as if they sat on the header's first line.
+    header: Option<(usize, usize)>,
 }
 
 impl<'a> Engine<'a> {
@@ -113,6 +116,7 @@ impl<'a> Engine<'a> {
             last: Pos::default(),
             out_col: 1,
             lines: 0,
+            header: None,
         }
     }
 
@@ -142,6 +146,27 @@ impl<'a> Engine<'a> {
         self.pos = self.at(offset);
     }
 
+    /// Sets the source position of the next token to `offset`, and makes every comment that
+    /// starts before `pull_until` be written before that token (the token then follows the last
+    /// of those comments on its own line for a line comment, after a space for a block comment).
+    /// Used for block headers, where a comment between the name and `{` cannot stay in place.
+    pub(crate) fn set_pos_pulling_comments(&mut self, offset: usize, pull_until: usize) {
+        let mut pos = self.at(offset);
+        let pulled = self.comments[self.next_comment..]
+            .iter()
+            .take_while(|c| c.span.start < pull_until)
+            .last();
+        if let Some(c) = pulled {
+            self.header = Some((offset, pos.line));
+            let text = comment_text(c);
+            pos.offset = pos.offset.max(c.span.start);
+            pos.line = pos
+                .line
+                .max(self.line(c.span.start + text.len().saturating_sub(1)));
+        }
+        self.pos = pos;
+    }
+
     pub(crate) fn ws(&mut self, w: Ws) {
         if self.ws.len() == MAX_PENDING_WS {
             self.write_ws(MAX_PENDING_WS);
@@ -165,6 +190,7 @@ impl<'a> Engine<'a> {
         self.last_text_was_div = kind == Kind::Punct && text == "/";
         let next = self.pos;
         self.flush(next, false);
+        self.header = None;
         // Literal text goes through the alignment stage like any other text, unless it holds
         // characters that stage would reinterpret (cell breaks, or blanks it would trim).
         let opaque = matches!(kind, Kind::Literal | Kind::Number)
@@ -219,7 +245,15 @@ impl<'a> Engine<'a> {
         if self.out.is_empty() {
             return;
         }
-        let cpos = self.at(c.span.start);
+        let mut cpos = self.at(c.span.start);
+        if let Some((start, line)) = self.header {
+            if c.span.start >= start {
+                // The first comment pulled out of a block header: space it from the previous
+                // text as the header would have been, then space the rest from it.
+                cpos.line = cpos.line.min(line);
+                self.header = None;
+            }
+        }
         if cpos.line == self.last.line {
             // A comment on the line of the last token: a cell break, so trailing comments of a
             // run of lines line up; a plain space when the next token follows on this line.

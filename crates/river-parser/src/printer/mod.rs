@@ -138,7 +138,9 @@ impl Walker<'_> {
     /// Writes a block; returns the number of lines written before its label.
     fn block(&mut self, b: &Block) -> usize {
         let start = b.name.first().map_or(b.span.start, |n| n.span.start);
-        self.e.set_pos(start);
+        // Comments inside the header (in a dotted name, or around the label) are written before
+        // the block: a line comment there would otherwise end the header before its `{`.
+        self.e.set_pos_pulling_comments(start, b.lcurly.start);
         self.e.token(&b.full_name(), Kind::Ident);
         let mark = self.e.lines_written();
         if let Some(label) = &b.label {
@@ -431,6 +433,58 @@ mod tests {
         assert_eq!(out, "x = f(1, // c\n)\n");
         let out = format_source("x = f(// c\n1)\n").unwrap();
         assert_eq!(out, "x = f( // c\n\t1)\n");
+    }
+
+    /// Formats `src` (which must parse) and checks the output parses, is a fixed point and keeps
+    /// every comment; returns the output.
+    fn stable(src: &str) -> String {
+        let before = crate::parse_file(src).unwrap_or_else(|d| panic!("input {src:?}: {d:?}"));
+        let out = format_source(src).unwrap();
+        let after = crate::parse_file(&out)
+            .unwrap_or_else(|d| panic!("output of {src:?} does not parse:\n{out}\n{d:?}"));
+        let again = format_source(&out).unwrap();
+        assert_eq!(again, out, "not idempotent for {src:?}");
+        let texts = |f: &crate::ast::File| {
+            f.comments
+                .iter()
+                .map(|c| c.text.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            texts(&before),
+            texts(&after),
+            "comments changed for {src:?}"
+        );
+        assert_eq!(before.body.len(), after.body.len());
+        out
+    }
+
+    #[test]
+    fn comment_inside_block_header_goes_before_the_block() {
+        // Found by fuzz/river_eval: the line comment ended up between `a.b` and `{`.
+        assert_eq!(stable("a.\n\n// c\nb {\n}\n"), "// c\na.b { }\n");
+        assert_eq!(stable("a.// c\nb {\n}\n"), "// c\na.b { }\n");
+        assert_eq!(stable("a /* c */ .b {\n}\n"), "/* c */ a.b { }\n");
+        assert_eq!(stable("a /* c */ \"l\" {\n}\n"), "/* c */ a \"l\" { }\n");
+        assert_eq!(stable("a \"l\" /* c */ {\n}\n"), "/* c */ a \"l\" { }\n");
+        assert_eq!(
+            stable("x = 1\na.\n// c\nb.\n// d\nc \"l\" { y = 2 }\n"),
+            "x = 1\n// c\n\n// d\na.b.c \"l\" {\n\ty = 2\n}\n"
+        );
+        assert_eq!(
+            stable("outer {\n\ta.\n\t// c\n\tb {\n\t}\n}\n"),
+            "outer {\n\t// c\n\ta.b { }\n}\n"
+        );
+        stable("p { a /* c */ { } }\n");
+        stable("a.\n/* x\ny */ b \"l\" {\n}\n");
+    }
+
+    #[test]
+    fn comment_in_attribute_name_gap_stays_parseable() {
+        stable("a /* c */ = 1\n");
+        stable("a = /* c */ 1\n");
+        stable("blk {\n\ta /* c */ = 1\n\tbb = 2 // t\n}\n");
+        stable("o = { k /* c */ = 1 }\n");
     }
 
     #[test]
