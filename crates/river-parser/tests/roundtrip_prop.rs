@@ -264,25 +264,48 @@ fn body(depth: u32) -> BoxedStrategy<String> {
         prop::sample::select(vec!["{", "{ // header\n"]),
         body(depth - 1),
         prop::sample::select(vec!["", "\n", " "]),
+        header_gaps(),
     )
-        .prop_map(|(name, label, open, inner, empty)| {
-            let label = label.map(|l| format!(" \"{l}\"")).unwrap_or_default();
-            let inner = if inner.is_empty() {
-                if open.ends_with('\n') {
-                    String::new()
+        .prop_map(
+            |(name, label, open, inner, empty, (dot, gap_label, gap_open))| {
+                let label = label
+                    .map(|l| format!("{gap_label}\"{l}\""))
+                    .unwrap_or_default();
+                let inner = if inner.is_empty() {
+                    if open.ends_with('\n') {
+                        String::new()
+                    } else {
+                        empty.to_string()
+                    }
+                } else if open.ends_with('\n') {
+                    format!("{inner}\n")
                 } else {
-                    empty.to_string()
-                }
-            } else if open.ends_with('\n') {
-                format!("{inner}\n")
-            } else {
-                format!("\n{inner}\n")
-            };
-            format!("{}{label} {open}{inner}}}", name.join("."))
-        });
+                    format!("\n{inner}\n")
+                };
+                format!("{}{label}{gap_open}{open}{inner}}}", name.join(dot))
+            },
+        );
     prop::collection::vec((prop_oneof![2 => attr, 1 => block], stmt_sep()), 0..5)
         .prop_map(join_stmts)
         .boxed()
+}
+
+/// Separators inside a block header: between the parts of a dotted name (possibly split by a
+/// line break and a comment), before the label and before `{` (spaces or block comments: a line
+/// break there would end the header).
+fn header_gaps() -> impl Strategy<Value = (&'static str, &'static str, &'static str)> {
+    (
+        prop::sample::select(vec![
+            ".",
+            ".",
+            ".\n",
+            ". // in name\n",
+            ".\n\n// in name\n",
+            " /* in name */ .",
+        ]),
+        prop::sample::select(vec![" ", " ", " /* before label */ "]),
+        prop::sample::select(vec![" ", " ", " /* before { */ "]),
+    )
 }
 
 fn join_stmts(stmts: Vec<(String, &'static str)>) -> String {

@@ -242,9 +242,6 @@ impl<'a> Engine<'a> {
 
     /// Whitespace between the last written text and comment `c`.
     fn comment_prefix(&mut self, next: Pos, c: &Comment) {
-        if self.out.is_empty() {
-            return;
-        }
         let mut cpos = self.at(c.span.start);
         if let Some((start, line)) = self.header {
             if c.span.start >= start {
@@ -253,6 +250,9 @@ impl<'a> Engine<'a> {
                 cpos.line = cpos.line.min(line);
                 self.header = None;
             }
+        }
+        if self.out.is_empty() {
+            return;
         }
         if cpos.line == self.last.line {
             // A comment on the line of the last token: a cell break, so trailing comments of a

@@ -476,6 +476,8 @@ mod tests {
             "outer {\n\t// c\n\ta.b { }\n}\n"
         );
         stable("p { a /* c */ { } }\n");
+        // Found by roundtrip_prop: the block comment was joined onto the line comment.
+        assert_eq!(stable("a. // c\na /* d */ {}"), "// c\n/* d */ a.a { }\n");
         stable("a.\n/* x\ny */ b \"l\" {\n}\n");
     }
 
