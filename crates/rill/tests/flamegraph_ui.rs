@@ -161,7 +161,11 @@ impl Cdp {
             if !v.is_null() && v != json!(false) {
                 return v;
             }
-            let page = self.eval("document.getElementById('main').innerText.slice(0, 2000)");
+            // The page may not have rendered yet: never let the diagnostic dump itself throw.
+            let page = self.eval(
+                "(() => { const m = document.getElementById('main') || document.body; \
+                 return m ? m.innerText.slice(0, 2000) : '(page not loaded yet)'; })()",
+            );
             assert!(
                 Instant::now() < deadline,
                 "timed out waiting for {what}; page:\n{page}"
