@@ -350,16 +350,33 @@ fn flame_graph_in_the_ui() {
     );
     cdp.screenshot(&output_dir().join("flamegraph.png"));
 
-    // Click hot_leaf: the graph zooms to it (full width).
-    let hot = cdp.eval(FIND_HOT);
-    let (x, y) = (hot["x"].as_f64().unwrap(), hot["y"].as_f64().unwrap());
-    cdp.mouse("mouseMoved", x, y);
-    cdp.mouse("mousePressed", x, y);
-    cdp.mouse("mouseReleased", x, y);
-    let zoom = cdp.wait_for(
-        "the zoom",
-        "(() => { const z = document.getElementById('flamegraph').dataset.zoom; return z.endsWith('hot_leaf') ? z : null; })()",
-        10,
+    // Click hot_leaf: the graph zooms to it (full width). The page refreshes itself every few
+    // seconds and a refresh can move the frame between finding it and clicking it, so a click
+    // that did not zoom is retried on the frame's new position (a few times at most).
+    const ZOOMED: &str = "(() => { const z = document.getElementById('flamegraph').dataset.zoom; \
+                          return z && z.endsWith('hot_leaf') ? z : null; })()";
+    let mut zoom = Value::Null;
+    for _attempt in 0..5 {
+        let hot = cdp.eval(FIND_HOT);
+        let (x, y) = (hot["x"].as_f64().unwrap(), hot["y"].as_f64().unwrap());
+        cdp.mouse("mouseMoved", x, y);
+        cdp.mouse("mousePressed", x, y);
+        cdp.mouse("mouseReleased", x, y);
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            zoom = cdp.eval(ZOOMED);
+            if !zoom.is_null() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if !zoom.is_null() {
+            break;
+        }
+    }
+    assert!(
+        !zoom.is_null(),
+        "clicking hot_leaf never zoomed the flame graph"
     );
     assert!(
         zoom.as_str()
