@@ -759,7 +759,11 @@ impl KubernetesDiscovery {
             ));
         }
 
-        // Build the targets whenever a watch reports a change.
+        // Build the targets whenever a watch reports a change. Each watch registers its state
+        // when its task first runs, so "every watch synced" also needs every task registered;
+        // otherwise the first kind to list (say endpoints) would publish targets before the
+        // kinds they join with (services, pods) were listed.
+        let expected_watches = tasks.len();
         let mut cache = TargetCache::default();
         loop {
             shared.notify.notified().await;
@@ -772,7 +776,7 @@ impl KubernetesDiscovery {
                 .iter()
                 .filter_map(|w| w.error.as_ref().map(|e| format!("{}: {e}", w.name)))
                 .collect();
-            let all_synced = !states.is_empty() && states.iter().all(|w| w.synced);
+            let all_synced = states.len() == expected_watches && states.iter().all(|w| w.synced);
             if all_synced {
                 let targets = {
                     let snap = shared.snapshot.lock().unwrap_or_else(|e| e.into_inner());
