@@ -10,5 +10,3 @@ if [ -f scripts/check-bpf.sh ]; then
   bash scripts/check-bpf.sh
 fi
 cargo test --workspace --no-fail-fast -- --test-threads="${RILL_TEST_THREADS:-4}"
-# Benchmarks are built (not timed) so they cannot rot; `cargo bench` runs them for real.
-cargo bench --workspace --no-run
