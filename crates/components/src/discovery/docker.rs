@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bollard::models::{ContainerSummary, Network};
@@ -20,6 +20,7 @@ use river_parser::decode::{Duration as RiverDuration, Secret};
 use serde::Deserialize;
 use tokio::sync::watch;
 
+use super::output::DiscoveryOutput;
 use super::relabel::{targets_value, Labels};
 
 const LABEL_PREFIX: &str = "__meta_docker_";
@@ -560,18 +561,12 @@ pub async fn refresh(docker: &Docker, args: &Arguments) -> Result<Vec<Labels>, D
     ))
 }
 
-/// The discovery's health as last observed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Status {
-    pub healthy: bool,
-    pub message: String,
-}
+pub use super::output::Status;
 
 /// The refresh loop, independent of the component runtime: arguments in, targets and health out.
 pub struct DockerDiscovery {
     args: watch::Sender<Arguments>,
-    targets: watch::Sender<Vec<Labels>>,
-    status: Mutex<Status>,
+    out: DiscoveryOutput,
     refreshes: std::sync::atomic::AtomicU64,
 }
 
@@ -589,11 +584,7 @@ impl DockerDiscovery {
         args.validate()?;
         Ok(Arc::new(DockerDiscovery {
             args: watch::Sender::new(args),
-            targets: watch::Sender::new(Vec::new()),
-            status: Mutex::new(Status {
-                healthy: false,
-                message: "starting".into(),
-            }),
+            out: DiscoveryOutput::new("DockerDiscovery"),
             refreshes: std::sync::atomic::AtomicU64::new(0),
         }))
     }
@@ -607,19 +598,16 @@ impl DockerDiscovery {
 
     /// The last good targets (kept while the engine is unreachable).
     pub fn targets(&self) -> Vec<Labels> {
-        self.targets.borrow().clone()
+        self.out.targets()
     }
 
     /// A receiver that sees every change of the targets (not unchanged refreshes).
     pub fn subscribe(&self) -> watch::Receiver<Vec<Labels>> {
-        self.targets.subscribe()
+        self.out.subscribe()
     }
 
     pub fn status(&self) -> Status {
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.out.status()
     }
 
     /// How many refreshes succeeded so far.
@@ -628,15 +616,7 @@ impl DockerDiscovery {
     }
 
     fn set_status(&self, healthy: bool, message: String) {
-        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
-        if s.healthy != healthy {
-            if healthy {
-                tracing::info!(%message, "docker discovery healthy");
-            } else {
-                tracing::warn!(%message, "docker discovery unhealthy");
-            }
-        }
-        *s = Status { healthy, message };
+        self.out.set_status(healthy, message);
     }
 
     /// Runs until `cancel` completes: refreshes on the interval and on Docker events, retrying
@@ -689,14 +669,7 @@ impl DockerDiscovery {
                 Ok(targets) => {
                     backoff = MIN_BACKOFF;
                     let n = targets.len();
-                    self.targets.send_if_modified(|cur| {
-                        if *cur == targets {
-                            false
-                        } else {
-                            *cur = targets;
-                            true
-                        }
-                    });
+                    self.out.publish(targets);
                     self.refreshes
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     self.set_status(true, format!("refreshed: {n} targets"));

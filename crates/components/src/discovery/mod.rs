@@ -2,4 +2,5 @@
 
 pub mod docker;
 pub mod kubernetes;
+pub mod output;
 pub mod relabel;

@@ -26,6 +26,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tokio::sync::{watch, Notify};
 
+use super::output::DiscoveryOutput;
 use super::relabel::{targets_value, Labels};
 pub use labels::{build_targets, build_targets_cached, Attach, Role, Snapshot, TargetCache};
 
@@ -526,12 +527,7 @@ fn status_code(e: &watcher::Error) -> Option<u16> {
 // ---------------------------------------------------------------------------------------------
 // The discovery loop
 
-/// The discovery's health as last observed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Status {
-    pub healthy: bool,
-    pub message: String,
-}
+pub use super::output::Status;
 
 /// Per-watch state, shared between a watch task and the target builder.
 #[derive(Clone, Debug, Default)]
@@ -550,8 +546,7 @@ struct Shared {
 /// The watch loop, independent of the component runtime: arguments in, targets and health out.
 pub struct KubernetesDiscovery {
     args: watch::Sender<Arguments>,
-    targets: watch::Sender<Vec<Labels>>,
-    status: Mutex<Status>,
+    out: DiscoveryOutput,
     syncs: std::sync::atomic::AtomicU64,
 }
 
@@ -569,11 +564,7 @@ impl KubernetesDiscovery {
         args.validate()?;
         Ok(Arc::new(KubernetesDiscovery {
             args: watch::Sender::new(args),
-            targets: watch::Sender::new(Vec::new()),
-            status: Mutex::new(Status {
-                healthy: false,
-                message: "starting".into(),
-            }),
+            out: DiscoveryOutput::new("KubernetesDiscovery"),
             syncs: std::sync::atomic::AtomicU64::new(0),
         }))
     }
@@ -587,19 +578,16 @@ impl KubernetesDiscovery {
 
     /// The last good targets.
     pub fn targets(&self) -> Vec<Labels> {
-        self.targets.borrow().clone()
+        self.out.targets()
     }
 
     /// A receiver that sees every change of the targets.
     pub fn subscribe(&self) -> watch::Receiver<Vec<Labels>> {
-        self.targets.subscribe()
+        self.out.subscribe()
     }
 
     pub fn status(&self) -> Status {
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.out.status()
     }
 
     /// How many times the targets were rebuilt with every watch synced.
@@ -608,15 +596,7 @@ impl KubernetesDiscovery {
     }
 
     fn set_status(&self, healthy: bool, message: String) {
-        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
-        if s.healthy != healthy {
-            if healthy {
-                tracing::info!(%message, "kubernetes discovery healthy");
-            } else {
-                tracing::warn!(%message, "kubernetes discovery unhealthy");
-            }
-        }
-        *s = Status { healthy, message };
+        self.out.set_status(healthy, message);
     }
 
     /// Runs until `cancel` completes, restarting the watches whenever the arguments change.
@@ -787,14 +767,7 @@ impl KubernetesDiscovery {
                 if errors.is_empty() {
                     self.set_status(true, format!("{n} targets"));
                 }
-                self.targets.send_if_modified(|cur| {
-                    if *cur == targets {
-                        false
-                    } else {
-                        *cur = targets;
-                        true
-                    }
-                });
+                self.out.publish(targets);
                 self.syncs
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
