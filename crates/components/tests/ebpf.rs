@@ -492,6 +492,66 @@ async fn exited_processes_are_sent_then_forgotten() {
     r.stop().await;
 }
 
+/// A short-lived container: its process exits, then discovery drops the container, then the
+/// collect runs. The samples taken before still go to the container's target (found by the
+/// soak run: every profile of a 1 s container was lost when its collect came after the update).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_of_a_target_dropped_before_the_collect_are_still_sent() {
+    let fx = Fixture::new();
+    fx.process(601, Some(CID_A));
+    fx.process(602, Some(CID_A));
+    fx.process(603, Some(CID_B));
+    let (source, h) = MockSource::new();
+    let rec = Arc::new(Recorder::default());
+    let mut args = Arguments::new(vec![rec.clone() as AppendableRef]);
+    let target_a = labels(&[("__container_id__", CID_A), ("service_name", "a")]);
+    let target_b = labels(&[("__container_id__", CID_B), ("service_name", "b")]);
+    args.targets = vec![target_a, target_b.clone()];
+    let r = Running::start(args.clone(), fx.options(source)).await;
+    introduce(&r, &h, &[601, 602, 603]).await;
+    h.sample(601, &[], &[K_LEAF], 6);
+    h.sample(602, &[], &[K_MID], 4);
+    h.sample(603, &[], &[K_ROOT], 2);
+    // 601 exits; then container A is no longer a target (602 still runs, e.g. being killed).
+    h.exit(601);
+    let mut without_a = args.clone();
+    without_a.targets = vec![target_b];
+    r.update(without_a).await;
+    assert_eq!(
+        h.pid_config(601),
+        None,
+        "an exited pid is not configured again (a stale kernel entry would hide a reused pid)"
+    );
+    assert!(
+        !h.pid_config(602).unwrap().profile,
+        "602 no longer profiled"
+    );
+    assert!(h.pid_config(603).unwrap().profile);
+    r.collect().await;
+    let got = rec.take();
+    assert_eq!(got.len(), 2, "a and b");
+    let (l, p) = profile_for(&got, "a");
+    assert_eq!(l["__container_id__"], CID_A);
+    assert_eq!(folded(p), "k_leaf 6\nk_mid 4\n");
+    let (_, p) = profile_for(&got, "b");
+    assert_eq!(
+        folded(p),
+        "k_root 2\n",
+        "b (now at another index) keeps its own samples"
+    );
+    assert_eq!(r.debug("unattributed_samples"), 0);
+
+    // The next interval: nothing more for "a" (602 is ignored by the kernel now).
+    h.sample(602, &[], &[K_MID], 5);
+    h.sample(603, &[], &[K_ROOT], 1);
+    r.collect().await;
+    let got = rec.take();
+    assert_eq!(got.len(), 1, "only b");
+    assert_eq!(folded(&profile_for(&got, "b").1), "k_root 1\n");
+    assert_eq!(r.debug("processes_known"), 2, "601 forgotten");
+    r.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_events_are_resynchronised_from_pending_pids() {
     let fx = Fixture::new();

@@ -332,6 +332,12 @@ struct Session {
     procs: HashMap<u32, Proc>,
     exited: HashSet<u32>,
     execed: HashSet<u32>,
+    /// Targets that processes lost since the last collect (their container ended and discovery
+    /// dropped it, or they exited before the update): the samples those processes took before
+    /// still go to them at the next collect, then they are forgotten.
+    retired: Vec<targets::Target>,
+    /// Pid -> index into `retired`, for processes without a current assignment.
+    retired_pids: HashMap<u32, usize>,
     fanout: Arc<Fanout>,
     metrics: Metrics,
     status: Arc<Mutex<Status>>,
@@ -379,6 +385,8 @@ impl Session {
             procs: HashMap::new(),
             exited: HashSet::new(),
             execed: HashSet::new(),
+            retired: Vec::new(),
+            retired_pids: HashMap::new(),
             fanout,
             metrics,
             status,
@@ -473,6 +481,8 @@ impl Session {
     }
 
     fn update(&mut self, args: Arguments) {
+        // Learn the exits that already happened: an exited process is not decided again.
+        self.handle_events();
         self.fanout.set_children(args.receivers());
         let old = std::mem::replace(&mut self.args, args);
         let new = &self.args;
@@ -498,17 +508,43 @@ impl Session {
             self.events = None;
             self.procs.clear();
         }
-        self.targets = TargetSet::new(
-            &new.targets,
-            &new.default_target,
-            new.targets_only,
-            &self.opts.id,
+        let old_targets = std::mem::replace(
+            &mut self.targets,
+            TargetSet::new(
+                &new.targets,
+                &new.default_target,
+                new.targets_only,
+                &self.opts.id,
+            ),
         );
         self.publish_targets();
         self.ensure_source();
+        // A process that loses its target keeps it until the next collect: its samples of the
+        // interval were taken while it belonged there (a short-lived container typically exits,
+        // then discovery drops it, before the collect). Exited processes are not decided again
+        // (the kernel has forgotten them; configuring them would leave a stale kernel entry).
+        let mut retired_index: HashMap<Assignment, usize> = HashMap::new();
         let pids: Vec<u32> = self.procs.keys().copied().collect();
         for pid in pids {
-            self.decide(pid);
+            let before = self.procs.get(&pid).and_then(|p| p.assignment);
+            if self.exited.contains(&pid) {
+                if let Some(p) = self.procs.get_mut(&pid) {
+                    p.assignment = None;
+                }
+            } else {
+                self.decide(pid);
+            }
+            let after = self.procs.get(&pid).and_then(|p| p.assignment);
+            if let (Some(a), None) = (before, after) {
+                if let Some(t) = old_targets.get(a) {
+                    let retired = &mut self.retired;
+                    let i = *retired_index.entry(a).or_insert_with(|| {
+                        retired.push(t.clone());
+                        retired.len() - 1
+                    });
+                    self.retired_pids.insert(pid, i);
+                }
+            }
         }
         self.publish_procs();
     }
@@ -641,17 +677,23 @@ impl Session {
             .as_nanos() as i64;
         let duration_nanos = now.duration_since(start).unwrap_or_default().as_nanos() as i64;
 
-        let mut builders: HashMap<Assignment, ProfileBuilder> = HashMap::new();
+        let mut builders: HashMap<Slot, ProfileBuilder> = HashMap::new();
         let mut unattributed = 0u64;
         let total = collection.total_samples();
         for s in &collection.samples {
-            let Some(a) = self.procs.get(&s.pid).and_then(|p| p.assignment) else {
-                unattributed += s.count;
-                continue;
+            let slot = match self.procs.get(&s.pid).and_then(|p| p.assignment) {
+                Some(a) => Slot::Current(a),
+                None => match self.retired_pids.get(&s.pid) {
+                    Some(&i) => Slot::Retired(i),
+                    None => {
+                        unattributed += s.count;
+                        continue;
+                    }
+                },
             };
             let frames = self.symbolizer.symbolize(s.pid, &s.user, &s.kernel);
             builders
-                .entry(a)
+                .entry(slot)
                 .or_insert_with(|| {
                     ProfileBuilder::new(self.args.sample_rate.0, time_nanos, duration_nanos)
                 })
@@ -664,8 +706,12 @@ impl Session {
         let matched = builders.len();
         let mut sent = 0u64;
         let recent = Arc::clone(&lock(&self.status).recent);
-        for (a, builder) in builders {
-            let Some(target) = self.targets.get(a) else {
+        for (slot, builder) in builders {
+            let target = match slot {
+                Slot::Current(a) => self.targets.get(a),
+                Slot::Retired(i) => self.retired.get(i),
+            };
+            let Some(target) = target else {
                 continue;
             };
             let raw = encode_gzip(&builder.build());
@@ -686,6 +732,8 @@ impl Session {
             }
         }
         self.metrics.profiles.inc_by(sent);
+        self.retired.clear();
+        self.retired_pids.clear();
 
         // Exited processes: their last samples are out; forget them everywhere.
         for pid in std::mem::take(&mut self.exited) {
@@ -714,6 +762,14 @@ impl Session {
             "pyroscope.ebpf collected"
         );
     }
+}
+
+/// Which profile a sample goes to: a current target, or one its process lost since the last
+/// collect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Slot {
+    Current(Assignment),
+    Retired(usize),
 }
 
 fn symbolizer_config(base: &SymbolizerConfig, args: &Arguments) -> SymbolizerConfig {
