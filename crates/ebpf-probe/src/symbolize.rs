@@ -18,6 +18,7 @@ pub mod perfmap;
 pub mod procmaps;
 pub mod table;
 
+use std::borrow::Cow;
 use std::num::NonZeroUsize;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -204,8 +205,8 @@ struct ElfCache {
 }
 
 impl ElfCache {
-    /// `fallback` is read when `path` cannot be resolved in `root` (deleted or replaced
-    /// files: `/proc/PID/map_files/START-END`).
+    /// `map_file` is `/proc/PID/map_files/START-END` of the mapping; `path` (resolved in
+    /// `root`) is used when it cannot be read.
     fn get(
         &mut self,
         root: &Path,
@@ -215,11 +216,20 @@ impl ElfCache {
         config: &SymbolizerConfig,
         m: &SymbolizerMetrics,
     ) -> Option<Arc<ElfSymbols>> {
-        let real = match elf::resolve_in_root(root, Path::new(path)) {
-            Ok(real) if !deleted && real.is_file() => real,
-            _ => fallback.to_path_buf(),
+        // The mapped file itself (one stat of `/proc/PID/map_files/START-END`): right even
+        // when the path was since replaced or deleted, and never outside the process's view.
+        // Where that link is unreadable (no CAP_SYS_ADMIN, a copied /proc), the path is
+        // resolved inside the process's root instead.
+        let (real, md) = match std::fs::metadata(fallback) {
+            Ok(md) if md.is_file() => (fallback.to_path_buf(), md),
+            _ => {
+                let real = elf::resolve_in_root(root, Path::new(path))
+                    .ok()
+                    .filter(|r| !deleted && r.is_file())?;
+                let md = std::fs::metadata(&real).ok()?;
+                (real, md)
+            }
         };
-        let md = std::fs::metadata(&real).ok()?;
         let key = StatKey {
             dev: md.dev(),
             ino: md.ino(),
@@ -289,6 +299,8 @@ struct PerfMap {
 struct Process {
     mappings: Vec<ProcMapping>,
     maps_read: Instant,
+    /// The first re-read of maps read mid-exec is immediate; later ones are rate limited.
+    quick_reread: bool,
     perf_map: PerfMap,
 }
 
@@ -331,6 +343,7 @@ fn read_process(proc_root: &Path, pid: u32) -> Option<Process> {
     Some(Process {
         mappings,
         maps_read: Instant::now(),
+        quick_reread: true,
         perf_map: PerfMap {
             path: PathBuf::from(format!("/tmp/perf-{nspid}.map")),
             table: SymbolTable::default(),
@@ -360,23 +373,36 @@ pub struct Symbolizer {
     elfs: ElfCache,
     kernel: KernelSymbols,
     vdso: Option<Arc<ElfSymbols>>,
-    /// Mangled → demangled, so hot C++/Rust frames are demangled once.
-    demangled: LruCache<Box<str>, Box<str>>,
+    /// (ELF object id, symbol index) → demangled name, so the names of hot frames are read
+    /// from their file and demangled once.
+    names: LruCache<(u64, usize), Arc<str>>,
 }
 
-/// Entries of the demangled-name cache.
-const DEMANGLE_CACHE_SIZE: usize = 8192;
+/// Minimum time between two reads of the maps of a process that had no file mapping (read in
+/// the middle of an exec).
+const MID_EXEC_REREAD: Duration = Duration::from_millis(50);
 
-fn demangle_cached(cache: &mut LruCache<Box<str>, Box<str>>, name: &str, mode: Demangle) -> String {
-    if mode == Demangle::None || !(name.starts_with("_Z") || name.starts_with("_R")) {
-        return name.to_string();
+/// Entries of the frame-name cache.
+const NAME_CACHE_SIZE: usize = 8192;
+
+/// The demangled name of symbol `index` of `elf`, through the cache.
+fn function_name(
+    cache: &mut LruCache<(u64, usize), Arc<str>>,
+    elf: &ElfSymbols,
+    index: usize,
+    mode: Demangle,
+) -> Option<String> {
+    if let Some(hit) = cache.get(&(elf.id, index)) {
+        return Some(hit.to_string());
     }
-    if let Some(hit) = cache.get(name) {
-        return hit.to_string();
-    }
-    let d = demangle(name, mode);
-    cache.put(name.into(), d.as_str().into());
-    d
+    let raw = elf.table.name(index)?;
+    let name = if mode == Demangle::None || !(raw.starts_with("_Z") || raw.starts_with("_R")) {
+        raw.into_owned()
+    } else {
+        demangle(&raw, mode)
+    };
+    cache.put((elf.id, index), Arc::from(name.as_str()));
+    Some(name)
 }
 
 fn cap(n: usize) -> NonZeroUsize {
@@ -399,7 +425,7 @@ impl Symbolizer {
             },
             kernel,
             vdso: None,
-            demangled: LruCache::new(cap(DEMANGLE_CACHE_SIZE)),
+            names: LruCache::new(cap(NAME_CACHE_SIZE)),
             config,
             metrics,
         }
@@ -440,7 +466,7 @@ impl Symbolizer {
                 let lookup = if i == 0 { ip } else { ip.wrapping_sub(1) };
                 Frame {
                     address: ip,
-                    name: self.kernel.lookup(lookup).map(str::to_string),
+                    name: self.kernel.lookup(lookup).map(Cow::into_owned),
                     mapping: None,
                 }
             })
@@ -533,20 +559,31 @@ impl Symbolizer {
         };
         if idx.is_none() {
             // New mapping (dlopen, JIT) since the maps were read: re-read, rate limited. Maps
-            // read in the middle of an exec (only the stack is mapped yet) are re-read at once.
+            // read in the middle of an exec (only the stack is mapped yet) are re-read sooner,
+            // but also rate limited: a process that is gone or has no file mapping would
+            // otherwise cost one read per frame.
             let stale = self.pids.peek(&pid).is_some_and(|p| {
-                p.maps_read.elapsed() >= refresh
-                    || !p.mappings.iter().any(|m| m.kind == MappingKind::File)
+                let age = p.maps_read.elapsed();
+                age >= refresh
+                    || ((p.quick_reread || age >= MID_EXEC_REREAD)
+                        && !p.mappings.iter().any(|m| m.kind == MappingKind::File))
             });
             if stale {
-                if let Some(fresh) = read_process(&self.config.proc_root, pid) {
-                    let perf = self.pids.pop(&pid).map(|p| p.perf_map);
-                    let mut fresh = fresh;
-                    if let Some(perf) = perf {
-                        fresh.perf_map = perf;
+                match read_process(&self.config.proc_root, pid) {
+                    Some(mut fresh) => {
+                        if let Some(old) = self.pids.pop(&pid) {
+                            fresh.perf_map = old.perf_map;
+                        }
+                        fresh.quick_reread = false;
+                        idx = fresh.mapping_index(ip);
+                        self.pids.put(pid, fresh);
                     }
-                    idx = fresh.mapping_index(ip);
-                    self.pids.put(pid, fresh);
+                    None => {
+                        if let Some(p) = self.pids.peek_mut(&pid) {
+                            p.maps_read = Instant::now();
+                            p.quick_reread = false;
+                        }
+                    }
                 }
             }
         }
@@ -571,10 +608,10 @@ impl Symbolizer {
         };
         let (elf, info) = resolved;
         let off = lookup.wrapping_sub(info.start).wrapping_add(info.offset);
-        let demangled = &mut self.demangled;
+        let names = &mut self.names;
         let name = elf.as_ref().and_then(|e| {
-            e.lookup_file_offset(off)
-                .map(|n| demangle_cached(demangled, n, demangle_mode))
+            let index = e.lookup_index_file_offset(off)?;
+            function_name(names, e, index, demangle_mode)
         });
         let name = match (name, kind) {
             (None, Some(MappingKind::Other)) => self.perf_map_frame(pid, ip, root).name,
@@ -679,7 +716,7 @@ impl Symbolizer {
                     }
                 }
             }
-            name = pm.table.lookup(ip).map(str::to_string);
+            name = pm.table.lookup(ip).map(Cow::into_owned);
         }
         Frame {
             address: ip,

@@ -702,6 +702,28 @@ fn kallsyms_rate_limit_prevents_reload_storms() {
         sym.symbolize_kernel(&[0xffffffffd0000000]);
     }
     assert_eq!(sym.kernel_symbols().loads(), 1);
+
+    // Without a rate limit, an address that stays unresolvable reloads once, not per lookup;
+    // a new unresolvable address may reload again.
+    let dir = tempfile::tempdir().unwrap();
+    let ks = dir.path().join("kallsyms");
+    std::fs::write(&ks, "ffffffff81000000 T _stext\n").unwrap();
+    let (mut sym, _) = symbolizer(SymbolizerConfig {
+        kallsyms_path: ks,
+        modules_path: dir.path().join("modules"),
+        kallsyms_refresh_interval: Duration::ZERO,
+        ..Default::default()
+    });
+    for _ in 0..100 {
+        sym.symbolize_kernel(&[0xffffffffd0000000, 0xffffffff81000010]);
+    }
+    assert_eq!(
+        sym.kernel_symbols().loads(),
+        2,
+        "first load + one for the new address"
+    );
+    sym.symbolize_kernel(&[0xffffffffd0001000]);
+    assert_eq!(sym.kernel_symbols().loads(), 3);
 }
 
 #[test]
@@ -928,4 +950,35 @@ fn maps_read_during_exec_are_read_again() {
         drop(child.stdin.take());
         let _ = child.wait();
     }
+}
+
+#[inline(never)]
+fn a_rust_function_in_this_test_binary(x: u64) -> u64 {
+    std::hint::black_box(x.wrapping_mul(31).rotate_left(7))
+}
+
+#[test]
+fn large_binary_names_stay_in_the_file() {
+    // This test binary: tens of thousands of Rust symbols. The table keeps 16 bytes per
+    // function and reads names from the file only when looked up.
+    let exe = std::env::current_exe().unwrap();
+    let elf = load_elf(Path::new("/"), exe.to_str().unwrap(), &[]).unwrap();
+    let n = elf.table.len();
+    assert!(n > 5_000, "{n} symbols");
+    assert_eq!(elf.table.lazy_names(), n, "every name is lazy");
+    assert!(
+        elf.table.heap_bytes() <= 16 * n + 4096,
+        "{} bytes for {n} symbols",
+        elf.table.heap_bytes()
+    );
+    // Names come out right (read from the file, then demangled) for a live address.
+    let (mut sym, _) = symbolizer(SymbolizerConfig::default());
+    let f = a_rust_function_in_this_test_binary as fn(u64) -> u64;
+    assert_eq!(a_rust_function_in_this_test_binary(1), 31u64.rotate_left(7));
+    let frames = sym.symbolize_user(std::process::id(), &[f as usize as u64 + 1]);
+    let name = frames[0].display_name();
+    assert!(
+        name.ends_with("a_rust_function_in_this_test_binary"),
+        "{name}"
+    );
 }

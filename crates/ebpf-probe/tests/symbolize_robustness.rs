@@ -77,7 +77,7 @@ proptest! {
             if ptr == 8 { data.extend_from_slice(&w.to_le_bytes()) } else { data.extend_from_slice(&(w as u32).to_le_bytes()) }
         }
         data.extend_from_slice(&tail);
-        let _ = gopclntab::read_functions(&data, 0x1000, &mut SymbolTableBuilder::default());
+        let _ = gopclntab::read_functions(&data, 0x1000, None, &mut SymbolTableBuilder::default());
     }
 
     #[test]

@@ -11,7 +11,9 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use object::{
     Object, ObjectKind, ObjectSection, ObjectSegment, ObjectSymbol, ReadCache, ReadRef, SymbolKind,
@@ -72,6 +74,8 @@ pub struct LoadSegment {
 /// The symbols of one ELF object.
 #[derive(Debug)]
 pub struct ElfSymbols {
+    /// Unique per loaded object in this process (a key for name caches).
+    pub id: u64,
     /// GNU build ID.
     pub build_id: Option<Vec<u8>>,
     /// Function symbols at link-time addresses, names mangled.
@@ -94,14 +98,25 @@ impl ElfSymbols {
     }
 
     /// The (mangled) function name at a file offset.
-    pub fn lookup_file_offset(&self, off: u64) -> Option<&str> {
+    pub fn lookup_file_offset(&self, off: u64) -> Option<std::borrow::Cow<'_, str>> {
         self.table.lookup(self.file_offset_to_vaddr(off)?)
+    }
+
+    /// Index in [`Self::table`] of the function at a file offset (names are read with
+    /// [`SymbolTable::name`]; the index identifies the function for caches).
+    pub fn lookup_index_file_offset(&self, off: u64) -> Option<usize> {
+        self.table.lookup_index(self.file_offset_to_vaddr(off)?)
     }
 
     /// Build ID as lowercase hex.
     pub fn build_id_hex(&self) -> Option<String> {
         self.build_id.as_deref().map(hex)
     }
+}
+
+fn next_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Lowercase hex of bytes.
@@ -190,6 +205,117 @@ where
     n
 }
 
+/// Symbol table entries read per `pread` when streaming a symbol table section.
+const SYMBOLS_PER_READ: usize = 2730;
+
+/// Function symbols of the section `table` (`.symtab`/`.dynsym`) whose names stay in the
+/// string section `strings` of `file`: the table is streamed in chunks and decoded in place
+/// (`object` only decodes symbol tables held whole in memory, which for a large binary means
+/// megabytes of strings read and kept for nothing), and only (address, size, name offset)
+/// is kept. `None` when the sections are absent or unusable, so the caller can fall back.
+fn push_symbols_lazy<'d, R: ReadRef<'d>>(
+    obj: &object::File<'d, R>,
+    file: &Arc<File>,
+    table: &str,
+    strings: &str,
+    out: &mut SymbolTableBuilder,
+) -> Option<usize> {
+    let (sym_off, sym_size) = obj.section_by_name(table)?.file_range()?;
+    let (str_off, str_size) = obj.section_by_name(strings)?.file_range()?;
+    if str_off.checked_add(str_size)? > u64::from(u32::MAX) {
+        return None;
+    }
+    let (ent, little) = (if obj.is_64() { 24 } else { 16 }, obj.is_little_endian());
+    let source = out.add_file(Arc::clone(file))?;
+    let count = usize::try_from(sym_size / ent as u64).ok()?;
+    let mut buf = vec![0u8; ent * SYMBOLS_PER_READ.min(count.max(1))];
+    let mut n = 0;
+    let mut done = 0;
+    while done < count {
+        let take = (count - done).min(SYMBOLS_PER_READ);
+        let chunk = &mut buf[..take * ent];
+        file.read_exact_at(chunk, sym_off + (done * ent) as u64)
+            .ok()?;
+        for raw in chunk.chunks_exact(ent) {
+            let sym = RawSymbol::decode(raw, obj.is_64(), little);
+            let is_func = matches!(sym.kind, object::elf::STT_FUNC | object::elf::STT_GNU_IFUNC);
+            if !is_func || sym.shndx == object::elf::SHN_UNDEF || sym.value == 0 {
+                continue;
+            }
+            if sym.name == 0 || u64::from(sym.name) >= str_size {
+                continue;
+            }
+            out.push_lazy(
+                sym.value,
+                sym.size,
+                source,
+                (str_off + u64::from(sym.name)) as u32,
+            );
+            n += 1;
+        }
+        done += take;
+    }
+    Some(n)
+}
+
+/// The fields of one `Elf32_Sym`/`Elf64_Sym` record that symbolization needs.
+struct RawSymbol {
+    name: u32,
+    kind: u8,
+    shndx: u16,
+    value: u64,
+    size: u64,
+}
+
+impl RawSymbol {
+    /// `raw` is one record (16 or 24 bytes, checked by the caller's chunking).
+    fn decode(raw: &[u8], is_64: bool, little: bool) -> RawSymbol {
+        let u16_at = |o: usize| {
+            let b = [raw[o], raw[o + 1]];
+            if little {
+                u16::from_le_bytes(b)
+            } else {
+                u16::from_be_bytes(b)
+            }
+        };
+        let u32_at = |o: usize| {
+            let b: [u8; 4] = raw[o..o + 4].try_into().unwrap_or_default();
+            if little {
+                u32::from_le_bytes(b)
+            } else {
+                u32::from_be_bytes(b)
+            }
+        };
+        let u64_at = |o: usize| {
+            let b: [u8; 8] = raw[o..o + 8].try_into().unwrap_or_default();
+            if little {
+                u64::from_le_bytes(b)
+            } else {
+                u64::from_be_bytes(b)
+            }
+        };
+        if is_64 {
+            // st_name, st_info, st_other, st_shndx, st_value, st_size
+            RawSymbol {
+                name: u32_at(0),
+                kind: raw[4] & 0xf,
+                shndx: u16_at(6),
+                value: u64_at(8),
+                size: u64_at(16),
+            }
+        } else {
+            // st_name, st_value, st_size, st_info, st_other, st_shndx
+            RawSymbol {
+                name: u32_at(0),
+                kind: raw[12] & 0xf,
+                shndx: u16_at(14),
+                value: u64::from(u32_at(4)),
+                size: u64::from(u32_at(8)),
+            }
+        }
+    }
+}
+
 /// Facts gathered from the main object.
 struct Primary {
     build_id: Option<Vec<u8>>,
@@ -199,16 +325,30 @@ struct Primary {
     symtab: usize,
 }
 
+/// `file` is the object's file when it was parsed from one: its names are then left there
+/// (read on lookup); otherwise (an in-memory image) they are copied.
 fn read_primary<'d, R: ReadRef<'d>>(
     obj: &object::File<'d, R>,
+    file: Option<&Arc<File>>,
     out: &mut SymbolTableBuilder,
     sources: &mut Vec<SymbolSource>,
 ) -> Primary {
-    let symtab = push_symbols(obj.symbols(), out);
+    let (symtab, dynsym) = match file {
+        Some(f) => (
+            push_symbols_lazy(obj, f, ".symtab", ".strtab", out)
+                .unwrap_or_else(|| push_symbols(obj.symbols(), out)),
+            push_symbols_lazy(obj, f, ".dynsym", ".dynstr", out)
+                .unwrap_or_else(|| push_symbols(obj.dynamic_symbols(), out)),
+        ),
+        None => (
+            push_symbols(obj.symbols(), out),
+            push_symbols(obj.dynamic_symbols(), out),
+        ),
+    };
     if symtab > 0 {
         sources.push(SymbolSource::Symtab);
     }
-    if push_symbols(obj.dynamic_symbols(), out) > 0 {
+    if dynsym > 0 {
         sources.push(SymbolSource::Dynsym);
     }
     let loads = obj
@@ -235,7 +375,7 @@ fn read_primary<'d, R: ReadRef<'d>>(
     }
 }
 
-/// `.symtab` of a separate debug file (or decompressed MiniDebugInfo) into `out`.
+/// `.symtab` of an in-memory image (decompressed MiniDebugInfo) into `out`, names copied.
 fn symtab_of<'d, R: ReadRef<'d>>(
     data: R,
     out: &mut SymbolTableBuilder,
@@ -281,18 +421,18 @@ pub fn load_elf_at(
     debug_dirs: &[PathBuf],
 ) -> Result<ElfSymbols, ElfError> {
     let real = real.to_path_buf();
-    let file = File::open(&real).map_err(|source| ElfError::Io {
+    let file = Arc::new(File::open(&real).map_err(|source| ElfError::Io {
         path: real.clone(),
         source,
-    })?;
-    let cache = ReadCache::new(file);
+    })?);
+    let cache = ReadCache::new(&*file);
     let obj = object::File::parse(&cache).map_err(|source| ElfError::Parse {
         path: real.clone(),
         source,
     })?;
     let mut out = SymbolTableBuilder::default();
     let mut sources = Vec::new();
-    let primary = read_primary(&obj, &mut out, &mut sources);
+    let primary = read_primary(&obj, Some(&file), &mut out, &mut sources);
     let mut have_full = primary.symtab > 0;
 
     // Separate debug file by build ID.
@@ -352,15 +492,19 @@ pub fn load_elf_at(
     }
     // Go function table (stripped Go binaries keep it).
     if !have_full {
-        if let Some(pclntab) = find_pclntab(&obj) {
+        if let Some((pclntab, file_offset)) = find_pclntab(&obj) {
             let text = obj.section_by_name(".text").map_or(0, |s| s.address());
-            match gopclntab::read_functions(pclntab, text, &mut out) {
+            let names = out
+                .add_file(Arc::clone(&file))
+                .map(|src| (src, file_offset));
+            match gopclntab::read_functions(pclntab, text, names, &mut out) {
                 Ok(_) => sources.push(SymbolSource::GoPclntab),
                 Err(err) => tracing::debug!(path, %err, "unreadable Go pclntab"),
             }
         }
     }
     Ok(ElfSymbols {
+        id: next_id(),
         build_id: primary.build_id,
         table: out.build(),
         loads: primary.loads,
@@ -372,10 +516,12 @@ pub fn load_elf_at(
 /// Go's pclntab: its own section (`.gopclntab`, or `.data.rel.ro.gopclntab` in PIE builds),
 /// or, when an external linker merged it into `.data.rel.ro` (cgo + PIE), found there by its
 /// header. Only Go binaries (with `.note.go.buildid` or `.go.buildinfo`) are searched.
-fn find_pclntab<'d, R: ReadRef<'d>>(obj: &object::File<'d, R>) -> Option<&'d [u8]> {
+/// Returns the table and its offset in the file.
+fn find_pclntab<'d, R: ReadRef<'d>>(obj: &object::File<'d, R>) -> Option<(&'d [u8], u64)> {
     for name in [".gopclntab", ".data.rel.ro.gopclntab"] {
         if let Some(section) = obj.section_by_name(name) {
-            return section.data().ok();
+            let offset = section.file_range()?.0;
+            return Some((section.data().ok()?, offset));
         }
     }
     let is_go = obj.section_by_name(".note.go.buildid").is_some()
@@ -384,18 +530,21 @@ fn find_pclntab<'d, R: ReadRef<'d>>(obj: &object::File<'d, R>) -> Option<&'d [u8
         return None;
     }
     for name in [".data.rel.ro", ".rodata"] {
-        let Some(data) = obj.section_by_name(name).and_then(|s| s.data().ok()) else {
+        let Some(section) = obj.section_by_name(name) else {
+            continue;
+        };
+        let (Some((section_offset, _)), Ok(data)) = (section.file_range(), section.data()) else {
             continue;
         };
         let found = (0..data.len().saturating_sub(64)).step_by(8).find(|&off| {
             let candidate = &data[off..];
             gopclntab::version(candidate).is_ok()
                 && matches!(candidate[6], 1 | 2 | 4)
-                && gopclntab::read_functions(candidate, 0, &mut SymbolTableBuilder::default())
+                && gopclntab::read_functions(candidate, 0, None, &mut SymbolTableBuilder::default())
                     .is_ok_and(|n| n > 0)
         });
         if let Some(off) = found {
-            return Some(&data[off..]);
+            return Some((&data[off..], section_offset + off as u64));
         }
     }
     None
@@ -443,11 +592,14 @@ fn try_debug_file(
             return None;
         }
     }
-    let file = File::open(&real).ok()?;
-    let cache = ReadCache::new(file);
+    let file = Arc::new(File::open(&real).ok()?);
+    let cache = ReadCache::new(&*file);
+    let obj = object::File::parse(&cache).ok()?;
     let mut tmp = SymbolTableBuilder::default();
-    let (n, id) = symtab_of(&cache, &mut tmp)?;
-    if n == 0 || (build_id.is_some() && id.as_deref() != build_id) {
+    let n = push_symbols_lazy(&obj, &file, ".symtab", ".strtab", &mut tmp)
+        .unwrap_or_else(|| push_symbols(obj.symbols(), &mut tmp));
+    let id = obj.build_id().ok().flatten();
+    if n == 0 || (build_id.is_some() && id != build_id) {
         return None;
     }
     out.append(tmp);
@@ -459,8 +611,9 @@ pub fn load_elf_bytes(data: &[u8]) -> Result<ElfSymbols, object::Error> {
     let obj = object::File::parse(data)?;
     let mut out = SymbolTableBuilder::default();
     let mut sources = Vec::new();
-    let primary = read_primary(&obj, &mut out, &mut sources);
+    let primary = read_primary(&obj, None, &mut out, &mut sources);
     Ok(ElfSymbols {
+        id: next_id(),
         build_id: primary.build_id,
         table: out.build(),
         loads: primary.loads,

@@ -2,7 +2,7 @@
 //! binaries. Handles the header layouts of Go 1.2–1.15 (magic `0xfffffffb`), 1.16–1.17
 //! (`0xfffffffa`), 1.18–1.19 (`0xfffffff0`) and 1.20+ (`0xfffffff1`), little endian.
 
-use super::table::SymbolTableBuilder;
+use super::table::{FileSource, SymbolTableBuilder};
 
 /// pclntab header versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,10 +84,12 @@ pub fn version(data: &[u8]) -> Result<GoVersion, PclntabError> {
 
 /// Adds every function of the pclntab to `out` (entry address, size up to the next function,
 /// name). `text_start` replaces a zero `textStart` in 1.18+ headers (relocated PIE binaries).
-/// Returns the number of functions.
+/// With `names_in` (the file holding `data` and the offset of `data` in it), names are left
+/// in the file and read on lookup; otherwise they are copied. Returns the number of functions.
 pub fn read_functions(
     data: &[u8],
     text_start: u64,
+    names_in: Option<(FileSource, u64)>,
     out: &mut SymbolTableBuilder,
 ) -> Result<usize, PclntabError> {
     let ver = version(data)?;
@@ -151,7 +153,16 @@ pub fn read_functions(
     }
     for w in funcs.windows(2) {
         let (entry, name) = w[0];
-        out.push(entry, w[1].0.saturating_sub(entry), name);
+        let size = w[1].0.saturating_sub(entry);
+        // `name` borrows from `data`: its position there is its position in the file.
+        let file_offset = names_in.and_then(|(src, base)| {
+            let at = base + (name.as_ptr() as usize - data.as_ptr() as usize) as u64;
+            Some((src, u32::try_from(at).ok()?))
+        });
+        match file_offset {
+            Some((src, at)) if !name.is_empty() => out.push_lazy(entry, size, src, at),
+            _ => out.push(entry, size, name),
+        }
     }
     Ok(nfunc)
 }
@@ -202,17 +213,17 @@ mod tests {
         for magic in [0xffff_fff0, 0xffff_fff1] {
             let data = go118(magic, 0x401000);
             let mut b = SymbolTableBuilder::default();
-            assert_eq!(read_functions(&data, 0, &mut b), Ok(2));
+            assert_eq!(read_functions(&data, 0, None, &mut b), Ok(2));
             let t = b.build();
-            assert_eq!(t.lookup(0x401000), Some("main.main"));
-            assert_eq!(t.lookup(0x40103f), Some("main.main"));
-            assert_eq!(t.lookup(0x401050), Some("main.hotLeaf"));
+            assert_eq!(t.lookup(0x401000).as_deref(), Some("main.main"));
+            assert_eq!(t.lookup(0x40103f).as_deref(), Some("main.main"));
+            assert_eq!(t.lookup(0x401050).as_deref(), Some("main.hotLeaf"));
             assert_eq!(t.lookup(0x401090), None);
         }
         // zero textStart falls back to the .text address given
         let mut b = SymbolTableBuilder::default();
-        read_functions(&go118(0xffff_fff0, 0), 0x1000, &mut b).unwrap();
-        assert_eq!(b.build().lookup(0x1041), Some("main.hotLeaf"));
+        read_functions(&go118(0xffff_fff0, 0), 0x1000, None, &mut b).unwrap();
+        assert_eq!(b.build().lookup(0x1041).as_deref(), Some("main.hotLeaf"));
     }
 
     #[test]
@@ -243,10 +254,10 @@ mod tests {
             put_u32(&mut v, 0);
         }
         let mut b = SymbolTableBuilder::default();
-        assert_eq!(read_functions(&v, 0, &mut b), Ok(2));
+        assert_eq!(read_functions(&v, 0, None, &mut b), Ok(2));
         let t = b.build();
-        assert_eq!(t.lookup(0x4010ff), Some("main.main"));
-        assert_eq!(t.lookup(0x401170), Some("runtime.goexit"));
+        assert_eq!(t.lookup(0x4010ff).as_deref(), Some("main.main"));
+        assert_eq!(t.lookup(0x401170).as_deref(), Some("runtime.goexit"));
         assert_eq!(t.lookup(0x401180), None);
     }
 
@@ -278,10 +289,10 @@ mod tests {
         }
         v.extend_from_slice(b"a\0b\0");
         let mut b = SymbolTableBuilder::default();
-        assert_eq!(read_functions(&v, 0, &mut b), Ok(2));
+        assert_eq!(read_functions(&v, 0, None, &mut b), Ok(2));
         let t = b.build();
-        assert_eq!(t.lookup(0x100f), Some("a"));
-        assert_eq!(t.lookup(0x1010), Some("b"));
+        assert_eq!(t.lookup(0x100f).as_deref(), Some("a"));
+        assert_eq!(t.lookup(0x1010).as_deref(), Some("b"));
     }
 
     #[test]
@@ -290,7 +301,7 @@ mod tests {
         let mut d = go118(0xffff_fff0, 0x1000);
         d.truncate(80);
         assert_eq!(
-            read_functions(&d, 0, &mut SymbolTableBuilder::default()),
+            read_functions(&d, 0, None, &mut SymbolTableBuilder::default()),
             Err(PclntabError::Truncated)
         );
     }

@@ -1,16 +1,22 @@
 //! Kernel symbols from `/proc/kallsyms`.
 //!
 //! Only text symbols (`t`, `T`, `w`, `W`) are kept, including those of modules and of BPF
-//! programs (`[bpf]`), but not the `__pfx_`/`__cfi_` padding symbols. The table is re-read when `/proc/modules` changes or when an address
-//! cannot be resolved (a BPF program or module loaded since), at most once per
-//! `min_refresh_interval`.
+//! programs (`[bpf]`), but not the `__pfx_`/`__cfi_` padding symbols. The table is re-read
+//! when `/proc/modules` changes or when a new address cannot be resolved (a BPF program or
+//! module loaded since), at most once per `min_refresh_interval`; `/proc/modules` itself is
+//! compared at most that often too.
 
+use std::borrow::Cow;
 use std::collections::hash_map::DefaultHasher;
+use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::table::{SymbolTable, SymbolTableBuilder};
+
+/// Unresolved addresses remembered between loads.
+const MAX_UNRESOLVED: usize = 4096;
 
 /// Sizeless last symbols (end of module text, BPF programs) cover at most this many bytes.
 const MAX_LAST_SYMBOL_SPAN: u64 = 1 << 20;
@@ -68,6 +74,10 @@ pub struct KernelSymbols {
     restricted: bool,
     modules_digest: Option<u64>,
     last_load: Option<Instant>,
+    /// Last time `/proc/modules` was compared (rate limited like reloads).
+    last_check: Option<Instant>,
+    /// Addresses that did not resolve since the last load: they do not trigger reloads again.
+    unresolved: HashSet<u64>,
     loads: u64,
 }
 
@@ -86,12 +96,16 @@ impl KernelSymbols {
             restricted: false,
             modules_digest: None,
             last_load: None,
+            last_check: None,
+            unresolved: HashSet::new(),
             loads: 0,
         }
     }
 
     fn load(&mut self) {
         self.last_load = Some(Instant::now());
+        self.last_check = self.last_load;
+        self.unresolved.clear();
         self.loads += 1;
         self.modules_digest = std::fs::read_to_string(&self.modules_path)
             .ok()
@@ -116,13 +130,18 @@ impl KernelSymbols {
             .is_none_or(|t| t.elapsed() >= self.min_refresh_interval)
     }
 
-    /// Loads on first use; reloads when `/proc/modules` changed (rate limited).
+    /// Loads on first use; reloads when `/proc/modules` changed (both the comparison and the
+    /// reload at most once per `min_refresh_interval`).
     pub fn prepare(&mut self) {
         if self.last_load.is_none() {
             self.load();
             return;
         }
-        if self.may_reload() {
+        let check_due = self
+            .last_check
+            .is_none_or(|t| t.elapsed() >= self.min_refresh_interval);
+        if check_due && self.may_reload() {
+            self.last_check = Some(Instant::now());
             let digest = std::fs::read_to_string(&self.modules_path)
                 .ok()
                 .map(|c| modules_digest(&c));
@@ -132,19 +151,37 @@ impl KernelSymbols {
         }
     }
 
-    /// The kernel function at `addr`. An unresolvable address triggers one (rate limited)
-    /// reload, for BPF programs and modules that appeared since the last one.
-    pub fn lookup(&mut self, addr: u64) -> Option<&str> {
+    /// The kernel function at `addr`. An address that cannot be resolved and was not seen
+    /// unresolved since the last load triggers one (rate limited) reload, for BPF programs
+    /// and modules that appeared since.
+    pub fn lookup(&mut self, addr: u64) -> Option<Cow<'_, str>> {
+        let i = self.lookup_index(addr)?;
+        self.table.name(i)
+    }
+
+    /// Index in [`Self::table`] of the kernel function at `addr` (see [`Self::lookup`]).
+    pub fn lookup_index(&mut self, addr: u64) -> Option<usize> {
         self.prepare();
-        if self
-            .table
-            .lookup_bounded(addr, MAX_LAST_SYMBOL_SPAN)
-            .is_none()
+        let resolved = |t: &SymbolTable| {
+            t.lookup_bounded(addr, MAX_LAST_SYMBOL_SPAN)?;
+            t.lookup_index(addr)
+        };
+        if let Some(i) = resolved(&self.table) {
+            return Some(i);
+        }
+        if self.unresolved.len() < MAX_UNRESOLVED
+            && self.unresolved.insert(addr)
             && self.may_reload()
         {
             self.load();
+            let found = resolved(&self.table);
+            if found.is_none() {
+                // Still unknown after a fresh load: it will not trigger the next one.
+                self.unresolved.insert(addr);
+            }
+            return found;
         }
-        self.table.lookup_bounded(addr, MAX_LAST_SYMBOL_SPAN)
+        None
     }
 
     /// Symbols loaded.
@@ -185,9 +222,9 @@ mod tests {
         );
         assert!(!restricted);
         assert_eq!(t.len(), 3);
-        assert_eq!(t.lookup(0xffffffff810000f8), Some("_stext"));
-        assert_eq!(t.lookup(0xffffffff81000104), Some("f"));
-        assert_eq!(t.lookup(0xffffffffc0000001), Some("m"));
+        assert_eq!(t.lookup(0xffffffff810000f8).as_deref(), Some("_stext"));
+        assert_eq!(t.lookup(0xffffffff81000104).as_deref(), Some("f"));
+        assert_eq!(t.lookup(0xffffffffc0000001).as_deref(), Some("m"));
         let (t, restricted) = parse_kallsyms("0000000000000000 T _stext\n0000000000000000 t f\n");
         assert!(restricted && t.is_empty());
         assert_ne!(

@@ -31,10 +31,10 @@ mod tests {
         );
         assert_eq!(t.len(), 2);
         assert_eq!(
-            t.lookup(0x7f1c4a00003f),
+            t.lookup(0x7f1c4a00003f).as_deref(),
             Some("LazyCompile:~hot /app/index.js:3")
         );
         assert_eq!(t.lookup(0x7f1c4a000040), None);
-        assert_eq!(t.lookup(0x7f1c4a000110), Some("Interpreter"));
+        assert_eq!(t.lookup(0x7f1c4a000110).as_deref(), Some("Interpreter"));
     }
 }
