@@ -492,15 +492,14 @@ pub fn load_elf_at(
     }
     // Go function table (stripped Go binaries keep it).
     if !have_full {
-        if let Some((pclntab, file_offset)) = find_pclntab(&obj) {
-            let text = obj.section_by_name(".text").map_or(0, |s| s.address());
-            let names = out
-                .add_file(Arc::clone(&file))
-                .map(|src| (src, file_offset));
-            match gopclntab::read_functions(pclntab, text, names, &mut out) {
-                Ok(_) => sources.push(SymbolSource::GoPclntab),
-                Err(err) => tracing::debug!(path, %err, "unreadable Go pclntab"),
+        let text = obj.section_by_name(".text").map_or(0, |s| s.address());
+        match go_functions(&obj, &file, text) {
+            Some(Ok(funcs)) => {
+                out.append(funcs);
+                sources.push(SymbolSource::GoPclntab);
             }
+            Some(Err(err)) => tracing::debug!(path, %err, "unreadable Go pclntab"),
+            None => {}
         }
     }
     Ok(ElfSymbols {
@@ -513,15 +512,29 @@ pub fn load_elf_at(
     })
 }
 
-/// Go's pclntab: its own section (`.gopclntab`, or `.data.rel.ro.gopclntab` in PIE builds),
-/// or, when an external linker merged it into `.data.rel.ro` (cgo + PIE), found there by its
-/// header. Only Go binaries (with `.note.go.buildid` or `.go.buildinfo`) are searched.
-/// Returns the table and its offset in the file.
-fn find_pclntab<'d, R: ReadRef<'d>>(obj: &object::File<'d, R>) -> Option<(&'d [u8], u64)> {
+/// Go's function table, read from the file piecewise (see
+/// [`gopclntab::read_functions_from_file`]): from its own section (`.gopclntab`, or
+/// `.data.rel.ro.gopclntab` in PIE builds) or, when an external linker merged it into
+/// `.data.rel.ro` (cgo + PIE), found there by its header, scanning the section in chunks.
+/// Only Go binaries (with `.note.go.buildid` or `.go.buildinfo`) are searched. `None` when
+/// there is no table.
+fn go_functions<'d, R: ReadRef<'d>>(
+    obj: &object::File<'d, R>,
+    file: &Arc<File>,
+    text: u64,
+) -> Option<Result<SymbolTableBuilder, gopclntab::PclntabError>> {
+    const CHUNK: usize = 1 << 20;
+    let read = |off: u64, len: u64| {
+        let mut b = SymbolTableBuilder::default();
+        let src = b
+            .add_file(Arc::clone(file))
+            .expect("first file of a builder");
+        gopclntab::read_functions_from_file(file, off, len, text, src, &mut b).map(|_| b)
+    };
     for name in [".gopclntab", ".data.rel.ro.gopclntab"] {
         if let Some(section) = obj.section_by_name(name) {
-            let offset = section.file_range()?.0;
-            return Some((section.data().ok()?, offset));
+            let (off, len) = section.file_range()?;
+            return Some(read(off, len));
         }
     }
     let is_go = obj.section_by_name(".note.go.buildid").is_some()
@@ -530,21 +543,31 @@ fn find_pclntab<'d, R: ReadRef<'d>>(obj: &object::File<'d, R>) -> Option<(&'d [u
         return None;
     }
     for name in [".data.rel.ro", ".rodata"] {
-        let Some(section) = obj.section_by_name(name) else {
+        let Some((off, len)) = obj.section_by_name(name).and_then(|s| s.file_range()) else {
             continue;
         };
-        let (Some((section_offset, _)), Ok(data)) = (section.file_range(), section.data()) else {
-            continue;
-        };
-        let found = (0..data.len().saturating_sub(64)).step_by(8).find(|&off| {
-            let candidate = &data[off..];
-            gopclntab::version(candidate).is_ok()
-                && matches!(candidate[6], 1 | 2 | 4)
-                && gopclntab::read_functions(candidate, 0, None, &mut SymbolTableBuilder::default())
-                    .is_ok_and(|n| n > 0)
-        });
-        if let Some(off) = found {
-            return Some((&data[off..], section_offset + off as u64));
+        let mut buf = vec![0u8; CHUNK];
+        let mut pos = 0u64;
+        while pos < len {
+            let n = (len - pos).min(CHUNK as u64) as usize;
+            if file.read_exact_at(&mut buf[..n], off + pos).is_err() {
+                break;
+            }
+            // Chunks start 8-aligned; a header needs 16 bytes: the last ones are looked at
+            // again at the start of the next chunk.
+            let step = if n < CHUNK { n } else { n - 16 };
+            for at in (0..step).step_by(8) {
+                let candidate = &buf[at..n];
+                if gopclntab::version(candidate).is_ok() && matches!(candidate[6], 1 | 2 | 4) {
+                    let start = pos + at as u64;
+                    if let Ok(b) = read(off + start, len - start) {
+                        if !b.is_empty() {
+                            return Some(Ok(b));
+                        }
+                    }
+                }
+            }
+            pos += step as u64;
         }
     }
     None

@@ -2,6 +2,9 @@
 //! binaries. Handles the header layouts of Go 1.2–1.15 (magic `0xfffffffb`), 1.16–1.17
 //! (`0xfffffffa`), 1.18–1.19 (`0xfffffff0`) and 1.20+ (`0xfffffff1`), little endian.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
 use super::table::{FileSource, SymbolTableBuilder};
 
 /// pclntab header versions.
@@ -28,38 +31,54 @@ pub enum PclntabError {
     Truncated,
 }
 
+/// Bytes of a pclntab at their offsets from its start: the whole table, or (read from a file)
+/// only the header, the function table and the function records.
 struct Reader<'a> {
-    data: &'a [u8],
+    segments: Vec<(usize, &'a [u8])>,
+    /// Length of the whole table (offsets are checked against it).
+    len: usize,
     ptr: usize,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    fn bytes(&self, off: usize, n: usize) -> Result<&'a [u8], PclntabError> {
+        let end = off.checked_add(n).ok_or(PclntabError::Truncated)?;
+        self.segments
+            .iter()
+            .find(|(start, b)| *start <= off && end <= start + b.len())
+            .map(|(start, b)| &b[off - start..end - start])
+            .ok_or(PclntabError::Truncated)
+    }
     fn u32(&self, off: usize) -> Result<u32, PclntabError> {
-        let b = self.data.get(off..off + 4).ok_or(PclntabError::Truncated)?;
+        let b = self.bytes(off, 4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
     fn uptr(&self, off: usize) -> Result<u64, PclntabError> {
         if self.ptr == 4 {
             return self.u32(off).map(u64::from);
         }
-        let b = self.data.get(off..off + 8).ok_or(PclntabError::Truncated)?;
         let mut a = [0u8; 8];
-        a.copy_from_slice(b);
+        a.copy_from_slice(self.bytes(off, 8)?);
         Ok(u64::from_le_bytes(a))
     }
     /// The i-th pointer-sized header word after the 8-byte preamble.
     fn word(&self, i: usize) -> Result<usize, PclntabError> {
         self.offset(self.uptr(8 + i * self.ptr)?)
     }
-    /// An offset read from the table; never beyond the data (keeps sums from overflowing).
+    /// An offset read from the table; never beyond the table (keeps sums from overflowing).
     fn offset(&self, v: u64) -> Result<usize, PclntabError> {
         usize::try_from(v)
             .ok()
-            .filter(|&v| v <= self.data.len())
+            .filter(|&v| v <= self.len)
             .ok_or(PclntabError::Truncated)
     }
-    fn cstr(&self, off: usize) -> Result<&str, PclntabError> {
-        let rest = self.data.get(off..).ok_or(PclntabError::Truncated)?;
+    fn cstr(&self, off: usize) -> Result<&'a str, PclntabError> {
+        let rest = self
+            .segments
+            .iter()
+            .find(|(start, b)| *start <= off && off < start + b.len())
+            .map(|(start, b)| &b[off - start..])
+            .ok_or(PclntabError::Truncated)?;
         let end = rest
             .iter()
             .position(|&b| b == 0)
@@ -82,10 +101,11 @@ pub fn version(data: &[u8]) -> Result<GoVersion, PclntabError> {
     }
 }
 
-/// Adds every function of the pclntab to `out` (entry address, size up to the next function,
-/// name). `text_start` replaces a zero `textStart` in 1.18+ headers (relocated PIE binaries).
-/// With `names_in` (the file holding `data` and the offset of `data` in it), names are left
-/// in the file and read on lookup; otherwise they are copied. Returns the number of functions.
+/// Adds every function of the pclntab `data` to `out` (entry address, size up to the next
+/// function, name). `text_start` replaces a zero `textStart` in 1.18+ headers (relocated PIE
+/// binaries). With `names_in` (the file holding `data` and the offset of `data` in it), names
+/// are left in the file and read on lookup; otherwise they are copied. Returns the number of
+/// functions.
 pub fn read_functions(
     data: &[u8],
     text_start: u64,
@@ -93,14 +113,109 @@ pub fn read_functions(
     out: &mut SymbolTableBuilder,
 ) -> Result<usize, PclntabError> {
     let ver = version(data)?;
-    let ptr = usize::from(data[7]);
-    let r = Reader { data, ptr };
-    let nfunc = r.word(0)?;
-    if nfunc > data.len() / 8 {
+    let r = Reader {
+        segments: vec![(0, data)],
+        len: data.len(),
+        ptr: usize::from(data[7]),
+    };
+    add_functions(&r, ver, text_start, names_in, out)
+}
+
+/// Like [`read_functions`] for a pclntab of at most `len` bytes at offset `base` of `file`,
+/// without reading it whole: for Go 1.16+ only the header, the function table and the
+/// function records are read (the PC-value tables, most of a pclntab, are not), and names
+/// stay in the file. Go 1.2–1.15 tables are read whole (at most [`MAX_WHOLE_TABLE`]).
+pub fn read_functions_from_file(
+    file: &File,
+    base: u64,
+    len: u64,
+    text_start: u64,
+    names: FileSource,
+    out: &mut SymbolTableBuilder,
+) -> Result<usize, PclntabError> {
+    let len = usize::try_from(len).map_err(|_| PclntabError::Truncated)?;
+    let read = |off: usize, n: usize| -> Result<Vec<u8>, PclntabError> {
+        if off.checked_add(n).is_none_or(|end| end > len) {
+            return Err(PclntabError::Truncated);
+        }
+        let mut buf = vec![0u8; n];
+        file.read_exact_at(&mut buf, base + off as u64)
+            .map_err(|_| PclntabError::Truncated)?;
+        Ok(buf)
+    };
+    let header = read(0, len.min(8 + 8 * 8))?;
+    let ver = version(&header)?;
+    let ptr = usize::from(header[7]);
+    if ver == GoVersion::Go12 {
+        if len > MAX_WHOLE_TABLE {
+            return Err(PclntabError::Truncated);
+        }
+        let whole = read(0, len)?;
+        return read_functions(&whole, text_start, Some((names, base)), out);
+    }
+    let head = Reader {
+        segments: vec![(0, &header)],
+        len,
+        ptr,
+    };
+    let nfunc = head.word(0)?;
+    let (functab, entry_size, record_at) = match ver {
+        GoVersion::Go116 => (head.word(6)?, 2 * ptr, ptr),
+        _ => (head.word(7)?, 8, 4),
+    };
+    if nfunc > len / entry_size {
         return Err(PclntabError::Truncated);
     }
-    // (entry, name) per function plus the end address of the last one.
-    let mut funcs: Vec<(u64, &str)> = Vec::with_capacity(nfunc + 1);
+    let table = read(functab, (nfunc + 1) * entry_size)?;
+    // The records the table points at: one range from the first to the last.
+    let tab = Reader {
+        segments: vec![(functab, &table)],
+        len,
+        ptr,
+    };
+    let (mut lo, mut hi) = (usize::MAX, 0usize);
+    for i in 0..nfunc {
+        let off = match ver {
+            GoVersion::Go116 => tab.offset(tab.uptr(functab + i * entry_size + ptr)?)?,
+            _ => tab.u32(functab + i * entry_size + 4)? as usize,
+        };
+        lo = lo.min(off);
+        hi = hi.max(off);
+    }
+    let records = if nfunc == 0 {
+        Vec::new()
+    } else {
+        read(functab + lo, hi - lo + record_at + 4)?
+    };
+    let r = Reader {
+        segments: vec![(0, &header), (functab, &table), (functab + lo, &records)],
+        len,
+        ptr,
+    };
+    add_functions(&r, ver, text_start, Some((names, base)), out)
+}
+
+/// Largest Go 1.2–1.15 pclntab read whole from a file.
+pub const MAX_WHOLE_TABLE: usize = 256 << 20;
+
+fn add_functions(
+    r: &Reader<'_>,
+    ver: GoVersion,
+    text_start: u64,
+    names_in: Option<(FileSource, u64)>,
+    out: &mut SymbolTableBuilder,
+) -> Result<usize, PclntabError> {
+    let ptr = r.ptr;
+    let nfunc = r.word(0)?;
+    let entry_size = match ver {
+        GoVersion::Go118 | GoVersion::Go120 => 8,
+        _ => 2 * ptr,
+    };
+    if nfunc > r.len / entry_size {
+        return Err(PclntabError::Truncated);
+    }
+    // (entry, offset of the name in the table) per function, then the end address.
+    let mut funcs: Vec<(u64, usize)> = Vec::with_capacity(nfunc + 1);
     match ver {
         GoVersion::Go118 | GoVersion::Go120 => {
             let mut text = r.uptr(8 + 2 * ptr)?;
@@ -113,10 +228,9 @@ pub fn read_functions(
                 let entry_off = r.u32(functab + i * 8)?;
                 let name = if i < nfunc {
                     let func_off = r.u32(functab + i * 8 + 4)? as usize;
-                    let name_off = r.u32(functab + func_off + 4)? as usize;
-                    r.cstr(funcname + name_off)?
+                    funcname + r.u32(functab + func_off + 4)? as usize
                 } else {
-                    ""
+                    0
                 };
                 funcs.push((text + u64::from(entry_off), name));
             }
@@ -128,10 +242,9 @@ pub fn read_functions(
                 let entry = r.uptr(functab + i * 2 * ptr)?;
                 let name = if i < nfunc {
                     let func_off = r.offset(r.uptr(functab + i * 2 * ptr + ptr)?)?;
-                    let name_off = r.u32(functab + func_off + ptr)? as usize;
-                    r.cstr(funcname + name_off)?
+                    funcname + r.u32(functab + func_off + ptr)? as usize
                 } else {
-                    ""
+                    0
                 };
                 funcs.push((entry, name));
             }
@@ -142,10 +255,9 @@ pub fn read_functions(
                 let entry = r.uptr(functab + i * 2 * ptr)?;
                 let name = if i < nfunc {
                     let func_off = r.offset(r.uptr(functab + i * 2 * ptr + ptr)?)?;
-                    let name_off = r.u32(func_off + ptr)? as usize;
-                    r.cstr(name_off)?
+                    r.u32(func_off + ptr)? as usize
                 } else {
-                    ""
+                    0
                 };
                 funcs.push((entry, name));
             }
@@ -154,14 +266,15 @@ pub fn read_functions(
     for w in funcs.windows(2) {
         let (entry, name) = w[0];
         let size = w[1].0.saturating_sub(entry);
-        // `name` borrows from `data`: its position there is its position in the file.
-        let file_offset = names_in.and_then(|(src, base)| {
-            let at = base + (name.as_ptr() as usize - data.as_ptr() as usize) as u64;
-            Some((src, u32::try_from(at).ok()?))
-        });
-        match file_offset {
-            Some((src, at)) if !name.is_empty() => out.push_lazy(entry, size, src, at),
-            _ => out.push(entry, size, name),
+        if name >= r.len {
+            return Err(PclntabError::Truncated);
+        }
+        match names_in {
+            Some((src, base)) => match u32::try_from(base + name as u64) {
+                Ok(at) => out.push_lazy(entry, size, src, at),
+                Err(_) => return Err(PclntabError::Truncated),
+            },
+            None => out.push(entry, size, r.cstr(name)?),
         }
     }
     Ok(nfunc)
@@ -226,8 +339,7 @@ mod tests {
         assert_eq!(b.build().lookup(0x1041).as_deref(), Some("main.hotLeaf"));
     }
 
-    #[test]
-    fn synthetic_go116() {
+    fn go116() -> Vec<u8> {
         let names = b"main.main\0runtime.goexit\0";
         let header = 8 + 7 * 8;
         let funcname = header;
@@ -253,6 +365,12 @@ mod tests {
             put_u32(&mut v, name);
             put_u32(&mut v, 0);
         }
+        v
+    }
+
+    #[test]
+    fn synthetic_go116() {
+        let v = go116();
         let mut b = SymbolTableBuilder::default();
         assert_eq!(read_functions(&v, 0, None, &mut b), Ok(2));
         let t = b.build();
@@ -261,8 +379,7 @@ mod tests {
         assert_eq!(t.lookup(0x401180), None);
     }
 
-    #[test]
-    fn synthetic_go12() {
+    fn go12() -> Vec<u8> {
         // header(8) + nfunc(8) + functab 3×16, then _func records, then names
         let functab = 16;
         let recs = functab + 3 * 16;
@@ -288,11 +405,57 @@ mod tests {
             put_u32(&mut v, 0);
         }
         v.extend_from_slice(b"a\0b\0");
+        v
+    }
+
+    #[test]
+    fn synthetic_go12() {
+        let v = go12();
         let mut b = SymbolTableBuilder::default();
         assert_eq!(read_functions(&v, 0, None, &mut b), Ok(2));
         let t = b.build();
         assert_eq!(t.lookup(0x100f).as_deref(), Some("a"));
         assert_eq!(t.lookup(0x1010).as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn read_from_a_file_piecewise_with_lazy_names() {
+        use std::io::Write;
+        for (data, probes) in [
+            (
+                go118(0xffff_fff0, 0x401000),
+                [(0x401000, "main.main"), (0x401050, "main.hotLeaf")],
+            ),
+            (
+                go118(0xffff_fff1, 0x401000),
+                [(0x40103f, "main.main"), (0x401050, "main.hotLeaf")],
+            ),
+            (
+                go116(),
+                [(0x4010ff, "main.main"), (0x401170, "runtime.goexit")],
+            ),
+            (go12(), [(0x100f, "a"), (0x1010, "b")]),
+        ] {
+            let mut f = tempfile::tempfile().unwrap();
+            f.write_all(&[0xee; 100]).unwrap();
+            f.write_all(&data).unwrap();
+            f.write_all(&[0xee; 50]).unwrap();
+            let file = std::sync::Arc::new(f);
+            let mut b = SymbolTableBuilder::default();
+            let src = b.add_file(file.clone()).unwrap();
+            let n = read_functions_from_file(&file, 100, data.len() as u64, 0, src, &mut b);
+            assert_eq!(n, Ok(2));
+            let t = b.build();
+            assert_eq!(t.lazy_names(), 2);
+            for (addr, name) in probes {
+                assert_eq!(t.lookup(addr).as_deref(), Some(name), "{addr:x}");
+            }
+            // A length that cuts the table short is an error, never a read past it.
+            let mut b = SymbolTableBuilder::default();
+            let src = b.add_file(file.clone()).unwrap();
+            let short = read_functions_from_file(&file, 100, data.len() as u64 / 2, 0, src, &mut b);
+            assert_eq!(short, Err(PclntabError::Truncated));
+        }
     }
 
     #[test]
