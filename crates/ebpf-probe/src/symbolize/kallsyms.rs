@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
+use std::io::BufRead;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -24,11 +25,25 @@ const MAX_LAST_SYMBOL_SPAN: u64 = 1 << 20;
 /// Parses kallsyms content. Returns the table and whether every address was zero (which
 /// happens without `CAP_SYSLOG` under `kptr_restrict`).
 pub fn parse_kallsyms(content: &str) -> (SymbolTable, bool) {
+    parse_kallsyms_from(content.as_bytes()).unwrap_or_default()
+}
+
+/// Like [`parse_kallsyms`], reading line by line (the text of `/proc/kallsyms` is several
+/// megabytes; only the kept symbols are held).
+pub fn parse_kallsyms_from(mut input: impl BufRead) -> std::io::Result<(SymbolTable, bool)> {
     let mut b = SymbolTableBuilder::default();
     let mut all_zero = true;
     let mut any = false;
-    for line in content.lines() {
-        let mut it = line.split_ascii_whitespace();
+    let mut line = Vec::with_capacity(256);
+    loop {
+        line.clear();
+        if input.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        let Ok(text) = std::str::from_utf8(&line) else {
+            continue;
+        };
+        let mut it = text.split_ascii_whitespace();
         let (Some(addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next()) else {
             continue;
         };
@@ -49,7 +64,7 @@ pub fn parse_kallsyms(content: &str) -> (SymbolTable, bool) {
             b.push(addr, 0, name);
         }
     }
-    (b.build(), any && all_zero)
+    Ok((b.build(), any && all_zero))
 }
 
 /// Stable digest of `/proc/modules` (names, sizes and addresses; not the use counts).
@@ -110,9 +125,10 @@ impl KernelSymbols {
         self.modules_digest = std::fs::read_to_string(&self.modules_path)
             .ok()
             .map(|c| modules_digest(&c));
-        match std::fs::read_to_string(&self.kallsyms_path) {
-            Ok(content) => {
-                let (table, restricted) = parse_kallsyms(&content);
+        let parsed = std::fs::File::open(&self.kallsyms_path)
+            .and_then(|f| parse_kallsyms_from(std::io::BufReader::with_capacity(64 << 10, f)));
+        match parsed {
+            Ok((table, restricted)) => {
                 if restricted {
                     tracing::warn!(path = %self.kallsyms_path.display(), "kernel symbol addresses are hidden (kptr_restrict); kernel frames stay unnamed");
                 }
