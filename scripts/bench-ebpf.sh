@@ -77,6 +77,7 @@ workload() {
 }
 stop_idle() { kill "${IDLE[@]}" 2>/dev/null || true; wait "${IDLE[@]}" 2>/dev/null || true; }
 
+echo "== load average before: $(cut -d" " -f1-3 /proc/loadavg); $(ls /proc | grep -c "^[0-9]") processes on the host"
 echo "== rill (pyroscope.ebpf, 97 Hz, whole host) for ${DURATION}s"
 /usr/bin/time -f "%U %S %M" -o "$WORK/rill.time" \
     "$RILL" run --server.http.listen-addr 127.0.0.1:0 --storage.path "$WORK/data" \
