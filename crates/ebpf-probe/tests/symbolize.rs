@@ -687,17 +687,23 @@ fn kallsyms_fixture_and_refresh() {
     assert_eq!(names(&f), ["new_mod_fn"]);
 }
 
+/// A symbolizer whose kernel table is a one-symbol fixture, reloaded at most every `refresh`.
+fn one_symbol_kallsyms(dir: &Path, refresh: Duration) -> Symbolizer {
+    let ks = dir.join("kallsyms");
+    std::fs::write(&ks, "ffffffff81000000 T _stext\n").unwrap();
+    symbolizer(SymbolizerConfig {
+        kallsyms_path: ks,
+        modules_path: dir.join("modules"),
+        kallsyms_refresh_interval: refresh,
+        ..Default::default()
+    })
+    .0
+}
+
 #[test]
 fn kallsyms_rate_limit_prevents_reload_storms() {
     let dir = tempfile::tempdir().unwrap();
-    let ks = dir.path().join("kallsyms");
-    std::fs::write(&ks, "ffffffff81000000 T _stext\n").unwrap();
-    let (mut sym, _) = symbolizer(SymbolizerConfig {
-        kallsyms_path: ks,
-        modules_path: dir.path().join("modules"),
-        kallsyms_refresh_interval: Duration::from_secs(3600),
-        ..Default::default()
-    });
+    let mut sym = one_symbol_kallsyms(dir.path(), Duration::from_secs(3600));
     for _ in 0..100 {
         sym.symbolize_kernel(&[0xffffffffd0000000]);
     }
@@ -705,15 +711,7 @@ fn kallsyms_rate_limit_prevents_reload_storms() {
 
     // Without a rate limit, an address that stays unresolvable reloads once, not per lookup;
     // a new unresolvable address may reload again.
-    let dir = tempfile::tempdir().unwrap();
-    let ks = dir.path().join("kallsyms");
-    std::fs::write(&ks, "ffffffff81000000 T _stext\n").unwrap();
-    let (mut sym, _) = symbolizer(SymbolizerConfig {
-        kallsyms_path: ks,
-        modules_path: dir.path().join("modules"),
-        kallsyms_refresh_interval: Duration::ZERO,
-        ..Default::default()
-    });
+    let mut sym = one_symbol_kallsyms(dir.path(), Duration::ZERO);
     for _ in 0..100 {
         sym.symbolize_kernel(&[0xffffffffd0000000, 0xffffffff81000010]);
     }
