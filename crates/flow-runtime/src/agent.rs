@@ -21,9 +21,13 @@ pub struct AgentConfig {
     pub watch: Option<Duration>,
     /// Install the global `tracing` subscriber (the binary does; tests do not).
     pub init_logging: bool,
+    /// How long components get to stop after SIGTERM/SIGINT (see [`Runtime::shutdown_within`]).
+    pub shutdown_timeout: Duration,
 }
 
-/// Runs until SIGINT/SIGTERM. Returns a failure exit code when the first load fails.
+/// Runs until SIGINT/SIGTERM, then stops the components within `shutdown_timeout` (plus a short
+/// grace); components that did not stop by then are named in a warning and abandoned. Returns a
+/// failure exit code when the first load fails.
 pub async fn run(cfg: AgentConfig, registry: Registry) -> anyhow::Result<ExitCode> {
     let file_name = cfg.config_file.display().to_string();
     let rt = Runtime::new(
@@ -56,7 +60,7 @@ pub async fn run(cfg: AgentConfig, registry: Registry) -> anyhow::Result<ExitCod
                 }
             }
             cancel.cancel();
-            rt.shutdown().await;
+            rt.shutdown_within(cfg.shutdown_timeout).await;
             let _ = server.await;
             return Ok(ExitCode::FAILURE);
         }
@@ -92,7 +96,15 @@ pub async fn run(cfg: AgentConfig, registry: Registry) -> anyhow::Result<ExitCod
     }
     tracing::info!("shutting down");
     cancel.cancel();
-    rt.shutdown().await;
+    let abandoned = rt.shutdown_within(cfg.shutdown_timeout).await;
     let _ = server.await;
+    if abandoned.is_empty() {
+        tracing::info!("stopped");
+    } else {
+        tracing::warn!(
+            components = %abandoned.join(", "),
+            "exiting without waiting for components that did not stop"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

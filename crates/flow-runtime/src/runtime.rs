@@ -27,6 +27,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
+/// How long [`Runtime::shutdown`] waits for components to stop, in order.
+pub const DEFAULT_SHUTDOWN_BUDGET: Duration = Duration::from_secs(30);
+/// Extra time every component still running at the end of the shutdown budget gets, together.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 /// How many health changes each component remembers for the UI.
 const HEALTH_HISTORY: usize = 20;
 
@@ -546,31 +551,62 @@ impl Runtime {
         st.nodes.iter().map(|n| n.metrics.clone()).collect()
     }
 
-    /// Stops every component and waits for them.
+    /// Stops every component and waits for them, at most [`DEFAULT_SHUTDOWN_BUDGET`] (plus
+    /// [`SHUTDOWN_GRACE`]); see [`Self::shutdown_within`].
     pub async fn shutdown(&self) {
+        self.shutdown_within(DEFAULT_SHUTDOWN_BUDGET).await;
+    }
+
+    /// Stops every component and waits for them. Dependants stop before what they reference
+    /// (reverse topological order), so that what a producer flushes on its way out
+    /// (pyroscope.ebpf's last collection) still finds its receivers (pyroscope.write) running.
+    /// Each waits in turn until `budget` after the start; when it is spent, every component
+    /// still running gets [`SHUTDOWN_GRACE`] more, together (a writer queued behind a stuck
+    /// producer still drains), and the rest are abandoned with a warning naming them. Returns
+    /// the IDs of the abandoned components: the caller should not wait for them (their tasks,
+    /// and blocking work they started, may still be running).
+    pub async fn shutdown_within(&self, budget: Duration) -> Vec<String> {
         let mut st = self.inner.state.lock().await;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        // Dependants stop before what they reference (reverse topological order), so that what
-        // a producer flushes on its way out (pyroscope.ebpf's last collection) still finds its
-        // receivers (pyroscope.write) running. 30 s in all; late tasks are abandoned.
+        let deadline = tokio::time::Instant::now() + budget;
         let order: Vec<usize> = st.graph.order.iter().rev().copied().collect();
+        let mut late: Vec<(String, tokio::task::JoinHandle<()>)> = Vec::new();
         for i in order {
             let Some(n) = st.nodes.get_mut(i) else {
                 continue;
             };
             n.cancel.cancel();
-            if let Some(t) = n.task.take() {
-                let _ = tokio::time::timeout_at(deadline, t).await;
+            let Some(mut t) = n.task.take() else {
+                continue;
+            };
+            if tokio::time::Instant::now() < deadline
+                && tokio::time::timeout_at(deadline, &mut t).await.is_ok()
+            {
+                continue;
             }
-        }
-        for n in &st.nodes {
-            n.cancel.cancel();
+            late.push((n.id.clone(), t));
         }
         for n in &mut st.nodes {
+            n.cancel.cancel();
             if let Some(t) = n.task.take() {
-                let _ = tokio::time::timeout_at(deadline, t).await;
+                late.push((n.id.clone(), t));
             }
         }
+        if late.is_empty() {
+            return Vec::new();
+        }
+        let grace = tokio::time::Instant::now().max(deadline) + SHUTDOWN_GRACE;
+        let mut abandoned = Vec::new();
+        for (id, t) in late {
+            if tokio::time::timeout_at(grace, t).await.is_err() {
+                tracing::warn!(
+                    component_id = %id,
+                    budget_ms = budget.as_millis() as u64,
+                    "component did not stop within the shutdown budget; abandoned"
+                );
+                abandoned.push(id);
+            }
+        }
+        abandoned
     }
 }
 

@@ -1,7 +1,8 @@
 //! Test components used by the runtime's own tests and benchmarks (and usable by anyone testing
 //! against the runtime): `test.pulse` (a counter), `test.passthrough` (exports its input) and
 //! `test.sum` (adds numbers), and a capsule pair: `test.sink` exports a `receiver` capsule that
-//! `test.sender { forward_to = [...] }` pushes values into. Each counts builds, updates and run starts in [`Stats`], keyed by the
+//! `test.sender { forward_to = [...] }` pushes values into; `test.slow_stop` takes `stop_delay` of
+//! blocking work to stop (shutdown tests). Each counts builds, updates and run starts in [`Stats`], keyed by the
 //! component's data path (unique per runtime when every test uses its own storage path).
 
 use crate::component::{lock, CancellationToken, Component, Options};
@@ -51,6 +52,7 @@ pub fn registry() -> crate::Registry {
         .with::<Sum>("test.sum")
         .with::<Sink>("test.sink")
         .with::<Sender>("test.sender")
+        .with::<SlowStop>("test.slow_stop")
 }
 
 fn int(i: i64) -> Value {
@@ -303,6 +305,52 @@ impl Component for Sender {
     fn update(&self, args: SenderArgs) -> anyhow::Result<()> {
         self.stats.updates.fetch_add(1, Ordering::SeqCst);
         send(&args);
+        Ok(())
+    }
+}
+
+/// `test.slow_stop "x" { stop_delay = "2s" }`: when stopped, finishes blocking work that takes
+/// `stop_delay` (a sleep on a blocking thread, awaited through `spawn_blocking`, as a component
+/// that flushes a last collection does) before its `run` returns.
+pub struct SlowStop {
+    args: Mutex<SlowStopArgs>,
+    stats: Arc<Stats>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SlowStopArgs {
+    pub stop_delay: Duration,
+}
+
+impl Component for SlowStop {
+    type Arguments = SlowStopArgs;
+
+    fn build(opts: Options, args: SlowStopArgs) -> anyhow::Result<Self> {
+        let stats = stats(&opts.data_path);
+        stats.builds.fetch_add(1, Ordering::SeqCst);
+        Ok(SlowStop {
+            args: Mutex::new(args),
+            stats,
+        })
+    }
+
+    async fn run(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
+        self.stats.run_starts.fetch_add(1, Ordering::SeqCst);
+        cancel.cancelled().await;
+        let delay = lock(&self.args).stop_delay.0;
+        tracing::info!(
+            delay_ms = delay.as_millis() as u64,
+            "test.slow_stop: stopping"
+        );
+        tokio::task::spawn_blocking(move || std::thread::sleep(delay)).await?;
+        tracing::info!("test.slow_stop: stopped");
+        self.stats.run_stops.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn update(&self, args: SlowStopArgs) -> anyhow::Result<()> {
+        self.stats.updates.fetch_add(1, Ordering::SeqCst);
+        *lock(&self.args) = args;
         Ok(())
     }
 }

@@ -20,6 +20,11 @@ pub struct RunArgs {
     /// How often `--config.watch` checks the file.
     #[arg(long = "config.watch-interval", default_value = "1s", value_parser = parse_duration)]
     pub watch_interval: Duration,
+    /// How long components get to stop (pyroscope.ebpf's last collection, pyroscope.write's
+    /// queues) after SIGTERM or SIGINT; components still running then are abandoned (named in a
+    /// warning) and rill exits, at most a few seconds later.
+    #[arg(long = "shutdown.timeout", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
     /// Also register the runtime's test components (test.pulse, test.passthrough, test.sum);
     /// used by the end-to-end tests.
     #[arg(long = "feature.test-components", hide = true)]
@@ -47,11 +52,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         storage_path: args.storage_path,
         watch: args.watch.then_some(args.watch_interval),
         init_logging: true,
+        shutdown_timeout: args.shutdown_timeout,
     };
     let rt = tokio::runtime::Runtime::new()?;
     let mut registry = components::registry();
     if test_components {
         registry.extend(flow_runtime::testing::registry());
     }
-    rt.block_on(flow_runtime::agent::run(cfg, registry))
+    let code = rt.block_on(flow_runtime::agent::run(cfg, registry));
+    // Dropping the runtime would wait for every blocking task, including those of components
+    // abandoned at shutdown (a collect stuck in symbolization): give them a second at most.
+    rt.shutdown_timeout(RUNTIME_DROP_TIMEOUT);
+    code
 }
+
+/// How long the tokio runtime waits for blocking tasks once the agent has returned.
+const RUNTIME_DROP_TIMEOUT: Duration = Duration::from_secs(1);

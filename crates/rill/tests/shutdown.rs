@@ -92,3 +92,78 @@ pyroscope.ebpf "cpu" {{
         }
     }
 }
+
+/// Starts `rill run` with the test components and `extra` arguments on a config holding one
+/// `test.slow_stop` that needs `stop_delay` to stop; returns it once ready.
+fn start_slow_stop(tag: &str, stop_delay: &str, extra: &[&str]) -> Rill {
+    let dir = tmpdir(tag);
+    let cfg = dir.join("config.river");
+    std::fs::write(
+        &cfg,
+        format!("test.slow_stop \"flush\" {{\n  stop_delay = \"{stop_delay}\"\n}}\n"),
+    )
+    .unwrap();
+    let addr = free_addr();
+    let mut cmd = rill_cmd(Path::new(env!("CARGO_BIN_EXE_rill")), &cfg, addr);
+    cmd.arg("--feature.test-components").args(extra);
+    let rill = Rill::spawn(cmd);
+    wait_until("rill ready", 30, || {
+        get(addr, "/-/ready").is_some_and(|(status, _, _)| status == 200)
+    });
+    rill
+}
+
+#[test]
+fn sigterm_exits_within_the_shutdown_timeout_when_a_component_never_stops() {
+    // The component's stop takes an hour of blocking work (like a final collect stuck in
+    // symbolization): rill must give up on it after --shutdown.timeout, say which component it
+    // abandoned, and exit; the tokio runtime must not wait for the blocking thread.
+    let mut rill = start_slow_stop("shutdown-stuck", "1h", &["--shutdown.timeout=3s"]);
+    let term = Instant::now();
+    rill.signal("-TERM");
+    let st = rill.wait_exit(20);
+    let took = term.elapsed();
+    let logs = rill.logs();
+    assert!(st.success(), "exit {st}\n{logs}");
+    assert!(
+        took >= Duration::from_secs(3),
+        "the component got its 3 s: exited after {took:?}\n{logs}"
+    );
+    // 3 s budget + 2 s grace + 1 s for the runtime, and some slack for a loaded machine.
+    assert!(
+        took < Duration::from_secs(9),
+        "exited {took:?} after SIGTERM\n{logs}"
+    );
+    let warn = logs
+        .lines()
+        .find(|l| l.contains("did not stop within the shutdown budget"))
+        .unwrap_or_else(|| panic!("no warning naming the component\n{logs}"));
+    assert!(
+        warn.contains("level=warn") && warn.contains("test.slow_stop.flush"),
+        "{warn}"
+    );
+    assert!(
+        logs.contains("exiting without waiting for components that did not stop"),
+        "{logs}"
+    );
+    assert!(!logs.contains("test.slow_stop: stopped"), "{logs}");
+}
+
+#[test]
+fn sigterm_waits_for_a_component_that_stops_within_the_timeout() {
+    // The default budget (30 s) is not cut short: a 2 s flush completes before the exit.
+    let mut rill = start_slow_stop("shutdown-slow", "2s", &[]);
+    let term = Instant::now();
+    rill.signal("-TERM");
+    let st = rill.wait_exit(30);
+    let took = term.elapsed();
+    let logs = rill.logs();
+    assert!(st.success(), "exit {st}\n{logs}");
+    assert!(
+        took >= Duration::from_secs(2),
+        "exited after {took:?}, before the component stopped\n{logs}"
+    );
+    assert!(logs.contains("test.slow_stop: stopped"), "{logs}");
+    assert!(!logs.contains("did not stop"), "{logs}");
+    assert!(logs.contains("msg=stopped"), "{logs}");
+}
