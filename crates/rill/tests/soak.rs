@@ -1,16 +1,17 @@
 //! The CI-sized churn/soak run: `scripts/soak.sh` for 90 s against this build of rill (root,
 //! eBPF, Docker, gcc, bpftool). Fails when the script reports BPF objects, fds or RSS not back
-//! to baseline, a failed reload, dropped profiles or no push (see docs/reliability.md).
+//! to baseline, caches past their sizes, a failed reload, dropped profiles or too few pushes
+//! (see docs/reliability.md).
 
 use std::path::Path;
 use std::process::Command;
 
-// Not part of the default run: in a clean-clone CI rehearsal (debug build, 90 s, 25,000
-// processes, 45 containers, 22 reloads) the sink received no push although every resource
-// returned to baseline; the cause is open in issue 9 (see docs/reliability.md). Run it with
-// `cargo test -p rill --test soak -- --ignored` or `bash scripts/soak.sh`.
+// In a clean-clone CI rehearsal this run once received no push: every collect of the toggled
+// profiler came just after a 1 s container had exited and discovery had dropped it, and the
+// samples of processes whose target was gone were discarded. Fixed in pyroscope.ebpf (a process
+// keeps the target it lost until the next collect); the script now also requires a push per three
+// profiler windows (see docs/reliability.md).
 #[test]
-#[ignore = "open in issue 9: no push received in a CI rehearsal; run with --ignored"]
 fn churn_and_reloads_return_to_baseline() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let out = std::env::temp_dir().join(format!("rill-soak-test-{}", std::process::id()));
@@ -23,10 +24,13 @@ fn churn_and_reloads_return_to_baseline() {
         .expect("running scripts/soak.sh");
     let stderr = String::from_utf8_lossy(&output.stderr);
     let samples = std::fs::read_to_string(out.join("samples.csv")).unwrap_or_default();
+    eprintln!("{stderr}");
     assert!(
         output.status.success(),
         "soak failed ({}):\n{stderr}\n{samples}",
         output.status
     );
     assert!(stderr.contains("soak: OK"), "{stderr}");
+    // Passed: drop the output (the container image context alone is ~20 MB).
+    let _ = std::fs::remove_dir_all(&out);
 }
