@@ -309,6 +309,11 @@ log "steady cache peaks over $CACHE_SAMPLES samples: pid=$PID_MAX elf=$ELF_MAX b
 [ "$BID_MAX" -le "$STEADY_ELF_CACHE" ] || fail "ELF build-ID cache reached $BID_MAX (elf_cache_size $STEADY_ELF_CACHE)"
 [ "$CID_MAX" -le "$STEADY_CID_CACHE" ] || fail "container ID cache reached $CID_MAX (container_id_cache_size $STEADY_CID_CACHE)"
 [ "$KNOWN_PEAK" -le "$KNOWN_MAX" ] || fail "the steady profiler knew $KNOWN_PEAK processes at once (max $KNOWN_MAX)"
+# A sink that is gone explains missing pushes (the writers retry with backoff, nothing dropped).
+for port in "$SINK_PORT" "$STEADY_SINK_PORT"; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/" || true)
+    [ "$code" = 501 ] || fail "the sink on port $port does not answer (HTTP $code): gone?"
+done
 # What the writers say (kept for a failed run): metrics and each endpoint's last error.
 curl -s "http://127.0.0.1:$HTTP_PORT/metrics" >"$OUT/metrics.txt" || true
 for w in sink steady; do
