@@ -367,7 +367,9 @@ impl Worker {
                 .jitter(backoff)
                 .max(retry_after.unwrap_or_default())
                 .min(self.opts.max_backoff_period);
-            debug!(endpoint = %self.label, error = %message, ?delay, retries, "push failed, retrying");
+            // A warning per failed attempt (at most `max_backoff_retries` per batch, spaced by
+            // the backoff): a writer that is retrying is never silent.
+            warn!(endpoint = %self.label, error = %message, ?delay, retries, "push failed, retrying");
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.shutdown.wait_for(|s| *s) => {
