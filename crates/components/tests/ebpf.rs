@@ -492,6 +492,31 @@ async fn exited_processes_are_sent_then_forgotten() {
     r.stop().await;
 }
 
+/// A `sample_rate` change reloads the probe: the interval so far is sent first, at the old rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sample_rate_change_sends_the_interval_so_far_first() {
+    let fx = Fixture::new();
+    fx.process(501, Some(CID_A));
+    let (source, h) = MockSource::new();
+    let rec = Arc::new(Recorder::default());
+    let mut args = Arguments::new(vec![rec.clone() as AppendableRef]);
+    args.targets = vec![labels(&[
+        ("__container_id__", CID_A),
+        ("service_name", "a"),
+    ])];
+    let r = Running::start(args.clone(), fx.options(source)).await;
+    introduce(&r, &h, &[501]).await;
+    h.sample(501, &[], &[K_LEAF], 4);
+    let mut faster = args;
+    faster.sample_rate = components::pyroscope::ebpf::SampleRate(199);
+    r.update(faster).await;
+    let got = rec.take();
+    let (_, p) = profile_for(&got, "a");
+    assert_eq!(folded(p), "k_leaf 4\n");
+    assert_eq!(p.period, 1_000_000_000 / 97, "counted at the old rate");
+    r.stop().await;
+}
+
 /// A short-lived container: its process exits, then discovery drops the container, then the
 /// collect runs. The samples taken before still go to the container's target (found by the
 /// soak run: every profile of a 1 s container was lost when its collect came after the update).

@@ -483,6 +483,11 @@ impl Session {
     fn update(&mut self, args: Arguments) {
         // Learn the exits that already happened: an exited process is not decided again.
         self.handle_events();
+        if args.sample_rate != self.args.sample_rate && self.source.is_some() {
+            // The probe is about to be replaced: send what it counted so far (at the old rate,
+            // to the old receivers), as a shutdown would.
+            self.collect();
+        }
         self.fanout.set_children(args.receivers());
         let old = std::mem::replace(&mut self.args, args);
         let new = &self.args;
