@@ -232,6 +232,16 @@ impl Running {
     }
 }
 
+/// Arguments with one target, container `CID_A` as service `a`, forwarding to `rec`.
+fn container_a_target(rec: &Arc<Recorder>) -> Arguments {
+    let mut args = Arguments::new(vec![rec.clone() as AppendableRef]);
+    args.targets = vec![labels(&[
+        ("__container_id__", CID_A),
+        ("service_name", "a"),
+    ])];
+    args
+}
+
 /// Reports `pid` to the component as unknown and waits until it was answered.
 async fn introduce(r: &Running, h: &MockHandle, pids: &[u32]) {
     for &pid in pids {
@@ -464,11 +474,7 @@ async fn exited_processes_are_sent_then_forgotten() {
     fx.process(401, Some(CID_A));
     let (source, h) = MockSource::new();
     let rec = Arc::new(Recorder::default());
-    let mut args = Arguments::new(vec![rec.clone() as AppendableRef]);
-    args.targets = vec![labels(&[
-        ("__container_id__", CID_A),
-        ("service_name", "a"),
-    ])];
+    let args = container_a_target(&rec);
     let r = Running::start(args, fx.options(source)).await;
     introduce(&r, &h, &[401]).await;
     // Samples counted, then the process exits before the collect.
@@ -499,11 +505,7 @@ async fn a_sample_rate_change_sends_the_interval_so_far_first() {
     fx.process(501, Some(CID_A));
     let (source, h) = MockSource::new();
     let rec = Arc::new(Recorder::default());
-    let mut args = Arguments::new(vec![rec.clone() as AppendableRef]);
-    args.targets = vec![labels(&[
-        ("__container_id__", CID_A),
-        ("service_name", "a"),
-    ])];
+    let args = container_a_target(&rec);
     let r = Running::start(args.clone(), fx.options(source)).await;
     introduce(&r, &h, &[501]).await;
     h.sample(501, &[], &[K_LEAF], 4);
@@ -585,11 +587,7 @@ async fn lost_events_are_resynchronised_from_pending_pids() {
     // The component never sees the unknown-pid event (as if the ring buffer overflowed).
     let _stolen = source.take_events();
     let rec = Arc::new(Recorder::default());
-    let mut args = Arguments::new(vec![rec.clone() as AppendableRef]);
-    args.targets = vec![labels(&[
-        ("__container_id__", CID_A),
-        ("service_name", "a"),
-    ])];
+    let args = container_a_target(&rec);
     let r = Running::start(args, fx.options(source)).await;
     h.sample(501, &[], &[K_LEAF], 1);
     h.lose(LostCounters {
