@@ -333,18 +333,8 @@ fn read_primary<'d, R: ReadRef<'d>>(
     out: &mut SymbolTableBuilder,
     sources: &mut Vec<SymbolSource>,
 ) -> Primary {
-    let (symtab, dynsym) = match file {
-        Some(f) => (
-            push_symbols_lazy(obj, f, ".symtab", ".strtab", out)
-                .unwrap_or_else(|| push_symbols(obj.symbols(), out)),
-            push_symbols_lazy(obj, f, ".dynsym", ".dynstr", out)
-                .unwrap_or_else(|| push_symbols(obj.dynamic_symbols(), out)),
-        ),
-        None => (
-            push_symbols(obj.symbols(), out),
-            push_symbols(obj.dynamic_symbols(), out),
-        ),
-    };
+    let symtab = function_symbols(obj, file, false, out);
+    let dynsym = function_symbols(obj, file, true, out);
     if symtab > 0 {
         sources.push(SymbolSource::Symtab);
     }
@@ -375,16 +365,27 @@ fn read_primary<'d, R: ReadRef<'d>>(
     }
 }
 
-/// `.symtab` of an in-memory image (decompressed MiniDebugInfo) into `out`, names copied.
-fn symtab_of<'d, R: ReadRef<'d>>(
-    data: R,
+/// Function symbols of `.symtab` (`.dynsym` when `dynamic`) into `out`: names left in `file`
+/// when the object was parsed from one (and its sections allow it), copied otherwise.
+fn function_symbols<'d, R: ReadRef<'d>>(
+    obj: &object::File<'d, R>,
+    file: Option<&Arc<File>>,
+    dynamic: bool,
     out: &mut SymbolTableBuilder,
-) -> Option<(usize, Option<Vec<u8>>)> {
-    let obj = object::File::parse(data).ok()?;
-    Some((
-        push_symbols(obj.symbols(), out),
-        obj.build_id().ok().flatten().map(<[u8]>::to_vec),
-    ))
+) -> usize {
+    let (table, strings) = if dynamic {
+        (".dynsym", ".dynstr")
+    } else {
+        (".symtab", ".strtab")
+    };
+    if let Some(n) = file.and_then(|f| push_symbols_lazy(obj, f, table, strings, out)) {
+        return n;
+    }
+    if dynamic {
+        push_symbols(obj.dynamic_symbols(), out)
+    } else {
+        push_symbols(obj.symbols(), out)
+    }
 }
 
 fn crc32_of(path: &Path) -> Option<u32> {
@@ -480,7 +481,8 @@ pub fn load_elf_at(
                 let mut raw = LimitedVec::default();
                 match lzma_rs::xz_decompress(&mut &compressed[..], &mut raw) {
                     Ok(()) => {
-                        if symtab_of(raw.0.as_slice(), &mut out).is_some_and(|(n, _)| n > 0) {
+                        let image = object::File::parse(raw.0.as_slice()).ok();
+                        if image.is_some_and(|o| function_symbols(&o, None, false, &mut out) > 0) {
                             sources.push(SymbolSource::MiniDebugInfo);
                             have_full = true;
                         }
@@ -619,8 +621,7 @@ fn try_debug_file(
     let cache = ReadCache::new(&*file);
     let obj = object::File::parse(&cache).ok()?;
     let mut tmp = SymbolTableBuilder::default();
-    let n = push_symbols_lazy(&obj, &file, ".symtab", ".strtab", &mut tmp)
-        .unwrap_or_else(|| push_symbols(obj.symbols(), &mut tmp));
+    let n = function_symbols(&obj, Some(&file), false, &mut tmp);
     let id = obj.build_id().ok().flatten();
     if n == 0 || (build_id.is_some() && id != build_id) {
         return None;
