@@ -6,6 +6,10 @@
 use std::path::Path;
 use std::process::Command;
 
+#[path = "support/docker_cleanup.rs"]
+mod docker_cleanup;
+
+use docker_cleanup::DockerCleanup;
 use ebpf_probe::cgroup::{normalize_container_id, ContainerIdCache, ContainerIdCacheMetrics};
 use ebpf_probe::symbolize::elf::load_elf;
 use ebpf_probe::symbolize::{Symbolizer, SymbolizerConfig, SymbolizerMetrics};
@@ -21,15 +25,6 @@ fn run(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-struct Cleanup(String, String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
-        let _ = Command::new("docker").args(["rmi", "-f", &self.1]).output();
-    }
 }
 
 #[test]
@@ -53,7 +48,7 @@ fn container_id_of_a_real_container() {
         .args(["build", "-q", "-t", &tag, "."])
         .current_dir(dir.path()));
     let id = run(Command::new("docker").args(["run", "-d", "--rm", &tag]));
-    let _cleanup = Cleanup(id.clone(), tag.clone());
+    let _cleanup = DockerCleanup(id.clone(), tag.clone());
     let pid: u32 = run(Command::new("docker").args(["inspect", "-f", "{{.State.Pid}}", &id]))
         .parse()
         .unwrap();

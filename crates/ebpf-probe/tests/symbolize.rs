@@ -13,6 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+#[path = "support/ready.rs"]
+mod ready;
+
+use ready::spawn_first_line;
+
 use ebpf_probe::symbolize::elf::{hex, load_elf, read_build_id, SymbolSource};
 use ebpf_probe::symbolize::{Demangle, Frame, Symbolizer, SymbolizerConfig, SymbolizerMetrics};
 
@@ -54,15 +59,7 @@ struct Live {
 
 impl Live {
     fn start(bin: &Path) -> Self {
-        let mut child = Command::new(bin)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let (child, line) = spawn_first_line(bin);
         let addrs = line
             .split_whitespace()
             .filter_map(|kv| kv.split_once('='))

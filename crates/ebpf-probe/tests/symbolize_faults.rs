@@ -14,10 +14,18 @@
 //! Needs root (map_files), gcc, nm and a running Docker engine: fails, never skips, without them.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
+
+#[path = "support/docker_cleanup.rs"]
+mod docker_cleanup;
+#[path = "support/ready.rs"]
+mod ready;
+
+use docker_cleanup::DockerCleanup;
+use ready::spawn_first_line;
 
 use ebpf_probe::symbolize::elf::{load_elf, read_build_id, resolve_in_root, ElfSymbols};
 use ebpf_probe::symbolize::procmaps::{parse_maps, MapEntry};
@@ -125,15 +133,7 @@ struct Running(Child);
 
 impl Running {
     fn start(bin: &Path) -> Running {
-        let mut child = Command::new(bin)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let (child, line) = spawn_first_line(bin);
         assert!(line.starts_with("ready"), "{line:?}");
         Running(child)
     }
@@ -628,15 +628,6 @@ fn symbolizer_with_a_fake_proc_never_reads_host_files() {
 
 // ---- a real container ----
 
-struct Container(String, String);
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
-        let _ = Command::new("docker").args(["rmi", "-f", &self.1]).output();
-    }
-}
-
 #[test]
 fn real_container_symlinks_to_host_files_are_not_followed() {
     let dir = tempfile::tempdir().unwrap();
@@ -670,7 +661,7 @@ fn real_container_symlinks_to_host_files_are_not_followed() {
         .current_dir(&ctx));
     // -i keeps stdin open: the program waits on it.
     let id = run(Command::new("docker").args(["run", "-d", "-i", "--rm", &tag]));
-    let _cleanup = Container(id.clone(), tag.clone());
+    let _cleanup = DockerCleanup(id.clone(), tag.clone());
     let pid: u32 = run(Command::new("docker").args(["inspect", "-f", "{{.State.Pid}}", &id]))
         .parse()
         .unwrap();
