@@ -6,3 +6,4 @@ pub mod cgroup;
 pub mod pprof;
 pub mod probe;
 pub mod symbolize;
+pub mod unwind;

@@ -17,5 +17,6 @@ pub mod logging;
 pub mod metrics;
 pub mod runtime;
 pub mod testing;
+pub mod util;
 
 pub use runtime::{LoadError, ReloadFailure, Runtime, RuntimeOptions};

@@ -40,9 +40,98 @@ const SECRET_NAME: &str = "river.Secret";
 const CAPSULE_NAME: &str = "river.Capsule";
 const CAPSULE_TOKEN_PREFIX: &str = "\u{0}capsule:";
 
-/// Post-decoding validation of argument structs. Callers invoke it explicitly.
+/// Post-decoding validation of argument structs: rules that serde cannot express (ranges, one
+/// argument against another). [`decode_body_validated`] runs it and points the diagnostic at the
+/// attribute or block that [`Invalid::path`] names.
 pub trait Validate {
-    fn validate(&self) -> Result<(), String>;
+    fn validate(&self) -> Result<(), Invalid>;
+}
+
+/// One step of the path to an invalid argument: an attribute, or the `index`-th block named `name`
+/// (counting only blocks of that name, in source order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathSegment {
+    Attr(String),
+    Block { name: String, index: usize },
+}
+
+/// An argument that failed validation: where it is (empty path = the whole body) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub path: Vec<PathSegment>,
+    pub message: String,
+}
+
+impl Invalid {
+    /// An error about the whole body (no single attribute is at fault).
+    pub fn body(message: impl Into<String>) -> Self {
+        Invalid {
+            path: Vec::new(),
+            message: message.into(),
+        }
+    }
+
+    /// An error about attribute `name` of this body.
+    pub fn attr(name: impl Into<String>, message: impl Into<String>) -> Self {
+        Invalid {
+            path: vec![PathSegment::Attr(name.into())],
+            message: message.into(),
+        }
+    }
+
+    /// The same error seen from the enclosing body: inside its `index`-th block `name`.
+    pub fn in_block(mut self, name: impl Into<String>, index: usize) -> Self {
+        self.path.insert(
+            0,
+            PathSegment::Block {
+                name: name.into(),
+                index,
+            },
+        );
+        self
+    }
+
+    /// The span of the deepest item of `body` that the path reaches (`fallback` if none).
+    pub fn span_in(&self, body: &BodyValue, fallback: Span) -> Span {
+        let mut span = fallback;
+        let mut cur = body;
+        for seg in &self.path {
+            match seg {
+                PathSegment::Attr(name) => {
+                    if let Some(item) = cur
+                        .items
+                        .iter()
+                        .find(|i| matches!(i, BodyItem::Attr { .. }) && i.name() == name)
+                    {
+                        span = item.span();
+                    }
+                    break;
+                }
+                PathSegment::Block { name, index } => {
+                    let found = cur.items.iter().filter_map(|i| match i {
+                        BodyItem::Block {
+                            name: n, body, span, ..
+                        } if n == name => Some((body, *span)),
+                        _ => None,
+                    });
+                    match found.into_iter().nth(*index) {
+                        Some((b, s)) => {
+                            span = s;
+                            cur = b;
+                        }
+                        None => break,
+                    }
+                }
+            }
+        }
+        span
+    }
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -88,14 +177,19 @@ pub fn decode_body_at<T: DeserializeOwned>(
     }
 }
 
-/// Decodes a body and runs [`Validate`]; a validation error points at `body_span`.
+/// Decodes a body and runs [`Validate`]; a validation error points at the attribute or block
+/// its path names, or at `body_span` for an error about the whole body.
 pub fn decode_body_validated<T: DeserializeOwned + Validate>(
     body: &BodyValue,
     body_span: Span,
 ) -> Result<T, Diagnostics> {
     let v: T = decode_body_at(body, body_span)?;
-    v.validate()
-        .map_err(|msg| Diagnostics::from(Diagnostic::new(body_span, msg)))?;
+    v.validate().map_err(|inv| {
+        Diagnostics::from(Diagnostic::new(
+            inv.span_in(body, body_span),
+            inv.message.clone(),
+        ))
+    })?;
     Ok(v)
 }
 

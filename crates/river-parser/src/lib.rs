@@ -14,7 +14,9 @@ pub mod span;
 mod stdlib;
 pub mod value;
 
-pub use decode::{decode_body, decode_value, to_value, CapsuleRef, Duration, Secret, Validate};
+pub use decode::{
+    decode_body, decode_value, to_value, CapsuleRef, Duration, Invalid, PathSegment, Secret, Validate,
+};
 pub use diag::{Diagnostic, Diagnostics};
 pub use eval::{eval_body, eval_expr, BodyItem, BodyValue, Scope};
 pub use parser::{parse_expr, parse_file};

@@ -10,7 +10,7 @@
 //! `UPDATE_GOLDEN=1` rewrites the expectations.
 
 use river_parser::decode::{
-    decode_body_validated, to_value, CapsuleRef, Duration, Secret, Validate,
+    decode_body_validated, to_value, CapsuleRef, Duration, Invalid, Secret, Validate,
 };
 use river_parser::eval::{eval_body, BodyItem, BodyValue, Scope};
 use river_parser::json::body_to_json;
@@ -174,13 +174,13 @@ struct Stage {
 }
 
 impl Validate for Args {
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), Invalid> {
         if let Some(t) = self.scrape_timeout {
             if t > self.scrape_interval {
-                return Err(format!(
+                return Err(Invalid::attr("scrape_timeout", format!(
                     "scrape_timeout ({t}) must not be greater than scrape_interval ({})",
                     self.scrape_interval
-                ));
+                )));
             }
         }
         Ok(())
