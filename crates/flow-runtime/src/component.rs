@@ -54,7 +54,7 @@
 //! // in components::registry(): registry.register::<Double>("test.double");
 //! ```
 
-use river_parser::Value;
+use river_parser::{Validate, Value};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -66,8 +66,10 @@ pub use tokio_util::sync::CancellationToken;
 
 /// A component implementation. See the module documentation for the lifecycle.
 pub trait Component: Send + Sync + Sized + 'static {
-    /// The decoded block body. Equality decides whether `update` is called.
-    type Arguments: DeserializeOwned + PartialEq + Send + Sync + 'static;
+    /// The decoded block body. Equality decides whether `update` is called. `Validate` holds the
+    /// rules serde cannot express; the runtime runs it while decoding, so an invalid argument is a
+    /// diagnostic at its attribute before `build` or `update` sees it.
+    type Arguments: DeserializeOwned + Validate + PartialEq + Send + Sync + 'static;
 
     /// Builds the component from its first successfully evaluated arguments. Runs synchronously
     /// on the evaluation path: do not block; start background work in `run`.

@@ -55,7 +55,7 @@ fn downcast<C: Component>(args: AnyArgs) -> anyhow::Result<C::Arguments> {
 
 impl<C: Component> Builder for TypedBuilder<C> {
     fn decode(&self, body: &BodyValue, span: Span) -> Result<AnyArgs, Diagnostics> {
-        let args: C::Arguments = river_parser::decode::decode_body_at(body, span)?;
+        let args: C::Arguments = river_parser::decode::decode_body_validated(body, span)?;
         Ok(Box::new(args))
     }
 

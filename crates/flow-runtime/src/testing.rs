@@ -354,3 +354,9 @@ impl Component for SlowStop {
         Ok(())
     }
 }
+impl river_parser::Validate for PulseArgs {}
+impl river_parser::Validate for PassthroughArgs {}
+impl river_parser::Validate for SumArgs {}
+impl river_parser::Validate for SinkArgs {}
+impl river_parser::Validate for SenderArgs {}
+impl river_parser::Validate for SlowStopArgs {}

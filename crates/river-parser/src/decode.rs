@@ -43,8 +43,11 @@ const CAPSULE_TOKEN_PREFIX: &str = "\u{0}capsule:";
 /// Post-decoding validation of argument structs: rules that serde cannot express (ranges, one
 /// argument against another). [`decode_body_validated`] runs it and points the diagnostic at the
 /// attribute or block that [`Invalid::path`] names.
+/// A type with no rules beyond its serde shape implements it with an empty body.
 pub trait Validate {
-    fn validate(&self) -> Result<(), Invalid>;
+    fn validate(&self) -> Result<(), Invalid> {
+        Ok(())
+    }
 }
 
 /// One step of the path to an invalid argument: an attribute, or the `index`-th block named `name`
@@ -110,7 +113,10 @@ impl Invalid {
                 PathSegment::Block { name, index } => {
                     let found = cur.items.iter().filter_map(|i| match i {
                         BodyItem::Block {
-                            name: n, body, span, ..
+                            name: n,
+                            body,
+                            span,
+                            ..
                         } if n == name => Some((body, *span)),
                         _ => None,
                     });

@@ -15,7 +15,8 @@ mod stdlib;
 pub mod value;
 
 pub use decode::{
-    decode_body, decode_value, to_value, CapsuleRef, Duration, Invalid, PathSegment, Secret, Validate,
+    decode_body, decode_value, to_value, CapsuleRef, Duration, Invalid, PathSegment, Secret,
+    Validate,
 };
 pub use diag::{Diagnostic, Diagnostics};
 pub use eval::{eval_body, eval_expr, BodyItem, BodyValue, Scope};

@@ -177,10 +177,13 @@ impl Validate for Args {
     fn validate(&self) -> Result<(), Invalid> {
         if let Some(t) = self.scrape_timeout {
             if t > self.scrape_interval {
-                return Err(Invalid::attr("scrape_timeout", format!(
-                    "scrape_timeout ({t}) must not be greater than scrape_interval ({})",
-                    self.scrape_interval
-                )));
+                return Err(Invalid::attr(
+                    "scrape_timeout",
+                    format!(
+                        "scrape_timeout ({t}) must not be greater than scrape_interval ({})",
+                        self.scrape_interval
+                    ),
+                ));
             }
         }
         Ok(())

@@ -821,3 +821,6 @@ impl flow_runtime::Component for DockerComponent {
         )
     }
 }
+
+// Rules are still checked in `build`/`update`; they move into this impl (issue 13).
+impl river_parser::Validate for Arguments {}

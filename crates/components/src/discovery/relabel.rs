@@ -767,3 +767,6 @@ impl flow_runtime::Component for Relabel {
         self.apply(args)
     }
 }
+
+// Rules are still checked in `build`/`update`; they move into this impl (issue 13).
+impl river_parser::Validate for Arguments {}

@@ -785,3 +785,6 @@ fn symbolizer_config(base: &SymbolizerConfig, args: &Arguments) -> SymbolizerCon
         ..base.clone()
     }
 }
+
+// Rules are still checked in `build`/`update`; they move into this impl (issue 13).
+impl river_parser::Validate for Arguments {}

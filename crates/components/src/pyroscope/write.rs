@@ -689,3 +689,6 @@ mod tests {
         assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
     }
 }
+
+// Rules are still checked in `build`/`update`; they move into this impl (issue 13).
+impl river_parser::Validate for Arguments {}
