@@ -14,13 +14,13 @@
 //! both give identical tokens and errors on random inputs and every peer/golden input.
 //!
 //! Layout: `tokens` (token kinds, string literals and their escapes), `scanner` (the byte
-//! scanner and the token stream shared by both scanners) and `grammar` (the pest oracle).
+//! scanner and the token stream shared by both scanners) and `oracle` (the pest grammar driven as the test oracle).
 
-mod grammar;
+mod oracle;
 mod scanner;
 mod tokens;
 
-pub use grammar::tokenize_with_pest;
+pub use oracle::tokenize_with_pest;
 pub(crate) use scanner::{stream, Scanner, TokenStream};
 pub use tokens::{go_rune, is_valid_identifier, unquote, Lexed, Token, TokenKind};
 

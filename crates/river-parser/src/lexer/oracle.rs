@@ -10,7 +10,6 @@ use super::tokens::Lexed;
 use pest::Parser as _;
 
 mod grammar {
-    #![allow(missing_docs)]
     use pest_derive::Parser;
 
     /// The pest token grammar.
