@@ -5,6 +5,7 @@
 use super::err;
 use super::scanner::ident_end;
 use crate::diag::Diagnostic;
+use crate::quote::is_print;
 use crate::span::Span;
 use std::borrow::Cow;
 
@@ -154,10 +155,7 @@ pub struct Lexed<'a> {
 
 /// Formats a character like Go's `%#U`: `U+0024 '$'` (without the quoted form if unprintable).
 pub fn go_rune(c: char) -> String {
-    let printable = !c.is_control()
-        && (c == ' ' || !c.is_whitespace())
-        && !matches!(c, '\u{FEFF}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}');
-    if printable {
+    if is_print(c) {
         format!("U+{:04X} '{c}'", c as u32)
     } else {
         format!("U+{:04X}", c as u32)

@@ -1,6 +1,7 @@
 //! Go `fmt` formatting for `format`/`string.format`: [`go_sprintf`] with the verbs, flags, width
 //! and precision River configs use, and Go's float text (`%v`, `%e`, `%g`).
 
+use crate::quote::go_quote;
 use crate::value::{Number, Value};
 use std::fmt::Write as _;
 
@@ -257,31 +258,6 @@ fn radix(u: u64, verb: char, sharp: bool) -> String {
         'o' => format!("{}{u:o}", if sharp { "0" } else { "" }),
         _ => format!("{u:b}"),
     }
-}
-
-/// Go's `%q` of a string: double-quoted with Go escapes.
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\u{b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// Go's `%v` of a River value (maps print with sorted keys, like Go's fmt).
