@@ -360,7 +360,6 @@ impl ser::Error for Error {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,6 @@
 //! `constants` object. `format` implements Go `fmt` verbs (`%s %d %q %v %f %x %t %%` with flags,
 //! width and precision).
 
-
 mod array;
 mod encoding;
 mod gofmt;
@@ -213,7 +212,6 @@ fn coalesce(args: &[Value]) -> Res {
     Ok(args.last().cloned().unwrap_or(Value::Null))
 }
 
-
 /// Joins path elements like Go's `filepath.Join` (empty elements skipped, result cleaned).
 fn path_join(args: &[Value]) -> Res {
     let parts: Vec<String> = (0..args.len())
@@ -250,7 +248,6 @@ fn path_join(args: &[Value]) -> Res {
         (false, false) => body,
     }))
 }
-
 
 fn nonsensitive(args: &[Value]) -> Res {
     arity(args, 1)?;

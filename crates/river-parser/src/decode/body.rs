@@ -7,12 +7,11 @@ use super::value::ValueDeserializer;
 use super::{Error, ErrorKind, CAPSULE_NAME, LABEL_FIELD, SECRET_NAME};
 use crate::eval::{BodyItem, BodyValue};
 use crate::span::Span;
-use std::collections::BTreeMap;
 use serde::de::{
     self, DeserializeOwned, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, SeqAccess,
     Visitor,
 };
-
+use std::collections::BTreeMap;
 
 /// Runs `T`'s decoding again, presenting the missing `field` of the body at `ptr` with a probe
 /// that records whether the field decodes as a struct/map (a block) or something else.
@@ -509,4 +508,3 @@ impl<'de> Deserializer<'de> for ProbeDeserializer {
         bytes byte_buf unit unit_struct tuple tuple_struct map enum identifier ignored_any
     }
 }
-

@@ -9,7 +9,6 @@ use crate::value::{Number, Value};
 use serde::ser::{self, Serialize};
 use std::collections::BTreeMap;
 
-
 pub(super) struct ValueSerializer;
 
 type SerResult = Result<Value, Error>;
@@ -270,4 +269,3 @@ impl ser::SerializeStructVariant for VariantMapSer {
         Ok(Value::Object(m))
     }
 }
-

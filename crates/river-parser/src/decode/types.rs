@@ -12,7 +12,6 @@ use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 
-
 thread_local! {
     pub(super) static CAPSULES: RefCell<Vec<Option<Capsule>>> = const { RefCell::new(Vec::new()) };
     pub(super) static OUT_CAPSULE: RefCell<Option<Capsule>> = const { RefCell::new(None) };
@@ -56,7 +55,6 @@ pub(super) fn redeem_capsule(token: &str) -> Option<Capsule> {
     let idx: usize = token.strip_prefix(CAPSULE_TOKEN_PREFIX)?.parse().ok()?;
     CAPSULES.with(|t| t.borrow_mut().get_mut(idx).and_then(Option::take))
 }
-
 
 /// A duration written as Go's `time.ParseDuration` accepts it (`"15s"`, `"1h30m"`, `"500ms"`).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -319,7 +317,6 @@ impl Serialize for Secret {
     }
 }
 
-
 /// A capsule holding a `T`, decoded from a [`Value::Capsule`] whose inner object is a `T`.
 ///
 /// Capsules are downcast to a concrete type, so trait objects travel doubly wrapped: export
@@ -405,4 +402,3 @@ impl<T: Any + Send + Sync> Serialize for CapsuleRef<T> {
         r
     }
 }
-

@@ -4,8 +4,9 @@
 use super::types::park_capsule;
 use super::{Error, ErrorKind, CAPSULE_NAME, SECRET_NAME};
 use crate::value::{Number, Value};
-use serde::de::{self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor};
-
+use serde::de::{
+    self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor,
+};
 
 /// Deserializes one River value.
 pub struct ValueDeserializer<'a> {
@@ -410,4 +411,3 @@ impl<'de, 'a> de::VariantAccess<'de> for VariantAccess<'a> {
         ValueDeserializer { value: self.value }.deserialize_map(visitor)
     }
 }
-

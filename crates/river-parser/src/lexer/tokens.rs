@@ -152,7 +152,6 @@ pub struct Lexed<'a> {
     pub errors: Vec<Diagnostic>,
 }
 
-
 /// Formats a character like Go's `%#U`: `U+0024 '$'` (without the quoted form if unprintable).
 pub fn go_rune(c: char) -> String {
     if is_print(c) {
@@ -165,7 +164,12 @@ pub fn go_rune(c: char) -> String {
 /// Validates (reporting into `errors`) and decodes the escape sequences of the string body
 /// `src[start..end]`. Octal and `\x` escapes produce raw bytes, `\u`/`\U` code points; a byte
 /// sequence that is not UTF-8 is decoded lossily.
-pub(super) fn decode_escapes(src: &str, start: usize, end: usize, errors: &mut Vec<Diagnostic>) -> String {
+pub(super) fn decode_escapes(
+    src: &str,
+    start: usize,
+    end: usize,
+    errors: &mut Vec<Diagnostic>,
+) -> String {
     let body = &src[start..end];
     let mut out: Vec<u8> = Vec::with_capacity(body.len());
     let mut chars = body.char_indices().peekable();

@@ -1,9 +1,9 @@
 //! The `array` namespace: `concat` (also top level) and `combine_maps`.
 
 use super::Res;
-use std::collections::BTreeMap;
 use crate::eval::arg_error;
 use crate::value::Value;
+use std::collections::BTreeMap;
 
 pub(super) fn concat(args: &[Value]) -> Res {
     let mut out = Vec::new();

@@ -428,4 +428,3 @@ mod tests {
         assert_eq!(format_float_g(123456789.0), "123456789");
     }
 }
-
