@@ -4,9 +4,6 @@
 //! dropped; an exit is reported only for pids the source knows. Tests drive it through the
 //! cloneable [`MockHandle`].
 
-// The parent module allows unsafe code for its kernel calls; none is needed here.
-#![deny(unsafe_code)]
-
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
