@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Largest request body accepted (the API takes none; this only bounds what is drained).
 const MAX_BODY: usize = 64 * 1024;
@@ -44,7 +45,7 @@ pub async fn serve(
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let task = tokio::spawn(accept_loop(runtime, listener, cancel));
+    let task = tokio::spawn(accept_loop(runtime, listener, cancel).in_current_span());
     Ok((local, task))
 }
 
@@ -85,7 +86,7 @@ async fn accept_loop(runtime: Runtime, listener: TcpListener, cancel: Cancellati
                     let _ = conn.await;
                 }
             }
-        });
+        }.in_current_span());
     }
 }
 
@@ -367,8 +368,7 @@ fn component_json(c: &ComponentInfo, full: bool) -> serde_json::Value {
         "referencesTo": c.references_to,
         "referencedBy": c.referenced_by,
     });
-    if full {
-        let obj = v.as_object_mut().expect("json object");
+    if let (true, Some(obj)) = (full, v.as_object_mut()) {
         obj.insert(
             "arguments".into(),
             c.arguments.as_ref().map_or(json!([]), body_to_json),
