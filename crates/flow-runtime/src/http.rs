@@ -64,29 +64,32 @@ async fn accept_loop(runtime: Runtime, listener: TcpListener, cancel: Cancellati
         };
         let rt = runtime.clone();
         let cancel = cancel.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let rt = rt.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&rt, req).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .max_buf_size(MAX_HEAD.max(8192))
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "connection error");
+        tokio::spawn(
+            async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let rt = rt.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handle(&rt, req).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .max_buf_size(MAX_HEAD.max(8192))
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(error = %e, "connection error");
+                        }
+                    }
+                    _ = cancel.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
                     }
                 }
-                _ = cancel.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
             }
-        }.in_current_span());
+            .in_current_span(),
+        );
     }
 }
 

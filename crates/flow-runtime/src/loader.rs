@@ -194,7 +194,10 @@ fn declare_component(
         );
         diags.push(Diagnostic::new(
             *prev,
-            format!("component \"{id}\" declared again at {}", declared.pos(here)),
+            format!(
+                "component \"{id}\" declared again at {}",
+                declared.pos(here)
+            ),
         ));
         return None;
     }

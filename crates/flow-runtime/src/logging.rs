@@ -212,9 +212,9 @@ impl tracing::field::Visit for LogfmtVisitor {
 
 /// A logfmt value: bare when it is non-empty and has no space, `"`, `=` or control character,
 /// otherwise in double quotes with `"`, `\\` and newline escaped (other characters as they are).
-/// This is logfmt's quoting (what go-kit's logfmt encoder does for the common cases), not Go's
-/// `strconv.Quote` (`river_parser::quote::go_quote`), which always quotes and escapes every
-/// non-printable character: log values stay readable and keys are never quoted.
+/// This is logfmt quoting, deliberately not Go's `strconv.Quote` (`river_parser::quote::go_quote`),
+/// which always quotes and escapes every non-printable character: plain values stay bare, as
+/// logfmt readers expect.
 fn quote(s: &str) -> String {
     if !s.is_empty()
         && !s

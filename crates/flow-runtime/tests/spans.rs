@@ -8,6 +8,7 @@
 mod common;
 
 use common::*;
+use flow_runtime::util::lock;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -22,7 +23,8 @@ fn captured() -> &'static Arc<Mutex<Vec<u8>>> {
             .with_max_level(tracing::Level::INFO)
             .with_writer(move || Capture(sink.clone()))
             .finish();
-        tracing::subscriber::set_global_default(subscriber).unwrap();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("the only global subscriber of this test binary");
         buf
     })
 }
@@ -31,7 +33,7 @@ struct Capture(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Capture {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(data);
+        lock(&self.0).extend_from_slice(data);
         Ok(data.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -41,8 +43,10 @@ impl Write for Capture {
 
 /// The captured line containing `needle`, if one was logged.
 fn line_with(needle: &str) -> Option<String> {
-    let text = String::from_utf8_lossy(&captured().lock().unwrap()).into_owned();
-    text.lines().find(|l| l.contains(needle)).map(str::to_string)
+    let text = String::from_utf8_lossy(&lock(captured())).into_owned();
+    text.lines()
+        .find(|l| l.contains(needle))
+        .map(str::to_string)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,10 +56,13 @@ async fn lines_from_build_update_and_tasks_spawned_by_run_name_the_component() {
     rt.load(r#"test.spawn_log "alpha" { message = "first" }"#)
         .await
         .unwrap();
-    wait_for("the spawned task's and the blocking thread's lines", || async {
-        line_with("test.spawn_log task: first").is_some()
-            && line_with("test.spawn_log thread: first").is_some()
-    })
+    wait_for(
+        "the spawned task's and the blocking thread's lines",
+        || async {
+            line_with("test.spawn_log task: first").is_some()
+                && line_with("test.spawn_log thread: first").is_some()
+        },
+    )
     .await;
     rt.load(r#"test.spawn_log "alpha" { message = "second" }"#)
         .await

@@ -4,7 +4,9 @@
 //! the process exits non-zero.
 
 use flow_runtime::logging::LoggingConfig;
-use flow_runtime::{CancellationToken, LoadError, ReloadFailure, Registry, Runtime, RuntimeOptions};
+use flow_runtime::{
+    CancellationToken, LoadError, Registry, ReloadFailure, Runtime, RuntimeOptions,
+};
 use std::process::ExitCode;
 use std::time::Duration;
 

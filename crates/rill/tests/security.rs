@@ -5,6 +5,11 @@
 //! meant for; the UI sends a restrictive CSP and never builds HTML from data; without
 //! capabilities `pyroscope.ebpf` reports one clear line. Needs root (the ebpf parts).
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions (helpers, setup): a failure panics the test"
+)]
+
 #[path = "support/common_rel.rs"]
 mod common_rel;
 
