@@ -298,6 +298,22 @@ impl Runtime {
         };
         let file = river_parser::parse_file(src).map_err(reject)?;
         let graph = loader::load(&file, src, &self.inner.registry).map_err(reject)?;
+        // The loader accepted only registered names; looking the builders up before anything
+        // changes (logging included) keeps even a registry/loader mismatch a rejected load.
+        let builders = graph
+            .nodes
+            .iter()
+            .map(|def| {
+                self.inner.registry.get(&def.name).cloned().ok_or_else(|| {
+                    Diagnostic::new(
+                        def.block.name_span(),
+                        format!("unknown component \"{}\"", def.name),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|d| reject(d.into()))?;
+
         let logging = match &graph.logging {
             Some(block) => Some(crate::logging::LoggingConfig::from_block(block).map_err(reject)?),
             None => None,
@@ -315,22 +331,6 @@ impl Runtime {
                 })?;
             }
         }
-
-        // The loader accepted only registered names; looking the builders up before anything
-        // changes keeps even a registry/loader mismatch a rejected load.
-        let builders = graph
-            .nodes
-            .iter()
-            .map(|def| {
-                self.inner.registry.get(&def.name).cloned().ok_or_else(|| {
-                    Diagnostic::new(
-                        def.block.name_span(),
-                        format!("unknown component \"{}\"", def.name),
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|d| reject(d.into()))?;
 
         let mut guard = self.inner.state.lock().await;
         let st = &mut *guard;
