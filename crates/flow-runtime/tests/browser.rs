@@ -3,6 +3,12 @@
 //! `test-output/` at the repository root. A value `<script>alert(1)</script>` must appear as text.
 //! Fails (does not skip) when chromium is missing.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions (helpers, setup): a failure panics the test"
+)]
+
+#[path = "support/common.rs"]
 mod common;
 
 use common::*;

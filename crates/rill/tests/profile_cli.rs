@@ -4,6 +4,11 @@
 //! top, and `--format folded` prints lines that parse as `frames count`. FAILS (does not skip)
 //! without root, gcc or go.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions (helpers, setup): a failure panics the test"
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
