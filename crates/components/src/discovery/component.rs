@@ -90,6 +90,11 @@ impl<S: Source> Discovery<S> {
         self.out.status()
     }
 
+    /// How many rounds (Docker refreshes, Kubernetes syncs with every watch listed) succeeded.
+    pub fn refresh_count(&self) -> u64 {
+        self.out.rounds()
+    }
+
     /// Runs until `cancel` completes.
     pub async fn run(self: Arc<Self>, cancel: impl Future<Output = ()> + Send) {
         S::run(self, cancel).await;
@@ -98,7 +103,7 @@ impl<S: Source> Discovery<S> {
     /// The runtime's view of the health: unknown until the first round or failure.
     fn health(&self) -> flow_runtime::Health {
         let st = self.status();
-        if self.out.rounds() == 0 && !st.healthy && st.message == "starting" {
+        if self.refresh_count() == 0 && !st.healthy && st.message == "starting" {
             flow_runtime::Health::new(flow_runtime::HealthState::Unknown, st.message)
         } else if st.healthy {
             flow_runtime::Health::healthy(st.message)

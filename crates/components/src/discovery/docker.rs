@@ -482,13 +482,6 @@ pub type DockerDiscovery = Discovery<DockerSource>;
 /// The `discovery.docker` component: exports `targets`.
 pub type DockerComponent = DiscoveryComponent<DockerSource>;
 
-impl Discovery<DockerSource> {
-    /// How many refreshes succeeded so far.
-    pub fn refresh_count(&self) -> u64 {
-        self.output().rounds()
-    }
-}
-
 impl Source for DockerSource {
     type Arguments = Arguments;
     const KIND: &'static str = "DockerDiscovery";

@@ -287,13 +287,6 @@ pub type KubernetesDiscovery = Discovery<KubernetesSource>;
 /// The `discovery.kubernetes` component: exports `targets`.
 pub type KubernetesComponent = DiscoveryComponent<KubernetesSource>;
 
-impl Discovery<KubernetesSource> {
-    /// How many times the targets were rebuilt with every watch synced.
-    pub fn sync_count(&self) -> u64 {
-        self.output().rounds()
-    }
-}
-
 impl Source for KubernetesSource {
     type Arguments = Arguments;
     const KIND: &'static str = "KubernetesDiscovery";
