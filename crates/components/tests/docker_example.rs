@@ -170,8 +170,8 @@ fn invalid_rule_is_reported_by_the_runtime() {
             rendered.contains("unrecognized action type \"nope\""),
             "{rendered}"
         );
-        // Reported at the rule block (line 3), not only at the component.
-        assert!(rendered.starts_with("config.river:3:3: "), "{rendered}");
+        // Reported at the rule's `action` attribute (line 4), not only at the component.
+        assert!(rendered.starts_with("config.river:4:5: "), "{rendered}");
 
         // The second of several rules is invalid: reported at that rule.
         let src = r#"discovery.relabel "bad2" {

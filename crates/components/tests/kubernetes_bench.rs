@@ -13,11 +13,11 @@ use k8s_fixture::{pod, Fixture};
 use river_parser::decode::Secret;
 
 fn rss_kib() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    let s = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
     s.lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+        .expect("VmRSS line")
 }
 
 #[test]

@@ -945,7 +945,8 @@ mod component {
         };
         let scope = river_parser::Scope::new();
         let body = river_parser::eval_body(&block.body, &scope).map_err(|d| d.to_string())?;
-        river_parser::decode_body(&body).map_err(|d| d.to_string())
+        // As the runtime does: decoding runs the arguments' `Validate` rules.
+        river_parser::decode::decode_body_validated(&body, body.span()).map_err(|d| d.to_string())
     }
 
     fn options(exports: &ExportsHandle, metrics: &MetricsRegistry) -> Options {
@@ -1026,7 +1027,7 @@ mod component {
         assert_eq!(t.ca_pem.as_deref(), Some("PEM"));
         assert_eq!(t.server_name.as_deref(), Some("pyroscope"));
         assert!(t.insecure_skip_verify);
-        assert!(args.validate().is_ok());
+        assert!(river_parser::Validate::validate(&args).is_ok());
 
         let err =
             decode("pyroscope.write \"x\" {\n endpoint {\n url = \"http://a\"\n bogus = 1\n }\n}")
@@ -1156,13 +1157,8 @@ mod component {
                 }
             }"#,
         )
-        .unwrap();
-        let exports = ExportsHandle::new();
-        let metrics = MetricsRegistry::for_component("pyroscope.write.test");
-        let err = Write::build(options(&exports, &metrics), args)
-            .err()
-            .expect("refused");
-        assert!(err.to_string().contains("at most one of"), "{err}");
+        .expect_err("refused while decoding, before the component is built");
+        assert!(args.contains("at most one of"), "{args}");
     }
 
     #[test]
@@ -1256,7 +1252,8 @@ mod runtime {
             matches!(err, LoadError::Evaluation { .. }),
             "unexpected error kind: {text}"
         );
-        assert!(text.contains("config.river:1:"), "{text}");
+        // At the second auth method written (`bearer_token`, line 4), inside `endpoint`.
+        assert!(text.contains("config.river:4:5:"), "{text}");
         assert!(text.contains("at most one of"), "{text}");
         recv.append(labels(&[("service_name", "svc")]), vec![profile(1, 8, "3")])
             .unwrap();
