@@ -1,6 +1,7 @@
 //! `discovery.docker` against a real Docker engine (root and `docker.io` required; the tests start
 //! `dockerd` when it is not running and FAIL when the engine cannot be had).
 
+#[path = "support/docker_support.rs"]
 mod docker_support;
 
 use std::collections::BTreeMap;

@@ -3,6 +3,7 @@
 //! config of their own, run end-to-end through the flow runtime against the real engine: the
 //! relabel output carries `service_name` set from the container name.
 
+#[path = "support/docker_support.rs"]
 mod docker_support;
 
 use std::time::Duration;

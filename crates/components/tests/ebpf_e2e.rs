@@ -43,7 +43,7 @@ fn run(cmd: &str, args: &[&str]) -> String {
 }
 
 // dockerd, when the test starts it, must outlive the test: it is never waited for.
-#[allow(clippy::zombie_processes)]
+#[allow(clippy::zombie_processes, reason = "dockerd outlives the test process")]
 fn require_prerequisites() {
     assert_eq!(
         run("id", &["-u"]),

@@ -7,6 +7,7 @@
 //! dropped by the example's relabel rule. The receiver must get the container's CPU profile with
 //! `service_name` built from `<namespace>` and `<container>` by the example's rule. FAILS (does not skip) without root, Docker or gcc.
 
+#[path = "support/k8s_fixture.rs"]
 mod k8s_fixture;
 
 use std::collections::BTreeMap;
@@ -53,7 +54,7 @@ fn run(cmd: &str, args: &[&str]) -> String {
 }
 
 // dockerd is started for the rest of the session, never waited for.
-#[allow(clippy::zombie_processes)]
+#[allow(clippy::zombie_processes, reason = "dockerd outlives the test process")]
 fn require_prerequisites() {
     assert_eq!(run("id", &["-u"]), "0", "this end-to-end test needs root");
     for tool in ["gcc", "docker"] {

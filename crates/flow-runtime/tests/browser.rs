@@ -3,6 +3,7 @@
 //! `test-output/` at the repository root. A value `<script>alert(1)</script>` must appear as text.
 //! Fails (does not skip) when chromium is missing.
 
+#[path = "support/common.rs"]
 mod common;
 
 use common::*;

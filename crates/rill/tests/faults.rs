@@ -3,6 +3,7 @@
 //! SIGHUP and `/-/reload`: the reload fails with a clear error, the old graph keeps running
 //! unchanged, and once the file is back a reload applies it.
 
+#[path = "support/common_rel.rs"]
 mod common_rel;
 
 use common_rel::{free_addr, get, raw, rill_cmd, tmpdir, wait_until, Rill};

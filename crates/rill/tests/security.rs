@@ -5,6 +5,7 @@
 //! meant for; the UI sends a restrictive CSP and never builds HTML from data; without
 //! capabilities `pyroscope.ebpf` reports one clear line. Needs root (the ebpf parts).
 
+#[path = "support/common_rel.rs"]
 mod common_rel;
 
 use common_rel::{free_addr, get, raw, rill_cmd, tmpdir, wait_until, Recorder, Rill};

@@ -2,6 +2,7 @@
 //! SIGTERM after a few seconds must flush the partial collection of `pyroscope.ebpf` through
 //! `pyroscope.write` to the receiver before the process exits, to every endpoint.
 
+#[path = "support/common_rel.rs"]
 mod common_rel;
 
 use common_rel::{free_addr, get, rill_cmd, tmpdir, wait_until, Recorder, Rill};

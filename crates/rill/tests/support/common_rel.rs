@@ -1,7 +1,10 @@
 //! Helpers shared by the reliability tests (security, shutdown): a `rill run` child with its
 //! stderr captured, a tiny HTTP/1.1 client, and a recording HTTP server that plays a
 //! Pyroscope receiver (answers every request with a fixed status and keeps what it got).
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each test file that includes this module uses a part of it"
+)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,5 +1,8 @@
 //! Helpers shared by the runtime's integration tests.
-#![allow(dead_code)] // reason: each test binary uses a different subset
+#![allow(
+    dead_code,
+    reason = "each test file that includes this module uses a part of it"
+)]
 
 use flow_runtime::{Runtime, RuntimeOptions};
 use river_parser::{Number, Value};
