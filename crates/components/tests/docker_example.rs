@@ -78,6 +78,7 @@ fn example_blocks_are_verbatim_from_the_example_file() {
 }
 
 #[test]
+#[ignore = "needs root and Docker"]
 fn docker_example_relabel_sets_service_name_end_to_end() {
     let _g = serial();
     main_engine();

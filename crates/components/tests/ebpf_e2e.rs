@@ -190,6 +190,7 @@ fn contains_run(stack: &[String], needle: &[&str]) -> bool {
 }
 
 #[test]
+#[ignore = "needs root and eBPF, Docker, Go toolchain"]
 fn docker_example_profiles_a_scratch_container_end_to_end() {
     require_prerequisites();
     let dir = std::env::temp_dir().join(format!("rill-ebpf-e2e-{}", std::process::id()));

@@ -205,6 +205,7 @@ fn targets(exports: &Option<Value>, field: &str) -> Vec<BTreeMap<String, String>
 }
 
 #[test]
+#[ignore = "needs root and eBPF, Docker"]
 fn kubernetes_example_profiles_the_pods_of_this_node() {
     require_prerequisites();
     let dir = std::env::temp_dir().join(format!("rill-k8s-e2e-{}", std::process::id()));

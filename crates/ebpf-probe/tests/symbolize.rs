@@ -382,6 +382,7 @@ const GO_CHAIN: &[(&str, &str)] = &[
 ];
 
 #[test]
+#[ignore = "needs Go toolchain"]
 fn go_stripped_binary_symbolizes_from_pclntab() {
     let dir = tempfile::tempdir().unwrap();
     let bin = go_build(dir.path(), "hot_go", &[]);
@@ -402,6 +403,7 @@ fn go_stripped_binary_symbolizes_from_pclntab() {
 }
 
 #[test]
+#[ignore = "needs Go toolchain"]
 fn go_stripped_pie_binary() {
     let dir = tempfile::tempdir().unwrap();
     let bin = go_build(dir.path(), "hot_go_pie", &["-buildmode=pie"]);
@@ -416,6 +418,7 @@ fn go_stripped_pie_binary() {
 }
 
 #[test]
+#[ignore = "needs Go toolchain"]
 fn go_cgo_pie_externally_linked() {
     // The external linker merges the pclntab into .data.rel.ro: found by its header.
     let dir = tempfile::tempdir().unwrap();

@@ -172,6 +172,7 @@ fn kallsyms_rate_limit_prevents_reload_storms() {
 }
 
 #[test]
+#[ignore = "needs root (kptr_restrict hides kernel addresses)"]
 fn real_kallsyms() {
     let content = std::fs::read_to_string("/proc/kallsyms").expect("read /proc/kallsyms");
     let (table, restricted) = ebpf_probe::symbolize::kallsyms::parse_kallsyms(&content);
@@ -303,6 +304,7 @@ fn container_root_is_not_escaped_by_absolute_symlinks() {
 }
 
 #[test]
+#[ignore = "needs root (reads /proc/PID/map_files)"]
 fn deleted_and_replaced_binary_is_read_through_map_files() {
     let dir = tempfile::tempdir().unwrap();
     let bin = gcc(dir.path(), "hot_del", &[fixture("hot.c").to_str().unwrap()]);
