@@ -3,6 +3,7 @@
 //! nodes served by the fixture. Measures the time to the first complete target list, the
 //! process RSS growth, and how long a pod added later takes to appear in the targets.
 
+#[path = "support/k8s_fixture.rs"]
 mod k8s_fixture;
 
 use std::sync::Arc;

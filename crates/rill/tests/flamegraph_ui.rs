@@ -214,6 +214,7 @@ const FIND_HOT: &str = r#"(() => {
 })()"#;
 
 #[test]
+#[ignore = "needs root and eBPF, Chromium, Go toolchain"]
 fn flame_graph_in_the_ui() {
     let uid = Command::new("id").arg("-u").output().unwrap();
     assert_eq!(

@@ -101,6 +101,7 @@ fn pprof_top(file: &Path) -> (String, String) {
 }
 
 #[test]
+#[ignore = "needs root and eBPF, Go toolchain"]
 fn profile_pid_pprof_and_folded() {
     require_root();
     let dir = tmpdir("pid");

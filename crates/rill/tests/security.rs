@@ -206,6 +206,7 @@ const SECRETS: [&str; 5] = [
 ];
 
 #[test]
+#[ignore = "needs root and eBPF"]
 fn secrets_never_appear_in_logs_api_ui_or_errors() {
     let dir = tmpdir("secrets");
     // Something to push: a fork-free CPU burner, profiled alone (fast to symbolize).
@@ -372,6 +373,7 @@ pyroscope.ebpf "cpu" {{
 }
 
 #[test]
+#[ignore = "needs root (drops to user nobody with setpriv)"]
 fn missing_capabilities_give_one_clear_line() {
     let dir = tmpdir("nocaps");
     // The binary and config must be reachable by `nobody`.
