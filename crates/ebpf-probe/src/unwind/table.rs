@@ -38,7 +38,8 @@ pub struct TableStats {
     pub fdes: u64,
     /// gimli CFI rows converted (before merging).
     pub cfi_rows: u64,
-    /// FDEs whose CIE or instructions gimli rejected (their range is `UNW_NO_INFO`).
+    /// FDEs whose CIE or instructions gimli rejected (their range is `UNW_NO_INFO`), plus one
+    /// when a section's entry list breaks off (the entries before it are kept).
     pub fde_errors: u64,
     /// FDEs dropped because they overlap an earlier one.
     pub fde_overlaps: u64,
@@ -229,7 +230,17 @@ impl Builder {
         let mut cies: HashMap<S::Offset, CommonInformationEntry<Slice<'a>>> = HashMap::new();
         let mut ctx = UnwindContext::new();
         let mut entries = section.entries(bases);
-        while let Some(entry) = entries.next()? {
+        loop {
+            let entry = match entries.next() {
+                Ok(Some(entry)) => entry,
+                Ok(None) => break,
+                Err(e) => {
+                    // The section's structure is broken from here on: keep what was read.
+                    tracing::debug!(error = %e, "call frame information ends early");
+                    self.stats.fde_errors += 1;
+                    break;
+                }
+            };
             let CieOrFde::Fde(partial) = entry else {
                 continue;
             };
