@@ -4,6 +4,11 @@
 //! `unwind_info_for_address` (a fresh evaluation per address, not the sequential row walk the
 //! builder uses), with the expressions classified here by their bytes.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test]: a failed unwrap fails the test"
+)]
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
@@ -21,8 +26,11 @@ struct ReadelfFde {
     start: u64,
     end: u64,
     signal: bool,
-    rows: Vec<(u64, HashMap<String, String>)>,
+    rows: Rows,
 }
+
+/// (loc, column name → value) per row.
+type Rows = Vec<(u64, HashMap<String, String>)>;
 
 fn readelf_fdes(path: &str) -> Vec<ReadelfFde> {
     let out = Command::new("readelf")
@@ -33,7 +41,7 @@ fn readelf_fdes(path: &str) -> Vec<ReadelfFde> {
     assert!(!out.stdout.is_empty(), "readelf printed nothing for {path}");
     let text = String::from_utf8_lossy(&out.stdout);
     let mut cie_signal: HashMap<String, bool> = HashMap::new();
-    let mut cie_rows: HashMap<String, Vec<(u64, HashMap<String, String>)>> = HashMap::new();
+    let mut cie_rows: HashMap<String, Rows> = HashMap::new();
     let mut fdes = Vec::new();
     let mut current: Option<(Option<String>, ReadelfFde)> = None; // (CIE it is, or FDE's cie)
     let mut columns: Vec<String> = Vec::new();

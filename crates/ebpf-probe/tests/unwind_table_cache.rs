@@ -1,6 +1,11 @@
 //! `unwind::cache` with real files: one table per build ID shared by every copy, a file without
 //! a build ID rebuilt when its contents (identity: dev, inode, size, mtime) change, LRU by bytes.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test]: a failed unwrap fails the test"
+)]
+
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;

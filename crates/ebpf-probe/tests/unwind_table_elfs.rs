@@ -2,6 +2,11 @@
 //! assembly for the odd rules; C for the PLT, DRAP, signal and frame-pointer cases), section-less
 //! images, the vDSO, `.debug_frame` and separate debug files found by build ID and debuglink.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test]: a failed unwrap fails the test"
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -2,6 +2,11 @@
 //! arbitrary bytes, as an ELF image or as raw `.eh_frame` bytes, give a table or an error and
 //! never a panic; so do real files and sections with bytes flipped.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test]: a failed unwrap fails the test"
+)]
+
 use ebpf_probe::unwind::table::{build_from_bytes, build_from_eh_frame};
 use object::{Object, ObjectSection};
 use proptest::prelude::*;

@@ -3,6 +3,11 @@
 //! chain (once directly, once from a signal handler), and the walk must find every function of
 //! the chain in order, through libc, down to `_start` (`Stop::End`).
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test]: a failed unwrap fails the test"
+)]
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
