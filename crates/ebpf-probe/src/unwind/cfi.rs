@@ -273,3 +273,50 @@ impl From<object::Error> for UnwindError {
         UnwindError::Elf(e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_file_candidates_in_search_order() {
+        let search = DebugSearch {
+            roots: vec![PathBuf::from("/dbg")],
+            beside_binary: true,
+        };
+        let got = search.candidates(
+            Path::new("/usr/lib/libx.so.1"),
+            Some(&[0xab, 0xcd, 0x01]),
+            Some(b"libx.so.1.debug"),
+        );
+        let paths: Vec<_> = got
+            .iter()
+            .map(|(p, how)| (p.to_str().unwrap(), *how))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                ("/dbg/.build-id/ab/cd01.debug", DebugMatch::BuildId),
+                ("/usr/lib/libx.so.1.debug", DebugMatch::Crc),
+                ("/usr/lib/.debug/libx.so.1.debug", DebugMatch::Crc),
+                ("/dbg/usr/lib/libx.so.1.debug", DebugMatch::Crc),
+            ]
+        );
+        // A debuglink with a slash or an empty one is ignored; a 1-byte build ID too.
+        assert!(search
+            .candidates(Path::new("/a/b"), Some(&[1]), Some(b"../x"))
+            .is_empty());
+        assert!(DebugSearch::none()
+            .candidates(Path::new("/a/b"), Some(&[1, 2]), Some(b"x"))
+            .is_empty());
+    }
+
+    #[test]
+    fn rejects_non_x86_64_and_garbage() {
+        assert!(ElfCfi::parse(b"not an elf").is_err());
+        let mut elf = std::fs::read("/proc/self/exe").unwrap();
+        elf[0x12] = 0xb7; // e_machine = EM_AARCH64
+        elf[0x13] = 0x00;
+        assert!(matches!(ElfCfi::parse(&elf), Err(UnwindError::NotX86_64)));
+    }
+}

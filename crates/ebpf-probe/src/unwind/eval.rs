@@ -238,7 +238,7 @@ mod tests {
             row(0x10, UNW_CFA_RBP, -2, 16),
             row(0x20, UNW_CFA_RSP, UNW_RBP_UNDEFINED, 8),
         ]);
-        let mut mem = memory(&[(0x9008, 0x25), (0x9000, 0x1234), (0x8000, 0x15)]);
+        let mut mem = memory(&[(0x9008, 0x25), (0x9000, 0x1234), (0x7ff8, 0x15)]);
         let leaf = Frame::leaf(BIAS + 0x10, 0x100, 0x9000);
         let next = step(&t, BIAS, &leaf, &mut mem).unwrap();
         assert_eq!((next.rip, next.rsp, next.rbp), (0x25, 0x9010, Some(0x1234)));
