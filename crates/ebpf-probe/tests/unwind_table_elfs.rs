@@ -92,7 +92,7 @@ f_rsp:
 	ret
 	.cfi_endproc
 	.size f_rsp, .-f_rsp
-	.p2align 4
+	.p2align 5
 	.globl f_odd
 	.type f_odd,@function
 f_odd:
@@ -168,9 +168,9 @@ fn every_rule_of_hand_written_cfi() {
     assert_eq!(rule(&t, f + 4), (UNW_CFA_RBP, -2, 16));
     assert_eq!(rule(&t, f + 5), (UNW_CFA_RBP, -2, 16));
     assert_eq!(rule(&t, f + 6), (UNW_CFA_RSP, -2, 8));
-    // The alignment padding after f_rsp (7 bytes long) has no FDE.
+    // The 25 bytes of padding after f_rsp (7 bytes long) have no FDE.
     assert_eq!(rule(&t, f + 7).0, UNW_NO_INFO);
-    assert_eq!(rule(&t, f + 15).0, UNW_NO_INFO);
+    assert_eq!(rule(&t, f + 31).0, UNW_NO_INFO);
 
     let o = symbol(&so, "f_odd");
     assert_eq!(rule(&t, o), (UNW_CFA_RSP, 0, 8));

@@ -1,7 +1,8 @@
 //! The compact unwind table of one executable file: gimli's CFI rows turned into sorted
 //! [`UnwindRow`]s (see `bpf/unwind.h`), with `UNW_NO_INFO` at gaps between FDEs and after the
 //! last, `UNW_SIGNAL` for signal trampolines, `UNW_FRAME_POINTER` for code without CFI (Go,
-//! binaries built without unwind tables) and adjacent equal rules merged.
+//! binaries built without unwind tables) and adjacent equal rules merged (gaps below
+//! [`MIN_GAP`] bytes, function alignment padding, are not rows of their own).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,12 @@ use super::UnwindError;
 
 /// `mov $0xf,%rax; syscall`: the x86-64 `rt_sigreturn` trampoline (`__restore_rt`).
 pub const RT_SIGRETURN_BYTES: [u8; 9] = [0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05];
+
+/// Gaps between FDEs shorter than this are alignment padding between functions (no instruction
+/// there ever runs, and a return address never points into it, since the walk looks up `pc - 1`):
+/// they get no row of their own, the previous FDE's last rule covers them, and it then often
+/// merges with the next function's first rule (`CFA = rsp + 8`). Longer gaps are `UNW_NO_INFO`.
+pub const MIN_GAP: u64 = 16;
 
 /// Where a table's rules came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -324,7 +331,7 @@ impl Builder {
                     self.stats.fde_overlaps += 1;
                     continue;
                 }
-                if block.start > end {
+                if block.start - end >= MIN_GAP {
                     rows.push((end, gap));
                 }
             }
