@@ -142,16 +142,18 @@ fn read(path: &Path) -> Result<Vec<u8>, UnwindError> {
     })
 }
 
-/// The rows of one FDE: `[start, end)`, rules at ascending pcs.
+/// One FDE: `[start, end)`, its rules at ascending pcs in `Builder::rules[rows]`.
 struct Block {
     start: u64,
     end: u64,
-    rows: Vec<(u64, Rule)>,
+    rows: std::ops::Range<usize>,
 }
 
 #[derive(Default)]
 struct Builder {
     blocks: Vec<Block>,
+    /// The rules of every block, one allocation for the whole file.
+    rules: Vec<(u64, Rule)>,
     convert: ConvertStats,
     stats: TableStats,
 }
@@ -272,33 +274,38 @@ impl Builder {
             }
             if fde.is_signal_trampoline() || is_sigreturn_code(cfi, start) {
                 self.stats.signal_frames += 1;
+                self.rules.push((start, Rule::new(UNW_SIGNAL)));
                 self.blocks.push(Block {
                     start,
                     end,
-                    rows: vec![(start, Rule::new(UNW_SIGNAL))],
+                    rows: self.rules.len() - 1..self.rules.len(),
                 });
                 continue;
             }
-            let mut rows = Vec::new();
+            let first = self.rules.len();
+            let rules = &mut self.rules;
+            let convert = &mut self.convert;
             let result = (|| -> gimli::Result<()> {
                 let mut table = fde.rows(section, bases, &mut ctx)?;
                 while let Some(row) = table.next_row()? {
                     if row.start_address() >= row.end_address() {
                         continue;
                     }
-                    rows.push((
-                        row.start_address(),
-                        convert_row(row, section, &mut self.convert),
-                    ));
+                    rules.push((row.start_address(), convert_row(row, section, convert)));
                 }
                 Ok(())
             })();
             if result.is_err() {
+                self.rules.truncate(first);
                 self.stats.fde_errors += 1;
                 continue;
             }
-            self.stats.cfi_rows += rows.len() as u64;
-            self.blocks.push(Block { start, end, rows });
+            self.stats.cfi_rows += (self.rules.len() - first) as u64;
+            self.blocks.push(Block {
+                start,
+                end,
+                rows: first..self.rules.len(),
+            });
         }
         Ok(())
     }
@@ -336,7 +343,7 @@ impl Builder {
                 }
             }
             self.stats.fdes += 1;
-            rows.extend(block.rows.iter().copied());
+            rows.extend_from_slice(&self.rules[block.rows.clone()]);
             cursor = Some(block.end);
         }
         if let Some(end) = cursor {
