@@ -280,27 +280,33 @@ mod tests {
     #[test]
     fn config_validation() {
         assert!(ProbeConfig::default().validate().is_ok());
-        let err = ProbeConfig {
-            sample_rate: 0,
-            ..Default::default()
+        let base = ProbeConfig::default();
+        for (field, config) in [
+            (
+                "sample_rate",
+                ProbeConfig {
+                    sample_rate: 0,
+                    ..base.clone()
+                },
+            ),
+            (
+                "stack_map_size",
+                ProbeConfig {
+                    stack_map_size: 0,
+                    ..base.clone()
+                },
+            ),
+            (
+                "ring_buffer_size",
+                ProbeConfig {
+                    ring_buffer_size: 3000,
+                    ..base.clone()
+                },
+            ),
+        ] {
+            let err = config.validate().unwrap_err();
+            assert!(err.to_string().contains(field), "{err}");
         }
-        .validate()
-        .unwrap_err();
-        assert!(err.to_string().contains("sample_rate"), "{err}");
-        let err = ProbeConfig {
-            stack_map_size: 0,
-            ..Default::default()
-        }
-        .validate()
-        .unwrap_err();
-        assert!(err.to_string().contains("stack_map_size"), "{err}");
-        let err = ProbeConfig {
-            ring_buffer_size: 3000,
-            ..Default::default()
-        }
-        .validate()
-        .unwrap_err();
-        assert!(err.to_string().contains("ring_buffer_size"), "{err}");
     }
 
     #[test]

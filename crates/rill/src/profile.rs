@@ -305,9 +305,14 @@ mod tests {
     /// processes known and profiled after it.
     #[derive(Debug, PartialEq, Eq)]
     struct Trace {
-        configs: Vec<(u32, Option<(bool, bool, bool)>)>,
-        collects: Vec<(Vec<(u32, u64)>, u64, usize, usize)>,
+        configs: Vec<(u32, Configured)>,
+        collects: Vec<Collect>,
     }
+
+    /// (profile, user, kernel) as the mock kernel was told, if at all.
+    type Configured = Option<(bool, bool, bool)>;
+    /// (pid, count) of the attributed samples, unattributed, known, profiled.
+    type Collect = (Vec<(u32, u64)>, u64, usize, usize);
 
     fn collect<P: Policy>(
         session: &mut Session<P>,

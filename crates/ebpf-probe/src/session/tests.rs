@@ -262,16 +262,11 @@ fn a_lost_target_is_kept_until_the_next_collect() {
         )
     );
     // Retired only for that interval.
-    s.source
-        .set_pid_config(
-            10,
-            PidConfig {
-                profile: true,
-                user: true,
-                kernel: false,
-            },
-        )
-        .unwrap();
+    let profile = PidConfig {
+        profile: true,
+        ..s.mock.pid_config(10).unwrap()
+    };
+    s.source.set_pid_config(10, profile).unwrap();
     s.mock.sample(10, &[1], &[], 4);
     assert_eq!(s.collect(), (vec![], 4), "unattributed now");
 }
