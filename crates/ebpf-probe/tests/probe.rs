@@ -4,6 +4,11 @@
 //! profiled at 97 Hz for a fixed amount of CPU time, and its stacks are checked against its
 //! own symbols and /proc/PID/maps.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test] functions: a failed step fails the test"
+)]
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -13,6 +13,11 @@
 //!
 //! Needs root (map_files), gcc, nm and a running Docker engine: fails, never skips, without them.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test] functions: a failed step fails the test"
+)]
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::symlink;

@@ -3,6 +3,11 @@
 //! stacks hold `main → outer → middle → hot_leaf` in order. Needs root (loads the probe) and
 //! gcc: fails, never skips, without them.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test] functions: a failed step fails the test"
+)]
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -6,7 +6,7 @@
 use std::collections::HashMap as StdHashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use aya::maps::{
@@ -17,7 +17,7 @@ use aya::programs::{PerfEvent, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument};
 
 use super::abi::{
     apply_counters, counter_deltas, parse_record, sample_counters, splice_leaf_caller, Counters,
@@ -25,8 +25,8 @@ use super::abi::{
 };
 use super::sys::{self, BatchError};
 use super::{
-    Collection, LostCounters, PidConfig, ProbeConfig, ProbeError, ProbeEvent, SampleSource,
-    StackSample,
+    stack_samples, Collection, LostCounters, PidConfig, ProbeConfig, ProbeError, ProbeEvent,
+    SampleSource, StackCounts,
 };
 
 /// The committed BPF object, embedded so that `cargo build` needs no clang.
@@ -50,15 +50,42 @@ const HALF_SWITCH_GRACE: Duration = Duration::from_millis(2);
 /// Entries per `BPF_MAP_LOOKUP_AND_DELETE_BATCH` call.
 const BATCH_SIZE: usize = 4096;
 
-/// Counts keyed by (pid, user stack, kernel stack).
-type StackCounts = StdHashMap<(u32, Vec<u64>, Vec<u64>), u64>;
-
 /// State shared with the ring-buffer reader task.
 struct Shared {
-    ring: Mutex<RingBuf<MapData>>,
-    /// Samples that arrived whole through the ring buffer (stack-map collisions), aggregated.
-    raw: Mutex<StackCounts>,
+    ring: Mutex<Ring>,
     events: UnboundedSender<ProbeEvent>,
+}
+
+/// The ring buffer and what was read from it, behind one lock.
+struct Ring {
+    buffer: RingBuf<MapData>,
+    /// Samples that arrived whole through the ring buffer (stack-map collisions), aggregated.
+    raw: StackCounts,
+}
+
+impl Shared {
+    /// Reads every pending ring-buffer record: events go to the channel, whole samples are
+    /// added to `raw`, which is returned locked.
+    fn drain(&self) -> MutexGuard<'_, Ring> {
+        // A panic elsewhere cannot leave the ring half-updated: take it even if poisoned.
+        let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        let Ring { buffer, raw } = &mut *ring;
+        while let Some(item) = buffer.next() {
+            match parse_record(&item) {
+                Some(Record::Event(event)) => {
+                    let _ = self.events.send(event);
+                }
+                Some(Record::Raw { pid, user, kernel }) => {
+                    *raw.entry((pid, user, kernel)).or_default() += 1;
+                }
+                None => warn!(
+                    len = item.len(),
+                    "unknown record in the pyroscope.ebpf ring buffer"
+                ),
+            }
+        }
+        ring
+    }
 }
 
 /// The loaded and attached BPF program.
@@ -111,7 +138,7 @@ impl Probe {
             .map_max_entries(MAP_STACKS[1], config.stack_map_size)
             .map_max_entries(MAP_EVENTS, config.ring_buffer_size)
             .load(BPF_OBJECT)
-            .map_err(|e| load_error("loading the BPF object", &e))?;
+            .map_err(|e| load_error("loading the BPF object", e))?;
 
         let pid_config = HashMap::try_from(take_map(&mut ebpf, MAP_PID_CONFIG)?)
             .map_err(|e| map_error(MAP_PID_CONFIG, e))?;
@@ -136,34 +163,34 @@ impl Probe {
 
         let exit: &mut RawTracePoint = ebpf
             .program_mut(PROG_EXIT)
-            .ok_or_else(|| ProbeError::Load(format!("program {PROG_EXIT} missing")))?
+            .ok_or_else(|| missing("program", PROG_EXIT))?
             .try_into()
-            .map_err(|e| load_error(PROG_EXIT, &e))?;
+            .map_err(|e| load_error(PROG_EXIT, e))?;
         exit.load()
-            .map_err(|e| load_error("loading on_process_exit", &e))?;
+            .map_err(|e| load_error("loading on_process_exit", e))?;
         exit.attach("sched_process_exit")
-            .map_err(|e| load_error("attaching to sched_process_exit", &e))?;
+            .map_err(|e| load_error("attaching to sched_process_exit", e))?;
 
         let exec: &mut RawTracePoint = ebpf
             .program_mut(PROG_EXEC)
-            .ok_or_else(|| ProbeError::Load(format!("program {PROG_EXEC} missing")))?
+            .ok_or_else(|| missing("program", PROG_EXEC))?
             .try_into()
-            .map_err(|e| load_error(PROG_EXEC, &e))?;
+            .map_err(|e| load_error(PROG_EXEC, e))?;
         exec.load()
-            .map_err(|e| load_error("loading on_process_exec", &e))?;
+            .map_err(|e| load_error("loading on_process_exec", e))?;
         exec.attach("sched_process_exec")
-            .map_err(|e| load_error("attaching to sched_process_exec", &e))?;
+            .map_err(|e| load_error("attaching to sched_process_exec", e))?;
 
         let profile: &mut PerfEvent = ebpf
             .program_mut(PROG_PROFILE)
-            .ok_or_else(|| ProbeError::Load(format!("program {PROG_PROFILE} missing")))?
+            .ok_or_else(|| missing("program", PROG_PROFILE))?
             .try_into()
-            .map_err(|e| load_error(PROG_PROFILE, &e))?;
+            .map_err(|e| load_error(PROG_PROFILE, e))?;
         profile
             .load()
-            .map_err(|e| load_error("loading profile_cpu", &e))?;
+            .map_err(|e| load_error("loading profile_cpu", e))?;
         let cpus = aya::util::online_cpus()
-            .map_err(|(path, e)| ProbeError::Load(format!("reading {path}: {e}")))?;
+            .map_err(|(path, e)| load_error(format!("reading {path}"), e))?;
         for &cpu in &cpus {
             profile
                 .attach(
@@ -172,7 +199,7 @@ impl Probe {
                     SamplePolicy::Frequency(config.sample_rate),
                     false,
                 )
-                .map_err(|e| load_error(&format!("attaching to cpu-clock on CPU {cpu}"), &e))?;
+                .map_err(|e| load_error(format!("attaching to cpu-clock on CPU {cpu}"), e))?;
         }
         debug!(
             cpus = cpus.len(),
@@ -184,18 +211,19 @@ impl Probe {
         let ring_fd = ring
             .as_fd()
             .try_clone_to_owned()
-            .map_err(|e| ProbeError::Load(format!("duplicating the ring buffer fd: {e}")))?;
+            .map_err(|e| load_error("duplicating the ring buffer fd", e))?;
         let shared = Arc::new(Shared {
-            ring: Mutex::new(ring),
-            raw: Mutex::new(StdHashMap::new()),
+            ring: Mutex::new(Ring {
+                buffer: ring,
+                raw: StackCounts::new(),
+            }),
             events: tx,
         });
         let async_fd = {
             let _guard = runtime.enter();
-            sys::poll_readable(ring_fd)
-                .map_err(|e| ProbeError::Load(format!("polling the ring buffer: {e}")))?
+            sys::poll_readable(ring_fd).map_err(|e| load_error("polling the ring buffer", e))?
         };
-        let reader = runtime.spawn(read_events(async_fd, Arc::clone(&shared)));
+        let reader = runtime.spawn(read_events(async_fd, Arc::clone(&shared)).in_current_span());
 
         let mut probe = Probe {
             _ebpf: ebpf,
@@ -279,7 +307,7 @@ impl Probe {
 
         let counts = self.drain_counts(old)?;
         let stacks = self.drain_stacks(old)?;
-        drain_ring(&self.shared);
+        let raw = std::mem::take(&mut self.shared.drain().raw);
 
         let mut lost = LostCounters::default();
         let mut merged: StackCounts = StdHashMap::new();
@@ -289,18 +317,10 @@ impl Probe {
             let kernel = resolve_stack(&stacks, key.kernel_stack, &mut lost);
             *merged.entry((key.pid, user, kernel)).or_default() += count;
         }
-        for (key, count) in std::mem::take(&mut *lock(&self.shared.raw)) {
+        for (key, count) in raw {
             *merged.entry(key).or_default() += count;
         }
-        let samples = merged
-            .into_iter()
-            .map(|((pid, user, kernel), count)| StackSample {
-                pid,
-                user,
-                kernel,
-                count,
-            })
-            .collect();
+        let samples = stack_samples(merged);
 
         let now_counters = self.read_counters()?;
         let delta = counter_deltas(&self.last_counters, &now_counters);
@@ -327,10 +347,10 @@ impl Probe {
                     warn!(error = %e, "BPF_MAP_LOOKUP_AND_DELETE_BATCH unsupported, reading counts one by one");
                     self.batch_supported = false;
                 }
-                Err(BatchError::Io(e)) => {
+                Err(e @ BatchError::Io(_)) => {
                     return Err(ProbeError::Map {
                         map: MAP_COUNTS[half],
-                        message: format!("batch lookup and delete: {e}"),
+                        source: Box::new(e),
                     })
                 }
             }
@@ -418,31 +438,6 @@ fn resolve_stack(stacks: &StdHashMap<i32, Vec<u64>>, id: i32, lost: &mut LostCou
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Reads every pending ring-buffer record: events go to the channel, whole samples to `raw`.
-fn drain_ring(shared: &Shared) {
-    let mut ring = lock(&shared.ring);
-    while let Some(item) = ring.next() {
-        match parse_record(&item) {
-            Some(Record::Event(event)) => {
-                let _ = shared.events.send(event);
-            }
-            Some(Record::Raw { pid, user, kernel }) => {
-                *lock(&shared.raw).entry((pid, user, kernel)).or_default() += 1;
-            }
-            None => warn!(
-                len = item.len(),
-                "unknown record in the pyroscope.ebpf ring buffer"
-            ),
-        }
-    }
-}
-
 /// Forwards ring-buffer records as they arrive. Tokio's readiness is edge-triggered and the
 /// kernel only wakes readers that have caught up, so a periodic drain backs up the wakeups.
 async fn read_events(async_fd: AsyncFd<OwnedFd>, shared: Arc<Shared>) {
@@ -459,37 +454,27 @@ async fn read_events(async_fd: AsyncFd<OwnedFd>, shared: Arc<Shared>) {
             },
             _ = tick.tick() => {}
         }
-        drain_ring(&shared);
+        drop(shared.drain());
     }
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {
-    ebpf.take_map(name).ok_or(ProbeError::Map {
-        map: name,
-        message: "missing from the BPF object".into(),
-    })
+    ebpf.take_map(name).ok_or_else(|| missing("map", name))
+}
+
+/// A program or map the embedded object should have and has not.
+fn missing(kind: &str, name: &str) -> ProbeError {
+    ProbeError::Load {
+        context: format!("{kind} {name} missing from the BPF object"),
+        source: None,
+    }
 }
 
 fn map_error(map: &'static str, error: MapError) -> ProbeError {
     ProbeError::Map {
         map,
-        message: error_chain(&error),
+        source: Box::new(error),
     }
-}
-
-/// `error: source: source...` in one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let next = e.to_string();
-        if !text.ends_with(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = e.source();
-    }
-    text
 }
 
 /// The first OS error code in an error chain.
@@ -517,12 +502,21 @@ fn is_permission_error(errno: Option<i32>, privileged: bool) -> bool {
     }
 }
 
-fn load_error(context: &str, error: &(dyn std::error::Error + 'static)) -> ProbeError {
-    let message = format!("{context}: {}", error_chain(error));
-    if is_permission_error(os_error_code(error), has_bpf_capabilities()) {
-        ProbeError::Permission(message)
+fn load_error(
+    context: impl Into<String>,
+    error: impl std::error::Error + Send + Sync + 'static,
+) -> ProbeError {
+    let context = context.into();
+    if is_permission_error(os_error_code(&error), has_bpf_capabilities()) {
+        ProbeError::Permission {
+            context,
+            source: Box::new(error),
+        }
     } else {
-        ProbeError::Load(message)
+        ProbeError::Load {
+            context,
+            source: Some(Box::new(error)),
+        }
     }
 }
 
@@ -568,12 +562,21 @@ mod tests {
         assert!(!capabilities_allow_bpf(1 << CAP_BPF));
         assert!(!capabilities_allow_bpf(0));
 
-        let io = io::Error::from_raw_os_error(libc::EPERM);
-        let wrapped = ProbeError::Load(error_chain(&io));
-        assert_eq!(os_error_code(&io), Some(libc::EPERM));
+        let io = || io::Error::from_raw_os_error(libc::EPERM);
+        assert_eq!(os_error_code(&io()), Some(libc::EPERM));
+        // The code is found through the chain of sources.
+        let wrapped = map_error(MAP_CONTROL, MapError::KeyNotFound);
         assert_eq!(os_error_code(&wrapped), None);
-        match load_error("loading", &io) {
-            ProbeError::Permission(m) => assert!(m.starts_with("loading: "), "{m}"),
+        let wrapped = ProbeError::Load {
+            context: "loading".into(),
+            source: Some(Box::new(io())),
+        };
+        assert_eq!(os_error_code(&wrapped), Some(libc::EPERM));
+        match load_error("loading", io()) {
+            ProbeError::Permission { context, source } => {
+                assert_eq!(context, "loading");
+                assert_eq!(os_error_code(source.as_ref()), Some(libc::EPERM));
+            }
             other => panic!("expected a permission error, got {other:?}"),
         }
     }
