@@ -3,6 +3,10 @@
 //! target matching, service_name inference, one profile per target, labels, what the kernel is
 //! told about each pid, exits, updates, health, metrics and argument validation through the
 //! runtime.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions (helpers, setup): a failure panics the test"
+)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

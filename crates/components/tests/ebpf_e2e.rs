@@ -5,6 +5,10 @@
 //! hot_leaf 75% / cold_leaf 25%) runs in a `FROM scratch` container, a second one spends its
 //! time in read(2); a test HTTP server decodes the pushes with the write module's protobuf
 //! messages. FAILS (does not skip) without root, Docker, gcc or `go`.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions (helpers, setup): a failure panics the test"
+)]
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

@@ -1,5 +1,9 @@
 //! `pyroscope.write` against real HTTP(S) servers started by the tests (hyper on 127.0.0.1:0)
 //! that decode every push with the crate's own protobuf messages.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions (helpers, setup): a failure panics the test"
+)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -6,6 +6,10 @@
 //! The fixtures print the runtime addresses of their functions and wait on stdin, so the
 //! symbolizer reads their real `/proc/PID/maps` and files. gcc, g++, objcopy, strip, xz,
 //! rustc and go must be installed: a missing tool fails the test.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions (helpers, setup): a failure panics the test"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

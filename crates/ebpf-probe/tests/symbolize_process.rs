@@ -1,6 +1,10 @@
 //! Symbolization beyond ELF files, of live processes: the vdso, perf maps for JIT code, kallsyms
 //! (a fixture file, its refresh and rate limit, and the real one), the caches and their metrics,
 //! and processes that die, exec, are preloaded, replaced on disk or live in a container root.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions (helpers, setup): a failure panics the test"
+)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -2,6 +2,10 @@
 //! runtime, arguments pointing at the fixture API server, a started discovery loop, and waits on
 //! its targets and health.
 #![allow(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions (helpers, setup): a failure panics the test"
+)]
+#![allow(
     dead_code,
     reason = "each test file that includes this module uses a part of it"
 )]

@@ -8,7 +8,10 @@
 //! compacted away. Tests drive it with [`Fixture::apply`], [`Fixture::delete`],
 //! [`Fixture::compact`], [`Fixture::drop_watches`], [`Fixture::revoke_token`] and
 //! [`Fixture::restore_token`].
-
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions (helpers, setup): a failure panics the test"
+)]
 #![allow(
     dead_code,
     reason = "each test file that includes this module uses a part of it"

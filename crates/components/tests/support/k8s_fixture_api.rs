@@ -1,6 +1,10 @@
 //! Request handling of the fixture API server: discovery documents, lists and gets with label
 //! and field selectors, and `watch=true` event streams (resumed from a resource version, `410`
 //! once compacted, bookmarks, dropped on demand).
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions (helpers, setup): a failure panics the test"
+)]
 
 use super::*;
 

@@ -2,6 +2,10 @@
 //! a hyper server on 127.0.0.1 that decodes every push with the crate's own protobuf messages and
 //! answers as the test scripts it, plus builders for writers, endpoints, labels and profiles.
 #![allow(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions (helpers, setup): a failure panics the test"
+)]
+#![allow(
     dead_code,
     reason = "each test file that includes this module uses a part of it"
 )]

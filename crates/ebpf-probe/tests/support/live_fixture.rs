@@ -2,6 +2,10 @@
 //! programs from `tests/fixtures` with gcc, run them until they print their functions' runtime
 //! addresses, and check what the symbolizer names at those addresses.
 #![allow(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions (helpers, setup): a failure panics the test"
+)]
+#![allow(
     dead_code,
     reason = "each test file that includes this module uses a part of it"
 )]
