@@ -943,18 +943,15 @@ static __always_inline __u32 store_user_stack(void *ustacks, __u64 hash, struct 
 	return same_stack(stored, stack) ? 0 : C_USTACK_COLLISIONS;
 }
 
-// Records one table-walked sample into the given half (see RECORD_SAMPLE).
+// Records one table-walked sample (`stack`, not NULL, under `hash`) into the given half (see
+// RECORD_SAMPLE).
 #define RECORD_UNWOUND(STACKS, COUNTS, USTACKS)                                        \
 	do {                                                                           \
 		struct sample_key key = { .pid = tgid, .user_stack = -1, .kernel_stack = -1,  \
-					  .user_store = STORE_USTACKS };                       \
+					  .user_store = STORE_USTACKS, .user_hash = hash };    \
+		__u32 why = store_user_stack(&USTACKS, hash, stack);                   \
 		int collided = 0;                                                      \
-		__u32 why = 0;                                                         \
 		long id;                                                               \
-		if (stack) {                                                           \
-			why = store_user_stack(&USTACKS, hash, stack);                 \
-			key.user_hash = hash;                                          \
-		}                                                                      \
 		if (cfg->kernel) {                                                     \
 			id = bpf_get_stackid(ctx, &STACKS, 0);                         \
 			if (id >= 0)                                                   \
@@ -966,20 +963,20 @@ static __always_inline __u32 store_user_stack(void *ustacks, __u64 hash, struct 
 			else                                                           \
 				count(C_KERNEL_STACK_ERROR);                           \
 		}                                                                      \
-		if (stack && (why || collided)) {                                      \
+		if (why || collided) {                                                 \
 			if (send_unwound_sample(ctx, tgid, cfg, stack))                \
 				count(C_COLLISIONS_LOST);                              \
 			else                                                           \
 				count(why ? why : C_COLLISIONS);                       \
 		} else {                                                               \
-			if (!stack)                                                    \
-				count(C_USER_STACK_ERROR);                             \
 			add_count(&COUNTS, &key);                                      \
 		}                                                                      \
 	} while (0)
 
-SEC("perf_event")
-int profile_cpu(struct bpf_perf_event_data *ctx)
+// One sample. `unwind` is a constant: profile_cpu (unwind = 0) is the frame-pointer program
+// every supported kernel loads; profile_cpu_unwind adds the table walk for the processes in
+// unwind_procs and needs bpf_loop (5.17). User space loads one of the two.
+static __always_inline int sample(struct bpf_perf_event_data *ctx, int unwind)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct task_struct *task;
@@ -1017,21 +1014,34 @@ int profile_cpu(struct bpf_perf_event_data *ctx)
 	}
 
 	half = bpf_map_lookup_elem(&control, &zero);
-	proc = cfg->user ? bpf_map_lookup_elem(&unwind_procs, &tgid) : NULL;
-	if (proc) {
-		stack = walk_user_stack(ctx, proc, tgid, &hash);
+	proc = unwind && cfg->user ? bpf_map_lookup_elem(&unwind_procs, &tgid) : NULL;
+	stack = proc ? walk_user_stack(ctx, proc, tgid, &hash) : NULL;
+	if (stack) {
 		if (half && (*half & 1))
 			RECORD_UNWOUND(stacks1, counts1, ustacks1);
 		else
 			RECORD_UNWOUND(stacks0, counts0, ustacks0);
 		return 0;
 	}
+	// No table walk for this process (or it could not start): the kernel's frame-pointer walk.
 	leaf_caller = cfg->user ? leaf_caller_of(ctx) : 0;
 	if (half && (*half & 1))
 		RECORD_SAMPLE(stacks1, counts1);
 	else
 		RECORD_SAMPLE(stacks0, counts0);
 	return 0;
+}
+
+SEC("perf_event")
+int profile_cpu(struct bpf_perf_event_data *ctx)
+{
+	return sample(ctx, 0);
+}
+
+SEC("perf_event")
+int profile_cpu_unwind(struct bpf_perf_event_data *ctx)
+{
+	return sample(ctx, 1);
 }
 
 // A raw tracepoint attaches by name, without tracefs (often not mounted in containers).

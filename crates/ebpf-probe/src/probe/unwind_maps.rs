@@ -201,7 +201,7 @@ pub struct FileTable {
 }
 
 /// Builds tables for files (the CFI reader plugs in here).
-pub trait TableSource {
+pub trait TableProvider {
     /// The table of the file `entry` maps in process `pid`; `Ok(None)` when the file has no
     /// usable unwind information (the mapping then uses frame pointers).
     fn table(&mut self, pid: u32, entry: &MapEntry) -> Result<Option<FileTable>, String>;
@@ -429,7 +429,7 @@ impl UnwindState {
         &mut self,
         pid: u32,
         entries: &[MapEntry],
-        source: &mut dyn TableSource,
+        source: &mut dyn TableProvider,
         maps: &mut M,
     ) -> Result<(), UnwindMapError> {
         let now = Instant::now();
@@ -542,7 +542,7 @@ impl UnwindState {
         pid: u32,
         entry: &MapEntry,
         key: &FileKey,
-        source: &mut dyn TableSource,
+        source: &mut dyn TableProvider,
         maps: &mut M,
         now: Instant,
     ) -> Result<Option<(u32, u64)>, UnwindMapError> {
@@ -846,7 +846,7 @@ mod tests {
         built: Vec<String>,
     }
 
-    impl TableSource for FakeSource {
+    impl TableProvider for FakeSource {
         fn table(&mut self, _pid: u32, entry: &MapEntry) -> Result<Option<FileTable>, String> {
             self.built.push(entry.path.clone());
             if entry.path.starts_with("/broken") {
