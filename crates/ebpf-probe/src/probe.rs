@@ -13,6 +13,7 @@
 #![allow(unsafe_code)]
 
 pub mod mock;
+pub mod unwind_abi;
 pub mod unwind_maps;
 
 use std::collections::HashMap as StdHashMap;
