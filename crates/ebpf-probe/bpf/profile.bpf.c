@@ -96,13 +96,10 @@ struct sample_key {
 	__s32 user_stack;
 	__s32 kernel_stack;
 	__u32 user_store;
-	union {
-		// STORE_STACK_MAP: return address of the user leaf function's caller when the
-		// frame-pointer walk skips it (see find_leaf_caller), 0 otherwise.
-		__u64 leaf_caller;
-		// STORE_USTACKS: the key of the user stack in ustacksN.
-		__u64 user_hash;
-	};
+	// STORE_STACK_MAP: return address of the user leaf function's caller when the
+	// frame-pointer walk skips it (see find_leaf_caller), 0 otherwise.
+	// STORE_USTACKS: the key of the user stack in ustacksN.
+	__u64 leaf_caller;
 };
 
 struct pid_event {
@@ -948,7 +945,7 @@ static __always_inline __u32 store_user_stack(void *ustacks, __u64 hash, struct 
 #define RECORD_UNWOUND(STACKS, COUNTS, USTACKS)                                        \
 	do {                                                                           \
 		struct sample_key key = { .pid = tgid, .user_stack = -1, .kernel_stack = -1,  \
-					  .user_store = STORE_USTACKS, .user_hash = hash };    \
+					  .user_store = STORE_USTACKS, .leaf_caller = hash };    \
 		__u32 why = store_user_stack(&USTACKS, hash, stack);                   \
 		int collided = 0;                                                      \
 		long id;                                                               \
