@@ -89,7 +89,7 @@ struct pid_config {
 
 // sample_key.user_store
 #define STORE_STACK_MAP 0 // user_stack is an id in stacksN (the kernel's frame-pointer walk)
-#define STORE_USTACKS 1 // user_hash is a key of ustacksN (the table walk)
+#define STORE_USTACKS 1 // leaf_caller is a key of ustacksN (the table walk)
 
 struct sample_key {
 	__u32 pid;
