@@ -429,7 +429,7 @@ static __always_inline void add_count(void *counts, struct sample_key *key)
 // a 64-bit hash; an entry already there under the same hash is compared frame by frame, and a
 // different stack (or a full map) is sent whole through the ring buffer instead.
 
-#define MAX_USER_FRAMES 256 // a power of two (the index is masked for the verifier)
+#define MAX_USER_FRAMES 512 // a power of two (the index is masked for the verifier)
 #define MAX_PROC_MAPPINGS 1024 // mappings per process (user space keeps fewer)
 #define MAPPING_SEARCH_STEPS 11 // ceil(log2(MAX_PROC_MAPPINGS + 1))
 #define MAX_TABLE_ROWS (1 << 24) // rows per table (user space keeps fewer)
@@ -528,14 +528,14 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 8192);
+	__uint(max_entries, 4096);
 	__type(key, __u64);
 	__type(value, struct user_stack);
 } ustacks0 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 8192);
+	__uint(max_entries, 4096);
 	__type(key, __u64);
 	__type(value, struct user_stack);
 } ustacks1 SEC(".maps");

@@ -32,6 +32,7 @@ use crate::ast::{
 };
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::lexer::{self, Token, TokenKind};
+use crate::quote::go_quote;
 use crate::span::{LineIndex, Span};
 
 /// Parses a whole River file. On error, returns every error of the file (at most the first per
@@ -865,36 +866,4 @@ fn parse_float(text: &str) -> f64 {
         let mantissa = text.trim_end_matches(['e', 'E', '+', '-']);
         mantissa.parse().unwrap_or(0.0)
     })
-}
-
-/// Quotes `s` like Go's `%q`: double quotes, with `"`, `\` and non-printable characters escaped.
-pub(crate) fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{07}' => out.push_str("\\a"),
-            '\u{08}' => out.push_str("\\b"),
-            '\u{0C}' => out.push_str("\\f"),
-            '\u{0B}' => out.push_str("\\v"),
-            c if c.is_control() => {
-                let v = c as u32;
-                if v < 0x80 {
-                    out.push_str(&format!("\\x{v:02x}"));
-                } else if v <= 0xFFFF {
-                    out.push_str(&format!("\\u{v:04x}"));
-                } else {
-                    out.push_str(&format!("\\U{v:08x}"));
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }

@@ -30,12 +30,14 @@ pub enum Number {
     Float(f64),
 }
 
+/// The body of a [`Function`]: arguments in, value or error message out.
+pub type NativeFn = dyn Fn(&[Value]) -> Result<Value, String> + Send + Sync;
+
 /// A callable value: a standard-library function.
 #[derive(Clone)]
 pub struct Function {
     pub name: &'static str,
-    #[allow(clippy::type_complexity)] // reason: a plain function pointer type spelled out once
-    pub call: Arc<dyn Fn(&[Value]) -> Result<Value, String> + Send + Sync>,
+    pub call: Arc<NativeFn>,
 }
 
 /// An opaque value owned by the host. Two capsules are equal when they point to the same object.

@@ -186,6 +186,18 @@ impl Validate for Args {
                 ));
             }
         }
+        // A rule inside a repeated block: the diagnostic points at the attribute in that block.
+        for (i, e) in self.endpoint.iter().enumerate() {
+            if e.url.trim().is_empty() {
+                return Err(Invalid::attr("url", "url must not be empty").in_block("endpoint", i));
+            }
+        }
+        // A rule about the body as a whole.
+        if self.enabled && self.endpoint.is_empty() {
+            return Err(Invalid::body(
+                "enabled = true needs at least one endpoint block",
+            ));
+        }
         Ok(())
     }
 }

@@ -4,9 +4,6 @@
 //! dropped; an exit is reported only for pids the source knows. Tests drive it through the
 //! cloneable [`MockHandle`].
 
-// The parent module allows unsafe code for its kernel calls; none is needed here.
-#![deny(unsafe_code)]
-
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -103,6 +100,7 @@ impl SampleSource for MockSource {
                 user,
                 kernel,
                 count,
+                user_end: None,
             })
             .collect();
         Ok(Collection {
@@ -110,6 +108,7 @@ impl SampleSource for MockSource {
             lost: std::mem::take(&mut state.lost),
             counters: std::mem::take(&mut state.counters),
             duration: Duration::ZERO,
+            ..Collection::default()
         })
     }
 
@@ -263,7 +262,8 @@ mod tests {
                 pid: 10,
                 user: vec![1, 2],
                 kernel: vec![],
-                count: 5
+                count: 5,
+                user_end: None,
             }]
         );
         assert_eq!(c.counters.ignored, 4);

@@ -3,7 +3,7 @@
 //! test reads the C program and checks every constant and size.
 
 /// Frames of one table-walked user stack (`MAX_USER_FRAMES`).
-pub const MAX_USER_FRAMES: usize = 256;
+pub const MAX_USER_FRAMES: usize = 512;
 /// Mappings per process the kernel searches (`MAX_PROC_MAPPINGS`); more are dropped (the
 /// highest addresses first) and counted.
 pub const MAX_PROC_MAPPINGS: usize = 1024;

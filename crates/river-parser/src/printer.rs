@@ -11,6 +11,7 @@ mod tabwriter;
 
 use crate::ast::{Attribute, Block, Expr, ExprKind, File, LitKind, ObjectField, Stmt};
 use crate::diag::Diagnostics;
+use crate::quote::go_quote;
 use engine::{Engine, Kind, Ws};
 
 /// Formats a parsed file. `src` must be the text `file` was parsed from (spans and comments
@@ -360,44 +361,6 @@ impl Walker<'_> {
         self.e.set_pos(rparen);
         self.e.token(")", Kind::Punct);
     }
-}
-
-/// Quotes `s` as a double-quoted string the way Go's `strconv.Quote` does.
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\x07' => out.push_str("\\a"),
-            '\x08' => out.push_str("\\b"),
-            '\x0c' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\x0b' => out.push_str("\\v"),
-            c if is_printable(c) => out.push(c),
-            c if (c as u32) < 0x20 || c == '\x7f' => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c if (c as u32) < 0x10000 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push_str(&format!("\\U{:08x}", c as u32)),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// An approximation of Go's `unicode.IsPrint`: graphic characters and the ASCII space.
-fn is_printable(c: char) -> bool {
-    if c == ' ' {
-        return true;
-    }
-    if c.is_control() || c.is_whitespace() {
-        return false;
-    }
-    !matches!(c as u32,
-        0xAD | 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x206F | 0xFEFF
-        | 0xFFF9..=0xFFFB | 0xE000..=0xF8FF | 0xFFFE | 0xFFFF)
 }
 
 #[cfg(test)]

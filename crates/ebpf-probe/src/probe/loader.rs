@@ -1,0 +1,755 @@
+//! Loading and running the BPF program with aya: the embedded object, its map and program
+//! names, attaching to `cpu-clock` on every online CPU and to the exit/exec tracepoints, the
+//! ring-buffer reader task, and [`Probe`], which owns the maps and reads one interval per
+//! [`Probe::collect`]. Load failures are classified (missing privileges or not) here.
+
+use std::collections::{HashMap as StdHashMap, HashSet};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use aya::maps::{
+    Array, HashMap, IterableMap, MapData, MapError, PerCpuArray, RingBuf, StackTraceMap,
+};
+use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
+use aya::programs::{PerfEvent, RawTracePoint};
+use aya::{Ebpf, EbpfLoader};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tracing::{debug, warn};
+
+use super::abi::{
+    apply_counters, counter_deltas, parse_record, sample_counters, splice_leaf_caller,
+    unwind_counters, Counters, PidConfigValue, Record, SampleKey, C_NUM_COUNTERS, PID_PENDING,
+    STORE_USTACKS,
+};
+use super::sys::{self, BatchError};
+use super::unwind_abi::{UserStack, WalkEnd};
+use super::unwind_bpf::{
+    Unwinder, MAP_UNWIND_MAPPINGS, MAP_UNWIND_PROCS, MAP_UNWIND_ROWS, MAP_UNWIND_TABLES,
+    MAP_USTACKS,
+};
+use super::unwind_maps::TableProvider;
+use super::{
+    Collection, LostCounters, PidConfig, ProbeConfig, ProbeError, ProbeEvent, SampleSource,
+    StackSample,
+};
+
+/// The committed BPF object, embedded so that `cargo build` needs no clang.
+static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/profile.bpf.o");
+
+// Names shared with bpf/profile.bpf.c.
+const PROG_PROFILE: &str = "profile_cpu";
+const PROG_PROFILE_UNWIND: &str = "profile_cpu_unwind";
+const PROG_EXIT: &str = "on_process_exit";
+const PROG_EXEC: &str = "on_process_exec";
+const MAP_PID_CONFIG: &str = "pid_config";
+const MAP_COUNTS: [&str; 2] = ["counts0", "counts1"];
+const MAP_STACKS: [&str; 2] = ["stacks0", "stacks1"];
+const MAP_CONTROL: &str = "control";
+const MAP_COUNTERS: &str = "counters";
+const MAP_EVENTS: &str = "events";
+
+/// How long `collect` waits after switching halves so that samples that read the old half
+/// finish writing it (a BPF program run takes microseconds).
+const HALF_SWITCH_GRACE: Duration = Duration::from_millis(2);
+
+/// Entries per `BPF_MAP_LOOKUP_AND_DELETE_BATCH` call.
+const BATCH_SIZE: usize = 4096;
+
+/// Counts keyed by (pid, user stack, kernel stack, end of the user stack's table walk).
+type StackCounts = StdHashMap<(u32, Vec<u64>, Vec<u64>, Option<WalkEnd>), u64>;
+
+/// State shared with the ring-buffer reader task.
+struct Shared {
+    ring: Mutex<RingBuf<MapData>>,
+    /// Samples that arrived whole through the ring buffer (stack-map collisions), aggregated.
+    raw: Mutex<StackCounts>,
+    /// Processes whose mappings the table walk needs re-read (exec, unknown pc).
+    rereads: Mutex<HashSet<u32>>,
+    events: UnboundedSender<ProbeEvent>,
+}
+
+/// The loaded and attached BPF program.
+pub struct Probe {
+    /// Keeps the programs loaded and attached; dropping it detaches them.
+    _ebpf: Ebpf,
+    config: ProbeConfig,
+    pid_config: HashMap<MapData, u32, PidConfigValue>,
+    counts: [HashMap<MapData, SampleKey, u64>; 2],
+    stacks: [StackTraceMap<MapData>; 2],
+    control: Array<MapData, u32>,
+    counters: PerCpuArray<MapData, u64>,
+    /// The table walk, when `profile_cpu_unwind` runs.
+    unwinder: Option<Unwinder>,
+    shared: Arc<Shared>,
+    events_rx: Option<UnboundedReceiver<ProbeEvent>>,
+    reader: tokio::task::JoinHandle<()>,
+    half: u32,
+    batch_supported: bool,
+    last_counters: Counters,
+    last_collect: Instant,
+}
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probe")
+            .field("config", &self.config)
+            .field("half", &self.half)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl Probe {
+    /// Loads the program, attaches it to every online CPU at `config.sample_rate` Hz and to
+    /// process exit, and starts the event reader. Must run inside a tokio runtime.
+    pub fn load(config: ProbeConfig) -> Result<Probe, ProbeError> {
+        config.validate()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ProbeError::NoRuntime)?;
+        sys::raise_memlock_rlimit();
+
+        // Without the table walk its maps stay as small as the kernel allows.
+        let sized = |n: u32| if config.unwind { n } else { 1 };
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(MAP_UNWIND_PROCS, sized(config.pid_map_size))
+            .map_max_entries(MAP_UNWIND_MAPPINGS, sized(config.unwind_mappings))
+            .map_max_entries(MAP_UNWIND_TABLES, sized(config.unwind_tables))
+            .map_max_entries(MAP_UNWIND_ROWS, sized(config.unwind_rows))
+            .map_max_entries(MAP_USTACKS[0], sized(config.ustack_map_size))
+            .map_max_entries(MAP_USTACKS[1], sized(config.ustack_map_size))
+            .map_max_entries(MAP_PID_CONFIG, config.pid_map_size)
+            .map_max_entries(MAP_COUNTS[0], config.counts_map_size)
+            .map_max_entries(MAP_COUNTS[1], config.counts_map_size)
+            .map_max_entries(MAP_STACKS[0], config.stack_map_size)
+            .map_max_entries(MAP_STACKS[1], config.stack_map_size)
+            .map_max_entries(MAP_EVENTS, config.ring_buffer_size)
+            .load(BPF_OBJECT)
+            .map_err(|e| load_error("loading the BPF object", &e))?;
+
+        let pid_config = HashMap::try_from(take_map(&mut ebpf, MAP_PID_CONFIG)?)
+            .map_err(|e| map_error(MAP_PID_CONFIG, e))?;
+        let counts = [
+            HashMap::try_from(take_map(&mut ebpf, MAP_COUNTS[0])?)
+                .map_err(|e| map_error(MAP_COUNTS[0], e))?,
+            HashMap::try_from(take_map(&mut ebpf, MAP_COUNTS[1])?)
+                .map_err(|e| map_error(MAP_COUNTS[1], e))?,
+        ];
+        let stacks = [
+            StackTraceMap::try_from(take_map(&mut ebpf, MAP_STACKS[0])?)
+                .map_err(|e| map_error(MAP_STACKS[0], e))?,
+            StackTraceMap::try_from(take_map(&mut ebpf, MAP_STACKS[1])?)
+                .map_err(|e| map_error(MAP_STACKS[1], e))?,
+        ];
+        let control = Array::try_from(take_map(&mut ebpf, MAP_CONTROL)?)
+            .map_err(|e| map_error(MAP_CONTROL, e))?;
+        let counters = PerCpuArray::try_from(take_map(&mut ebpf, MAP_COUNTERS)?)
+            .map_err(|e| map_error(MAP_COUNTERS, e))?;
+        let ring = RingBuf::try_from(take_map(&mut ebpf, MAP_EVENTS)?)
+            .map_err(|e| map_error(MAP_EVENTS, e))?;
+
+        let exit: &mut RawTracePoint = ebpf
+            .program_mut(PROG_EXIT)
+            .ok_or_else(|| ProbeError::Load(format!("program {PROG_EXIT} missing")))?
+            .try_into()
+            .map_err(|e| load_error(PROG_EXIT, &e))?;
+        exit.load()
+            .map_err(|e| load_error("loading on_process_exit", &e))?;
+        exit.attach("sched_process_exit")
+            .map_err(|e| load_error("attaching to sched_process_exit", &e))?;
+
+        let exec: &mut RawTracePoint = ebpf
+            .program_mut(PROG_EXEC)
+            .ok_or_else(|| ProbeError::Load(format!("program {PROG_EXEC} missing")))?
+            .try_into()
+            .map_err(|e| load_error(PROG_EXEC, &e))?;
+        exec.load()
+            .map_err(|e| load_error("loading on_process_exec", &e))?;
+        exec.attach("sched_process_exec")
+            .map_err(|e| load_error("attaching to sched_process_exec", &e))?;
+
+        // The table walk needs bpf_loop (5.17); older kernels reject it and get frame pointers.
+        let unwinding = config.unwind
+            && match load_perf_program(&mut ebpf, PROG_PROFILE_UNWIND) {
+                Ok(()) => true,
+                Err(e) => {
+                    warn!(error = %e, "in-kernel unwinding unavailable (needs Linux 5.17), using frame pointers only");
+                    false
+                }
+            };
+        let program = if unwinding {
+            PROG_PROFILE_UNWIND
+        } else {
+            load_perf_program(&mut ebpf, PROG_PROFILE)?;
+            PROG_PROFILE
+        };
+        let unwinder = if unwinding {
+            Some(Unwinder::take(
+                &mut ebpf,
+                config.unwind_rows,
+                config.unwind_mappings,
+                config.unwind_tables,
+            )?)
+        } else {
+            None
+        };
+        let profile: &mut PerfEvent = ebpf
+            .program_mut(program)
+            .ok_or_else(|| ProbeError::Load(format!("program {program} missing")))?
+            .try_into()
+            .map_err(|e| load_error(program, &e))?;
+        let cpus = aya::util::online_cpus()
+            .map_err(|(path, e)| ProbeError::Load(format!("reading {path}: {e}")))?;
+        for &cpu in &cpus {
+            profile
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Frequency(config.sample_rate),
+                    false,
+                )
+                .map_err(|e| load_error(&format!("attaching to cpu-clock on CPU {cpu}"), &e))?;
+        }
+        debug!(
+            cpus = cpus.len(),
+            sample_rate = config.sample_rate,
+            "pyroscope.ebpf probe attached"
+        );
+
+        let (tx, rx) = unbounded_channel();
+        let ring_fd = ring
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| ProbeError::Load(format!("duplicating the ring buffer fd: {e}")))?;
+        let shared = Arc::new(Shared {
+            ring: Mutex::new(ring),
+            raw: Mutex::new(StdHashMap::new()),
+            rereads: Mutex::new(HashSet::new()),
+            events: tx,
+        });
+        let async_fd = {
+            let _guard = runtime.enter();
+            sys::poll_readable(ring_fd)
+                .map_err(|e| ProbeError::Load(format!("polling the ring buffer: {e}")))?
+        };
+        let reader = runtime.spawn(read_events(async_fd, Arc::clone(&shared)));
+
+        let mut probe = Probe {
+            _ebpf: ebpf,
+            config,
+            pid_config,
+            counts,
+            stacks,
+            control,
+            counters,
+            unwinder,
+            shared,
+            events_rx: Some(rx),
+            reader,
+            half: 0,
+            batch_supported: true,
+            last_counters: [0; C_NUM_COUNTERS],
+            last_collect: Instant::now(),
+        };
+        probe.last_counters = probe.read_counters()?;
+        Ok(probe)
+    }
+
+    /// The configuration the probe was loaded with.
+    pub fn config(&self) -> &ProbeConfig {
+        &self.config
+    }
+
+    /// Whether the kernel runs the table walk (`ProbeConfig::unwind` on a kernel that has
+    /// `bpf_loop`); it walks the processes configured afterwards once a provider is set.
+    pub fn unwinding(&self) -> bool {
+        self.unwinder.is_some()
+    }
+
+    /// Where unwind tables come from. From now on every process configured with user stacks
+    /// (and every one configured before, at its next re-read) is walked with tables.
+    pub fn set_table_provider(&mut self, provider: Box<dyn TableProvider + Send>) {
+        if let Some(unwinder) = self.unwinder.as_mut() {
+            unwinder.set_provider(provider);
+        }
+    }
+
+    /// Publishes (again) the mappings of `pid` to the table walk; errors only lose the table
+    /// walk for the process (its stacks then come from frame pointers).
+    fn refresh_unwind(&mut self, pid: u32) {
+        let Some(unwinder) = self.unwinder.as_mut() else {
+            return;
+        };
+        if let Err(e) = unwinder.refresh(pid) {
+            warn!(pid, error = %e, "publishing the mappings for the table walk failed");
+            let _ = unwinder.forget(pid);
+        }
+    }
+
+    fn forget_unwind(&mut self, pid: u32) {
+        if let Some(unwinder) = self.unwinder.as_mut() {
+            if let Err(e) = unwinder.forget(pid) {
+                warn!(pid, error = %e, "removing a process from the table walk failed");
+            }
+        }
+    }
+
+    /// Tells the kernel what to collect for `pid`. If the process is already gone, its entry is
+    /// removed again and a [`ProbeEvent::PidExit`] is sent, so that no stale entry waits for a
+    /// reused pid.
+    pub fn set_pid_config(&mut self, pid: u32, config: PidConfig) -> Result<(), ProbeError> {
+        self.pid_config
+            .insert(pid, PidConfigValue::from(config), 0)
+            .map_err(|e| map_error(MAP_PID_CONFIG, e))?;
+        if config.profile && config.user && self.unwinder.as_ref().is_some_and(Unwinder::active) {
+            self.refresh_unwind(pid);
+        } else {
+            self.forget_unwind(pid);
+        }
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            self.remove_pid(pid)?;
+            let _ = self.shared.events.send(ProbeEvent::PidExit(pid));
+        }
+        Ok(())
+    }
+
+    /// Forgets `pid`; its next sample reports it as unknown again.
+    pub fn remove_pid(&mut self, pid: u32) -> Result<(), ProbeError> {
+        self.forget_unwind(pid);
+        match self.pid_config.remove(&pid) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(())
+            }
+            Err(e) => Err(map_error(MAP_PID_CONFIG, e)),
+        }
+    }
+
+    /// Pids reported as unknown that have no configuration yet (for resynchronisation after a
+    /// lost event receiver).
+    pub fn pending_pids(&self) -> Result<Vec<u32>, ProbeError> {
+        let mut pids = Vec::new();
+        for entry in self.pid_config.iter() {
+            let (pid, value) = entry.map_err(|e| map_error(MAP_PID_CONFIG, e))?;
+            if value.state == PID_PENDING {
+                pids.push(pid);
+            }
+        }
+        Ok(pids)
+    }
+
+    /// The receiver of unknown-pid and exit events; `None` after the first call.
+    pub fn take_events(&mut self) -> Option<UnboundedReceiver<ProbeEvent>> {
+        self.events_rx.take()
+    }
+
+    /// Switches the kernel to the other half of the maps, then reads and deletes the counts of
+    /// the half it was writing (in batches), resolves their stack ids, clears that stack map and
+    /// adds the samples that arrived whole through the ring buffer. Blocks for a few
+    /// milliseconds: call it from a blocking context (`spawn_blocking`).
+    pub fn collect(&mut self) -> Result<Collection, ProbeError> {
+        let old = self.half as usize;
+        self.half ^= 1;
+        self.control
+            .set(0, self.half, 0)
+            .map_err(|e| map_error(MAP_CONTROL, e))?;
+        std::thread::sleep(HALF_SWITCH_GRACE);
+
+        let counts = self.drain_counts(old)?;
+        let stacks = self.drain_stacks(old)?;
+        let ustacks = match self.unwinder.as_mut() {
+            Some(unwinder) => unwinder.drain_ustacks(old)?,
+            None => StdHashMap::new(),
+        };
+        drain_ring(&self.shared);
+
+        let mut lost = LostCounters::default();
+        let mut merged: StackCounts = StdHashMap::new();
+        for (key, count) in counts {
+            let (user, user_end) = if key.user_store == STORE_USTACKS {
+                resolve_user_stack(&ustacks, key.leaf_caller, &mut lost)
+            } else {
+                let mut user = resolve_stack(&stacks, key.user_stack, &mut lost);
+                splice_leaf_caller(&mut user, key.leaf_caller);
+                (user, None)
+            };
+            let kernel = resolve_stack(&stacks, key.kernel_stack, &mut lost);
+            *merged.entry((key.pid, user, kernel, user_end)).or_default() += count;
+        }
+        for (key, count) in std::mem::take(&mut *lock(&self.shared.raw)) {
+            *merged.entry(key).or_default() += count;
+        }
+        let samples = merged
+            .into_iter()
+            .map(|((pid, user, kernel, user_end), count)| StackSample {
+                pid,
+                user,
+                kernel,
+                count,
+                user_end,
+            })
+            .collect();
+        // New mappings (dlopen, exec, JIT) become visible to the walk from the next interval.
+        let rereads = std::mem::take(&mut *lock(&self.shared.rereads));
+        for pid in rereads {
+            if self.unwinder.as_ref().is_some_and(|u| u.has_process(pid)) {
+                self.refresh_unwind(pid);
+            }
+        }
+
+        let now_counters = self.read_counters()?;
+        let delta = counter_deltas(&self.last_counters, &now_counters);
+        self.last_counters = now_counters;
+        apply_counters(&delta, &mut lost);
+        let now = Instant::now();
+        let duration = now - self.last_collect;
+        self.last_collect = now;
+        Ok(Collection {
+            samples,
+            lost,
+            counters: sample_counters(&delta),
+            unwind: unwind_counters(&delta),
+            unwind_maps: self
+                .unwinder
+                .as_ref()
+                .map(Unwinder::stats)
+                .unwrap_or_default(),
+            duration,
+        })
+    }
+
+    fn drain_counts(&mut self, half: usize) -> Result<Vec<(SampleKey, u64)>, ProbeError> {
+        let map = &mut self.counts[half];
+        if self.batch_supported {
+            let fd = map.map().fd().as_fd().as_raw_fd();
+            match sys::lookup_and_delete_batch(fd, BATCH_SIZE) {
+                Ok(entries) => return Ok(entries),
+                Err(BatchError::Unsupported(e)) => {
+                    warn!(error = %e, "BPF_MAP_LOOKUP_AND_DELETE_BATCH unsupported, reading counts one by one");
+                    self.batch_supported = false;
+                }
+                Err(BatchError::Io(e)) => {
+                    return Err(ProbeError::Map {
+                        map: MAP_COUNTS[half],
+                        message: format!("batch lookup and delete: {e}"),
+                    })
+                }
+            }
+        }
+        let keys: Vec<SampleKey> = map
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(|e| map_error(MAP_COUNTS[half], e))?;
+        let mut entries = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Ok(count) = map.get(&key, 0) {
+                entries.push((key, count));
+            }
+            let _ = map.remove(&key);
+        }
+        Ok(entries)
+    }
+
+    fn drain_stacks(&mut self, half: usize) -> Result<StdHashMap<i32, Vec<u64>>, ProbeError> {
+        let map = &mut self.stacks[half];
+        let ids: Vec<u32> = map
+            .stack_ids()
+            .collect::<Result<_, _>>()
+            .map_err(|e| map_error(MAP_STACKS[half], e))?;
+        let mut stacks = StdHashMap::with_capacity(ids.len());
+        for id in ids {
+            match map.get(&id, 0) {
+                Ok(trace) => {
+                    let ips = trace.frames().iter().map(|f| f.ip).collect();
+                    stacks.insert(id as i32, ips);
+                }
+                Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_error(MAP_STACKS[half], e)),
+            }
+            let _ = map.remove(&id);
+        }
+        Ok(stacks)
+    }
+
+    fn read_counters(&self) -> Result<Counters, ProbeError> {
+        let mut totals = [0u64; C_NUM_COUNTERS];
+        for (index, total) in totals.iter_mut().enumerate() {
+            let values = self
+                .counters
+                .get(&(index as u32), 0)
+                .map_err(|e| map_error(MAP_COUNTERS, e))?;
+            *total = values.iter().copied().fold(0u64, u64::wrapping_add);
+        }
+        Ok(totals)
+    }
+}
+
+impl SampleSource for Probe {
+    fn set_pid_config(&mut self, pid: u32, config: PidConfig) -> Result<(), ProbeError> {
+        Probe::set_pid_config(self, pid, config)
+    }
+
+    fn remove_pid(&mut self, pid: u32) -> Result<(), ProbeError> {
+        Probe::remove_pid(self, pid)
+    }
+
+    fn collect(&mut self) -> Result<Collection, ProbeError> {
+        Probe::collect(self)
+    }
+
+    fn take_events(&mut self) -> Option<UnboundedReceiver<ProbeEvent>> {
+        Probe::take_events(self)
+    }
+
+    fn pending_pids(&self) -> Result<Vec<u32>, ProbeError> {
+        Probe::pending_pids(self)
+    }
+}
+
+fn resolve_stack(stacks: &StdHashMap<i32, Vec<u64>>, id: i32, lost: &mut LostCounters) -> Vec<u64> {
+    if id < 0 {
+        return Vec::new();
+    }
+    match stacks.get(&id) {
+        Some(ips) => ips.clone(),
+        None => {
+            lost.missing_stacks += 1;
+            Vec::new()
+        }
+    }
+}
+
+/// A table-walked user stack from `ustacks` and how its walk ended; a missing one is counted
+/// and kept as an empty stack.
+fn resolve_user_stack(
+    ustacks: &StdHashMap<u64, UserStack>,
+    hash: u64,
+    lost: &mut LostCounters,
+) -> (Vec<u64>, Option<WalkEnd>) {
+    match ustacks.get(&hash) {
+        Some(stack) => (stack.ips().to_vec(), WalkEnd::from_code(stack.reason)),
+        None => {
+            lost.missing_stacks += 1;
+            (Vec::new(), None)
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Reads every pending ring-buffer record: events go to the channel, whole samples to `raw`.
+fn drain_ring(shared: &Shared) {
+    let mut ring = lock(&shared.ring);
+    while let Some(item) = ring.next() {
+        match parse_record(&item) {
+            Some(Record::Event(event)) => {
+                if let ProbeEvent::PidExec(pid) = event {
+                    lock(&shared.rereads).insert(pid);
+                }
+                let _ = shared.events.send(event);
+            }
+            Some(Record::Reread(pid)) => {
+                lock(&shared.rereads).insert(pid);
+            }
+            Some(Record::Raw {
+                pid,
+                user,
+                kernel,
+                user_end,
+            }) => {
+                *lock(&shared.raw)
+                    .entry((pid, user, kernel, user_end))
+                    .or_default() += 1;
+            }
+            None => warn!(
+                len = item.len(),
+                "unknown record in the pyroscope.ebpf ring buffer"
+            ),
+        }
+    }
+}
+
+/// Forwards ring-buffer records as they arrive. Tokio's readiness is edge-triggered and the
+/// kernel only wakes readers that have caught up, so a periodic drain backs up the wakeups.
+async fn read_events(async_fd: AsyncFd<OwnedFd>, shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            ready = async_fd.readable() => match ready {
+                Ok(mut guard) => guard.clear_ready(),
+                Err(e) => {
+                    warn!(error = %e, "polling the pyroscope.ebpf ring buffer failed");
+                    return;
+                }
+            },
+            _ = tick.tick() => {}
+        }
+        drain_ring(&shared);
+    }
+}
+
+/// Loads one of the perf_event programs.
+fn load_perf_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), ProbeError> {
+    let program: &mut PerfEvent = ebpf
+        .program_mut(name)
+        .ok_or_else(|| ProbeError::Load(format!("program {name} missing")))?
+        .try_into()
+        .map_err(|e| load_error(name, &e))?;
+    program
+        .load()
+        .map_err(|e| load_error(&format!("loading {name}"), &e))
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {
+    ebpf.take_map(name).ok_or(ProbeError::Map {
+        map: name,
+        message: "missing from the BPF object".into(),
+    })
+}
+
+fn map_error(map: &'static str, error: MapError) -> ProbeError {
+    ProbeError::Map {
+        map,
+        message: error_chain(&error),
+    }
+}
+
+/// `error: source: source...` in one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let next = e.to_string();
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = e.source();
+    }
+    text
+}
+
+/// The first OS error code in an error chain.
+fn os_error_code(error: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            if let Some(code) = io.raw_os_error() {
+                return Some(code);
+            }
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// Whether a load failure with `errno` means missing privileges. EPERM always does; EACCES
+/// also comes from verifier rejections, so it counts only when the process lacks the
+/// capabilities.
+fn is_permission_error(errno: Option<i32>, privileged: bool) -> bool {
+    match errno {
+        Some(libc::EPERM) => true,
+        Some(libc::EACCES) => !privileged,
+        _ => false,
+    }
+}
+
+fn load_error(context: &str, error: &(dyn std::error::Error + 'static)) -> ProbeError {
+    let message = format!("{context}: {}", error_chain(error));
+    if is_permission_error(os_error_code(error), has_bpf_capabilities()) {
+        ProbeError::Permission(message)
+    } else {
+        ProbeError::Load(message)
+    }
+}
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Whether an effective capability mask (`CapEff:` of /proc/self/status) allows loading.
+fn capabilities_allow_bpf(cap_eff: u64) -> bool {
+    let has = |cap: u32| cap_eff & (1u64 << cap) != 0;
+    has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
+}
+
+fn has_bpf_capabilities() -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(capabilities_allow_bpf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permission_classification() {
+        assert!(is_permission_error(Some(libc::EPERM), true));
+        assert!(is_permission_error(Some(libc::EPERM), false));
+        assert!(is_permission_error(Some(libc::EACCES), false));
+        assert!(
+            !is_permission_error(Some(libc::EACCES), true),
+            "verifier rejection when root"
+        );
+        assert!(!is_permission_error(Some(libc::EINVAL), false));
+        assert!(!is_permission_error(None, false));
+
+        assert!(capabilities_allow_bpf(1 << CAP_SYS_ADMIN));
+        assert!(capabilities_allow_bpf((1 << CAP_BPF) | (1 << CAP_PERFMON)));
+        assert!(!capabilities_allow_bpf(1 << CAP_BPF));
+        assert!(!capabilities_allow_bpf(0));
+
+        let io = io::Error::from_raw_os_error(libc::EPERM);
+        let wrapped = ProbeError::Load(error_chain(&io));
+        assert_eq!(os_error_code(&io), Some(libc::EPERM));
+        assert_eq!(os_error_code(&wrapped), None);
+        match load_error("loading", &io) {
+            ProbeError::Permission(m) => assert!(m.starts_with("loading: "), "{m}"),
+            other => panic!("expected a permission error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn stacks_resolve_or_count_missing() {
+        let mut stacks = StdHashMap::new();
+        stacks.insert(3, vec![1, 2, 3]);
+        let mut lost = LostCounters::default();
+        assert_eq!(resolve_stack(&stacks, 3, &mut lost), vec![1, 2, 3]);
+        assert_eq!(resolve_stack(&stacks, -1, &mut lost), Vec::<u64>::new());
+        assert_eq!(lost.missing_stacks, 0);
+        assert_eq!(resolve_stack(&stacks, 4, &mut lost), Vec::<u64>::new());
+        assert_eq!(lost.missing_stacks, 1);
+    }
+
+    #[tokio::test]
+    async fn load_outside_privileges_or_runtime_reports_clearly() {
+        // Outside a runtime: a clear error, not a panic.
+        let err = std::thread::spawn(|| Probe::load(ProbeConfig::default()).unwrap_err())
+            .join()
+            .unwrap();
+        assert!(matches!(err, ProbeError::NoRuntime), "{err}");
+        let err = Probe::load(ProbeConfig {
+            sample_rate: 0,
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(matches!(err, ProbeError::Config(_)), "{err}");
+    }
+}

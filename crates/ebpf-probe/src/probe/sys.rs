@@ -1,0 +1,184 @@
+//! The probe's only unsafe code, each piece behind a safe function: the `aya::Pod` promises for
+//! the structs shared with the C program, `sysconf`/`setrlimit`, registering the ring buffer's
+//! descriptor with tokio, and the bpf(2) `BPF_MAP_LOOKUP_AND_DELETE_BATCH` command (aya has no
+//! wrapper for it).
+
+#![allow(
+    unsafe_code,
+    reason = "aya::Pod impls, setrlimit(2), sysconf(3), AsyncFd registration and the bpf(2) batch command have no safe wrapper; every unsafe block carries its own SAFETY note"
+)]
+
+use std::io;
+use std::os::fd::{OwnedFd, RawFd};
+
+use tokio::io::unix::{AsyncFd, AsyncFdRegisterError};
+use tokio::io::Interest;
+use tracing::debug;
+
+use super::abi::{PidConfigValue, SampleKey};
+use super::unwind_abi::{UnwindMapping, UnwindProc, UnwindTable, UserStack};
+use crate::unwind::abi::UnwindRow;
+
+// SAFETY: repr(C), four 4-byte integers then one 8-byte integer, no implicit padding, every
+// bit pattern valid.
+unsafe impl aya::Pod for SampleKey {}
+
+// SAFETY: repr(C), four bytes, no padding, every bit pattern valid.
+unsafe impl aya::Pod for PidConfigValue {}
+
+// SAFETY: repr(C), two u32 then one u64 (16 bytes), no padding, every bit pattern valid.
+unsafe impl aya::Pod for UnwindProc {}
+
+// SAFETY: repr(C), three u64 then two u32 (32 bytes), no padding, every bit pattern valid.
+unsafe impl aya::Pod for UnwindMapping {}
+
+// SAFETY: repr(C), two u32 (8 bytes), no padding, every bit pattern valid.
+unsafe impl aya::Pod for UnwindTable {}
+
+// SAFETY: repr(C), u32, u8, u8, u16 (8 bytes) then an array of u64, no padding, every bit
+// pattern valid.
+unsafe impl aya::Pod for UserStack {}
+
+// SAFETY: repr(C), u32, u8, i8, i16 (8 bytes, size asserted in unwind::abi), no padding,
+// every bit pattern valid.
+unsafe impl aya::Pod for UnwindRow {}
+
+/// The system's page size (4096 if it cannot be read).
+pub(crate) fn page_size() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096)
+}
+
+/// Lifts RLIMIT_MEMLOCK (kernels before 5.11 charge BPF maps to it). Failure is only logged:
+/// newer kernels account BPF memory to the cgroup instead.
+pub(crate) fn raise_memlock_rlimit() {
+    let limit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: `limit` is a valid, initialised rlimit that outlives the call.
+    let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) };
+    if ret != 0 {
+        debug!(error = %io::Error::last_os_error(), "could not raise RLIMIT_MEMLOCK");
+    }
+}
+
+/// Registers `fd` with the current tokio reactor for readability.
+pub(crate) fn poll_readable(
+    fd: OwnedFd,
+) -> Result<AsyncFd<OwnedFd>, AsyncFdRegisterError<OwnedFd>> {
+    // SAFETY: `fd` is an OwnedFd moved into the AsyncFd, so the descriptor stays open and
+    // refers to the same file for the AsyncFd's whole lifetime.
+    unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+}
+
+/// `union bpf_attr` as used by the BPF_MAP_*_BATCH commands.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
+/// The kernel-internal ENOTSUPP some map types return for batch commands.
+const ENOTSUPP: i32 = 524;
+
+/// Why a batch read failed.
+#[derive(Debug)]
+pub(crate) enum BatchError {
+    /// The kernel or map type does not support the command (fall back to one by one).
+    Unsupported(io::Error),
+    /// Another error.
+    Io(io::Error),
+}
+
+/// Reads and deletes every entry of a `counts` map with BPF_MAP_LOOKUP_AND_DELETE_BATCH.
+pub(crate) fn lookup_and_delete_batch(
+    fd: RawFd,
+    batch: usize,
+) -> Result<Vec<(SampleKey, u64)>, BatchError> {
+    let mut capacity = batch.max(1);
+    let mut keys = vec![SampleKey::default(); capacity];
+    let mut values = vec![0u64; capacity];
+    let mut entries = Vec::new();
+    // The hash map's batch token is a bucket index (u32); 8 bytes leave room.
+    let mut in_token: u64 = 0;
+    let mut out_token: u64 = 0;
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first {
+                0
+            } else {
+                &mut in_token as *mut u64 as u64
+            },
+            out_batch: &mut out_token as *mut u64 as u64,
+            map_fd: fd as u32,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: capacity as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: `attr` describes buffers that are valid for `capacity` keys (the map's key
+        // size, `SampleKey`) and values (8 bytes each) and two 8-byte tokens, all of which
+        // outlive the call; the kernel writes at most `count` entries.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_AND_DELETE_BATCH,
+                &mut attr as *mut BatchAttr,
+                std::mem::size_of::<BatchAttr>(),
+            )
+        };
+        let error = (ret != 0).then(io::Error::last_os_error);
+        let n = (attr.count as usize).min(capacity);
+        entries.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
+        match error {
+            None => {
+                in_token = out_token;
+                first = false;
+            }
+            Some(e) => match e.raw_os_error() {
+                Some(libc::ENOENT) => return Ok(entries),
+                Some(libc::ENOSPC) if n == 0 => {
+                    // One bucket holds more entries than fit: retry with more room.
+                    capacity *= 2;
+                    keys.resize(capacity, SampleKey::default());
+                    values.resize(capacity, 0);
+                }
+                Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP) if first && n == 0 => {
+                    return Err(BatchError::Unsupported(e))
+                }
+                _ => return Err(BatchError::Io(e)),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_attr_matches_the_kernel_layout() {
+        // The batch member of `union bpf_attr` (include/uapi/linux/bpf.h).
+        assert_eq!(std::mem::size_of::<BatchAttr>(), 56);
+        assert_eq!(std::mem::offset_of!(BatchAttr, count), 32);
+        assert_eq!(std::mem::offset_of!(BatchAttr, map_fd), 36);
+        assert_eq!(std::mem::offset_of!(BatchAttr, elem_flags), 40);
+    }
+
+    #[test]
+    fn page_size_is_a_power_of_two() {
+        let page = page_size();
+        assert!(page >= 4096 && page.is_power_of_two(), "{page}");
+    }
+}
