@@ -145,7 +145,10 @@ fn readelf_rows(path: &Path) -> Result<Vec<UnwindRow>, String> {
             let Some(range) = words.iter().find_map(|w| w.strip_prefix("pc=")) else {
                 continue;
             };
-            let cie = words.iter().find_map(|w| w.strip_prefix("cie=")).unwrap_or("");
+            let cie = words
+                .iter()
+                .find_map(|w| w.strip_prefix("cie="))
+                .unwrap_or("");
             let (lo, hi) = range.split_once("..").ok_or("bad FDE range")?;
             let lo = u32::from_str_radix(lo, 16).map_err(|e| e.to_string())?;
             let hi = u32::from_str_radix(hi, 16).map_err(|e| e.to_string())?;
@@ -358,7 +361,104 @@ async fn deep_recursion_is_walked_whole() {
     eprintln!("{whole} of {total} samples hold all 301 recurse frames and main");
     for s in samples.iter().take(3) {
         let n = names(s, &lookup);
-        eprintln!("{:?} {} frames: {:?}", s.user_end, n.len(), &n[n.len().saturating_sub(6)..]);
+        eprintln!(
+            "{:?} {} frames: {:?}",
+            s.user_end,
+            n.len(),
+            &n[n.len().saturating_sub(6)..]
+        );
     }
     assert!(whole * 100 >= total * 95, "{whole} of {total}");
+}
+
+/// One measuring phase: `python3 -c 'while True: pass'` under a fresh probe for `seconds`;
+/// returns (run time ns, runs, counted samples of the python process, walk ends).
+async fn phase(
+    unwind: bool,
+    profile_python: bool,
+    python: u32,
+    seconds: u64,
+) -> (u64, u64, u64, ebpf_probe::probe::UnwindCounters) {
+    let mut probe = Probe::load(ProbeConfig {
+        sample_rate: RATE,
+        unwind,
+        ..ProbeConfig::default()
+    })
+    .expect("loading the probe (root needed)");
+    if unwind {
+        probe.set_table_provider(Box::new(ReadelfTables));
+    }
+    let config = PidConfig {
+        profile: profile_python,
+        user: true,
+        kernel: true,
+    };
+    probe.set_pid_config(python, config).unwrap();
+    probe.collect().unwrap();
+    let (_, t0, n0) = probe.program_stats().unwrap();
+    let mut counted = 0;
+    let mut ends = ebpf_probe::probe::UnwindCounters::default();
+    for _ in 0..seconds {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let c = probe.collect().unwrap();
+        counted += c
+            .samples
+            .iter()
+            .filter(|s| s.pid == python)
+            .map(|s| s.count)
+            .sum::<u64>();
+        for (i, n) in c.unwind.ends.iter().enumerate() {
+            ends.ends[i] += n;
+        }
+        ends.frame_pointer_used += c.unwind.frame_pointer_used;
+    }
+    let (name, t1, n1) = probe.program_stats().unwrap();
+    let (rt, runs) = ((t1 - t0).as_nanos() as u64, n1 - n0);
+    eprintln!("{name} profile_python={profile_python}: {rt} ns / {runs} runs, {counted} python samples, ends {:?}", ends.ends);
+    (rt, runs, counted, ends)
+}
+
+/// In-kernel cost per sample of the frame-pointer program and of the table walk on Debian's
+/// `python3` busy loop (`bpf_stats`; other processes' samples are subtracted at the cost
+/// measured with python ignored). Run by hand: `cargo test --test unwind_probe -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check (about 40 s)"]
+async fn cost_per_sample_on_python() {
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF_ENABLE_STATS");
+    let mut python = Command::new("python3")
+        .args(["-c", "while True: pass"])
+        .spawn()
+        .expect("python3");
+    let pid = python.id();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut report = Vec::new();
+    for unwind in [false, true] {
+        let (rt0, n0, _, _) = phase(unwind, false, pid, 8).await;
+        let (rt1, n1, counted, ends) = phase(unwind, true, pid, 8).await;
+        let other = rt0 as f64 / n0.max(1) as f64;
+        let per_python = (rt1 as f64 - (n1 - counted) as f64 * other) / counted.max(1) as f64;
+        report.push((
+            unwind,
+            other,
+            rt1 as f64 / n1.max(1) as f64,
+            per_python,
+            counted,
+            ends,
+        ));
+    }
+    python.kill().unwrap();
+    python.wait().unwrap();
+    for (unwind, other, mean, per_python, counted, ends) in &report {
+        eprintln!(
+            "{}: other samples {other:.0} ns, all samples {mean:.0} ns, python samples {per_python:.0} ns ({counted} samples), walk ends {:?}",
+            if *unwind { "profile_cpu_unwind (tables)" } else { "profile_cpu (frame pointers)" },
+            ends.ends
+        );
+    }
+    let (_, _, _, _, counted, ends) = report[1];
+    assert!(
+        ends.ended(WalkEnd::Complete) * 100 >= counted * 95,
+        "{:?}",
+        ends.ends
+    );
 }

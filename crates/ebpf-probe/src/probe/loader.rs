@@ -74,7 +74,9 @@ struct Shared {
 /// The loaded and attached BPF program.
 pub struct Probe {
     /// Keeps the programs loaded and attached; dropping it detaches them.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
+    /// The perf_event program attached (`profile_cpu` or `profile_cpu_unwind`).
+    program: &'static str,
     config: ProbeConfig,
     pid_config: HashMap<MapData, u32, PidConfigValue>,
     counts: [HashMap<MapData, SampleKey, u64>; 2],
@@ -241,7 +243,8 @@ impl Probe {
         let reader = runtime.spawn(read_events(async_fd, Arc::clone(&shared)));
 
         let mut probe = Probe {
-            _ebpf: ebpf,
+            ebpf,
+            program,
             config,
             pid_config,
             counts,
@@ -264,6 +267,14 @@ impl Probe {
     /// The configuration the probe was loaded with.
     pub fn config(&self) -> &ProbeConfig {
         &self.config
+    }
+
+    /// The attached sampling program's name and its accumulated run time and run count (the
+    /// kernel counts them while `kernel.bpf_stats_enabled` is set or a `BPF_ENABLE_STATS`
+    /// descriptor is held, else both stay 0).
+    pub fn program_stats(&self) -> Option<(&'static str, Duration, u64)> {
+        let info = self.ebpf.program(self.program)?.info().ok()?;
+        Some((self.program, info.run_time(), info.run_count()))
     }
 
     /// Whether the kernel runs the table walk (`ProbeConfig::unwind` on a kernel that has
