@@ -66,8 +66,8 @@ impl Default for ProbeConfig {
             stack_map_size: 16384,
             ring_buffer_size: 512 * 1024,
             unwind: true,
-            unwind_rows: 4 << 20,
-            unwind_mappings: 256 << 10,
+            unwind_rows: 2 << 20,
+            unwind_mappings: 128 << 10,
             unwind_tables: 16384,
             ustack_map_size: 4096,
         }

@@ -257,8 +257,12 @@ mod tests {
 
     use super::*;
 
-    /// The C program, read at compile time so that a change to it reruns this check.
-    const C_SOURCE: &str = include_str!("../../bpf/profile.bpf.c");
+    /// The C program (with the table walk it includes), read at compile time so that a change
+    /// to it reruns this check.
+    const C_SOURCE: &str = concat!(
+        include_str!("../../bpf/profile.bpf.c"),
+        include_str!("../../bpf/walk.h")
+    );
 
     /// `(name, value)` of each constant mirrored here, named once so that the name compared
     /// with the C `#define` is the Rust constant's own.

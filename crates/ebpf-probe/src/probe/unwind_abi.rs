@@ -144,7 +144,10 @@ mod tests {
 
     /// `#define NAME VALUE` of the C program.
     fn c_define(name: &str) -> u64 {
-        let source = include_str!("../../bpf/profile.bpf.c");
+        let source = concat!(
+            include_str!("../../bpf/profile.bpf.c"),
+            include_str!("../../bpf/walk.h")
+        );
         let line = source
             .lines()
             .find(|l| l.split_whitespace().take(2).eq(["#define", name]))
