@@ -5,6 +5,11 @@
 //! samples reach `main` in call order through glibc's `qsort` calling back into the program,
 //! and a 300-deep recursion is walked whole (deeper than a STACK_TRACE map's 127 frames).
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test] functions: a failed setup step fails the test"
+)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -773,14 +773,14 @@ mod tests {
         let libm = entry("7e0000001000-7e0000011000 r-xp 00001000 08:01 12 /lib/libm.so.6");
         let libz = entry("7c0000001000-7c0000011000 r-xp 00001000 08:01 14 /lib/libz.so");
         state
-            .update_process(1, &[libc.clone()], &mut source, &mut maps)
+            .update_process(1, std::slice::from_ref(&libc), &mut source, &mut maps)
             .unwrap();
         state
             .update_process(2, &[libm], &mut source, &mut maps)
             .unwrap();
         // No room and every table in use: frame pointers, counted.
         state
-            .update_process(3, &[libz.clone()], &mut source, &mut maps)
+            .update_process(3, std::slice::from_ref(&libz), &mut source, &mut maps)
             .unwrap();
         assert_eq!(maps.mappings_of(3)[0].table, TABLE_FRAME_POINTER);
         assert_eq!(state.stats().tables_no_room, 1);
