@@ -25,7 +25,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 pub use abi::MAX_STACK_DEPTH;
 pub use loader::Probe;
 pub use unwind_abi::{WalkEnd, MAX_USER_FRAMES};
-pub use unwind_maps::{TableProvider, UnwindMapStats};
+pub use unwind_maps::{FileTables, TableProvider, UnwindMapStats};
 
 /// Prefix of the error message when the process lacks the privileges to load the probe.
 pub const PERMISSION_MESSAGE_PREFIX: &str = "pyroscope.ebpf needs root or CAP_BPF+CAP_PERFMON";

@@ -12,13 +12,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ebpf_probe::probe::unwind_maps::{load_bias, read_load_segments, FileTable, TableProvider};
-use ebpf_probe::probe::{PidConfig, Probe, ProbeConfig, StackSample, WalkEnd};
-use ebpf_probe::symbolize::procmaps::{parse_maps, MapEntry};
+use ebpf_probe::probe::unwind_maps::{load_bias, read_load_segments};
+use ebpf_probe::probe::{FileTables, PidConfig, Probe, ProbeConfig, StackSample, WalkEnd};
+use ebpf_probe::symbolize::procmaps::parse_maps;
 use ebpf_probe::unwind::abi::{
     UnwindRow, UNW_CFA_RBP, UNW_CFA_RSP, UNW_END, UNW_NO_INFO, UNW_RBP_UNDEFINED, UNW_UNSUPPORTED,
 };
@@ -79,9 +79,6 @@ int main(int argc, char **argv) {
     return 0;
 }
 "#;
-
-/// Tables from `readelf --debug-dump=frames-interp`.
-struct ReadelfTables;
 
 fn parse_cfa(text: &str) -> Option<(u8, i16)> {
     let (kind, offset) = if let Some(off) = text.strip_prefix("rsp+") {
@@ -183,20 +180,6 @@ fn readelf_rows(path: &Path) -> Result<Vec<UnwindRow>, String> {
     Ok(rows.into_values().collect())
 }
 
-impl TableProvider for ReadelfTables {
-    fn table(&mut self, pid: u32, entry: &MapEntry) -> Result<Option<FileTable>, String> {
-        let path = PathBuf::from(format!("/proc/{pid}/root{}", entry.path));
-        let rows = readelf_rows(&path)?;
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(FileTable {
-            rows: rows.into(),
-            segments: read_load_segments(&path)?,
-        }))
-    }
-}
-
 /// Symbol name → (start, end) as file virtual addresses.
 fn symbols(binary: &Path) -> HashMap<String, (u64, u64)> {
     let out = Command::new("nm")
@@ -246,7 +229,9 @@ async fn profile(mode: &str) -> (Vec<StackSample>, impl Fn(u64) -> Option<String
     })
     .expect("loading the probe (root needed)");
     assert!(probe.unwinding(), "this kernel runs profile_cpu_unwind");
-    probe.set_table_provider(Box::new(ReadelfTables));
+    probe.set_table_provider(Box::new(FileTables::new(|path: &Path| {
+        readelf_rows(path).map(Some)
+    })));
 
     let mut child = Command::new(&binary)
         .args([mode, &CPU_SECONDS.to_string()])
@@ -391,7 +376,9 @@ async fn phase(
     })
     .expect("loading the probe (root needed)");
     if unwind {
-        probe.set_table_provider(Box::new(ReadelfTables));
+        probe.set_table_provider(Box::new(FileTables::new(|path: &Path| {
+            readelf_rows(path).map(Some)
+        })));
     }
     let config = PidConfig {
         profile: profile_python,

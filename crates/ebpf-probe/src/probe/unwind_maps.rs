@@ -75,6 +75,50 @@ pub trait TableProvider {
     fn table(&mut self, pid: u32, entry: &MapEntry) -> Result<Option<FileTable>, String>;
 }
 
+/// A [`TableProvider`] over a function from a file to its rows (`Ok(None)`: no usable CFI,
+/// frame pointers): the mapped file is opened as `/proc/PID/map_files/START-END` (the very
+/// file mapped, even deleted or in another mount namespace), else `/proc/PID/root/PATH`, and
+/// its `PT_LOAD` segments are read for the load bias.
+pub struct FileTables<F> {
+    build: F,
+    proc_root: std::path::PathBuf,
+}
+
+impl<F> FileTables<F>
+where
+    F: FnMut(&std::path::Path) -> Result<Option<Vec<UnwindRow>>, String> + Send,
+{
+    /// Tables built by `build` from files under `/proc`.
+    pub fn new(build: F) -> FileTables<F> {
+        FileTables {
+            build,
+            proc_root: std::path::PathBuf::from("/proc"),
+        }
+    }
+}
+
+impl<F> TableProvider for FileTables<F>
+where
+    F: FnMut(&std::path::Path) -> Result<Option<Vec<UnwindRow>>, String> + Send,
+{
+    fn table(&mut self, pid: u32, entry: &MapEntry) -> Result<Option<FileTable>, String> {
+        let proc = self.proc_root.join(pid.to_string());
+        let mapped = proc.join(format!("map_files/{:x}-{:x}", entry.start, entry.end));
+        let path = if mapped.exists() {
+            mapped
+        } else {
+            proc.join("root").join(entry.path.trim_start_matches('/'))
+        };
+        let Some(rows) = (self.build)(&path)? else {
+            return Ok(None);
+        };
+        Ok(Some(FileTable {
+            rows: rows.into(),
+            segments: read_load_segments(&path)?,
+        }))
+    }
+}
+
 /// The load bias of a mapping: the address of file vaddr 0 (`pc - bias` is the vaddr).
 pub fn load_bias(entry: &MapEntry, segments: &[(u64, u64, u64)]) -> Option<u64> {
     let (offset, vaddr, _) = segments
@@ -581,6 +625,32 @@ mod tests {
         assert!(segments
             .iter()
             .any(|&(_, vaddr, size)| vaddr <= pc && pc < vaddr + size));
+    }
+
+    #[test]
+    fn file_tables_open_the_mapped_file() {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let me = std::fs::read_link("/proc/self/exe").unwrap();
+        let text = crate::symbolize::procmaps::parse_maps(&maps)
+            .into_iter()
+            .find(|e| e.is_exec() && std::path::Path::new(&e.path) == me)
+            .unwrap();
+        let mut opened = Vec::new();
+        let mut tables = FileTables::new(|path: &std::path::Path| {
+            opened.push(path.to_path_buf());
+            Ok(Some(vec![UnwindRow::default()]))
+        });
+        let table = tables.table(std::process::id(), &text).unwrap().unwrap();
+        assert_eq!(table.rows.len(), 1);
+        assert!(load_bias(&text, &table.segments).is_some());
+        drop(tables);
+        let path = opened[0].to_string_lossy().into_owned();
+        assert!(
+            path.contains("/map_files/") || path.ends_with(&text.path),
+            "{path}"
+        );
+        let mut none = FileTables::new(|_: &std::path::Path| Ok(None));
+        assert_eq!(none.table(std::process::id(), &text).unwrap(), None);
     }
 
     #[derive(Default)]
