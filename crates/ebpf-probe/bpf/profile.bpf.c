@@ -504,6 +504,8 @@ int on_process_exit(struct bpf_raw_tracepoint_args *ctx)
 	// when several threads see `live == 0`).
 	if (bpf_map_delete_elem(&pid_config, &tgid) != 0)
 		return 0;
+	// Its mappings too: a process reusing the pid must not be walked with them.
+	bpf_map_delete_elem(&unwind_procs, &tgid);
 	event = bpf_ringbuf_reserve(&events, sizeof(*event), 0);
 	if (!event) {
 		count(C_EVENTS_LOST);
@@ -524,6 +526,9 @@ int on_process_exec(struct bpf_raw_tracepoint_args *ctx)
 	// Only processes the maps know about; their configuration stays (same pid, same cgroup).
 	if (!bpf_map_lookup_elem(&pid_config, &tgid))
 		return 0;
+	// The old program's mappings are gone: frame pointers until user space publishes the new
+	// ones (it re-reads the maps of exec'd processes at its next collect).
+	bpf_map_delete_elem(&unwind_procs, &tgid);
 	event = bpf_ringbuf_reserve(&events, sizeof(*event), 0);
 	if (!event) {
 		count(C_EVENTS_LOST);

@@ -68,6 +68,8 @@ struct Shared {
     raw: Mutex<StackCounts>,
     /// Processes whose mappings the table walk needs re-read (exec, unknown pc).
     rereads: Mutex<HashSet<u32>>,
+    /// Processes that exited: the table walk forgets them after the next collect.
+    exits: Mutex<HashSet<u32>>,
     events: UnboundedSender<ProbeEvent>,
 }
 
@@ -233,6 +235,7 @@ impl Probe {
             ring: Mutex::new(ring),
             raw: Mutex::new(StdHashMap::new()),
             rereads: Mutex::new(HashSet::new()),
+            exits: Mutex::new(HashSet::new()),
             events: tx,
         });
         let async_fd = {
@@ -318,6 +321,8 @@ impl Probe {
         self.pid_config
             .insert(pid, PidConfigValue::from(config), 0)
             .map_err(|e| map_error(MAP_PID_CONFIG, e))?;
+        // A new process may reuse the pid of one that exited.
+        lock(&self.shared.exits).remove(&pid);
         if config.profile && config.user && self.unwinder.as_ref().is_some_and(Unwinder::active) {
             self.refresh_unwind(pid);
         } else {
@@ -407,8 +412,12 @@ impl Probe {
             })
             .collect();
         // New mappings (dlopen, exec, JIT) become visible to the walk from the next interval.
+        let exits = std::mem::take(&mut *lock(&self.shared.exits));
+        for &pid in &exits {
+            self.forget_unwind(pid);
+        }
         let rereads = std::mem::take(&mut *lock(&self.shared.rereads));
-        for pid in rereads {
+        for pid in rereads.difference(&exits).copied() {
             if self.unwinder.as_ref().is_some_and(|u| u.has_process(pid)) {
                 self.refresh_unwind(pid);
             }
@@ -564,8 +573,14 @@ fn drain_ring(shared: &Shared) {
     while let Some(item) = ring.next() {
         match parse_record(&item) {
             Some(Record::Event(event)) => {
-                if let ProbeEvent::PidExec(pid) = event {
-                    lock(&shared.rereads).insert(pid);
+                match event {
+                    ProbeEvent::PidExec(pid) => {
+                        lock(&shared.rereads).insert(pid);
+                    }
+                    ProbeEvent::PidExit(pid) => {
+                        lock(&shared.exits).insert(pid);
+                    }
+                    _ => {}
                 }
                 let _ = shared.events.send(event);
             }
