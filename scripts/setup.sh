@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs and starts what rill's tests need on a fresh Debian machine (run as root):
 # clang + libbpf for the BPF object, Docker engine, Go (go tool pprof), Chromium (UI tests),
-# perf and bpftrace (peers), static libc for FROM-scratch test images.
+# perf and bpftrace (peers), kubectl (the Kubernetes fixture test and `kubectl kustomize` of
+# deploy/kubernetes), static libc for FROM-scratch test images.
 set -euo pipefail
 
 need=()
@@ -14,6 +15,8 @@ have chromium || need+=(chromium)
 have perf || need+=(linux-perf)
 have bpftrace || need+=(bpftrace)
 have bpftool || need+=(bpftool)
+# Debian's kubernetes-client ships /usr/bin/kubectl.
+have kubectl || need+=(kubernetes-client)
 have objcopy || need+=(binutils)
 have xz || need+=(xz-utils)
 have g++ || need+=(g++)

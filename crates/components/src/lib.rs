@@ -2,6 +2,7 @@
 //! (`discovery.relabel` lives in `discovery/relabel.rs`).
 
 pub mod discovery;
+pub mod http_client;
 pub mod pyroscope;
 pub mod registry;
 

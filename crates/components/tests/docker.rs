@@ -1,6 +1,7 @@
 //! `discovery.docker` against a real Docker engine (root and `docker.io` required; the tests start
 //! `dockerd` when it is not running and FAIL when the engine cannot be had).
 
+#[path = "support/docker_support.rs"]
 mod docker_support;
 
 use std::collections::BTreeMap;
@@ -347,6 +348,7 @@ fn diff(got: &[Labels], want: &[Labels]) -> String {
 }
 
 #[test]
+#[ignore = "needs root and Docker"]
 fn docker_targets_have_prometheus_labels() {
     let _g = serial();
     let s = scenario("labels");
@@ -365,6 +367,7 @@ fn docker_targets_have_prometheus_labels() {
 }
 
 #[test]
+#[ignore = "needs root and Docker"]
 fn docker_match_first_network_false_gives_every_network() {
     let _g = serial();
     let s = scenario("allnets");
@@ -380,6 +383,7 @@ fn docker_match_first_network_false_gives_every_network() {
 }
 
 #[test]
+#[ignore = "needs root and Docker"]
 fn docker_port_and_host_networking_host_arguments() {
     let _g = serial();
     let s = scenario("portarg");
@@ -403,6 +407,7 @@ fn docker_port_and_host_networking_host_arguments() {
 }
 
 #[test]
+#[ignore = "needs root and Docker"]
 fn docker_new_container_visible_within_two_seconds_via_events() {
     let _g = serial();
     main_engine();
@@ -480,6 +485,7 @@ fn docker_new_container_visible_within_two_seconds_via_events() {
 }
 
 #[test]
+#[ignore = "needs root and Docker"]
 fn docker_engine_restart_unhealthy_then_healthy_targets_restored() {
     let _g = serial();
     let mut engine = PrivateEngine::new("restart");
@@ -627,7 +633,7 @@ fn docker_arguments_validation() {
 /// 200 running containers: time from starting discovery to published targets. Run manually:
 /// `cargo test -p components --test docker -- --ignored --nocapture docker_200`.
 #[test]
-#[ignore]
+#[ignore = "needs root and Docker (starts 200 containers)"]
 fn docker_200_containers_publish_time() {
     let _g = serial();
     main_engine();

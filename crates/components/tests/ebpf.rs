@@ -137,7 +137,10 @@ impl Fixture {
                     .unwrap()
                     .take()
                     .map(|s| Box::new(s) as Box<dyn SampleSource>)
-                    .ok_or_else(|| ProbeError::Load("mock source already taken".into()))
+                    .ok_or_else(|| ProbeError::Load {
+                        context: "mock source already taken".into(),
+                        source: None,
+                    })
             }),
             probe: ProbeConfig::default(),
             symbolizer: SymbolizerConfig {
@@ -606,9 +609,10 @@ async fn unhealthy_without_privileges_and_idle() {
     let args = Arguments::new(vec![rec.clone() as AppendableRef]);
     let options = EbpfOptions {
         source: Arc::new(|_cfg: &ProbeConfig| {
-            Err(ProbeError::Permission(
-                "loading BPF program: Operation not permitted (os error 1)".into(),
-            ))
+            Err(ProbeError::Permission {
+                context: "loading BPF program".into(),
+                source: std::io::Error::from_raw_os_error(1).into(),
+            })
         }),
         event_poll: Duration::from_millis(10),
         ..EbpfOptions::default()

@@ -3,6 +3,7 @@
 //! nodes served by the fixture. Measures the time to the first complete target list, the
 //! process RSS growth, and how long a pod added later takes to appear in the targets.
 
+#[path = "support/k8s_fixture.rs"]
 mod k8s_fixture;
 
 use std::sync::Arc;
@@ -13,11 +14,11 @@ use k8s_fixture::{pod, Fixture};
 use river_parser::decode::Secret;
 
 fn rss_kib() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    let s = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
     s.lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+        .expect("VmRSS line")
 }
 
 #[test]

@@ -261,12 +261,40 @@ impl Collection {
     }
 }
 
-/// Errors of the kernel side.
+/// The cause of a [`ProbeError`] (an aya, map or OS error), kept for callers to format as a
+/// chain.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Counts keyed by (pid, user stack, kernel stack).
+type StackCounts = std::collections::HashMap<(u32, Vec<u64>, Vec<u64>, Option<WalkEnd>), u64>;
+
+/// The samples of aggregated counts.
+fn stack_samples(counts: StackCounts) -> Vec<StackSample> {
+    counts
+        .into_iter()
+        .map(|((pid, user, kernel, user_end), count)| StackSample {
+            pid,
+            user,
+            kernel,
+            count,
+            user_end,
+        })
+        .collect()
+}
+
+/// Errors of the kernel side. The underlying error is the [`std::error::Error::source`]; format
+/// the whole chain for people.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     /// The process may not load BPF programs or open perf events.
-    #[error("pyroscope.ebpf needs root or CAP_BPF+CAP_PERFMON: {0}")]
-    Permission(String),
+    #[error("{PERMISSION_MESSAGE_PREFIX}: {context}")]
+    Permission {
+        /// What was being done.
+        context: String,
+        /// Why it failed.
+        #[source]
+        source: Cause,
+    },
     /// An invalid [`ProbeConfig`].
     #[error("invalid probe configuration: {0}")]
     Config(String),
@@ -274,15 +302,22 @@ pub enum ProbeError {
     #[error("pyroscope.ebpf probe must be loaded inside a tokio runtime")]
     NoRuntime,
     /// Loading or attaching failed for another reason.
-    #[error("loading the pyroscope.ebpf probe: {0}")]
-    Load(String),
+    #[error("loading the pyroscope.ebpf probe: {context}")]
+    Load {
+        /// What was being done (or what is missing).
+        context: String,
+        /// Why it failed, when another error says so.
+        #[source]
+        source: Option<Cause>,
+    },
     /// A map operation failed.
-    #[error("BPF map {map}: {message}")]
+    #[error("BPF map {map}")]
     Map {
         /// The map name.
         map: &'static str,
         /// What failed.
-        message: String,
+        #[source]
+        source: Cause,
     },
 }
 
@@ -307,32 +342,41 @@ mod tests {
     #[test]
     fn config_validation() {
         assert!(ProbeConfig::default().validate().is_ok());
-        let err = ProbeConfig {
-            sample_rate: 0,
-            ..Default::default()
+        let base = ProbeConfig::default();
+        for (field, config) in [
+            (
+                "sample_rate",
+                ProbeConfig {
+                    sample_rate: 0,
+                    ..base.clone()
+                },
+            ),
+            (
+                "stack_map_size",
+                ProbeConfig {
+                    stack_map_size: 0,
+                    ..base.clone()
+                },
+            ),
+            (
+                "ring_buffer_size",
+                ProbeConfig {
+                    ring_buffer_size: 3000,
+                    ..base.clone()
+                },
+            ),
+        ] {
+            let err = config.validate().unwrap_err();
+            assert!(err.to_string().contains(field), "{err}");
         }
-        .validate()
-        .unwrap_err();
-        assert!(err.to_string().contains("sample_rate"), "{err}");
-        let err = ProbeConfig {
-            stack_map_size: 0,
-            ..Default::default()
-        }
-        .validate()
-        .unwrap_err();
-        assert!(err.to_string().contains("stack_map_size"), "{err}");
-        let err = ProbeConfig {
-            ring_buffer_size: 3000,
-            ..Default::default()
-        }
-        .validate()
-        .unwrap_err();
-        assert!(err.to_string().contains("ring_buffer_size"), "{err}");
     }
 
     #[test]
     fn permission_error_message_prefix() {
-        let err = ProbeError::Permission("loading the BPF object: Operation not permitted".into());
+        let err = ProbeError::Permission {
+            context: "loading the BPF object".into(),
+            source: std::io::Error::from_raw_os_error(libc::EPERM).into(),
+        };
         assert!(
             err.to_string()
                 .starts_with(&format!("{PERMISSION_MESSAGE_PREFIX}: ")),

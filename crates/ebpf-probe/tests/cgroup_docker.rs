@@ -28,6 +28,7 @@ fn run(cmd: &mut Command) -> String {
 }
 
 #[test]
+#[ignore = "needs root and Docker"]
 fn container_id_of_a_real_container() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

@@ -144,6 +144,7 @@ fn decoder_rejects_garbage() {
 }
 
 #[test]
+#[ignore = "needs Go toolchain"]
 fn go_tool_pprof_reads_profile() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cpu.pb.gz");
@@ -176,6 +177,7 @@ fn go_tool_pprof_reads_profile() {
 /// symbolized and written as pprof: `go tool pprof -traces` shows the chain in order with the
 /// binary's mapping and build ID.
 #[test]
+#[ignore = "needs Go toolchain"]
 fn symbolized_live_stack_through_go_tool_pprof() {
     use std::io::{BufRead, BufReader, Write};
     use std::process::{Command, Stdio};

@@ -4,6 +4,11 @@
 //! profiled at 97 Hz for a fixed amount of CPU time, and its stacks are checked against its
 //! own symbols and /proc/PID/maps.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test] functions: a failed step fails the test"
+)]
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -241,6 +246,7 @@ async fn wait_cpu_burnt(pid: u32) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and eBPF"]
 async fn user_stacks_of_a_busy_program() {
     let _serial = SERIAL.lock().await;
     let busy = build_busy();
@@ -354,6 +360,7 @@ async fn user_stacks_of_a_busy_program() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and eBPF"]
 async fn kernel_stacks_of_a_syscall_heavy_program() {
     let _serial = SERIAL.lock().await;
     let busy = build_busy();
@@ -446,6 +453,7 @@ async fn kernel_stacks_of_a_syscall_heavy_program() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and eBPF"]
 async fn unknown_pids_are_reported_once_and_ignored_pids_cost_nothing() {
     let _serial = SERIAL.lock().await;
     let busy = build_busy();
@@ -525,6 +533,7 @@ async fn unknown_pids_are_reported_once_and_ignored_pids_cost_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and eBPF"]
 async fn configuring_a_dead_pid_reports_its_exit() {
     let _serial = SERIAL.lock().await;
     let mut probe = load_probe();
@@ -589,6 +598,7 @@ async fn profile_syscalls(config: ProbeConfig) -> (u32, Collection) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and eBPF"]
 async fn stack_map_collisions_do_not_lose_samples() {
     let _serial = SERIAL.lock().await;
     // Two buckets for dozens of distinct stacks: most stacks collide.
@@ -631,6 +641,7 @@ async fn stack_map_collisions_do_not_lose_samples() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and eBPF"]
 async fn a_full_counts_map_is_reported_as_lost() {
     let _serial = SERIAL.lock().await;
     let config = ProbeConfig {
@@ -658,6 +669,7 @@ async fn a_full_counts_map_is_reported_as_lost() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and eBPF"]
 async fn exec_of_a_known_pid_is_reported() {
     let _serial = SERIAL.lock().await;
     let mut probe = load_probe();
@@ -704,6 +716,7 @@ async fn exec_of_a_known_pid_is_reported() {
 /// Re-runs `unprivileged_helper` of this test binary as user nobody (no capabilities) and
 /// checks the error the component would show.
 #[test]
+#[ignore = "needs root (drops to user nobody with setpriv)"]
 fn unprivileged_load_fails_with_the_permission_message() {
     let exe = std::env::current_exe().unwrap();
     let out = Command::new("setpriv")
@@ -758,6 +771,7 @@ fn chain_share(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and eBPF"]
 async fn callers_of_frameless_leaves_are_recovered() {
     let _serial = SERIAL.lock().await;
     let busy = build_busy();

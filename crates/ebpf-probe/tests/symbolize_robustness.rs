@@ -1,6 +1,11 @@
 //! Hostile input never panics: random and mutated bytes through the ELF loader, the Go pclntab
 //! reader, the maps/kallsyms/perf-map/cgroup parsers and the pprof decoder.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test] functions: a failed step fails the test"
+)]
+
 use ebpf_probe::symbolize::table::SymbolTableBuilder;
 use ebpf_probe::symbolize::{elf, gopclntab, kallsyms, perfmap, procmaps};
 use proptest::prelude::*;

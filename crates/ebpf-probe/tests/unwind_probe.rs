@@ -201,7 +201,9 @@ fn symbols(binary: &Path) -> HashMap<String, (u64, u64)> {
 
 /// Runs the program in `mode` under the probe and returns its samples and the binary's
 /// symbol lookup (`ip → name` for the program's own functions).
-async fn profile(mode: &str) -> (Vec<StackSample>, impl Fn(u64) -> Option<String>) {
+/// `readelf`: tables from the test's readelf provider, else the probe's default (the crate's
+/// gimli-based CFI tables).
+async fn profile(mode: &str, readelf: bool) -> (Vec<StackSample>, impl Fn(u64) -> Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("prog.c");
     std::fs::write(&source, PROGRAM_C).unwrap();
@@ -229,9 +231,11 @@ async fn profile(mode: &str) -> (Vec<StackSample>, impl Fn(u64) -> Option<String
     })
     .expect("loading the probe (root needed)");
     assert!(probe.unwinding(), "this kernel runs profile_cpu_unwind");
-    probe.set_table_provider(Box::new(FileTables::new(|path: &Path| {
-        readelf_rows(path).map(Some)
-    })));
+    if readelf {
+        probe.set_table_provider(Box::new(FileTables::new(|path: &Path| {
+            readelf_rows(path).map(Some)
+        })));
+    }
 
     let mut child = Command::new(&binary)
         .args([mode, &CPU_SECONDS.to_string()])
@@ -297,8 +301,19 @@ fn names(sample: &StackSample, lookup: &impl Fn(u64) -> Option<String>) -> Vec<S
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and eBPF"]
 async fn qsort_callbacks_reach_main_without_frame_pointers() {
-    let (samples, lookup) = profile("qsort").await;
+    check_qsort(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and eBPF"]
+async fn qsort_callbacks_reach_main_with_the_crate_tables() {
+    check_qsort(false).await;
+}
+
+async fn check_qsort(readelf: bool) {
+    let (samples, lookup) = profile("qsort", readelf).await;
     let total: u64 = samples.iter().map(|s| s.count).sum();
     assert!(
         total as f64 >= CPU_SECONDS * RATE as f64 * 0.5,
@@ -336,8 +351,9 @@ async fn qsort_callbacks_reach_main_without_frame_pointers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and eBPF"]
 async fn deep_recursion_is_walked_whole() {
-    let (samples, lookup) = profile("deep").await;
+    let (samples, lookup) = profile("deep", false).await;
     let total: u64 = samples.iter().map(|s| s.count).sum();
     let mut whole = 0;
     for s in &samples {

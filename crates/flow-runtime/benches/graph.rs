@@ -3,6 +3,11 @@
 //! reach the end of a 100-long chain, and `/-/reload` latency (real HTTP server) for a one-line
 //! change. Run with `cargo bench -p flow-runtime --bench graph`.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "benchmark setup and measurement: a failure aborts the benchmark"
+)]
+
 use flow_runtime::testing::fire;
 use flow_runtime::{Runtime, RuntimeOptions};
 use river_parser::{Number, Value};

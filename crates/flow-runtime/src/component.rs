@@ -54,6 +54,7 @@
 //! // in components::registry(): registry.register::<Double>("test.double");
 //! ```
 
+use crate::util::lock;
 use river_parser::{Validate, Value};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
@@ -339,5 +340,3 @@ impl MetricsRegistry {
         prometheus_client::encoding::text::encode_registry(out, &lock(&self.inner))
     }
 }
-
-pub(crate) use crate::util::lock;

@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Largest request body accepted (the API takes none; this only bounds what is drained).
 const MAX_BODY: usize = 64 * 1024;
@@ -44,7 +45,7 @@ pub async fn serve(
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let task = tokio::spawn(accept_loop(runtime, listener, cancel));
+    let task = tokio::spawn(accept_loop(runtime, listener, cancel).in_current_span());
     Ok((local, task))
 }
 
@@ -63,29 +64,32 @@ async fn accept_loop(runtime: Runtime, listener: TcpListener, cancel: Cancellati
         };
         let rt = runtime.clone();
         let cancel = cancel.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let rt = rt.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&rt, req).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .max_buf_size(MAX_HEAD.max(8192))
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "connection error");
+        tokio::spawn(
+            async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let rt = rt.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handle(&rt, req).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .max_buf_size(MAX_HEAD.max(8192))
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(error = %e, "connection error");
+                        }
+                    }
+                    _ = cancel.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
                     }
                 }
-                _ = cancel.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
             }
-        });
+            .in_current_span(),
+        );
     }
 }
 
@@ -367,8 +371,7 @@ fn component_json(c: &ComponentInfo, full: bool) -> serde_json::Value {
         "referencesTo": c.references_to,
         "referencedBy": c.referenced_by,
     });
-    if full {
-        let obj = v.as_object_mut().expect("json object");
+    if let (true, Some(obj)) = (full, v.as_object_mut()) {
         obj.insert(
             "arguments".into(),
             c.arguments.as_ref().map_or(json!([]), body_to_json),

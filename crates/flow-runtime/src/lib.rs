@@ -1,22 +1,24 @@
 //! The Flow runtime: the component contract and registry, the loader that turns a River file into
 //! a component graph, the scheduler that evaluates it and propagates exports, hot reload, the
 //! HTTP server (health, reload, metrics, JSON API) and the embedded web UI.
+//!
+//! The test components ([`testing`]) exist only with the `testing` cargo feature;
+//! [`registry::test_components`] hands them to a binary without it naming the feature.
 
-pub mod agent;
 pub mod component;
+pub mod http;
+pub mod loader;
+pub mod logging;
+pub mod metrics;
 pub mod registry;
+pub mod runtime;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod util;
 
 pub use component::{
     CancellationToken, Component, ExportsHandle, Health, HealthState, MetricsRegistry, Options,
     Resource, ResourceError,
 };
 pub use registry::Registry;
-pub mod http;
-pub mod loader;
-pub mod logging;
-pub mod metrics;
-pub mod runtime;
-pub mod testing;
-pub mod util;
-
 pub use runtime::{LoadError, ReloadFailure, Runtime, RuntimeOptions};

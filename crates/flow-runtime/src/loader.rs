@@ -51,105 +51,170 @@ fn is_identifier(s: &str) -> bool {
 }
 
 /// Builds the graph of `file`. `src` is used only to name positions in messages.
+///
+/// Four phases: `declare` the top-level blocks, `resolve_references` between components,
+/// `report_cycles`, and, when none of them found an error, `order` the graph.
 pub fn load(file: &File, src: &str, registry: &Registry) -> Result<GraphDef, Diagnostics> {
-    let lines = LineIndex::new(src);
-    let pos = |span: Span| {
-        let lc = lines.line_col(src, span.start);
-        format!("{}:{}", lc.line, lc.col)
-    };
     let mut diags = Diagnostics::default();
-    let mut graph = GraphDef::default();
-    let mut first_pos: HashMap<String, Span> = HashMap::new();
-
-    for stmt in &file.body {
-        let block = match stmt {
-            Stmt::Attribute(a) => {
-                diags.push(Diagnostic::new(
-                    a.name.span,
-                    format!("unexpected attribute \"{}\" at the top level", a.name.name),
-                ));
-                continue;
-            }
-            Stmt::Block(b) => b,
-        };
-        let name = block.full_name();
-        if CONFIG_BLOCKS.contains(&name.as_str()) {
-            if let Some(span) = block.label_span {
-                diags.push(Diagnostic::new(
-                    span,
-                    format!("block \"{name}\" does not take a label"),
-                ));
-            } else if let Some(prev) = first_pos.get(&name) {
-                diags.push(
-                    Diagnostic::new(
-                        block.name_span(),
-                        format!("block \"{name}\" already declared"),
-                    )
-                    .with_hint(format!("first declared at {}", pos(*prev))),
-                );
-            } else {
-                first_pos.insert(name.clone(), block.name_span());
-                graph.logging = Some(block.clone());
-            }
-            continue;
-        }
-        if !registry.contains(&name) {
-            diags.push(Diagnostic::new(
-                block.name_span(),
-                format!("unknown component \"{name}\""),
-            ));
-            continue;
-        }
-        let Some(label) = &block.label else {
-            diags.push(
-                Diagnostic::new(
-                    block.name_span(),
-                    format!("component \"{name}\" must have a label"),
-                )
-                .with_hint(format!("write it as {name} \"LABEL\" {{ ... }}")),
-            );
-            continue;
-        };
-        let label_span = block.label_span.unwrap_or(block.span);
-        if !is_identifier(label) {
-            diags.push(Diagnostic::new(
-                label_span,
-                format!(
-                    "component label \"{label}\" must be a valid identifier (letters, digits and _, not starting with a digit)"
-                ),
-            ));
-            continue;
-        }
-        let id = format!("{name}.{label}");
-        let here = block.name_span().to(label_span);
-        if let Some(prev) = first_pos.get(&id) {
-            diags.push(
-                Diagnostic::new(
-                    here,
-                    format!("component \"{id}\" already declared at {}", pos(*prev)),
-                )
-                .with_hint(format!(
-                    "also declared at {}; IDs must be unique",
-                    pos(here)
-                )),
-            );
-            diags.push(Diagnostic::new(
-                *prev,
-                format!("component \"{id}\" declared again at {}", pos(here)),
-            ));
-            continue;
-        }
-        first_pos.insert(id.clone(), here);
-        graph.nodes.push(NodeDef {
-            id,
-            name,
-            label: label.clone(),
-            block: block.clone(),
-            refs: Vec::new(),
-        });
+    let mut graph = declare(file, src, registry, &mut diags);
+    resolve_references(&mut graph, registry, &mut diags);
+    report_cycles(&graph, &mut diags);
+    if !diags.is_empty() {
+        diags.0.sort_by_key(|d| d.span.start);
+        return Err(diags);
     }
+    order(&mut graph);
+    Ok(graph)
+}
 
-    // References.
+/// Where each declared name (component ID or config block) was first seen, as `line:col` text
+/// for messages.
+struct Declared<'a> {
+    src: &'a str,
+    lines: LineIndex,
+    first: HashMap<String, Span>,
+}
+
+impl Declared<'_> {
+    fn pos(&self, span: Span) -> String {
+        let lc = self.lines.line_col(self.src, span.start);
+        format!("{}:{}", lc.line, lc.col)
+    }
+}
+
+/// Phase 1: turns the top-level statements into component nodes (source order, no references
+/// yet) and the `logging` block; reports attributes at the top level, unknown component names,
+/// missing or malformed labels and duplicate IDs or config blocks.
+fn declare(file: &File, src: &str, registry: &Registry, diags: &mut Diagnostics) -> GraphDef {
+    let mut declared = Declared {
+        src,
+        lines: LineIndex::new(src),
+        first: HashMap::new(),
+    };
+    let mut graph = GraphDef::default();
+    for stmt in &file.body {
+        match stmt {
+            Stmt::Attribute(a) => diags.push(Diagnostic::new(
+                a.name.span,
+                format!("unexpected attribute \"{}\" at the top level", a.name.name),
+            )),
+            Stmt::Block(block) if CONFIG_BLOCKS.contains(&block.full_name().as_str()) => {
+                if let Some(b) = declare_config_block(block, &mut declared, diags) {
+                    graph.logging = Some(b);
+                }
+            }
+            Stmt::Block(block) => {
+                if let Some(node) = declare_component(block, registry, &mut declared, diags) {
+                    graph.nodes.push(node);
+                }
+            }
+        }
+    }
+    graph
+}
+
+/// A runtime configuration block (`logging`): no label, at most one of each.
+fn declare_config_block(
+    block: &Block,
+    declared: &mut Declared<'_>,
+    diags: &mut Diagnostics,
+) -> Option<Block> {
+    let name = block.full_name();
+    if let Some(span) = block.label_span {
+        diags.push(Diagnostic::new(
+            span,
+            format!("block \"{name}\" does not take a label"),
+        ));
+        return None;
+    }
+    if let Some(prev) = declared.first.get(&name) {
+        diags.push(
+            Diagnostic::new(
+                block.name_span(),
+                format!("block \"{name}\" already declared"),
+            )
+            .with_hint(format!("first declared at {}", declared.pos(*prev))),
+        );
+        return None;
+    }
+    declared.first.insert(name, block.name_span());
+    Some(block.clone())
+}
+
+/// A component block: a registered name and a unique, identifier-shaped label.
+fn declare_component(
+    block: &Block,
+    registry: &Registry,
+    declared: &mut Declared<'_>,
+    diags: &mut Diagnostics,
+) -> Option<NodeDef> {
+    let name = block.full_name();
+    if !registry.contains(&name) {
+        diags.push(Diagnostic::new(
+            block.name_span(),
+            format!("unknown component \"{name}\""),
+        ));
+        return None;
+    }
+    let Some(label) = &block.label else {
+        diags.push(
+            Diagnostic::new(
+                block.name_span(),
+                format!("component \"{name}\" must have a label"),
+            )
+            .with_hint(format!("write it as {name} \"LABEL\" {{ ... }}")),
+        );
+        return None;
+    };
+    let label_span = block.label_span.unwrap_or(block.span);
+    if !is_identifier(label) {
+        diags.push(Diagnostic::new(
+            label_span,
+            format!(
+                "component label \"{label}\" must be a valid identifier (letters, digits and _, not starting with a digit)"
+            ),
+        ));
+        return None;
+    }
+    let id = format!("{name}.{label}");
+    let here = block.name_span().to(label_span);
+    if let Some(prev) = declared.first.get(&id) {
+        diags.push(
+            Diagnostic::new(
+                here,
+                format!(
+                    "component \"{id}\" already declared at {}",
+                    declared.pos(*prev)
+                ),
+            )
+            .with_hint(format!(
+                "also declared at {}; IDs must be unique",
+                declared.pos(here)
+            )),
+        );
+        diags.push(Diagnostic::new(
+            *prev,
+            format!(
+                "component \"{id}\" declared again at {}",
+                declared.pos(here)
+            ),
+        ));
+        return None;
+    }
+    declared.first.insert(id.clone(), here);
+    Some(NodeDef {
+        id,
+        name,
+        label: label.clone(),
+        block: block.clone(),
+        refs: Vec::new(),
+    })
+}
+
+/// Phase 2: fills every node's `refs` with the components its expressions name (the longest
+/// prefix of an `ident(.ident)*` chain that is a declared ID); reports self references and chains
+/// rooted at a component namespace that name no declared component.
+fn resolve_references(graph: &mut GraphDef, registry: &Registry, diags: &mut Diagnostics) {
     let ids: HashMap<&str, usize> = graph
         .nodes
         .iter()
@@ -169,14 +234,9 @@ pub fn load(file: &File, src: &str, registry: &Registry) -> Result<GraphDef, Dia
         let mut refs = BTreeSet::new();
         let mut self_ref = None;
         walk_body(&node.block.body, &mut |chain: &[&str], span: Span| {
-            let mut found = None;
-            for len in (1..=chain.len()).rev() {
-                let candidate = chain[..len].join(".");
-                if let Some(&j) = ids.get(candidate.as_str()) {
-                    found = Some(j);
-                    break;
-                }
-            }
+            let found = (1..=chain.len())
+                .rev()
+                .find_map(|len| ids.get(chain[..len].join(".").as_str()).copied());
             match found {
                 Some(j) if j == i => {
                     self_ref.get_or_insert(span);
@@ -184,13 +244,15 @@ pub fn load(file: &File, src: &str, registry: &Registry) -> Result<GraphDef, Dia
                 Some(j) => {
                     refs.insert(j);
                 }
-                None if roots.contains(chain[0]) => diags.push(Diagnostic::new(
-                    span,
-                    format!(
-                        "component \"{}\" does not exist or is out of scope",
-                        chain.join(".")
-                    ),
-                )),
+                None if chain.first().is_some_and(|root| roots.contains(*root)) => {
+                    diags.push(Diagnostic::new(
+                        span,
+                        format!(
+                            "component \"{}\" does not exist or is out of scope",
+                            chain.join(".")
+                        ),
+                    ))
+                }
                 None => {}
             }
         });
@@ -205,29 +267,31 @@ pub fn load(file: &File, src: &str, registry: &Registry) -> Result<GraphDef, Dia
     for (node, refs) in graph.nodes.iter_mut().zip(all_refs) {
         node.refs = refs;
     }
+}
 
-    // Cycles.
-    for scc in strongly_connected(&graph.nodes) {
-        if scc.len() > 1 {
-            let mut members = scc.clone();
-            members.sort_unstable();
-            let names: Vec<&str> = members
-                .iter()
-                .map(|&k| graph.nodes[k].id.as_str())
-                .collect();
-            let first = &graph.nodes[members[0]];
-            diags.push(Diagnostic::new(
-                first.block.name_span(),
-                format!("cycle: {}", names.join(", ")),
-            ));
+/// Phase 3: reports every reference cycle (`cycle: a, b, c`, members in source order) at its
+/// first member's name.
+fn report_cycles(graph: &GraphDef, diags: &mut Diagnostics) {
+    for mut members in strongly_connected(&graph.nodes) {
+        if members.len() < 2 {
+            continue;
         }
+        members.sort_unstable();
+        let names: Vec<&str> = members
+            .iter()
+            .map(|&k| graph.nodes[k].id.as_str())
+            .collect();
+        let first = &graph.nodes[members[0]];
+        diags.push(Diagnostic::new(
+            first.block.name_span(),
+            format!("cycle: {}", names.join(", ")),
+        ));
     }
+}
 
-    if !diags.is_empty() {
-        diags.0.sort_by_key(|d| d.span.start);
-        return Err(diags);
-    }
-
+/// Phase 4 (an acyclic graph only): fills `dependants` (the inverse of `refs`) and the
+/// topological `order`.
+fn order(graph: &mut GraphDef) {
     graph.dependants = vec![Vec::new(); graph.nodes.len()];
     for (i, n) in graph.nodes.iter().enumerate() {
         for &r in &n.refs {
@@ -235,7 +299,6 @@ pub fn load(file: &File, src: &str, registry: &Registry) -> Result<GraphDef, Dia
         }
     }
     graph.order = topological(&graph.nodes, &graph.dependants);
-    Ok(graph)
 }
 
 /// Calls `f` with every `ident(.ident)*` chain found in the expressions of `body`.

@@ -122,7 +122,7 @@ pub fn init(initial: &LoggingConfig) -> crate::runtime::LoggingHook {
         .try_init();
     let current = std::sync::Mutex::new(initial.clone());
     Arc::new(move |cfg: &LoggingConfig| {
-        let mut cur = crate::component::lock(&current);
+        let mut cur = crate::util::lock(&current);
         if *cur == *cfg {
             return Ok(());
         }
@@ -210,6 +210,11 @@ impl tracing::field::Visit for LogfmtVisitor {
     }
 }
 
+/// A logfmt value: bare when it is non-empty and has no space, `"`, `=` or control character,
+/// otherwise in double quotes with `"`, `\\` and newline escaped (other characters as they are).
+/// This is logfmt quoting, deliberately not Go's `strconv.Quote` (`river_parser::quote::go_quote`),
+/// which always quotes and escapes every non-printable character: plain values stay bare, as
+/// logfmt readers expect.
 fn quote(s: &str) -> String {
     if !s.is_empty()
         && !s

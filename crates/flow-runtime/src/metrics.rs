@@ -1,7 +1,8 @@
 //! The runtime's own metrics and the `/metrics` exposition (runtime series followed by every
 //! component's series, each carrying `component_id`).
 
-use crate::component::{lock, MetricsRegistry};
+use crate::component::MetricsRegistry;
+use crate::util::lock;
 use crate::HealthState;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

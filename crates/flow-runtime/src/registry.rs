@@ -155,3 +155,18 @@ impl Registry {
         self.builders.get(name)
     }
 }
+
+/// The test components of [`crate::testing`] (`test.pulse`, `test.sink`, `test.slow_stop`, ...)
+/// when this crate is built with the `testing` feature, `None` otherwise: `rill run
+/// --feature.test-components` asks for them this way, so a release build of rill neither contains
+/// nor accepts them.
+pub fn test_components() -> Option<Registry> {
+    #[cfg(feature = "testing")]
+    {
+        Some(crate::testing::registry())
+    }
+    #[cfg(not(feature = "testing"))]
+    {
+        None
+    }
+}

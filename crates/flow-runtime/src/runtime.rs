@@ -12,11 +12,12 @@
 //! each at most once per wave (a de-duplicated set bounded by the number of components).
 
 use crate::component::{
-    lock, CancellationToken, ExportsHandle, Health, HealthState, MetricsRegistry, Options,
+    CancellationToken, ExportsHandle, Health, HealthState, MetricsRegistry, Options,
 };
 use crate::loader::{self, GraphDef};
 use crate::metrics::RuntimeMetrics;
 use crate::registry::{AnyArgs, Builder, Instance, Registry};
+use crate::util::lock;
 use river_parser::ast::Block;
 use river_parser::eval::{BodyValue, Scope};
 use river_parser::{Diagnostic, Diagnostics, Value};
@@ -133,7 +134,11 @@ impl Node {
         if self.eval_health.state != HealthState::Healthy {
             return self.eval_health.clone();
         }
-        if let Some(h) = self.instance.as_ref().and_then(|i| i.health()) {
+        if let Some(h) = self
+            .instance
+            .as_ref()
+            .and_then(|i| self.span.in_scope(|| i.health()))
+        {
             return h;
         }
         self.eval_health.clone()
@@ -213,7 +218,7 @@ impl Runtime {
             }),
         };
         let weak = Arc::downgrade(&rt.inner);
-        tokio::spawn(propagate(weak, pending));
+        tokio::spawn(propagate(weak, pending).in_current_span());
         rt
     }
 
@@ -293,6 +298,22 @@ impl Runtime {
         };
         let file = river_parser::parse_file(src).map_err(reject)?;
         let graph = loader::load(&file, src, &self.inner.registry).map_err(reject)?;
+        // The loader accepted only registered names; looking the builders up before anything
+        // changes (logging included) keeps even a registry/loader mismatch a rejected load.
+        let builders = graph
+            .nodes
+            .iter()
+            .map(|def| {
+                self.inner.registry.get(&def.name).cloned().ok_or_else(|| {
+                    Diagnostic::new(
+                        def.block.name_span(),
+                        format!("unknown component \"{}\"", def.name),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|d| reject(d.into()))?;
+
         let logging = match &graph.logging {
             Some(block) => Some(crate::logging::LoggingConfig::from_block(block).map_err(reject)?),
             None => None,
@@ -342,13 +363,13 @@ impl Runtime {
 
         // The new node table: kept nodes carry their instance, exports and last good state.
         let mut nodes = Vec::with_capacity(graph.nodes.len());
-        for def in &graph.nodes {
+        for (def, builder) in graph.nodes.iter().zip(builders) {
             let node = match old.remove(&def.id) {
                 Some(mut n) => {
                     n.block = def.block.clone();
                     n
                 }
-                None => self.new_node(def),
+                None => self.new_node(def, builder),
             };
             nodes.push(node);
         }
@@ -389,17 +410,11 @@ impl Runtime {
         }
     }
 
-    fn new_node(&self, def: &loader::NodeDef) -> Node {
+    fn new_node(&self, def: &loader::NodeDef, builder: Arc<dyn Builder>) -> Node {
         let exports = ExportsHandle::new();
         let pending = self.inner.pending.clone();
         let id = def.id.clone();
         exports.set_listener(Arc::new(move || pending.push(&id)));
-        let builder = self
-            .inner
-            .registry
-            .get(&def.name)
-            .cloned()
-            .expect("the loader checked the component name");
         Node {
             id: def.id.clone(),
             name: def.name.clone(),
@@ -533,14 +548,13 @@ impl Runtime {
         name: &str,
         query: std::collections::BTreeMap<String, String>,
     ) -> Option<Result<crate::Resource, crate::ResourceError>> {
-        let instance = {
+        let (instance, span) = {
             let st = self.inner.state.lock().await;
-            st.index
-                .get(id)
-                .and_then(|&i| st.nodes[i].instance.clone())?
+            let node = st.index.get(id).map(|&i| &st.nodes[i])?;
+            (node.instance.clone()?, node.span.clone())
         };
         let name = name.to_string();
-        tokio::task::spawn_blocking(move || instance.resource(&name, &query))
+        tokio::task::spawn_blocking(move || span.in_scope(|| instance.resource(&name, &query)))
             .await
             .ok()
     }
@@ -648,7 +662,9 @@ fn info(st: &State, i: usize, full: bool) -> ComponentInfo {
         arguments: if full { n.args_body.clone() } else { None },
         exports: if full { n.propagated.clone() } else { None },
         debug_info: if full {
-            n.instance.as_ref().and_then(|i| i.debug_info())
+            n.instance
+                .as_ref()
+                .and_then(|i| n.span.in_scope(|| i.debug_info()))
         } else {
             None
         },

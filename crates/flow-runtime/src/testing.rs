@@ -2,10 +2,15 @@
 //! against the runtime): `test.pulse` (a counter), `test.passthrough` (exports its input) and
 //! `test.sum` (adds numbers), and a capsule pair: `test.sink` exports a `receiver` capsule that
 //! `test.sender { forward_to = [...] }` pushes values into; `test.slow_stop` takes `stop_delay` of
-//! blocking work to stop (shutdown tests). Each counts builds, updates and run starts in [`Stats`], keyed by the
-//! component's data path (unique per runtime when every test uses its own storage path).
+//! blocking work to stop (shutdown tests); `test.spawn_log` logs from `build`, `update` and from a
+//! task and a blocking thread its `run` starts (span tests). Each counts builds, updates and run
+//! starts in [`Stats`], keyed by the component's data path (unique per runtime when every test
+//! uses its own storage path).
+//!
+//! Only built with the `testing` feature, so release builds of rill do not contain them.
 
-use crate::component::{lock, CancellationToken, Component, Options};
+use crate::component::{CancellationToken, Component, Options};
+use crate::util::lock;
 use river_parser::decode::Duration;
 use river_parser::{Number, Value};
 use serde::Deserialize;
@@ -14,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 /// Counters of one test component instance.
 #[derive(Debug, Default)]
@@ -44,7 +50,7 @@ pub fn fire(data_path: &Path) {
     stats(data_path).fire.notify_one();
 }
 
-/// A registry with the three test components.
+/// A registry with every test component.
 pub fn registry() -> crate::Registry {
     crate::Registry::new()
         .with::<Pulse>("test.pulse")
@@ -53,6 +59,7 @@ pub fn registry() -> crate::Registry {
         .with::<Sink>("test.sink")
         .with::<Sender>("test.sender")
         .with::<SlowStop>("test.slow_stop")
+        .with::<SpawnLog>("test.spawn_log")
 }
 
 fn int(i: i64) -> Value {
@@ -354,9 +361,62 @@ impl Component for SlowStop {
         Ok(())
     }
 }
+/// `test.spawn_log "x" { message = "hi" }`: logs `message` (info) from `build` and `update`, and
+/// when run from a task it spawns with `in_current_span` and from a `spawn_blocking` thread that
+/// enters the span it captured, as components are asked to do; then waits to be cancelled.
+pub struct SpawnLog {
+    message: String,
+    stats: Arc<Stats>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SpawnLogArgs {
+    pub message: String,
+}
+
+impl Component for SpawnLog {
+    type Arguments = SpawnLogArgs;
+
+    fn build(opts: Options, args: SpawnLogArgs) -> anyhow::Result<Self> {
+        let stats = stats(&opts.data_path);
+        stats.builds.fetch_add(1, Ordering::SeqCst);
+        tracing::info!("test.spawn_log built: {}", args.message);
+        Ok(SpawnLog {
+            message: args.message,
+            stats,
+        })
+    }
+
+    async fn run(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
+        self.stats.run_starts.fetch_add(1, Ordering::SeqCst);
+        let message = self.message.clone();
+        tokio::spawn(
+            async move { tracing::info!("test.spawn_log task: {message}") }.in_current_span(),
+        )
+        .await?;
+        let message = self.message.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.entered();
+            tracing::info!("test.spawn_log thread: {message}");
+        })
+        .await?;
+        cancel.cancelled().await;
+        self.stats.run_stops.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn update(&self, args: SpawnLogArgs) -> anyhow::Result<()> {
+        self.stats.updates.fetch_add(1, Ordering::SeqCst);
+        tracing::info!("test.spawn_log updated: {}", args.message);
+        Ok(())
+    }
+}
+
 impl river_parser::Validate for PulseArgs {}
 impl river_parser::Validate for PassthroughArgs {}
 impl river_parser::Validate for SumArgs {}
 impl river_parser::Validate for SinkArgs {}
 impl river_parser::Validate for SenderArgs {}
 impl river_parser::Validate for SlowStopArgs {}
+impl river_parser::Validate for SpawnLogArgs {}

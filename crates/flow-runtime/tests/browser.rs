@@ -3,6 +3,12 @@
 //! `test-output/` at the repository root. A value `<script>alert(1)</script>` must appear as text.
 //! Fails (does not skip) when chromium is missing.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions (helpers, setup): a failure panics the test"
+)]
+
+#[path = "support/common.rs"]
 mod common;
 
 use common::*;
@@ -77,6 +83,7 @@ async fn chromium(url: &str, screenshot: Option<&Path>) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium"]
 async fn ui_lists_components_and_escapes_values() {
     let dir = storage();
     let config = dir.join("config.river");

@@ -1,5 +1,11 @@
 //! HTTP tests against the real server on 127.0.0.1:0.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions (helpers, setup): a failure panics the test"
+)]
+
+#[path = "support/common.rs"]
 mod common;
 
 use common::*;

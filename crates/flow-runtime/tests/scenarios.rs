@@ -1,6 +1,7 @@
 //! Runtime scenarios with the test components: propagation through chains and diamonds,
 //! update-only-on-change, graph errors with positions, and reloads.
 
+#[path = "support/common.rs"]
 mod common;
 
 use common::*;

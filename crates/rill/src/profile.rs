@@ -4,9 +4,9 @@
 //! are collected every second (so short-lived processes are symbolized while alive and the
 //! kernel maps never fill up) into one profile, written as gzipped pprof (`go tool pprof`
 //! reads it) or folded stacks (`a;b;c count`, for flamegraph.pl, inferno, speedscope), followed
-//! by a top-functions summary on standard error.
+//! by a top-functions summary on standard error. The per-process bookkeeping (decisions, exits,
+//! execs, the resync after lost events) is the same [`Session`] `pyroscope.ebpf` uses.
 
-use std::collections::HashSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,7 +16,8 @@ use anyhow::Context;
 use components::pyroscope::ebpf::recent::top_functions;
 use ebpf_probe::cgroup::{normalize_container_id, ContainerIdCache, ContainerIdCacheMetrics};
 use ebpf_probe::pprof::{encode_gzip, folded, Profile, ProfileBuilder};
-use ebpf_probe::probe::{PidConfig, Probe, ProbeConfig, ProbeEvent};
+use ebpf_probe::probe::{Probe, ProbeConfig};
+use ebpf_probe::session::{Decision, Forget, Policy, Session};
 use ebpf_probe::symbolize::{Symbolizer, SymbolizerConfig, SymbolizerMetrics};
 
 /// Output formats.
@@ -90,6 +91,50 @@ impl Filter {
     }
 }
 
+/// How `rill profile` answers the profiling session: the processes the filter wants go to the
+/// one profile, with user and kernel stacks.
+struct FilterPolicy {
+    filter: Filter,
+    cgroups: ContainerIdCache,
+    symbolizer: Symbolizer,
+}
+
+impl FilterPolicy {
+    fn new(filter: Filter, proc_root: &str) -> Self {
+        FilterPolicy {
+            filter,
+            cgroups: ContainerIdCache::new(proc_root, 1024, ContainerIdCacheMetrics::default()),
+            symbolizer: Symbolizer::new(SymbolizerConfig::default(), SymbolizerMetrics::default()),
+        }
+    }
+}
+
+impl Policy for FilterPolicy {
+    type Target = ();
+    type Process = ();
+
+    fn inspect(&mut self, _pid: u32) {}
+
+    fn decide(&mut self, pid: u32, _process: &()) -> Decision<()> {
+        Decision {
+            target: self.filter.wants(pid, &mut self.cgroups).then_some(()),
+            user: true,
+            kernel: true,
+        }
+    }
+
+    fn started(&mut self, pid: u32) {
+        self.symbolizer.preload(pid);
+    }
+
+    fn forget(&mut self, pid: u32, what: Forget) {
+        self.symbolizer.forget_pid(pid);
+        if what == Forget::Process {
+            self.cgroups.forget(pid);
+        }
+    }
+}
+
 pub fn profile(args: ProfileArgs) -> anyhow::Result<ExitCode> {
     let filter = match (&args.pid, &args.container) {
         (Some(pid), _) => {
@@ -129,11 +174,13 @@ async fn record(args: &ProfileArgs, filter: Filter) -> anyhow::Result<Profile> {
         ..ProbeConfig::default()
     })
     .context("loading the eBPF probe (rill profile needs root or CAP_BPF + CAP_PERFMON)")?;
-    let mut events = probe
-        .take_events()
-        .context("the probe has no event channel")?;
-    let mut symbolizer = Symbolizer::new(SymbolizerConfig::default(), SymbolizerMetrics::default());
-    let mut cgroups = ContainerIdCache::new("/proc", 1024, ContainerIdCacheMetrics::default());
+    let mut session = Session::new();
+    session.attach(&mut probe);
+    let target_pid = match filter {
+        Filter::Pid(pid) => Some(pid),
+        _ => None,
+    };
+    let mut policy = FilterPolicy::new(filter, "/proc");
     let start = SystemTime::now();
     let t0 = Instant::now();
     let mut builder = ProfileBuilder::new(
@@ -144,18 +191,9 @@ async fn record(args: &ProfileArgs, filter: Filter) -> anyhow::Result<Profile> {
             .as_nanos() as i64,
         args.duration.as_nanos() as i64,
     );
-    let mut profiled: HashSet<u32> = HashSet::new();
-    let mut exited: HashSet<u32> = HashSet::new();
-    let config = |profile| PidConfig {
-        profile,
-        user: true,
-        kernel: true,
-    };
     // The target process may already be running: configure it up front.
-    if let Filter::Pid(pid) = filter {
-        probe.set_pid_config(pid, config(true))?;
-        symbolizer.preload(pid);
-        profiled.insert(pid);
+    if let Some(pid) = target_pid {
+        session.add(&mut probe, &mut policy, pid);
     }
     let deadline = t0 + args.duration;
     let mut next_collect = t0 + Duration::from_secs(1);
@@ -167,43 +205,14 @@ async fn record(args: &ProfileArgs, filter: Filter) -> anyhow::Result<Profile> {
     loop {
         let now = Instant::now();
         let done = now >= deadline || interrupted;
-        while let Ok(ev) = events.try_recv() {
-            match ev {
-                ProbeEvent::UnknownPid(pid) => {
-                    if exited.remove(&pid) {
-                        symbolizer.forget_pid(pid);
-                        cgroups.forget(pid);
-                    }
-                    let yes = filter.wants(pid, &mut cgroups);
-                    if let Err(e) = probe.set_pid_config(pid, config(yes)) {
-                        tracing::debug!(pid, error = %e, "cannot configure pid");
-                    }
-                    if yes && profiled.insert(pid) {
-                        symbolizer.preload(pid);
-                    }
-                }
-                ProbeEvent::PidExit(pid) => {
-                    exited.insert(pid);
-                }
-                ProbeEvent::PidExec(pid) => symbolizer.forget_pid(pid),
-                _ => {}
-            }
-        }
+        session.handle_events(&mut probe, &mut policy);
         if done || now >= next_collect {
-            let c = probe.collect()?;
-            lost += c.lost.samples();
-            for s in &c.samples {
-                if !profiled.contains(&s.pid) {
-                    continue;
-                }
+            let c = session.collect(&mut probe, &mut policy, |policy, _, s, _| {
                 total += s.count;
-                let frames = symbolizer.symbolize(s.pid, &s.user, &s.kernel);
+                let frames = policy.symbolizer.symbolize(s.pid, &s.user, &s.kernel);
                 builder.add_stack(&frames, s.count);
-            }
-            for pid in exited.drain() {
-                symbolizer.forget_pid(pid);
-                cgroups.forget(pid);
-            }
+            })?;
+            lost += c.collection.lost.samples();
             next_collect += Duration::from_secs(1);
         }
         if done {
@@ -214,7 +223,7 @@ async fn record(args: &ProfileArgs, filter: Filter) -> anyhow::Result<Profile> {
             _ = &mut stop => { interrupted = true; }
         }
     }
-    if let Filter::Pid(pid) = filter {
+    if let Some(pid) = target_pid {
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() && total == 0 {
             anyhow::bail!("process {pid} exited before any sample was taken");
         }
@@ -272,4 +281,158 @@ fn summary(profile: &Profile, top: usize) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use components::pyroscope::ebpf::policy::TargetPolicy;
+    use components::pyroscope::ebpf::targets::{TargetSet, PROCESS_PID_LABEL, SERVICE_NAME_LABEL};
+    use ebpf_probe::probe::mock::MockSource;
+    use ebpf_probe::probe::{LostCounters, SampleSource};
+
+    use super::*;
+
+    /// Pids no real process has (above the kernel's largest pid_max), so nothing is read.
+    const A: u32 = 4_200_001;
+    const B: u32 = 4_200_002;
+    const C: u32 = 4_200_003;
+
+    /// What a caller's decisions make of one scripted run of the kernel: the configuration
+    /// each pid got, the attributed samples of each collect, the unattributed samples and the
+    /// processes known and profiled after it.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Trace {
+        configs: Vec<(u32, Configured)>,
+        collects: Vec<Collect>,
+    }
+
+    /// (profile, user, kernel) as the mock kernel was told, if at all.
+    type Configured = Option<(bool, bool, bool)>;
+    /// (pid, count) of the attributed samples, unattributed, known, profiled.
+    type Collect = (Vec<(u32, u64)>, u64, usize, usize);
+
+    fn collect<P: Policy>(
+        session: &mut Session<P>,
+        source: &mut dyn SampleSource,
+        policy: &mut P,
+        trace: &mut Trace,
+    ) {
+        let mut samples = Vec::new();
+        let c = session
+            .collect(source, policy, |_, _, s, _| samples.push((s.pid, s.count)))
+            .unwrap();
+        samples.sort_unstable();
+        trace
+            .collects
+            .push((samples, c.unattributed, session.known(), session.profiled()));
+    }
+
+    /// Unknown pids, an exec and an exit before the collect, then (on a second source whose
+    /// events are all lost) the resync from the pending pids.
+    fn scenario<P: Policy>(policy: &mut P) -> Trace {
+        let mut trace = Trace {
+            configs: Vec::new(),
+            collects: Vec::new(),
+        };
+        let (mut source, mock) = MockSource::new();
+        let mut session = Session::new();
+        session.attach(&mut source);
+        for pid in [A, B, C] {
+            mock.sample(pid, &[0x1000], &[0xffff_ffff_8100_0000], 1);
+        }
+        session.handle_events(&mut source, policy);
+        for pid in [A, B, C] {
+            mock.sample(pid, &[0x1000], &[0xffff_ffff_8100_0000], 2);
+            let config = mock.pid_config(pid).map(|c| (c.profile, c.user, c.kernel));
+            trace.configs.push((pid, config));
+        }
+        mock.exec(A);
+        mock.exit(B);
+        collect(&mut session, &mut source, policy, &mut trace);
+        mock.sample(A, &[0x2000], &[], 3);
+        collect(&mut session, &mut source, policy, &mut trace);
+
+        let (mut source, mock) = MockSource::new();
+        drop(source.take_events());
+        session.detach();
+        session.attach(&mut source);
+        for pid in [A, C] {
+            mock.sample(pid, &[0x1000], &[], 1);
+        }
+        mock.lose(LostCounters {
+            events: 2,
+            ..LostCounters::default()
+        });
+        collect(&mut session, &mut source, policy, &mut trace);
+        for pid in [A, C] {
+            mock.sample(pid, &[0x1000], &[], 4);
+            let config = mock.pid_config(pid).map(|c| (c.profile, c.user, c.kernel));
+            trace.configs.push((pid, config));
+        }
+        collect(&mut session, &mut source, policy, &mut trace);
+        trace
+    }
+
+    fn labels(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+
+    fn component_policy(targets: &[BTreeMap<String, String>], targets_only: bool) -> TargetPolicy {
+        let default = labels(&[(SERVICE_NAME_LABEL, "host".into())]);
+        TargetPolicy {
+            targets: Arc::new(TargetSet::new(targets, &default, targets_only, "test")),
+            generation: 0,
+            cgroups: ContainerIdCache::new("/nonexistent", 16, ContainerIdCacheMetrics::default()),
+            symbolizer: Symbolizer::new(SymbolizerConfig::default(), SymbolizerMetrics::default()),
+            user: true,
+            kernel: true,
+        }
+    }
+
+    #[test]
+    fn rill_profile_and_pyroscope_ebpf_decide_the_same_through_the_session() {
+        let all = scenario(&mut FilterPolicy::new(Filter::All, "/nonexistent"));
+        assert_eq!(all, scenario(&mut component_policy(&[], false)));
+        // Everything profiled; B's samples are sent once after its exit, then it is gone; the
+        // lost unknown-pid events of the second source are recovered at its first collect.
+        let profiled = Some((true, true, true));
+        assert_eq!(
+            all.configs,
+            vec![
+                (A, profiled),
+                (B, profiled),
+                (C, profiled),
+                (A, profiled),
+                (C, profiled)
+            ]
+        );
+        assert_eq!(
+            all.collects,
+            vec![
+                (vec![(A, 2), (B, 2), (C, 2)], 0, 2, 2),
+                (vec![(A, 3)], 0, 2, 2),
+                (vec![], 0, 2, 2),
+                (vec![(A, 4), (C, 4)], 0, 2, 2),
+            ]
+        );
+
+        let one = scenario(&mut FilterPolicy::new(Filter::Pid(A), "/nonexistent"));
+        let pid_target = labels(&[
+            (SERVICE_NAME_LABEL, "one".into()),
+            (PROCESS_PID_LABEL, A.to_string()),
+        ]);
+        assert_eq!(one, scenario(&mut component_policy(&[pid_target], true)));
+        let ignored = Some((false, true, true));
+        assert_eq!(
+            one.configs[..3],
+            [(A, profiled), (B, ignored), (C, ignored)]
+        );
+        assert_eq!(one.collects[0], (vec![(A, 2)], 0, 2, 1));
+    }
 }

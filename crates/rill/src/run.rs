@@ -1,6 +1,12 @@
-//! `rill run FILE`: runs a River configuration with the Flow runtime (HTTP server, hot reload on
-//! `/-/reload`, SIGHUP and optionally on file change).
+//! `rill run FILE`: runs a River configuration with the Flow runtime, wired to the HTTP server,
+//! SIGHUP, the optional config-file watch and shutdown signals. The first load happens after the
+//! server is up (so `/-/ready` answers 503 meanwhile); if it fails the diagnostics are printed and
+//! the process exits non-zero.
 
+use flow_runtime::logging::LoggingConfig;
+use flow_runtime::{
+    CancellationToken, LoadError, Registry, ReloadFailure, Runtime, RuntimeOptions,
+};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -25,8 +31,9 @@ pub struct RunArgs {
     /// warning) and rill exits, at most a few seconds later.
     #[arg(long = "shutdown.timeout", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
-    /// Also register the runtime's test components (test.pulse, test.passthrough, test.sum);
-    /// used by the end-to-end tests.
+    /// Also register the runtime's test components (test.pulse, test.passthrough, test.sum, ...);
+    /// used by the end-to-end tests. Only test builds have them (flow-runtime's `testing`
+    /// feature); other builds refuse the flag.
     #[arg(long = "feature.test-components", hide = true)]
     pub test_components: bool,
 }
@@ -45,21 +52,18 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let test_components = args.test_components;
-    let cfg = flow_runtime::agent::AgentConfig {
-        config_file: args.file,
-        listen_addr: args.listen_addr,
-        storage_path: args.storage_path,
-        watch: args.watch.then_some(args.watch_interval),
-        init_logging: true,
-        shutdown_timeout: args.shutdown_timeout,
-    };
-    let rt = tokio::runtime::Runtime::new()?;
     let mut registry = components::registry();
-    if test_components {
-        registry.extend(flow_runtime::testing::registry());
+    if args.test_components {
+        let Some(test) = flow_runtime::registry::test_components() else {
+            anyhow::bail!(
+                "--feature.test-components: this build has no test components \
+                 (they come with flow-runtime's `testing` feature, on in test builds only)"
+            );
+        };
+        registry.extend(test);
     }
-    let code = rt.block_on(flow_runtime::agent::run(cfg, registry));
+    let rt = tokio::runtime::Runtime::new()?;
+    let code = rt.block_on(serve(args, registry));
     // Dropping the runtime would wait for every blocking task, including those of components
     // abandoned at shutdown (a collect stuck in symbolization): give them a second at most.
     rt.shutdown_timeout(RUNTIME_DROP_TIMEOUT);
@@ -68,3 +72,80 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 /// How long the tokio runtime waits for blocking tasks once the agent has returned.
 const RUNTIME_DROP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Runs until SIGINT/SIGTERM, then stops the components within `--shutdown.timeout` (plus a short
+/// grace); components that did not stop by then are named in a warning and abandoned. Returns a
+/// failure exit code when the first load fails.
+async fn serve(args: RunArgs, registry: Registry) -> anyhow::Result<ExitCode> {
+    let watch_every = args.watch.then_some(args.watch_interval);
+    let rt = Runtime::new(
+        registry,
+        RuntimeOptions {
+            storage_path: args.storage_path.clone(),
+            file_name: args.file.display().to_string(),
+            config_path: Some(args.file.clone()),
+        },
+    );
+    rt.set_logging_hook(flow_runtime::logging::init(&LoggingConfig::default()));
+    let cancel = CancellationToken::new();
+    let (addr, server) = flow_runtime::http::serve(rt.clone(), args.listen_addr, cancel.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("listening on {}: {e}", args.listen_addr))?;
+    tracing::info!(addr = %addr, "HTTP server listening");
+
+    if let Err(e) = rt.reload().await {
+        match &e {
+            ReloadFailure::Read(msg) => eprintln!("error: {}", msg.trim_end()),
+            ReloadFailure::Load(LoadError::Rejected { rendered, .. })
+            | ReloadFailure::Load(LoadError::Evaluation { rendered, .. }) => {
+                eprintln!("error: could not perform the initial load successfully\n\n{rendered}")
+            }
+        }
+        cancel.cancel();
+        rt.shutdown_within(args.shutdown_timeout).await;
+        let _ = server.await;
+        return Ok(ExitCode::FAILURE);
+    }
+
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut last_seen = tokio::fs::read(&args.file).await.ok();
+    let mut watch = tokio::time::interval(watch_every.unwrap_or(Duration::from_secs(3600)));
+    watch.tick().await;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading config");
+                if let Err(e) = rt.reload().await {
+                    tracing::error!("reload failed:\n{e}");
+                }
+                last_seen = tokio::fs::read(&args.file).await.ok();
+            }
+            _ = watch.tick(), if watch_every.is_some() => {
+                let now = tokio::fs::read(&args.file).await.ok();
+                if now.is_some() && now != last_seen {
+                    last_seen = now;
+                    tracing::info!("config file changed: reloading");
+                    if let Err(e) = rt.reload().await {
+                        tracing::error!("reload failed:\n{e}");
+                    }
+                }
+            }
+        }
+    }
+    tracing::info!("shutting down");
+    cancel.cancel();
+    let abandoned = rt.shutdown_within(args.shutdown_timeout).await;
+    let _ = server.await;
+    if abandoned.is_empty() {
+        tracing::info!("stopped");
+    } else {
+        tracing::warn!(
+            components = %abandoned.join(", "),
+            "exiting without waiting for components that did not stop"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -3,6 +3,12 @@
 //! SIGHUP and `/-/reload`: the reload fails with a clear error, the old graph keeps running
 //! unchanged, and once the file is back a reload applies it.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions (helpers, setup): a failure panics the test"
+)]
+
+#[path = "support/common_rel.rs"]
 mod common_rel;
 
 use common_rel::{free_addr, get, raw, rill_cmd, tmpdir, wait_until, Rill};

@@ -1,6 +1,11 @@
 //! Runs the `rill fmt` binary: stdout output, `--write` in place, `-` for stdin, and exit code 1
 //! with `file:line:col` diagnostics on invalid input.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions (helpers, setup): a failure panics the test"
+)]
+
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

@@ -1,6 +1,11 @@
 //! `rill run` end to end: a failed first load exits non-zero with diagnostics; SIGHUP and
 //! `--config.watch` reload the file; SIGTERM stops cleanly.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions (helpers, setup): a failure panics the test"
+)]
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;

@@ -5,6 +5,12 @@
 //! meant for; the UI sends a restrictive CSP and never builds HTML from data; without
 //! capabilities `pyroscope.ebpf` reports one clear line. Needs root (the ebpf parts).
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions (helpers, setup): a failure panics the test"
+)]
+
+#[path = "support/common_rel.rs"]
 mod common_rel;
 
 use common_rel::{free_addr, get, raw, rill_cmd, tmpdir, wait_until, Recorder, Rill};
@@ -200,6 +206,7 @@ const SECRETS: [&str; 5] = [
 ];
 
 #[test]
+#[ignore = "needs root and eBPF"]
 fn secrets_never_appear_in_logs_api_ui_or_errors() {
     let dir = tmpdir("secrets");
     // Something to push: a fork-free CPU burner, profiled alone (fast to symbolize).
@@ -366,6 +373,7 @@ pyroscope.ebpf "cpu" {{
 }
 
 #[test]
+#[ignore = "needs root (drops to user nobody with setpriv)"]
 fn missing_capabilities_give_one_clear_line() {
     let dir = tmpdir("nocaps");
     // The binary and config must be reachable by `nobody`.

@@ -12,6 +12,7 @@ use std::process::Command;
 // keeps the target it lost until the next collect); the script now also requires a push per three
 // profiler windows (see docs/reliability.md).
 #[test]
+#[ignore = "soak: 90 s, run by scripts/test.sh"]
 fn churn_and_reloads_return_to_baseline() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let out = std::env::temp_dir().join(format!("rill-soak-test-{}", std::process::id()));

@@ -15,13 +15,16 @@ use std::time::{Duration, Instant};
 use bollard::models::{ContainerSummary, Network};
 use bollard::query_parameters::{EventsOptions, ListContainersOptions, ListNetworksOptions};
 use bollard::Docker;
+use flow_runtime::util::error_chain;
 use futures_util::StreamExt;
-use river_parser::decode::{Duration as RiverDuration, Secret};
+use river_parser::decode::{Duration as RiverDuration, Invalid, Secret};
+use river_parser::Validate;
 use serde::Deserialize;
-use tokio::sync::watch;
 
-use super::output::DiscoveryOutput;
-use super::relabel::{targets_value, Labels};
+use super::component::{Discovery, DiscoveryComponent, Source};
+use super::target::Labels;
+pub use crate::http_client::{Authorization, BasicAuth, TlsConfig};
+use crate::http_client::{HttpClientConfig, HttpClientError};
 
 const LABEL_PREFIX: &str = "__meta_docker_";
 const CONTAINER_ID: &str = "__meta_docker_container_id";
@@ -46,39 +49,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub struct Filter {
     pub name: String,
     pub values: Vec<String>,
-}
-
-/// `basic_auth` block.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BasicAuth {
-    pub username: String,
-    pub password: Option<Secret>,
-    pub password_file: Option<String>,
-}
-
-/// `authorization` block.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Authorization {
-    #[serde(rename = "type")]
-    pub kind: Option<String>,
-    pub credentials: Option<Secret>,
-    pub credentials_file: Option<String>,
-}
-
-/// `tls_config` block (client certificate authentication as the Docker engine does it).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TlsConfig {
-    pub ca_file: Option<String>,
-    pub cert_file: Option<String>,
-    pub key_file: Option<String>,
-    pub ca_pem: Option<String>,
-    pub cert_pem: Option<String>,
-    pub key_pem: Option<Secret>,
-    pub server_name: Option<String>,
-    pub insecure_skip_verify: bool,
 }
 
 /// The arguments of `discovery.docker`.
@@ -122,24 +92,15 @@ impl Default for Arguments {
     }
 }
 
-/// Errors of `discovery.docker`.
+/// Errors of `discovery.docker` (invalid arguments are [`Invalid`], from its `Validate` impl).
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
-    #[error("missing required attribute \"host\"")]
-    MissingHost,
     #[error("invalid host {0:?}: expected unix://, tcp://, http:// or https://")]
     InvalidHost(String),
-    #[error("refresh_interval must be greater than 0")]
-    ZeroRefresh,
-    #[error("at most one of basic_auth, authorization, bearer_token and bearer_token_file must be configured")]
-    ConflictingAuth,
     #[error("tls_config: {0}")]
     Tls(String),
-    #[error("reading {path}: {source}")]
-    ReadFile {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Http(#[from] HttpClientError),
     #[error("error setting up docker client: {0}")]
     Connect(String),
     #[error("error while negotiating the Docker API version: {0}")]
@@ -151,44 +112,76 @@ pub enum DockerError {
 }
 
 impl Arguments {
-    /// Checks what decoding cannot: the host scheme, the interval and the HTTP client settings.
-    pub fn validate(&self) -> Result<(), DockerError> {
+    /// The HTTP client settings (the shared block of `crate::http_client`).
+    pub fn http_client(&self) -> HttpClientConfig {
+        HttpClientConfig {
+            basic_auth: self.basic_auth.clone(),
+            authorization: self.authorization.clone(),
+            bearer_token: self.bearer_token.clone(),
+            bearer_token_file: self.bearer_token_file.clone(),
+            tls_config: self.tls_config.clone(),
+            follow_redirects: self.follow_redirects,
+            enable_http2: self.enable_http2,
+            ..HttpClientConfig::default()
+        }
+    }
+}
+
+/// What decoding cannot check: the host scheme, the interval, the HTTP client settings (shared
+/// rules) and what a Docker engine's TLS needs.
+impl Validate for Arguments {
+    fn validate(&self) -> Result<(), Invalid> {
         if self.host.is_empty() {
-            return Err(DockerError::MissingHost);
+            return Err(Invalid::attr("host", "missing required attribute \"host\""));
         }
-        host_kind(&self.host)?;
+        host_kind(&self.host).map_err(|e| Invalid::attr("host", e.to_string()))?;
         if self.refresh_interval.as_std().is_zero() {
-            return Err(DockerError::ZeroRefresh);
+            return Err(Invalid::attr(
+                "refresh_interval",
+                "refresh_interval must be greater than 0",
+            ));
         }
-        let auths = [
-            self.basic_auth.is_some(),
-            self.authorization.is_some(),
-            self.bearer_token.is_some(),
-            self.bearer_token_file.is_some(),
-        ];
-        if auths.iter().filter(|b| **b).count() > 1 {
-            return Err(DockerError::ConflictingAuth);
-        }
+        self.http_client().validate()?;
         if let Some(tls) = &self.tls_config {
-            if tls.insecure_skip_verify {
-                return Err(DockerError::Tls(
-                    "insecure_skip_verify is not supported for a Docker host".into(),
-                ));
-            }
-            if tls.ca_pem.is_some() || tls.cert_pem.is_some() || tls.key_pem.is_some() {
-                return Err(DockerError::Tls(
-                    "ca_pem, cert_pem and key_pem are not supported for a Docker host; use ca_file, cert_file and key_file".into(),
-                ));
-            }
-            if tls.ca_file.is_none() || tls.cert_file.is_none() || tls.key_file.is_none() {
-                return Err(DockerError::Tls(
-                    "a Docker host needs ca_file, cert_file and key_file".into(),
-                ));
-            }
+            docker_tls(tls).map_err(|e| e.in_block("tls_config", 0))?;
         }
         Ok(())
     }
 }
+
+/// The `tls_config` a Docker engine connection can use: client certificate files only.
+fn docker_tls(tls: &TlsConfig) -> Result<(), Invalid> {
+    if tls.insecure_skip_verify {
+        return Err(Invalid::attr(
+            "insecure_skip_verify",
+            "tls_config: insecure_skip_verify is not supported for a Docker host",
+        ));
+    }
+    if tls.min_version.is_some() {
+        return Err(Invalid::attr(
+            "min_version",
+            "tls_config: min_version is not supported for a Docker host",
+        ));
+    }
+    for (name, set) in [
+        ("ca_pem", tls.ca_pem.is_some()),
+        ("cert_pem", tls.cert_pem.is_some()),
+        ("key_pem", tls.key_pem.is_some()),
+    ] {
+        if set {
+            return Err(Invalid::attr(
+                name,
+                "tls_config: ca_pem, cert_pem and key_pem are not supported for a Docker host; use ca_file, cert_file and key_file",
+            ));
+        }
+    }
+    if tls.ca_file.is_none() || tls.cert_file.is_none() || tls.key_file.is_none() {
+        return Err(Invalid::body(NEEDS_TLS_FILES));
+    }
+    Ok(())
+}
+
+const NEEDS_TLS_FILES: &str = "tls_config: a Docker host needs ca_file, cert_file and key_file";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum HostKind {
@@ -212,73 +205,8 @@ fn host_kind(host: &str) -> Result<HostKind, DockerError> {
     }
 }
 
-fn read_trimmed(path: &str) -> Result<String, DockerError> {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim().to_owned())
-        .map_err(|source| DockerError::ReadFile {
-            path: path.to_owned(),
-            source,
-        })
-}
-
-/// The `Authorization` header value the HTTP client settings ask for, if any.
-fn authorization_header(args: &Arguments) -> Result<Option<String>, DockerError> {
-    if let Some(b) = &args.basic_auth {
-        let password = match (&b.password, &b.password_file) {
-            (Some(p), _) => p.expose().to_owned(),
-            (None, Some(f)) => read_trimmed(f)?,
-            (None, None) => String::new(),
-        };
-        let raw = format!("{}:{}", b.username, password);
-        return Ok(Some(format!("Basic {}", base64_encode(raw.as_bytes()))));
-    }
-    if let Some(a) = &args.authorization {
-        let kind = a.kind.clone().unwrap_or_else(|| "Bearer".to_owned());
-        let creds = match (&a.credentials, &a.credentials_file) {
-            (Some(c), _) => c.expose().to_owned(),
-            (None, Some(f)) => read_trimmed(f)?,
-            (None, None) => String::new(),
-        };
-        return Ok(Some(format!("{kind} {creds}")));
-    }
-    if let Some(t) = &args.bearer_token {
-        return Ok(Some(format!("Bearer {}", t.expose())));
-    }
-    if let Some(f) = &args.bearer_token_file {
-        return Ok(Some(format!("Bearer {}", read_trimmed(f)?)));
-    }
-    Ok(None)
-}
-
-fn base64_encode(input: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        out.push(T[(n >> 18) as usize & 63] as char);
-        out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 {
-            T[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        out.push(if chunk.len() > 2 {
-            T[n as usize & 63] as char
-        } else {
-            '='
-        });
-    }
-    out
-}
-
 /// Creates a bollard client for the arguments (no I/O except reading credential files).
 pub fn connect(args: &Arguments) -> Result<Docker, DockerError> {
-    args.validate()?;
     // Request timeout (whole seconds, at least one): the refresh interval, as Prometheus does.
     let timeout = args.refresh_interval.as_std().as_secs().max(1);
     let version = bollard::API_DEFAULT_VERSION;
@@ -292,7 +220,7 @@ pub fn connect(args: &Arguments) -> Result<Docker, DockerError> {
             let (Some(ca), Some(cert), Some(key)) = (tls.ca_file, tls.cert_file, tls.key_file)
             else {
                 return Err(DockerError::Tls(
-                    "a Docker host needs ca_file, cert_file and key_file".into(),
+                    NEEDS_TLS_FILES.trim_start_matches("tls_config: ").into(),
                 ));
             };
             // Several crypto providers may be compiled in; pick one explicitly (no-op if set).
@@ -312,12 +240,8 @@ pub fn connect(args: &Arguments) -> Result<Docker, DockerError> {
     let docker = match host_kind(&args.host)? {
         HostKind::Unix => docker,
         _ => {
-            let auth = authorization_header(args)?;
+            let auth = args.http_client().authorization_header()?;
             let agent = http::HeaderValue::from_static(concat!("rill/", env!("CARGO_PKG_VERSION")));
-            let auth = auth
-                .map(|a| http::HeaderValue::from_str(&a))
-                .transpose()
-                .map_err(|e| DockerError::Tls(format!("invalid authorization header: {e}")))?;
             docker.with_request_modifier(move |mut req| {
                 req.headers_mut()
                     .insert(http::header::USER_AGENT, agent.clone());
@@ -330,21 +254,6 @@ pub fn connect(args: &Arguments) -> Result<Docker, DockerError> {
         }
     };
     Ok(docker)
-}
-
-/// An error with its sources (`hyper` hides the cause, such as "Connection refused", there).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(src) = cur {
-        let s = src.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cur = src.source();
-    }
-    out
 }
 
 /// Options that shape the targets.
@@ -563,67 +472,25 @@ pub async fn refresh(docker: &Docker, args: &Arguments) -> Result<Vec<Labels>, D
 
 pub use super::output::Status;
 
+/// `discovery.docker`'s source: the Docker engine's containers and networks.
+#[derive(Debug)]
+pub struct DockerSource;
+
 /// The refresh loop, independent of the component runtime: arguments in, targets and health out.
-pub struct DockerDiscovery {
-    args: watch::Sender<Arguments>,
-    out: DiscoveryOutput,
-    refreshes: std::sync::atomic::AtomicU64,
-}
+pub type DockerDiscovery = Discovery<DockerSource>;
 
-impl std::fmt::Debug for DockerDiscovery {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DockerDiscovery")
-            .field("status", &self.status())
-            .finish_non_exhaustive()
-    }
-}
+/// The `discovery.docker` component: exports `targets`.
+pub type DockerComponent = DiscoveryComponent<DockerSource>;
 
-impl DockerDiscovery {
-    /// Validates the arguments; nothing is contacted until [`DockerDiscovery::run`].
-    pub fn new(args: Arguments) -> Result<Arc<Self>, DockerError> {
-        args.validate()?;
-        Ok(Arc::new(DockerDiscovery {
-            args: watch::Sender::new(args),
-            out: DiscoveryOutput::new("DockerDiscovery"),
-            refreshes: std::sync::atomic::AtomicU64::new(0),
-        }))
-    }
-
-    /// Replaces the arguments; the loop reconnects with them right away.
-    pub fn update(&self, args: Arguments) -> Result<(), DockerError> {
-        args.validate()?;
-        self.args.send_replace(args);
-        Ok(())
-    }
-
-    /// The last good targets (kept while the engine is unreachable).
-    pub fn targets(&self) -> Vec<Labels> {
-        self.out.targets()
-    }
-
-    /// A receiver that sees every change of the targets (not unchanged refreshes).
-    pub fn subscribe(&self) -> watch::Receiver<Vec<Labels>> {
-        self.out.subscribe()
-    }
-
-    pub fn status(&self) -> Status {
-        self.out.status()
-    }
-
-    /// How many refreshes succeeded so far.
-    pub fn refresh_count(&self) -> u64 {
-        self.refreshes.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    fn set_status(&self, healthy: bool, message: String) {
-        self.out.set_status(healthy, message);
-    }
+impl Source for DockerSource {
+    type Arguments = Arguments;
+    const KIND: &'static str = "DockerDiscovery";
 
     /// Runs until `cancel` completes: refreshes on the interval and on Docker events, retrying
     /// with backoff while the engine is unreachable.
-    pub async fn run(self: Arc<Self>, cancel: impl Future<Output = ()>) {
+    async fn run(disc: Arc<DockerDiscovery>, cancel: impl Future<Output = ()> + Send) {
         tokio::pin!(cancel);
-        let mut args_rx = self.args.subscribe();
+        let mut args_rx = disc.arguments();
         let mut client: Option<Docker> = None;
         let mut events: Option<futures_util::stream::BoxStream<'static, _>> = None;
         let mut backoff = MIN_BACKOFF;
@@ -665,14 +532,13 @@ impl DockerDiscovery {
             }
 
             let args = args_rx.borrow_and_update().clone();
-            match self.refresh_once(&args, &mut client).await {
+            match refresh_once(&args, &mut client).await {
                 Ok(targets) => {
                     backoff = MIN_BACKOFF;
                     let n = targets.len();
-                    self.out.publish(targets);
-                    self.refreshes
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    self.set_status(true, format!("refreshed: {n} targets"));
+                    disc.output().publish(targets);
+                    disc.output()
+                        .set_status(true, format!("refreshed: {n} targets"));
                     if events.is_none() {
                         if let Some(c) = &client {
                             events = Some(event_stream(c));
@@ -683,30 +549,30 @@ impl DockerDiscovery {
                 Err(e) => {
                     client = None;
                     events = None;
-                    self.set_status(false, e.to_string());
+                    disc.output().set_status(false, e.to_string());
                     next = Instant::now() + backoff.min(args.refresh_interval.as_std());
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }
     }
+}
 
-    async fn refresh_once(
-        &self,
-        args: &Arguments,
-        client: &mut Option<Docker>,
-    ) -> Result<Vec<Labels>, DockerError> {
-        if client.is_none() {
-            let c = connect(args)?;
-            let c = c
+/// One refresh, connecting first when there is no client.
+async fn refresh_once(
+    args: &Arguments,
+    client: &mut Option<Docker>,
+) -> Result<Vec<Labels>, DockerError> {
+    let c = match client {
+        Some(c) => c,
+        None => client.insert(
+            connect(args)?
                 .negotiate_version()
                 .await
-                .map_err(|e| DockerError::Negotiate(error_chain(&e)))?;
-            *client = Some(c);
-        }
-        let c = client.as_ref().expect("set above");
-        refresh(c, args).await
-    }
+                .map_err(|e| DockerError::Negotiate(error_chain(&e)))?,
+        ),
+    };
+    refresh(c, args).await
 }
 
 /// Container and network events that can change the targets.
@@ -749,78 +615,3 @@ fn event_stream(
     };
     docker.events(Some(opts)).boxed()
 }
-
-// ---------------------------------------------------------------------------------------------
-// The component
-
-/// The `discovery.docker` component: exports `targets`.
-pub struct DockerComponent {
-    opts: flow_runtime::Options,
-    disc: Arc<DockerDiscovery>,
-}
-
-impl std::fmt::Debug for DockerComponent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DockerComponent")
-            .field("id", &self.opts.id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl DockerComponent {
-    /// The discovery loop behind the component.
-    pub fn discovery(&self) -> &Arc<DockerDiscovery> {
-        &self.disc
-    }
-}
-
-impl flow_runtime::Component for DockerComponent {
-    type Arguments = Arguments;
-
-    fn build(opts: flow_runtime::Options, args: Arguments) -> anyhow::Result<Self> {
-        let disc = DockerDiscovery::new(args)?;
-        // Dependants can evaluate right away; real targets follow after the first refresh.
-        opts.exports
-            .publish_fields([("targets", targets_value(&disc.targets()))]);
-        Ok(DockerComponent { opts, disc })
-    }
-
-    async fn run(self: Arc<Self>, cancel: flow_runtime::CancellationToken) -> anyhow::Result<()> {
-        let mut rx = self.disc.subscribe();
-        let exports = self.opts.exports.clone();
-        let forward = async move {
-            while rx.changed().await.is_ok() {
-                let targets = rx.borrow_and_update().clone();
-                exports.publish_fields([("targets", targets_value(&targets))]);
-            }
-        };
-        let stop = cancel.clone();
-        tokio::select! {
-            _ = Arc::clone(&self.disc).run(async move { stop.cancelled().await }) => {}
-            _ = forward => {}
-            _ = cancel.cancelled() => {}
-        }
-        Ok(())
-    }
-
-    fn update(&self, args: Arguments) -> anyhow::Result<()> {
-        self.disc.update(args)?;
-        Ok(())
-    }
-
-    fn health(&self) -> Option<flow_runtime::Health> {
-        let st = self.disc.status();
-        Some(
-            if self.disc.refresh_count() == 0 && !st.healthy && st.message == "starting" {
-                flow_runtime::Health::new(flow_runtime::HealthState::Unknown, st.message)
-            } else if st.healthy {
-                flow_runtime::Health::healthy(st.message)
-            } else {
-                flow_runtime::Health::unhealthy(st.message)
-            },
-        )
-    }
-}
-
-// Rules are still checked in `build`/`update`; they move into this impl (issue 13).
-impl river_parser::Validate for Arguments {}

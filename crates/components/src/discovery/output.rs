@@ -1,11 +1,14 @@
 //! The output side shared by the discovery loops (`discovery.docker`, `discovery.kubernetes`):
-//! the last good targets, published to subscribers only when they change, and the loop's health.
+//! the last good targets, published to subscribers only when they change, how many rounds
+//! succeeded, and the loop's health.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use flow_runtime::util::lock;
 use tokio::sync::watch;
 
-use super::relabel::Labels;
+use super::target::Labels;
 
 /// The discovery's health as last observed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,6 +24,8 @@ pub struct DiscoveryOutput {
     kind: &'static str,
     targets: watch::Sender<Vec<Labels>>,
     status: Mutex<Status>,
+    /// Successful rounds (refreshes, syncs) so far: every [`DiscoveryOutput::publish`].
+    rounds: AtomicU64,
 }
 
 impl DiscoveryOutput {
@@ -33,6 +38,7 @@ impl DiscoveryOutput {
                 healthy: false,
                 message: "starting".into(),
             }),
+            rounds: AtomicU64::new(0),
         }
     }
 
@@ -46,7 +52,8 @@ impl DiscoveryOutput {
         self.targets.subscribe()
     }
 
-    /// Replaces the targets; subscribers are woken only when they differ from the last ones.
+    /// Replaces the targets after a successful round; subscribers are woken only when they
+    /// differ from the last ones.
     pub fn publish(&self, targets: Vec<Labels>) {
         self.targets.send_if_modified(|cur| {
             if *cur == targets {
@@ -56,18 +63,21 @@ impl DiscoveryOutput {
                 true
             }
         });
+        self.rounds.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many rounds published targets so far.
+    pub fn rounds(&self) -> u64 {
+        self.rounds.load(Ordering::Relaxed)
     }
 
     pub fn status(&self) -> Status {
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.status).clone()
     }
 
     /// Records the health, logging when it flips.
     pub fn set_status(&self, healthy: bool, message: String) {
-        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = lock(&self.status);
         if s.healthy != healthy {
             if healthy {
                 tracing::info!(%message, "{} discovery healthy", self.kind);

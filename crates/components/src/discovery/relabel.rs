@@ -6,15 +6,14 @@
 //! regexes are anchored as `^(?s:REGEX)$`, missing source labels read as `""`, and `replace`
 //! expands `$1`, `${1}`, `$name`, `${name}` like Go's `Regexp.Expand`.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+use flow_runtime::util::lock;
 use md5::{Digest, Md5};
 use serde::Deserialize;
 
-/// A target: a set of labels.
-pub type Labels = BTreeMap<String, String>;
+pub use super::target::{targets_value, Labels};
 
 /// Default `separator`.
 pub const DEFAULT_SEPARATOR: &str = ";";
@@ -110,9 +109,28 @@ pub enum RelabelError {
     OnlySourceAndTarget(Action),
 }
 
-/// The `rule` block as written (after defaults). Decoding it validates it (see
-/// [`Rule::new`]), so that a River decoder reports an invalid rule at the rule block.
-#[derive(Clone, Debug, PartialEq, Eq)]
+impl RelabelError {
+    /// The attribute of the `rule` block at fault (`None`: the combination of several).
+    pub fn attribute(&self) -> Option<&'static str> {
+        match self {
+            RelabelError::EmptyAction | RelabelError::UnknownAction(_) => Some("action"),
+            RelabelError::InvalidRegex { .. } => Some("regex"),
+            RelabelError::ZeroModulus => Some("modulus"),
+            RelabelError::MissingTargetLabel(_) | RelabelError::InvalidTargetLabel { .. } => {
+                Some("target_label")
+            }
+            RelabelError::ReplacementNotAllowed(_) | RelabelError::InvalidReplacement { .. } => {
+                Some("replacement")
+            }
+            RelabelError::OnlyRegex(_) | RelabelError::OnlySourceAndTarget(_) => None,
+        }
+    }
+}
+
+/// The `rule` block as written (after defaults). `discovery.relabel`'s `Validate` impl checks
+/// it with [`Rule::new`], so that the runtime reports an invalid rule at its attribute.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RuleArgs {
     /// `None` when the attribute is absent (labeldrop/labelkeep reject it even when empty).
     pub source_labels: Option<Vec<String>>,
@@ -122,73 +140,6 @@ pub struct RuleArgs {
     pub target_label: String,
     pub replacement: String,
     pub action: String,
-}
-
-/// The fields of a `rule` block, decoded without validation.
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct RawRuleArgs {
-    source_labels: Option<Vec<String>>,
-    separator: String,
-    regex: String,
-    modulus: u64,
-    target_label: String,
-    replacement: String,
-    action: String,
-}
-
-impl Default for RawRuleArgs {
-    fn default() -> Self {
-        let d = RuleArgs::default();
-        RawRuleArgs {
-            source_labels: d.source_labels,
-            separator: d.separator,
-            regex: d.regex,
-            modulus: d.modulus,
-            target_label: d.target_label,
-            replacement: d.replacement,
-            action: d.action,
-        }
-    }
-}
-
-const RULE_FIELDS: &[&str] = &[
-    "source_labels",
-    "separator",
-    "regex",
-    "modulus",
-    "target_label",
-    "replacement",
-    "action",
-];
-
-impl<'de> Deserialize<'de> for RuleArgs {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = RuleArgs;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a rule block")
-            }
-            // Validation happens inside `visit_map` so the decoder attributes errors to the block.
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RuleArgs, A::Error> {
-                let raw =
-                    RawRuleArgs::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-                let args = RuleArgs {
-                    source_labels: raw.source_labels,
-                    separator: raw.separator,
-                    regex: raw.regex,
-                    modulus: raw.modulus,
-                    target_label: raw.target_label,
-                    replacement: raw.replacement,
-                    action: raw.action,
-                };
-                Rule::new(&args).map_err(serde::de::Error::custom)?;
-                Ok(args)
-            }
-        }
-        d.deserialize_struct("RuleArgs", RULE_FIELDS, V)
-    }
 }
 
 impl Default for RuleArgs {
@@ -674,27 +625,10 @@ fn compile_for_component(args: &[RuleArgs]) -> anyhow::Result<Rules> {
     })
 }
 
-/// Converts label sets to the River value `list(map(string))`.
-pub fn targets_value(targets: &[Labels]) -> river_parser::Value {
-    use river_parser::Value;
-    Value::Array(
-        targets
-            .iter()
-            .map(|t| {
-                Value::Object(
-                    t.iter()
-                        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                        .collect(),
-                )
-            })
-            .collect(),
-    )
-}
-
 impl Relabel {
     /// Applies new arguments; publishes only when `output` or the rules changed.
     fn apply(&self, args: Arguments) -> anyhow::Result<()> {
-        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = lock(&self.state);
         let (rules, rules_changed) = match guard.as_ref() {
             Some(s) if s.args.rules == args.rules => (s.rules.clone(), false),
             _ => (
@@ -733,9 +667,7 @@ impl Relabel {
 
     /// The current output (for tests and the UI).
     pub fn output(&self) -> Vec<Labels> {
-        self.state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
             .as_ref()
             .map(|s| s.output.clone())
             .unwrap_or_default()
@@ -768,5 +700,20 @@ impl flow_runtime::Component for Relabel {
     }
 }
 
-// Rules are still checked in `build`/`update`; they move into this impl (issue 13).
-impl river_parser::Validate for Arguments {}
+/// Every `rule` block must compile: an invalid one is reported at its attribute (or at the block
+/// when no single attribute is at fault, or the attribute is not written).
+impl river_parser::Validate for Arguments {
+    fn validate(&self) -> Result<(), river_parser::decode::Invalid> {
+        use river_parser::decode::Invalid;
+        for (i, args) in self.rules.iter().enumerate() {
+            if let Err(e) = Rule::new(args) {
+                let inv = match e.attribute() {
+                    Some(attr) => Invalid::attr(attr, e.to_string()),
+                    None => Invalid::body(e.to_string()),
+                };
+                return Err(inv.in_block("rule", i));
+            }
+        }
+        Ok(())
+    }
+}

@@ -10,12 +10,13 @@
 //! Without privileges the component is unhealthy and idle; the rest of the graph keeps running.
 
 pub mod args;
+pub mod policy;
 pub mod recent;
 pub mod targets;
 
 pub use args::{Arguments, CacheSize, DemangleMode, Interval, SampleRate};
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -23,15 +24,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ebpf_probe::cgroup::{ContainerIdCache, ContainerIdCacheMetrics};
 use ebpf_probe::pprof::{encode_gzip, ProfileBuilder};
-use ebpf_probe::probe::{PidConfig, Probe, ProbeConfig, ProbeError, ProbeEvent, SampleSource};
+use ebpf_probe::probe::{Collection, Probe, ProbeConfig, ProbeError, SampleSource};
+use ebpf_probe::session::{Owner, Session};
 use ebpf_probe::symbolize::{Symbolizer, SymbolizerConfig, SymbolizerMetrics, SymbolizerStats};
+use flow_runtime::util::{error_chain, lock};
 use flow_runtime::{CancellationToken, Component, Health, Options};
 use prometheus_client::metrics::counter::Counter;
 use river_parser::{Number, Value};
-use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{debug, error, info, warn};
 
 use crate::pyroscope::appendable::{Appendable, Fanout, FanoutMetrics, RawProfile};
+use policy::{Placement, TargetPolicy};
 use targets::{Assignment, TargetSet};
 
 /// Creates the sample source (the kernel probe in production, a mock in tests).
@@ -139,13 +142,9 @@ enum Command {
 /// The `pyroscope.ebpf` component.
 pub struct Ebpf {
     commands: Mutex<Sender<Command>>,
-    worker: Mutex<Option<(Receiver<Command>, Session)>>,
+    worker: Mutex<Option<(Receiver<Command>, Worker)>>,
     status: Arc<Mutex<Status>>,
     event_poll: Duration,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Ebpf {
@@ -168,7 +167,7 @@ impl Ebpf {
         let status = Arc::new(Mutex::new(Status::default()));
         let fanout = Arc::new(Fanout::new(args.receivers(), fanout_metrics));
         let event_poll = options.event_poll;
-        let session = Session::new(
+        let worker = Worker::new(
             opts,
             args,
             options,
@@ -181,7 +180,7 @@ impl Ebpf {
         let (tx, rx) = mpsc::channel();
         Ok(Ebpf {
             commands: Mutex::new(tx),
-            worker: Mutex::new(Some((rx, session))),
+            worker: Mutex::new(Some((rx, worker))),
             status,
             event_poll,
         })
@@ -217,7 +216,7 @@ impl Component for Ebpf {
     }
 
     async fn run(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
-        let Some((rx, session)) = lock(&self.worker).take() else {
+        let Some((rx, worker)) = lock(&self.worker).take() else {
             anyhow::bail!("pyroscope.ebpf: run called twice");
         };
         let handle = tokio::runtime::Handle::current();
@@ -225,7 +224,7 @@ impl Component for Ebpf {
             .name("pyroscope.ebpf".into())
             .spawn(move || {
                 let _rt = handle.enter();
-                session.run(rx);
+                worker.run(rx);
             })?;
         cancel.cancelled().await;
         self.send(Command::Stop);
@@ -309,43 +308,27 @@ impl Component for Ebpf {
     }
 }
 
-/// What is known about one process the kernel asked about.
-#[derive(Debug, Clone)]
-struct Proc {
-    container_id: Option<String>,
-    assignment: Option<Assignment>,
-    config: PidConfig,
-}
-
-/// The worker: owns the source, the caches and the per-process decisions.
-struct Session {
+/// The worker: owns the source, the profiling session and the policy that answers it.
+struct Worker {
     opts: Options,
     args: Arguments,
     options: EbpfOptions,
-    targets: TargetSet,
     source: Option<Box<dyn SampleSource>>,
-    events: Option<UnboundedReceiver<ProbeEvent>>,
-    symbolizer: Symbolizer,
+    session: Session<TargetPolicy>,
+    policy: TargetPolicy,
     sym_metrics: SymbolizerMetrics,
-    cgroups: ContainerIdCache,
     cid_metrics: ContainerIdCacheMetrics,
-    procs: HashMap<u32, Proc>,
-    exited: HashSet<u32>,
-    execed: HashSet<u32>,
-    /// Targets that processes lost since the last collect (their container ended and discovery
-    /// dropped it, or they exited before the update): the samples those processes took before
-    /// still go to them at the next collect, then they are forgotten.
-    retired: Vec<targets::Target>,
-    /// Pid -> index into `retired`, for processes without a current assignment.
-    retired_pids: HashMap<u32, usize>,
     fanout: Arc<Fanout>,
     metrics: Metrics,
     status: Arc<Mutex<Status>>,
     last_collect: SystemTime,
 }
 
-impl Session {
-    #[allow(clippy::too_many_arguments)]
+impl Worker {
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the pieces the component builds and shares with the worker"
+    )]
     fn new(
         opts: Options,
         args: Arguments,
@@ -356,44 +339,37 @@ impl Session {
         metrics: Metrics,
         status: Arc<Mutex<Status>>,
     ) -> Self {
-        let targets = TargetSet::new(
-            &args.targets,
-            &args.default_target,
-            args.targets_only,
-            &opts.id,
-        );
-        let symbolizer = Symbolizer::new(
-            symbolizer_config(&options.symbolizer, &args),
-            sym_metrics.clone(),
-        );
-        let cgroups = ContainerIdCache::new(
-            options.proc_root.clone(),
-            args.container_id_cache_size.0,
-            cid_metrics.clone(),
-        );
-        let s = Session {
+        let policy = TargetPolicy {
+            targets: Arc::new(target_set(&args, &opts.id)),
+            generation: 0,
+            cgroups: ContainerIdCache::new(
+                options.proc_root.clone(),
+                args.container_id_cache_size.0,
+                cid_metrics.clone(),
+            ),
+            symbolizer: Symbolizer::new(
+                symbolizer_config(&options.symbolizer, &args),
+                sym_metrics.clone(),
+            ),
+            user: args.collect_user_profile,
+            kernel: args.collect_kernel_profile,
+        };
+        let w = Worker {
             opts,
             args,
             options,
-            targets,
             source: None,
-            events: None,
-            symbolizer,
+            session: Session::new(),
+            policy,
             sym_metrics,
-            cgroups,
             cid_metrics,
-            procs: HashMap::new(),
-            exited: HashSet::new(),
-            execed: HashSet::new(),
-            retired: Vec::new(),
-            retired_pids: HashMap::new(),
             fanout,
             metrics,
             status,
             last_collect: SystemTime::now(),
         };
-        s.publish_targets();
-        s
+        w.publish_targets();
+        w
     }
 
     fn run(mut self, rx: Receiver<Command>) {
@@ -459,9 +435,8 @@ impl Session {
         }
         match (self.options.source)(&self.probe_config()) {
             Ok(mut source) => {
-                self.events = source.take_events();
+                self.session.attach(source.as_mut());
                 self.source = Some(source);
-                self.procs.clear();
                 info!(
                     sample_rate = self.args.sample_rate.0,
                     "pyroscope.ebpf profiling started"
@@ -471,7 +446,7 @@ impl Session {
                 st.last_error = None;
             }
             Err(e) => {
-                let msg = e.to_string();
+                let msg = error_chain(&e);
                 error!(error = %msg, "pyroscope.ebpf cannot start profiling");
                 let mut st = lock(&self.status);
                 st.health = Some(Health::unhealthy(msg.clone()));
@@ -495,13 +470,13 @@ impl Session {
             || old.elf_cache_size != new.elf_cache_size
             || old.demangle != new.demangle
         {
-            self.symbolizer = Symbolizer::new(
+            self.policy.symbolizer = Symbolizer::new(
                 symbolizer_config(&self.options.symbolizer, new),
                 self.sym_metrics.clone(),
             );
         }
         if old.container_id_cache_size != new.container_id_cache_size {
-            self.cgroups = ContainerIdCache::new(
+            self.policy.cgroups = ContainerIdCache::new(
                 self.options.proc_root.clone(),
                 new.container_id_cache_size.0,
                 self.cid_metrics.clone(),
@@ -510,213 +485,89 @@ impl Session {
         if old.sample_rate != new.sample_rate {
             // A new rate needs a new perf event: reload the probe (its pid map starts empty).
             self.source = None;
-            self.events = None;
-            self.procs.clear();
+            self.session.detach();
         }
-        let old_targets = std::mem::replace(
-            &mut self.targets,
-            TargetSet::new(
-                &new.targets,
-                &new.default_target,
-                new.targets_only,
-                &self.opts.id,
-            ),
-        );
+        self.policy.user = new.collect_user_profile;
+        self.policy.kernel = new.collect_kernel_profile;
+        self.policy.set_targets(target_set(new, &self.opts.id));
         self.publish_targets();
         self.ensure_source();
-        // A process that loses its target keeps it until the next collect: its samples of the
-        // interval were taken while it belonged there (a short-lived container typically exits,
-        // then discovery drops it, before the collect). Exited processes are not decided again
-        // (the kernel has forgotten them; configuring them would leave a stale kernel entry).
-        let mut retired_index: HashMap<Assignment, usize> = HashMap::new();
-        let pids: Vec<u32> = self.procs.keys().copied().collect();
-        for pid in pids {
-            let before = self.procs.get(&pid).and_then(|p| p.assignment);
-            if self.exited.contains(&pid) {
-                if let Some(p) = self.procs.get_mut(&pid) {
-                    p.assignment = None;
-                }
-            } else {
-                self.decide(pid);
-            }
-            let after = self.procs.get(&pid).and_then(|p| p.assignment);
-            if let (Some(a), None) = (before, after) {
-                if let Some(t) = old_targets.get(a) {
-                    let retired = &mut self.retired;
-                    let i = *retired_index.entry(a).or_insert_with(|| {
-                        retired.push(t.clone());
-                        retired.len() - 1
-                    });
-                    self.retired_pids.insert(pid, i);
-                }
-            }
+        if let Some(source) = self.source.as_deref_mut() {
+            self.session.redecide(source, &mut self.policy);
         }
         self.publish_procs();
     }
 
     fn publish_targets(&self) {
         let mut st = lock(&self.status);
-        st.targets = self.targets.targets.len();
-        st.targets_discarded = self.targets.discarded.len();
+        st.targets = self.policy.targets.targets.len();
+        st.targets_discarded = self.policy.targets.discarded.len();
     }
 
     fn publish_procs(&self) {
         let mut st = lock(&self.status);
-        st.processes_known = self.procs.len();
-        st.processes_profiled = self
-            .procs
-            .values()
-            .filter(|p| p.assignment.is_some())
-            .count();
-    }
-
-    /// Decides what the kernel collects for `pid` and tells it when that changed.
-    fn decide(&mut self, pid: u32) {
-        let container_id = match self.procs.get(&pid) {
-            Some(p) => p.container_id.clone(),
-            None => self.cgroups.get(pid),
-        };
-        let assignment = self.targets.assign(pid, container_id.as_deref());
-        let config = PidConfig {
-            profile: assignment.is_some(),
-            user: self.args.collect_user_profile,
-            kernel: self.args.collect_kernel_profile,
-        };
-        let previous = self.procs.insert(
-            pid,
-            Proc {
-                container_id,
-                assignment,
-                config,
-            },
-        );
-        if previous.as_ref().map(|p| p.config) != Some(config) {
-            if let Some(source) = self.source.as_mut() {
-                if let Err(e) = source.set_pid_config(pid, config) {
-                    warn!(pid, error = %e, "pyroscope.ebpf: cannot configure pid");
-                }
-            }
-        }
-        let was_profiled = previous.is_some_and(|p| p.assignment.is_some());
-        if assignment.is_some() && !was_profiled && self.args.collect_user_profile {
-            // Read its symbols now: it may exit before the next collect.
-            self.symbolizer.preload(pid);
-        }
-        debug!(pid, ?assignment, "pyroscope.ebpf: pid configured");
+        st.processes_known = self.session.known();
+        st.processes_profiled = self.session.profiled();
     }
 
     fn handle_events(&mut self) {
-        let mut decided = false;
-        while let Some(Ok(event)) = self.events.as_mut().map(|rx| rx.try_recv()) {
-            match event {
-                ProbeEvent::UnknownPid(pid) => {
-                    // The kernel has no configuration for it: a new process (possibly reusing
-                    // the pid of one that exited), so its container is read afresh.
-                    if self.exited.remove(&pid) {
-                        self.symbolizer.forget_pid(pid);
-                        self.cgroups.forget(pid);
-                    }
-                    self.procs.remove(&pid);
-                    self.decide(pid);
-                    decided = true;
-                }
-                ProbeEvent::PidExit(pid) => {
-                    // Its last samples arrive with the next collect; forget it after that.
-                    self.exited.insert(pid);
-                }
-                ProbeEvent::PidExec(pid) => {
-                    self.execed.insert(pid);
-                }
-                _ => {}
-            }
-        }
-        if decided {
+        let Some(source) = self.source.as_deref_mut() else {
+            return;
+        };
+        if self.session.handle_events(source, &mut self.policy) {
             self.publish_procs();
         }
     }
 
-    fn resync_pending(&mut self) {
-        let pending = match self.source.as_ref().map(|s| s.pending_pids()) {
-            Some(Ok(p)) => p,
-            Some(Err(e)) => {
-                warn!(error = %e, "pyroscope.ebpf: cannot list pending pids");
-                return;
-            }
-            None => return,
-        };
-        for pid in pending {
-            self.procs.remove(&pid);
-            self.decide(pid);
-        }
-    }
-
     fn collect(&mut self) {
-        self.handle_events();
         self.ensure_source();
-        let Some(source) = self.source.as_mut() else {
+        let Some(source) = self.source.as_deref_mut() else {
             return;
         };
         let started = Instant::now();
-        let collection = match source.collect() {
+        let rate = self.args.sample_rate.0;
+        let last_collect = self.last_collect;
+        let mut interval: Option<TimeRange> = None;
+        let mut builders: HashMap<Slot, (Placement, ProfileBuilder)> = HashMap::new();
+        let collected =
+            self.session
+                .collect(source, &mut self.policy, |policy, collection, s, owner| {
+                    let times =
+                        *interval.get_or_insert_with(|| TimeRange::new(last_collect, collection));
+                    let frames = policy.symbolizer.symbolize(s.pid, &s.user, &s.kernel);
+                    builders
+                        .entry(Slot::of(&owner))
+                        .or_insert_with(|| {
+                            let builder =
+                                ProfileBuilder::new(rate, times.time_nanos, times.duration_nanos);
+                            (owner.target().clone(), builder)
+                        })
+                        .1
+                        .add_stack(&frames, s.count);
+                });
+        let collected = match collected {
             Ok(c) => c,
             Err(e) => {
-                warn!(error = %e, "pyroscope.ebpf collect failed");
-                lock(&self.status).last_error = Some(e.to_string());
+                let msg = error_chain(&e);
+                warn!(error = %msg, "pyroscope.ebpf collect failed");
+                lock(&self.status).last_error = Some(msg);
                 return;
             }
         };
-        if collection.lost.events > 0 || collection.lost.pid_map_full > 0 {
-            self.resync_pending();
-        }
-        let now = SystemTime::now();
-        let start = if collection.duration.is_zero() {
-            self.last_collect
-        } else {
-            now.checked_sub(collection.duration)
-                .unwrap_or(self.last_collect)
-        };
+        let now = interval
+            .unwrap_or_else(|| TimeRange::new(last_collect, &collected.collection))
+            .now;
         self.last_collect = now;
-        let time_nanos = start
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as i64;
-        let duration_nanos = now.duration_since(start).unwrap_or_default().as_nanos() as i64;
-
-        let mut builders: HashMap<Slot, ProfileBuilder> = HashMap::new();
-        let mut unattributed = 0u64;
-        let total = collection.total_samples();
-        for s in &collection.samples {
-            let slot = match self.procs.get(&s.pid).and_then(|p| p.assignment) {
-                Some(a) => Slot::Current(a),
-                None => match self.retired_pids.get(&s.pid) {
-                    Some(&i) => Slot::Retired(i),
-                    None => {
-                        unattributed += s.count;
-                        continue;
-                    }
-                },
-            };
-            let frames = self.symbolizer.symbolize(s.pid, &s.user, &s.kernel);
-            builders
-                .entry(slot)
-                .or_insert_with(|| {
-                    ProfileBuilder::new(self.args.sample_rate.0, time_nanos, duration_nanos)
-                })
-                .add_stack(&frames, s.count);
-        }
-        let lost = collection.lost.total();
+        let total = collected.collection.total_samples();
+        let lost = collected.collection.lost.total();
         self.metrics.samples.inc_by(total);
         self.metrics.lost_samples.inc_by(lost);
 
         let matched = builders.len();
         let mut sent = 0u64;
         let recent = Arc::clone(&lock(&self.status).recent);
-        for (slot, builder) in builders {
-            let target = match slot {
-                Slot::Current(a) => self.targets.get(a),
-                Slot::Retired(i) => self.retired.get(i),
-            };
-            let Some(target) = target else {
+        for (placement, builder) in builders.into_values() {
+            let Some(target) = placement.target() else {
                 continue;
             };
             let raw = encode_gzip(&builder.build());
@@ -737,27 +588,15 @@ impl Session {
             }
         }
         self.metrics.profiles.inc_by(sent);
-        self.retired.clear();
-        self.retired_pids.clear();
-
-        // Exited processes: their last samples are out; forget them everywhere.
-        for pid in std::mem::take(&mut self.exited) {
-            self.procs.remove(&pid);
-            self.symbolizer.forget_pid(pid);
-            self.cgroups.forget(pid);
-        }
-        for pid in std::mem::take(&mut self.execed) {
-            self.symbolizer.forget_pid(pid);
-        }
         self.publish_procs();
         let mut st = lock(&self.status);
         st.targets_matched = matched;
         st.samples = total;
         st.lost_samples = lost;
-        st.unattributed_samples = unattributed;
+        st.unattributed_samples = collected.unattributed;
         st.profiles_sent = sent;
-        st.symbolizer = self.symbolizer.stats();
-        st.container_ids_cached = self.cgroups.len();
+        st.symbolizer = self.policy.symbolizer.stats();
+        st.container_ids_cached = self.policy.cgroups.len();
         st.last_collect = Some(now);
         debug!(
             samples = total,
@@ -769,12 +608,59 @@ impl Session {
     }
 }
 
+/// The time range of one collected interval, for the profiles' time and duration.
+#[derive(Debug, Clone, Copy)]
+struct TimeRange {
+    now: SystemTime,
+    time_nanos: i64,
+    duration_nanos: i64,
+}
+
+impl TimeRange {
+    /// The interval ends now; it began `collection.duration` ago (the source's own clock), or
+    /// at the previous collect when the source does not know.
+    fn new(last_collect: SystemTime, collection: &Collection) -> Self {
+        let now = SystemTime::now();
+        let start = if collection.duration.is_zero() {
+            last_collect
+        } else {
+            now.checked_sub(collection.duration).unwrap_or(last_collect)
+        };
+        TimeRange {
+            now,
+            time_nanos: start
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos() as i64,
+            duration_nanos: now.duration_since(start).unwrap_or_default().as_nanos() as i64,
+        }
+    }
+}
+
 /// Which profile a sample goes to: a current target, or one its process lost since the last
-/// collect.
+/// collect (of the target set of that time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Slot {
-    Current(Assignment),
-    Retired(usize),
+    Current(u64, Assignment),
+    Retired(u64, Assignment),
+}
+
+impl Slot {
+    fn of(owner: &Owner<'_, Placement>) -> Slot {
+        match owner {
+            Owner::Current(p) => Slot::Current(p.generation, p.assignment),
+            Owner::Retired(p) => Slot::Retired(p.generation, p.assignment),
+        }
+    }
+}
+
+fn target_set(args: &Arguments, component_id: &str) -> TargetSet {
+    TargetSet::new(
+        &args.targets,
+        &args.default_target,
+        args.targets_only,
+        component_id,
+    )
 }
 
 fn symbolizer_config(base: &SymbolizerConfig, args: &Arguments) -> SymbolizerConfig {

@@ -9,15 +9,12 @@
 //! HTTP client: reqwest (rustls, HTTP/1.1). It gives timeouts, proxies, redirects, basic and
 //! bearer auth and connection pooling out of the box; the one thing it lacks (checking the
 //! certificate against `tls_config.server_name`) is covered by handing it a rustls config we
-//! build ourselves (see `write/tls.rs`).
+//! build ourselves (see `crate::http_client::tls`).
 
 mod args;
 mod endpoint;
-mod tls;
 
-pub use args::{
-    Arguments, Authorization, BasicAuth, ConfigError, EndpointOptions, Secret, TlsConfig,
-};
+pub use args::{Arguments, Authorization, BasicAuth, EndpointOptions, Secret, TlsConfig};
 pub use endpoint::EndpointStatus;
 
 use std::collections::BTreeMap;
@@ -292,8 +289,9 @@ pub struct Writer {
 /// Errors building or updating a [`Writer`].
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
+    /// An argument breaks a rule of [`Arguments`]' `Validate` impl.
+    #[error("{0}")]
+    Invalid(river_parser::decode::Invalid),
     #[error("endpoint {endpoint:?}: {message}")]
     Endpoint { endpoint: String, message: String },
     #[error("pyroscope.write must be started inside a tokio runtime")]
@@ -303,6 +301,16 @@ pub enum WriteError {
 impl Writer {
     /// Validates `args` and starts one worker per endpoint on the current tokio runtime.
     pub fn new(
+        args: Arguments,
+        metrics: WriteMetrics,
+        options: WriterOptions,
+    ) -> Result<Self, WriteError> {
+        validate(&args)?;
+        Self::start(args, metrics, options)
+    }
+
+    /// Like [`Writer::new`] for arguments the runtime has already validated.
+    fn start(
         args: Arguments,
         metrics: WriteMetrics,
         options: WriterOptions,
@@ -317,14 +325,20 @@ impl Writer {
             options,
             runtime,
         };
-        writer.update(args)?;
+        writer.apply(args)?;
         Ok(writer)
     }
 
-    /// Applies new arguments. Endpoints whose settings did not change keep their queue and
-    /// connections; removed or changed ones stop (what they still had queued counts as dropped).
+    /// Validates and applies new arguments. Endpoints whose settings did not change keep their
+    /// queue and connections; removed or changed ones stop (what they still had queued counts
+    /// as dropped).
     pub fn update(&self, args: Arguments) -> Result<(), WriteError> {
-        args.validate()?;
+        validate(&args)?;
+        self.apply(args)
+    }
+
+    /// [`Writer::update`] for arguments the runtime has already validated.
+    fn apply(&self, args: Arguments) -> Result<(), WriteError> {
         let old = self.current();
         let mut reusable: Vec<Option<Arc<Endpoint>>> =
             old.endpoints.iter().cloned().map(Some).collect();
@@ -535,7 +549,7 @@ impl flow_runtime::Component for Write {
 
     fn build(opts: flow_runtime::Options, args: Arguments) -> anyhow::Result<Self> {
         let metrics = opts.metrics.with(WriteMetrics::register);
-        let writer = Arc::new(Writer::new(args, metrics, WriterOptions::default())?);
+        let writer = Arc::new(Writer::start(args, metrics, WriterOptions::default())?);
         let receiver: crate::pyroscope::appendable::AppendableRef = writer.clone();
         opts.exports.publish_fields([(
             "receiver",
@@ -556,7 +570,7 @@ impl flow_runtime::Component for Write {
 
     fn update(&self, args: Arguments) -> anyhow::Result<()> {
         // The receiver export stays the same object: nothing to publish.
-        self.writer.update(args)?;
+        self.writer.apply(args)?;
         Ok(())
     }
 
@@ -584,6 +598,11 @@ impl flow_runtime::Component for Write {
     fn debug_info(&self) -> Option<Value> {
         Some(self.writer.debug_info_value())
     }
+}
+
+/// Runs the one set of rules ([`Arguments`]' `Validate` impl) for callers outside the runtime.
+fn validate(args: &Arguments) -> Result<(), WriteError> {
+    river_parser::Validate::validate(args).map_err(WriteError::Invalid)
 }
 
 /// Formats a time as RFC 3339 in UTC with millisecond precision.
@@ -689,6 +708,3 @@ mod tests {
         assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
     }
 }
-
-// Rules are still checked in `build`/`update`; they move into this impl (issue 13).
-impl river_parser::Validate for Arguments {}

@@ -6,7 +6,7 @@
 use std::collections::{HashMap as StdHashMap, HashSet};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use aya::maps::{
@@ -17,7 +17,7 @@ use aya::programs::{PerfEvent, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument};
 
 use super::abi::{
     apply_counters, counter_deltas, parse_record, sample_counters, splice_leaf_caller,
@@ -27,13 +27,13 @@ use super::abi::{
 use super::sys::{self, BatchError};
 use super::unwind_abi::{UserStack, WalkEnd};
 use super::unwind_bpf::{
-    Unwinder, MAP_UNWIND_MAPPINGS, MAP_UNWIND_PROCS, MAP_UNWIND_ROWS, MAP_UNWIND_TABLES,
-    MAP_USTACKS,
+    cfi_tables, Unwinder, MAP_UNWIND_MAPPINGS, MAP_UNWIND_PROCS, MAP_UNWIND_ROWS,
+    MAP_UNWIND_TABLES, MAP_USTACKS,
 };
 use super::unwind_maps::TableProvider;
 use super::{
-    Collection, LostCounters, PidConfig, ProbeConfig, ProbeError, ProbeEvent, SampleSource,
-    StackSample,
+    stack_samples, Collection, LostCounters, PidConfig, ProbeConfig, ProbeError, ProbeEvent,
+    SampleSource, StackCounts,
 };
 
 /// The committed BPF object, embedded so that `cargo build` needs no clang.
@@ -58,19 +58,68 @@ const HALF_SWITCH_GRACE: Duration = Duration::from_millis(2);
 /// Entries per `BPF_MAP_LOOKUP_AND_DELETE_BATCH` call.
 const BATCH_SIZE: usize = 4096;
 
-/// Counts keyed by (pid, user stack, kernel stack, end of the user stack's table walk).
-type StackCounts = StdHashMap<(u32, Vec<u64>, Vec<u64>, Option<WalkEnd>), u64>;
-
 /// State shared with the ring-buffer reader task.
 struct Shared {
-    ring: Mutex<RingBuf<MapData>>,
-    /// Samples that arrived whole through the ring buffer (stack-map collisions), aggregated.
-    raw: Mutex<StackCounts>,
-    /// Processes whose mappings the table walk needs re-read (exec, unknown pc).
-    rereads: Mutex<HashSet<u32>>,
-    /// Processes that exited: the table walk forgets them after the next collect.
-    exits: Mutex<HashSet<u32>>,
+    ring: Mutex<Ring>,
     events: UnboundedSender<ProbeEvent>,
+}
+
+/// The ring buffer and what was read from it, behind one lock.
+struct Ring {
+    buffer: RingBuf<MapData>,
+    /// Samples that arrived whole through the ring buffer (stack-map collisions), aggregated.
+    raw: StackCounts,
+    /// Processes whose mappings the table walk needs re-read (exec, unknown pc).
+    rereads: HashSet<u32>,
+    /// Processes that exited: the table walk forgets them after the next collect.
+    exits: HashSet<u32>,
+}
+
+impl Shared {
+    /// Reads every pending ring-buffer record: events go to the channel, whole samples are
+    /// added to `raw`, which is returned locked.
+    fn drain(&self) -> MutexGuard<'_, Ring> {
+        // A panic elsewhere cannot leave the ring half-updated: take it even if poisoned.
+        let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        let Ring {
+            buffer,
+            raw,
+            rereads,
+            exits,
+        } = &mut *ring;
+        while let Some(item) = buffer.next() {
+            match parse_record(&item) {
+                Some(Record::Event(event)) => {
+                    match event {
+                        ProbeEvent::PidExec(pid) => {
+                            rereads.insert(pid);
+                        }
+                        ProbeEvent::PidExit(pid) => {
+                            exits.insert(pid);
+                        }
+                        _ => {}
+                    }
+                    let _ = self.events.send(event);
+                }
+                Some(Record::Reread(pid)) => {
+                    rereads.insert(pid);
+                }
+                Some(Record::Raw {
+                    pid,
+                    user,
+                    kernel,
+                    user_end,
+                }) => {
+                    *raw.entry((pid, user, kernel, user_end)).or_default() += 1;
+                }
+                None => warn!(
+                    len = item.len(),
+                    "unknown record in the pyroscope.ebpf ring buffer"
+                ),
+            }
+        }
+        ring
+    }
 }
 
 /// The loaded and attached BPF program.
@@ -135,7 +184,7 @@ impl Probe {
             .map_max_entries(MAP_STACKS[1], config.stack_map_size)
             .map_max_entries(MAP_EVENTS, config.ring_buffer_size)
             .load(BPF_OBJECT)
-            .map_err(|e| load_error("loading the BPF object", &e))?;
+            .map_err(|e| load_error("loading the BPF object", e))?;
 
         let pid_config = HashMap::try_from(take_map(&mut ebpf, MAP_PID_CONFIG)?)
             .map_err(|e| map_error(MAP_PID_CONFIG, e))?;
@@ -160,23 +209,23 @@ impl Probe {
 
         let exit: &mut RawTracePoint = ebpf
             .program_mut(PROG_EXIT)
-            .ok_or_else(|| ProbeError::Load(format!("program {PROG_EXIT} missing")))?
+            .ok_or_else(|| missing("program", PROG_EXIT))?
             .try_into()
-            .map_err(|e| load_error(PROG_EXIT, &e))?;
+            .map_err(|e| load_error(PROG_EXIT, e))?;
         exit.load()
-            .map_err(|e| load_error("loading on_process_exit", &e))?;
+            .map_err(|e| load_error("loading on_process_exit", e))?;
         exit.attach("sched_process_exit")
-            .map_err(|e| load_error("attaching to sched_process_exit", &e))?;
+            .map_err(|e| load_error("attaching to sched_process_exit", e))?;
 
         let exec: &mut RawTracePoint = ebpf
             .program_mut(PROG_EXEC)
-            .ok_or_else(|| ProbeError::Load(format!("program {PROG_EXEC} missing")))?
+            .ok_or_else(|| missing("program", PROG_EXEC))?
             .try_into()
-            .map_err(|e| load_error(PROG_EXEC, &e))?;
+            .map_err(|e| load_error(PROG_EXEC, e))?;
         exec.load()
-            .map_err(|e| load_error("loading on_process_exec", &e))?;
+            .map_err(|e| load_error("loading on_process_exec", e))?;
         exec.attach("sched_process_exec")
-            .map_err(|e| load_error("attaching to sched_process_exec", &e))?;
+            .map_err(|e| load_error("attaching to sched_process_exec", e))?;
 
         // The table walk needs bpf_loop (5.17); older kernels reject it and get frame pointers.
         let unwinding = config.unwind
@@ -194,22 +243,24 @@ impl Probe {
             PROG_PROFILE
         };
         let unwinder = if unwinding {
-            Some(Unwinder::take(
+            let mut unwinder = Unwinder::take(
                 &mut ebpf,
                 config.unwind_rows,
                 config.unwind_mappings,
                 config.unwind_tables,
-            )?)
+            )?;
+            unwinder.set_provider(cfi_tables());
+            Some(unwinder)
         } else {
             None
         };
         let profile: &mut PerfEvent = ebpf
             .program_mut(program)
-            .ok_or_else(|| ProbeError::Load(format!("program {program} missing")))?
+            .ok_or_else(|| missing("program", program))?
             .try_into()
-            .map_err(|e| load_error(program, &e))?;
+            .map_err(|e| load_error(program, e))?;
         let cpus = aya::util::online_cpus()
-            .map_err(|(path, e)| ProbeError::Load(format!("reading {path}: {e}")))?;
+            .map_err(|(path, e)| load_error(format!("reading {path}"), e))?;
         for &cpu in &cpus {
             profile
                 .attach(
@@ -218,7 +269,7 @@ impl Probe {
                     SamplePolicy::Frequency(config.sample_rate),
                     false,
                 )
-                .map_err(|e| load_error(&format!("attaching to cpu-clock on CPU {cpu}"), &e))?;
+                .map_err(|e| load_error(format!("attaching to cpu-clock on CPU {cpu}"), e))?;
         }
         debug!(
             cpus = cpus.len(),
@@ -230,20 +281,21 @@ impl Probe {
         let ring_fd = ring
             .as_fd()
             .try_clone_to_owned()
-            .map_err(|e| ProbeError::Load(format!("duplicating the ring buffer fd: {e}")))?;
+            .map_err(|e| load_error("duplicating the ring buffer fd", e))?;
         let shared = Arc::new(Shared {
-            ring: Mutex::new(ring),
-            raw: Mutex::new(StdHashMap::new()),
-            rereads: Mutex::new(HashSet::new()),
-            exits: Mutex::new(HashSet::new()),
+            ring: Mutex::new(Ring {
+                buffer: ring,
+                raw: StackCounts::new(),
+                rereads: HashSet::new(),
+                exits: HashSet::new(),
+            }),
             events: tx,
         });
         let async_fd = {
             let _guard = runtime.enter();
-            sys::poll_readable(ring_fd)
-                .map_err(|e| ProbeError::Load(format!("polling the ring buffer: {e}")))?
+            sys::poll_readable(ring_fd).map_err(|e| load_error("polling the ring buffer", e))?
         };
-        let reader = runtime.spawn(read_events(async_fd, Arc::clone(&shared)));
+        let reader = runtime.spawn(read_events(async_fd, Arc::clone(&shared)).in_current_span());
 
         let mut probe = Probe {
             ebpf,
@@ -286,8 +338,9 @@ impl Probe {
         self.unwinder.is_some()
     }
 
-    /// Where unwind tables come from. From now on every process configured with user stacks
-    /// (and every one configured before, at its next re-read) is walked with tables.
+    /// Where unwind tables come from (by default `crate::unwind`'s CFI tables). From now on
+    /// every process configured with user stacks (and every one configured before, at its
+    /// next re-read) gets its tables from `provider`.
     pub fn set_table_provider(&mut self, provider: Box<dyn TableProvider + Send>) {
         if let Some(unwinder) = self.unwinder.as_mut() {
             unwinder.set_provider(provider);
@@ -322,7 +375,7 @@ impl Probe {
             .insert(pid, PidConfigValue::from(config), 0)
             .map_err(|e| map_error(MAP_PID_CONFIG, e))?;
         // A new process may reuse the pid of one that exited.
-        lock(&self.shared.exits).remove(&pid);
+        self.shared.drain().exits.remove(&pid);
         if config.profile && config.user && self.unwinder.as_ref().is_some_and(Unwinder::active) {
             self.refresh_unwind(pid);
         } else {
@@ -383,7 +436,14 @@ impl Probe {
             Some(unwinder) => unwinder.drain_ustacks(old)?,
             None => StdHashMap::new(),
         };
-        drain_ring(&self.shared);
+        let (raw, rereads, exits) = {
+            let mut ring = self.shared.drain();
+            (
+                std::mem::take(&mut ring.raw),
+                std::mem::take(&mut ring.rereads),
+                std::mem::take(&mut ring.exits),
+            )
+        };
 
         let mut lost = LostCounters::default();
         let mut merged: StackCounts = StdHashMap::new();
@@ -398,25 +458,15 @@ impl Probe {
             let kernel = resolve_stack(&stacks, key.kernel_stack, &mut lost);
             *merged.entry((key.pid, user, kernel, user_end)).or_default() += count;
         }
-        for (key, count) in std::mem::take(&mut *lock(&self.shared.raw)) {
+        for (key, count) in raw {
             *merged.entry(key).or_default() += count;
         }
-        let samples = merged
-            .into_iter()
-            .map(|((pid, user, kernel, user_end), count)| StackSample {
-                pid,
-                user,
-                kernel,
-                count,
-                user_end,
-            })
-            .collect();
-        // New mappings (dlopen, exec, JIT) become visible to the walk from the next interval.
-        let exits = std::mem::take(&mut *lock(&self.shared.exits));
+        let samples = stack_samples(merged);
+        // Exited processes leave the table walk; new mappings (dlopen, exec, JIT) become
+        // visible to it from the next interval.
         for &pid in &exits {
             self.forget_unwind(pid);
         }
-        let rereads = std::mem::take(&mut *lock(&self.shared.rereads));
         for pid in rereads.difference(&exits).copied() {
             if self.unwinder.as_ref().is_some_and(|u| u.has_process(pid)) {
                 self.refresh_unwind(pid);
@@ -454,10 +504,10 @@ impl Probe {
                     warn!(error = %e, "BPF_MAP_LOOKUP_AND_DELETE_BATCH unsupported, reading counts one by one");
                     self.batch_supported = false;
                 }
-                Err(BatchError::Io(e)) => {
+                Err(e @ BatchError::Io(_)) => {
                     return Err(ProbeError::Map {
                         map: MAP_COUNTS[half],
-                        message: format!("batch lookup and delete: {e}"),
+                        source: Box::new(e),
                     })
                 }
             }
@@ -561,50 +611,6 @@ fn resolve_user_stack(
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Reads every pending ring-buffer record: events go to the channel, whole samples to `raw`.
-fn drain_ring(shared: &Shared) {
-    let mut ring = lock(&shared.ring);
-    while let Some(item) = ring.next() {
-        match parse_record(&item) {
-            Some(Record::Event(event)) => {
-                match event {
-                    ProbeEvent::PidExec(pid) => {
-                        lock(&shared.rereads).insert(pid);
-                    }
-                    ProbeEvent::PidExit(pid) => {
-                        lock(&shared.exits).insert(pid);
-                    }
-                    _ => {}
-                }
-                let _ = shared.events.send(event);
-            }
-            Some(Record::Reread(pid)) => {
-                lock(&shared.rereads).insert(pid);
-            }
-            Some(Record::Raw {
-                pid,
-                user,
-                kernel,
-                user_end,
-            }) => {
-                *lock(&shared.raw)
-                    .entry((pid, user, kernel, user_end))
-                    .or_default() += 1;
-            }
-            None => warn!(
-                len = item.len(),
-                "unknown record in the pyroscope.ebpf ring buffer"
-            ),
-        }
-    }
-}
-
 /// Forwards ring-buffer records as they arrive. Tokio's readiness is edge-triggered and the
 /// kernel only wakes readers that have caught up, so a periodic drain backs up the wakeups.
 async fn read_events(async_fd: AsyncFd<OwnedFd>, shared: Arc<Shared>) {
@@ -621,7 +627,7 @@ async fn read_events(async_fd: AsyncFd<OwnedFd>, shared: Arc<Shared>) {
             },
             _ = tick.tick() => {}
         }
-        drain_ring(&shared);
+        drop(shared.drain());
     }
 }
 
@@ -629,41 +635,31 @@ async fn read_events(async_fd: AsyncFd<OwnedFd>, shared: Arc<Shared>) {
 fn load_perf_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), ProbeError> {
     let program: &mut PerfEvent = ebpf
         .program_mut(name)
-        .ok_or_else(|| ProbeError::Load(format!("program {name} missing")))?
+        .ok_or_else(|| missing("program", name))?
         .try_into()
-        .map_err(|e| load_error(name, &e))?;
+        .map_err(|e| load_error(name, e))?;
     program
         .load()
-        .map_err(|e| load_error(&format!("loading {name}"), &e))
+        .map_err(|e| load_error(format!("loading {name}"), e))
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {
-    ebpf.take_map(name).ok_or(ProbeError::Map {
-        map: name,
-        message: "missing from the BPF object".into(),
-    })
+    ebpf.take_map(name).ok_or_else(|| missing("map", name))
+}
+
+/// A program or map the embedded object should have and has not.
+fn missing(kind: &str, name: &str) -> ProbeError {
+    ProbeError::Load {
+        context: format!("{kind} {name} missing from the BPF object"),
+        source: None,
+    }
 }
 
 fn map_error(map: &'static str, error: MapError) -> ProbeError {
     ProbeError::Map {
         map,
-        message: error_chain(&error),
+        source: Box::new(error),
     }
-}
-
-/// `error: source: source...` in one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let next = e.to_string();
-        if !text.ends_with(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = e.source();
-    }
-    text
 }
 
 /// The first OS error code in an error chain.
@@ -691,12 +687,21 @@ fn is_permission_error(errno: Option<i32>, privileged: bool) -> bool {
     }
 }
 
-fn load_error(context: &str, error: &(dyn std::error::Error + 'static)) -> ProbeError {
-    let message = format!("{context}: {}", error_chain(error));
-    if is_permission_error(os_error_code(error), has_bpf_capabilities()) {
-        ProbeError::Permission(message)
+fn load_error(
+    context: impl Into<String>,
+    error: impl std::error::Error + Send + Sync + 'static,
+) -> ProbeError {
+    let context = context.into();
+    if is_permission_error(os_error_code(&error), has_bpf_capabilities()) {
+        ProbeError::Permission {
+            context,
+            source: Box::new(error),
+        }
     } else {
-        ProbeError::Load(message)
+        ProbeError::Load {
+            context,
+            source: Some(Box::new(error)),
+        }
     }
 }
 
@@ -742,12 +747,21 @@ mod tests {
         assert!(!capabilities_allow_bpf(1 << CAP_BPF));
         assert!(!capabilities_allow_bpf(0));
 
-        let io = io::Error::from_raw_os_error(libc::EPERM);
-        let wrapped = ProbeError::Load(error_chain(&io));
-        assert_eq!(os_error_code(&io), Some(libc::EPERM));
+        let io = || io::Error::from_raw_os_error(libc::EPERM);
+        assert_eq!(os_error_code(&io()), Some(libc::EPERM));
+        // The code is found through the chain of sources.
+        let wrapped = map_error(MAP_CONTROL, MapError::KeyNotFound);
         assert_eq!(os_error_code(&wrapped), None);
-        match load_error("loading", &io) {
-            ProbeError::Permission(m) => assert!(m.starts_with("loading: "), "{m}"),
+        let wrapped = ProbeError::Load {
+            context: "loading".into(),
+            source: Some(Box::new(io())),
+        };
+        assert_eq!(os_error_code(&wrapped), Some(libc::EPERM));
+        match load_error("loading", io()) {
+            ProbeError::Permission { context, source } => {
+                assert_eq!(context, "loading");
+                assert_eq!(os_error_code(source.as_ref()), Some(libc::EPERM));
+            }
             other => panic!("expected a permission error, got {other:?}"),
         }
     }

@@ -11,15 +11,15 @@ use std::time::Duration;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::{
-    Collection, LostCounters, PidConfig, ProbeError, ProbeEvent, SampleCounters, SampleSource,
-    StackSample,
+    stack_samples, Collection, LostCounters, PidConfig, ProbeError, ProbeEvent, SampleCounters,
+    SampleSource, StackCounts,
 };
 
 #[derive(Debug, Default)]
 struct State {
     configs: HashMap<u32, PidConfig>,
     pending: HashSet<u32>,
-    counts: HashMap<(u32, Vec<u64>, Vec<u64>), u64>,
+    counts: StackCounts,
     lost: LostCounters,
     counters: SampleCounters,
     collects: usize,
@@ -90,19 +90,10 @@ impl SampleSource for MockSource {
         if let Some(message) = state.fail_next_collect.take() {
             return Err(ProbeError::Map {
                 map: "counts0",
-                message,
+                source: message.into(),
             });
         }
-        let samples = std::mem::take(&mut state.counts)
-            .into_iter()
-            .map(|((pid, user, kernel), count)| StackSample {
-                pid,
-                user,
-                kernel,
-                count,
-                user_end: None,
-            })
-            .collect();
+        let samples = stack_samples(std::mem::take(&mut state.counts));
         Ok(Collection {
             samples,
             lost: std::mem::take(&mut state.lost),
@@ -148,7 +139,7 @@ impl MockHandle {
                     Vec::new()
                 };
                 state.counters.counted += count;
-                *state.counts.entry((pid, user, kernel)).or_default() += count;
+                *state.counts.entry((pid, user, kernel, None)).or_default() += count;
             }
         }
     }
@@ -209,6 +200,7 @@ impl MockHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::StackSample;
 
     const PROFILE_ALL: PidConfig = PidConfig {
         profile: true,
@@ -292,7 +284,9 @@ mod tests {
             ..Default::default()
         });
         handle.fail_next_collect("boom");
-        assert!(source.collect().unwrap_err().to_string().contains("boom"));
+        let err = source.collect().unwrap_err();
+        let cause = std::error::Error::source(&err).map(ToString::to_string);
+        assert!(cause.is_some_and(|c| c.contains("boom")), "{err:?}");
         assert_eq!(source.collect().unwrap().lost.counts_map_full, 2);
         assert_eq!(handle.collects(), 5);
     }

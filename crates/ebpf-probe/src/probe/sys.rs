@@ -92,12 +92,14 @@ const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
 const ENOTSUPP: i32 = 524;
 
 /// Why a batch read failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum BatchError {
     /// The kernel or map type does not support the command (fall back to one by one).
-    Unsupported(io::Error),
+    #[error("BPF_MAP_LOOKUP_AND_DELETE_BATCH is not supported")]
+    Unsupported(#[source] io::Error),
     /// Another error.
-    Io(io::Error),
+    #[error("BPF_MAP_LOOKUP_AND_DELETE_BATCH failed")]
+    Io(#[source] io::Error),
 }
 
 /// Reads and deletes every entry of a `counts` map with BPF_MAP_LOOKUP_AND_DELETE_BATCH.

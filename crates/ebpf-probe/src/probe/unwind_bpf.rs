@@ -9,10 +9,28 @@ use aya::maps::{Array, HashMap, MapData, MapError};
 use aya::Ebpf;
 
 use super::unwind_abi::{UnwindMapping, UnwindProc, UnwindTable, UserStack};
-use super::unwind_maps::{TableProvider, UnwindMapError, UnwindMapStats, UnwindMaps, UnwindState};
+use super::unwind_maps::{
+    FileTables, TableProvider, UnwindMapError, UnwindMapStats, UnwindMaps, UnwindState,
+};
 use super::ProbeError;
 use crate::symbolize::procmaps::parse_maps;
 use crate::unwind::abi::UnwindRow;
+use crate::unwind::cache::UnwindCache;
+use crate::unwind::table::TableSource;
+
+/// Bytes of rows the user-space table cache keeps: a table only needs building once per file
+/// (the kernel's copy is shared by every later process), so the cache can stay small.
+const CACHE_BYTES: usize = 8 << 20;
+
+/// The tables of `crate::unwind` (gimli over `.eh_frame`/`.debug_frame`, the separate debug
+/// file), cached by file identity; files without CFI get frame pointers.
+pub(crate) fn cfi_tables() -> Box<dyn TableProvider + Send> {
+    let mut cache = UnwindCache::new(CACHE_BYTES);
+    Box::new(FileTables::new(move |path: &std::path::Path| {
+        let table = cache.get_or_build(path).map_err(|e| e.to_string())?;
+        Ok((table.stats.source != TableSource::FramePointer).then(|| table.rows.clone()))
+    }))
+}
 
 // Map names shared with bpf/profile.bpf.c.
 pub(crate) const MAP_UNWIND_PROCS: &str = "unwind_procs";
@@ -79,13 +97,13 @@ fn take<T>(
     name: &'static str,
     convert: impl FnOnce(aya::maps::Map) -> Result<T, MapError>,
 ) -> Result<T, ProbeError> {
-    let map = ebpf.take_map(name).ok_or(ProbeError::Map {
-        map: name,
-        message: "missing from the BPF object".into(),
+    let map = ebpf.take_map(name).ok_or_else(|| ProbeError::Load {
+        context: format!("map {name} missing from the BPF object"),
+        source: None,
     })?;
     convert(map).map_err(|e| ProbeError::Map {
         map: name,
-        message: e.to_string(),
+        source: Box::new(e),
     })
 }
 
@@ -166,7 +184,7 @@ impl Unwinder {
         let map = &mut self.ustacks[half];
         let error = |e: MapError| ProbeError::Map {
             map: name,
-            message: e.to_string(),
+            source: Box::new(e),
         };
         let keys: Vec<u64> = map.keys().collect::<Result<_, _>>().map_err(error)?;
         let mut stacks = StdHashMap::with_capacity(keys.len());

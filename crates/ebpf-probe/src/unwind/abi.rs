@@ -44,3 +44,66 @@ pub struct UnwindRow {
 }
 
 const _: () = assert!(std::mem::size_of::<UnwindRow>() == UNW_ROW_SIZE);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/bpf/unwind.h"));
+
+    /// The value of `#define NAME VALUE` in the header.
+    fn define(name: &str) -> i64 {
+        let line = HEADER
+            .lines()
+            .find(|l| l.split_whitespace().take(2).eq(["#define", name]))
+            .unwrap_or_else(|| panic!("{name} not in unwind.h"));
+        let value = line.split_whitespace().nth(2).unwrap();
+        value
+            .trim_matches(|c| c == '(' || c == ')')
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn constants_match_the_bpf_header() {
+        let kinds = [
+            ("UNW_CFA_RSP", UNW_CFA_RSP),
+            ("UNW_CFA_RBP", UNW_CFA_RBP),
+            ("UNW_CFA_PLT", UNW_CFA_PLT),
+            ("UNW_CFA_DEREF_RSP", UNW_CFA_DEREF_RSP),
+            ("UNW_CFA_DEREF_RBP", UNW_CFA_DEREF_RBP),
+            ("UNW_END", UNW_END),
+            ("UNW_SIGNAL", UNW_SIGNAL),
+            ("UNW_FRAME_POINTER", UNW_FRAME_POINTER),
+            ("UNW_UNSUPPORTED", UNW_UNSUPPORTED),
+            ("UNW_NO_INFO", UNW_NO_INFO),
+        ];
+        for (name, value) in kinds {
+            assert_eq!(define(name), i64::from(value), "{name}");
+        }
+        assert_eq!(define("UNW_RBP_UNDEFINED"), i64::from(UNW_RBP_UNDEFINED));
+        assert_eq!(define("UNW_ROW_SIZE"), UNW_ROW_SIZE as i64);
+        // Field order and types of struct unwind_row.
+        let body: Vec<&str> = HEADER
+            .split("struct unwind_row {")
+            .nth(1)
+            .and_then(|s| s.split('}').next())
+            .unwrap()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(
+            body,
+            [
+                "__u32 pc;",
+                "__u8 kind;",
+                "__s8 rbp_offset;",
+                "__s16 cfa_offset;"
+            ]
+        );
+        assert_eq!(std::mem::offset_of!(UnwindRow, kind), 4);
+        assert_eq!(std::mem::offset_of!(UnwindRow, rbp_offset), 5);
+        assert_eq!(std::mem::offset_of!(UnwindRow, cfa_offset), 6);
+    }
+}

@@ -1,5 +1,10 @@
 //! Test fixtures that announce themselves: spawn with piped stdin/stdout, read the first line.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test] functions: a failed step fails the test"
+)]
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -1,10 +1,15 @@
 //! Arguments of `pyroscope.write`, decoded from River with serde, with Alloy's names and
-//! defaults, and their validation (one auth method at most, consistent TLS settings).
+//! defaults, and their validation (the endpoint's own rules plus the shared HTTP client rules of
+//! `crate::http_client`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::http_client::HttpClientConfig;
+pub use crate::http_client::{Authorization, BasicAuth, TlsConfig};
+use river_parser::decode::Invalid;
 pub use river_parser::decode::Secret;
+use river_parser::Validate;
 use serde::{Deserialize, Deserializer};
 
 /// The component's block body.
@@ -106,190 +111,72 @@ impl EndpointOptions {
     }
 }
 
-/// `basic_auth` block.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BasicAuth {
-    #[serde(default)]
-    pub username: String,
-    #[serde(default)]
-    pub password: Option<Secret>,
-    #[serde(default)]
-    pub password_file: Option<String>,
-}
-
-/// `authorization` block: an `Authorization: <type> <credentials>` header.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Authorization {
-    #[serde(default, rename = "type")]
-    pub kind: Option<String>,
-    #[serde(default)]
-    pub credentials: Option<Secret>,
-    #[serde(default)]
-    pub credentials_file: Option<String>,
-}
-
-/// `tls_config` block.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    #[serde(default)]
-    pub ca_file: Option<String>,
-    #[serde(default)]
-    pub ca_pem: Option<String>,
-    #[serde(default)]
-    pub cert_file: Option<String>,
-    #[serde(default)]
-    pub cert_pem: Option<String>,
-    #[serde(default)]
-    pub key_file: Option<String>,
-    #[serde(default)]
-    pub key_pem: Option<Secret>,
-    #[serde(default)]
-    pub server_name: Option<String>,
-    #[serde(default)]
-    pub insecure_skip_verify: bool,
-}
-
-/// An invalid configuration.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    #[error("endpoint {endpoint:?}: at most one of basic_auth, authorization, bearer_token and bearer_token_file must be configured")]
-    MultipleAuth { endpoint: String },
-    #[error("endpoint {endpoint:?}: {message}")]
-    Invalid { endpoint: String, message: String },
-    #[error("external_labels: invalid label name {0:?}")]
-    ExternalLabelName(String),
-}
-
-impl Arguments {
-    /// Checks everything that can be checked without touching files or the network.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        for name in self.external_labels.keys() {
-            if !super::valid_label_name(name) {
-                return Err(ConfigError::ExternalLabelName(name.clone()));
-            }
+impl EndpointOptions {
+    /// The endpoint's HTTP client settings (the shared block of `crate::http_client`).
+    pub fn http_client(&self) -> HttpClientConfig {
+        HttpClientConfig {
+            basic_auth: self.basic_auth.clone(),
+            authorization: self.authorization.clone(),
+            bearer_token: self.bearer_token.clone(),
+            bearer_token_file: self.bearer_token_file.clone(),
+            tls_config: self.tls_config.clone(),
+            proxy_url: self.proxy_url.clone(),
+            no_proxy: self.no_proxy.clone(),
+            proxy_from_environment: self.proxy_from_environment,
+            proxy_connect_header: self.proxy_connect_header.clone(),
+            follow_redirects: self.follow_redirects,
+            enable_http2: self.enable_http2,
+            headers: self.headers.clone(),
         }
-        for ep in &self.endpoints {
-            ep.validate()?;
+    }
+
+    /// The endpoint's own rules (paths relative to the `endpoint` block).
+    fn check(&self) -> Result<(), Invalid> {
+        let url = reqwest::Url::parse(&self.url)
+            .map_err(|e| Invalid::attr("url", format!("url: {e}")))?;
+        if url.scheme() != "http" && url.scheme() != "https" {
+            return Err(Invalid::attr(
+                "url",
+                format!("url: scheme must be http or https, got {:?}", url.scheme()),
+            ));
+        }
+        self.http_client().validate()?;
+        if self.min_backoff_period.is_zero() {
+            return Err(Invalid::attr(
+                "min_backoff_period",
+                "min_backoff_period must be positive",
+            ));
+        }
+        if self.max_backoff_period < self.min_backoff_period {
+            return Err(Invalid::attr(
+                "max_backoff_period",
+                "max_backoff_period must not be shorter than min_backoff_period",
+            ));
+        }
+        if self.remote_timeout.is_zero() {
+            return Err(Invalid::attr(
+                "remote_timeout",
+                "remote_timeout must be positive",
+            ));
         }
         Ok(())
     }
 }
 
-impl EndpointOptions {
-    /// Checks one endpoint's settings.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid {
-            endpoint: self.display_name().to_string(),
-            message,
-        };
-        let url = reqwest::Url::parse(&self.url).map_err(|e| invalid(format!("url: {e}")))?;
-        if url.scheme() != "http" && url.scheme() != "https" {
-            return Err(invalid(format!(
-                "url: scheme must be http or https, got {:?}",
-                url.scheme()
-            )));
-        }
-        let auths = [
-            self.basic_auth.is_some(),
-            self.authorization.is_some(),
-            self.bearer_token.is_some(),
-            self.bearer_token_file.is_some(),
-        ];
-        if auths.iter().filter(|b| **b).count() > 1 {
-            return Err(ConfigError::MultipleAuth {
-                endpoint: self.display_name().to_string(),
-            });
-        }
-        if let Some(b) = &self.basic_auth {
-            if b.password.is_some() && b.password_file.is_some() {
-                return Err(invalid(
-                    "basic_auth: at most one of password and password_file must be configured"
-                        .into(),
+/// Every rule that can be checked without touching files or the network; an error points at
+/// the attribute (inside its `endpoint` block).
+impl Validate for Arguments {
+    fn validate(&self) -> Result<(), Invalid> {
+        for name in self.external_labels.keys() {
+            if !super::valid_label_name(name) {
+                return Err(Invalid::attr(
+                    "external_labels",
+                    format!("external_labels: invalid label name {name:?}"),
                 ));
             }
         }
-        if let Some(a) = &self.authorization {
-            if a.credentials.is_some() && a.credentials_file.is_some() {
-                return Err(invalid(
-                    "authorization: at most one of credentials and credentials_file must be configured"
-                        .into(),
-                ));
-            }
-            if a.kind
-                .as_deref()
-                .is_some_and(|k| k.eq_ignore_ascii_case("basic"))
-            {
-                return Err(invalid(
-                    "authorization: type \"Basic\" is not allowed, use basic_auth instead".into(),
-                ));
-            }
-        }
-        if let Some(t) = &self.tls_config {
-            if t.ca_file.is_some() && t.ca_pem.is_some() {
-                return Err(invalid(
-                    "tls_config: at most one of ca_file and ca_pem must be configured".into(),
-                ));
-            }
-            if t.cert_file.is_some() && t.cert_pem.is_some() {
-                return Err(invalid(
-                    "tls_config: at most one of cert_file and cert_pem must be configured".into(),
-                ));
-            }
-            if t.key_file.is_some() && t.key_pem.is_some() {
-                return Err(invalid(
-                    "tls_config: at most one of key_file and key_pem must be configured".into(),
-                ));
-            }
-            let has_cert = t.cert_file.is_some() || t.cert_pem.is_some();
-            let has_key = t.key_file.is_some() || t.key_pem.is_some();
-            if has_cert != has_key {
-                return Err(invalid(
-                    "tls_config: a client certificate and its key must be configured together"
-                        .into(),
-                ));
-            }
-        }
-        if let Some(p) = &self.proxy_url {
-            reqwest::Url::parse(p).map_err(|e| invalid(format!("proxy_url: {e}")))?;
-        }
-        if self.no_proxy.is_some() && self.proxy_url.is_none() {
-            return Err(invalid(
-                "if no_proxy is configured, proxy_url must also be configured".into(),
-            ));
-        }
-        if self.proxy_from_environment && (self.proxy_url.is_some() || self.no_proxy.is_some()) {
-            return Err(invalid(
-                "if proxy_from_environment is configured, proxy_url and no_proxy must not be configured"
-                    .into(),
-            ));
-        }
-        if !self.proxy_connect_header.is_empty()
-            && self.proxy_url.is_none()
-            && !self.proxy_from_environment
-        {
-            return Err(invalid(
-                "if proxy_connect_header is configured, proxy_url or proxy_from_environment must also be configured"
-                    .into(),
-            ));
-        }
-        for name in self.headers.keys() {
-            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                return Err(invalid(format!("headers: invalid header name {name:?}")));
-            }
-        }
-        if self.min_backoff_period.is_zero() {
-            return Err(invalid("min_backoff_period must be positive".into()));
-        }
-        if self.max_backoff_period < self.min_backoff_period {
-            return Err(invalid(
-                "max_backoff_period must not be shorter than min_backoff_period".into(),
-            ));
-        }
-        if self.remote_timeout.is_zero() {
-            return Err(invalid("remote_timeout must be positive".into()));
+        for (i, ep) in self.endpoints.iter().enumerate() {
+            ep.check().map_err(|e| e.in_block("endpoint", i))?;
         }
         Ok(())
     }
@@ -319,6 +206,14 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use river_parser::decode::PathSegment;
+
+    fn args(e: EndpointOptions) -> Arguments {
+        Arguments {
+            external_labels: BTreeMap::new(),
+            endpoints: vec![EndpointOptions::new("http://localhost:4040"), e],
+        }
+    }
 
     fn ep() -> EndpointOptions {
         EndpointOptions::new("http://localhost:4040")
@@ -328,44 +223,64 @@ mod tests {
     fn at_most_one_auth() {
         let mut e = ep();
         e.bearer_token = Some(Secret::new("t"));
-        assert!(e.validate().is_ok());
+        assert!(args(e.clone()).validate().is_ok());
         e.basic_auth = Some(BasicAuth {
             username: "u".into(),
             password: Some(Secret::new("p")),
             password_file: None,
         });
-        assert!(matches!(
-            e.validate(),
-            Err(ConfigError::MultipleAuth { .. })
-        ));
+        let err = args(e.clone()).validate().unwrap_err();
+        assert!(err.message.contains("at most one of"), "{err}");
+        assert_eq!(
+            err.path,
+            vec![
+                PathSegment::Block {
+                    name: "endpoint".into(),
+                    index: 1
+                },
+                PathSegment::Attr("bearer_token".into())
+            ]
+        );
         e.bearer_token = None;
         e.bearer_token_file = Some("/x".into());
-        assert!(matches!(
-            e.validate(),
-            Err(ConfigError::MultipleAuth { .. })
-        ));
+        assert!(args(e)
+            .validate()
+            .unwrap_err()
+            .message
+            .contains("at most one of"));
     }
 
     #[test]
     fn invalid_settings() {
         let mut e = ep();
         e.url = "localhost:4040".into();
-        assert!(e.validate().is_err());
+        assert!(args(e).validate().is_err());
         let mut e = ep();
         e.tls_config = Some(TlsConfig {
             cert_file: Some("/c".into()),
             ..Default::default()
         });
-        assert!(e.validate().is_err());
+        assert!(args(e).validate().is_err());
         let mut e = ep();
         e.max_backoff_period = Duration::from_millis(1);
-        assert!(e.validate().is_err());
+        assert_eq!(
+            args(e).validate().unwrap_err().path[1],
+            PathSegment::Attr("max_backoff_period".into())
+        );
         let mut e = ep();
         e.no_proxy = Some("localhost".into());
-        assert!(e.validate().is_err());
+        assert!(args(e.clone()).validate().is_err());
         e.proxy_url = Some("http://proxy:3128".into());
-        assert!(e.validate().is_ok());
+        assert!(args(e.clone()).validate().is_ok());
         e.proxy_from_environment = true;
-        assert!(e.validate().is_err());
+        assert!(args(e).validate().is_err());
+        let bad_label = Arguments {
+            external_labels: [("1x".to_string(), "v".to_string())].into(),
+            endpoints: vec![],
+        };
+        assert_eq!(
+            bad_label.validate().unwrap_err().path,
+            vec![PathSegment::Attr("external_labels".into())]
+        );
     }
 }

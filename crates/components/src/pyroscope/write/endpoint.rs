@@ -8,12 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use flow_runtime::util::{error_chain, lock};
+use reqwest::header::CONTENT_TYPE;
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument};
 
 use super::args::EndpointOptions;
 use super::WriteMetrics;
+use crate::http_client::HttpClientConfig;
 use crate::pyroscope::push_proto;
 
 /// An encoded push request waiting to be sent.
@@ -65,10 +67,6 @@ impl Drop for Endpoint {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Endpoint {
     /// Builds the client and starts the worker on the current tokio runtime.
     pub fn start(
@@ -94,6 +92,7 @@ impl Endpoint {
         for _ in 0..limits.senders.max(1) {
             let worker = Worker {
                 opts: opts.clone(),
+                http: opts.http_client(),
                 label: label.clone(),
                 client: client.clone(),
                 push_url: push_url.clone(),
@@ -102,11 +101,15 @@ impl Endpoint {
                 shutdown: shutdown_rx.clone(),
                 rng: seed(),
             };
-            runtime.spawn(worker.run(
-                Arc::clone(&rx),
-                Arc::clone(&queued_bytes),
-                Arc::clone(&pending),
-            ));
+            runtime.spawn(
+                worker
+                    .run(
+                        Arc::clone(&rx),
+                        Arc::clone(&queued_bytes),
+                        Arc::clone(&pending),
+                    )
+                    .in_current_span(),
+            );
         }
         Ok(Endpoint {
             opts,
@@ -176,85 +179,15 @@ impl Endpoint {
 }
 
 fn build_client(opts: &EndpointOptions) -> Result<reqwest::Client, String> {
-    let mut headers = HeaderMap::new();
-    for (k, v) in &opts.headers {
-        let name = HeaderName::from_bytes(k.as_bytes())
-            .map_err(|e| format!("headers: invalid header name {k:?}: {e}"))?;
-        let value = HeaderValue::from_str(v)
-            .map_err(|e| format!("headers: invalid value for {k:?}: {e}"))?;
-        headers.insert(name, value);
-    }
-    let mut builder = reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .user_agent(super::user_agent())
-        .default_headers(headers)
         .timeout(opts.remote_timeout)
-        .connect_timeout(opts.remote_timeout)
-        .no_proxy()
-        .redirect(if opts.follow_redirects {
-            reqwest::redirect::Policy::limited(10)
-        } else {
-            reqwest::redirect::Policy::none()
-        });
-    if let Some(proxy) = proxy(opts)? {
-        builder = builder.proxy(proxy);
-    }
-    if !opts.enable_http2 {
-        builder = builder.http1_only();
-    }
-    if let Some(tls) = &opts.tls_config {
-        builder =
-            builder.tls_backend_preconfigured(super::tls::client_config(tls, opts.enable_http2)?);
-    }
-    builder
+        .connect_timeout(opts.remote_timeout);
+    opts.http_client()
+        .apply_to_reqwest(builder, &opts.url)
+        .map_err(|e| e.to_string())?
         .build()
         .map_err(|e| format!("building HTTP client: {e}"))
-}
-
-/// The proxy from `proxy_url` (or the environment with `proxy_from_environment`).
-fn proxy(opts: &EndpointOptions) -> Result<Option<reqwest::Proxy>, String> {
-    let (url, no_proxy) = if opts.proxy_from_environment {
-        let https = opts.url.starts_with("https:");
-        let names: &[&str] = if https {
-            &["HTTPS_PROXY", "https_proxy"]
-        } else {
-            &["HTTP_PROXY", "http_proxy"]
-        };
-        match names
-            .iter()
-            .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
-        {
-            Some(url) => (url, reqwest::NoProxy::from_env()),
-            None => return Ok(None),
-        }
-    } else {
-        match &opts.proxy_url {
-            Some(url) => (
-                url.clone(),
-                opts.no_proxy
-                    .as_deref()
-                    .and_then(reqwest::NoProxy::from_string),
-            ),
-            None => return Ok(None),
-        }
-    };
-    let mut proxy = reqwest::Proxy::all(url.as_str())
-        .map_err(|e| format!("proxy: {e}"))?
-        .no_proxy(no_proxy);
-    if !opts.proxy_connect_header.is_empty() {
-        let mut headers = HeaderMap::new();
-        for (k, values) in &opts.proxy_connect_header {
-            let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|e| format!("proxy_connect_header: invalid name {k:?}: {e}"))?;
-            for v in values {
-                let mut value = HeaderValue::from_str(v.expose())
-                    .map_err(|e| format!("proxy_connect_header: invalid value for {k:?}: {e}"))?;
-                value.set_sensitive(true);
-                headers.append(name.clone(), value);
-            }
-        }
-        proxy = proxy.headers(headers);
-    }
-    Ok(Some(proxy))
 }
 
 /// Result of one attempt.
@@ -270,6 +203,8 @@ enum Failure {
 
 struct Worker {
     opts: EndpointOptions,
+    /// The credentials (read per request).
+    http: HttpClientConfig,
     label: String,
     client: reqwest::Client,
     push_url: String,
@@ -462,58 +397,15 @@ impl Worker {
 
     /// Adds the configured credentials; files are read on every request so rotated tokens apply.
     fn authorize(&self, req: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, String> {
-        let read = |path: &str| {
-            std::fs::read_to_string(path)
-                .map(|s| s.trim().to_string())
-                .map_err(|e| format!("reading {path:?}: {e}"))
-        };
-        if let Some(b) = &self.opts.basic_auth {
-            let password = match (&b.password, &b.password_file) {
-                (Some(p), _) => Some(p.expose().to_string()),
-                (None, Some(f)) => Some(read(f)?),
-                (None, None) => None,
-            };
-            return Ok(req.basic_auth(&b.username, password));
+        match self
+            .http
+            .authorization_header()
+            .map_err(|e| e.to_string())?
+        {
+            Some(value) => Ok(req.header(reqwest::header::AUTHORIZATION, value)),
+            None => Ok(req),
         }
-        if let Some(t) = &self.opts.bearer_token {
-            return Ok(req.bearer_auth(t.expose()));
-        }
-        if let Some(f) = &self.opts.bearer_token_file {
-            return Ok(req.bearer_auth(read(f)?));
-        }
-        if let Some(a) = &self.opts.authorization {
-            let kind = a
-                .kind
-                .as_deref()
-                .filter(|k| !k.is_empty())
-                .unwrap_or("Bearer");
-            let creds = match (&a.credentials, &a.credentials_file) {
-                (Some(c), _) => c.expose().to_string(),
-                (None, Some(f)) => read(f)?,
-                (None, None) => String::new(),
-            };
-            let mut value = HeaderValue::from_str(&format!("{kind} {creds}"))
-                .map_err(|e| format!("authorization header: {e}"))?;
-            value.set_sensitive(true);
-            return Ok(req.header(reqwest::header::AUTHORIZATION, value));
-        }
-        Ok(req)
     }
-}
-
-/// The error with its sources, so that "connection refused" is visible.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(src) = cur {
-        let msg = src.to_string();
-        if !s.contains(&msg) {
-            s.push_str(": ");
-            s.push_str(&msg);
-        }
-        cur = src.source();
-    }
-    s
 }
 
 fn seed() -> u64 {

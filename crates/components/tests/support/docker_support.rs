@@ -2,7 +2,10 @@
 //! not running, build a FROM-scratch image around a static C program, run the `docker` CLI, and a
 //! serial guard (tests in one binary share the engine and one of them restarts its own engine).
 
-#![allow(dead_code)] // reason: each test binary uses a different subset of the helpers
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different subset of the helpers"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -77,7 +80,10 @@ pub fn ensure_dockerd() {
         }
         let log = std::fs::File::create("/tmp/rill-test-dockerd.log").expect("dockerd log file");
         // The engine is meant to outlive the test process; it is never waited for.
-        #[allow(clippy::zombie_processes)]
+        #[allow(
+            clippy::zombie_processes,
+            reason = "the engine outlives the test process"
+        )]
         let _engine = Command::new("dockerd")
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)

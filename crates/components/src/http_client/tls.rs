@@ -1,6 +1,7 @@
-//! Builds the rustls client configuration for an endpoint's `tls_config` block: trusted CAs
-//! (from `ca_pem`/`ca_file`, the system's otherwise), a client certificate, certificate checks
-//! against `server_name` instead of the URL host, or no checks at all (`insecure_skip_verify`).
+//! Builds the rustls client configuration for a `tls_config` block: trusted CAs (from
+//! `ca_pem`/`ca_file`, the system's otherwise), a client certificate, certificate checks against
+//! `server_name` instead of the URL host, or no checks at all (`insecure_skip_verify`), and the
+//! lowest protocol version (`min_version`; rustls speaks TLS 1.2 and 1.3 only).
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use super::args::TlsConfig;
+use super::TlsConfig;
 
 fn read_pem(
     inline: Option<&str>,
@@ -91,8 +92,12 @@ pub fn client_config(tls: &TlsConfig, http2: bool) -> Result<rustls::ClientConfi
         }
     };
 
+    let versions: &[&rustls::SupportedProtocolVersion] = match tls.min_version.as_deref() {
+        Some("TLS13") => &[&rustls::version::TLS13],
+        _ => rustls::DEFAULT_VERSIONS,
+    };
     let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .map_err(|e| format!("tls_config: {e}"))?
         .dangerous()
         .with_custom_certificate_verifier(verifier);

@@ -1,5 +1,9 @@
-//! Helpers shared by the runtime's integration tests.
-#![allow(dead_code)] // reason: each test binary uses a different subset
+//! Helpers shared by the runtime's integration tests (included with `#[path]` by each test file).
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed setup step panics the test, as in the test itself"
+)]
 
 use flow_runtime::{Runtime, RuntimeOptions};
 use river_parser::{Number, Value};

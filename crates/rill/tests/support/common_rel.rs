@@ -1,7 +1,11 @@
 //! Helpers shared by the reliability tests (security, shutdown): a `rill run` child with its
 //! stderr captured, a tiny HTTP/1.1 client, and a recording HTTP server that plays a
 //! Pyroscope receiver (answers every request with a fixed status and keeps what it got).
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed setup step panics the test, as in the test itself"
+)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
