@@ -391,11 +391,7 @@ async fn phase(
         ..ProbeConfig::default()
     })
     .expect("loading the probe (root needed)");
-    if unwind {
-        probe.set_table_provider(Box::new(FileTables::new(|path: &Path| {
-            readelf_rows(path).map(Some)
-        })));
-    }
+    // With `unwind`, the probe's default tables (crate::unwind).
     let config = PidConfig {
         profile: profile_python,
         user: true,
