@@ -21,6 +21,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 
+#include "unwind.h"
+
 char LICENSE[] SEC("license") = "GPL";
 
 // Minimal CO-RE views of kernel structures; field offsets are relocated against the running
@@ -52,6 +54,8 @@ struct task_struct {
 #define EVENT_PID_EXIT 2
 #define EVENT_RAW_SAMPLE 3
 #define EVENT_PID_EXEC 4
+#define EVENT_REREAD_MAPS 5 // a pc outside every known mapping of the pid: re-read its maps
+#define EVENT_UNWOUND_SAMPLE 6 // a table-walked sample sent whole (collision or full store)
 
 // Per-CPU counters (indices into `counters`); keep in sync with probe.rs.
 #define C_SAMPLES 0 // samples counted in a counts map
@@ -68,7 +72,13 @@ struct task_struct {
 #define C_COUNTS_FULL 11 // samples lost because the counts map was full
 #define C_EVENTS_LOST 12 // unknown-pid / exit events lost (ring buffer full)
 #define C_PID_MAP_FULL 13 // unknown pids that could not be marked pending (pid map full)
-#define C_NUM_COUNTERS 16
+// How table walks ended (C_UNWIND_BASE + reason - 1, see UNWIND_* below), one per walked sample.
+#define C_UNWIND_BASE 14
+#define C_UNWIND_FP_USED 21 // walks that took at least one frame-pointer step
+#define C_USTACK_COLLISIONS 22 // walked stacks sent whole: hash collision in the ustacks map
+#define C_USTACK_FULL 23 // walked stacks sent whole: the ustacks map was full
+#define C_REREAD_REQUESTS 24 // EVENT_REREAD_MAPS sent
+#define C_NUM_COUNTERS 32
 
 struct pid_config {
 	__u8 state;
@@ -77,13 +87,18 @@ struct pid_config {
 	__u8 _pad;
 };
 
+// sample_key.user_store
+#define STORE_STACK_MAP 0 // user_stack is an id in stacksN (the kernel's frame-pointer walk)
+#define STORE_USTACKS 1 // leaf_caller is a key of ustacksN (the table walk)
+
 struct sample_key {
 	__u32 pid;
 	__s32 user_stack;
 	__s32 kernel_stack;
-	__u32 _pad;
-	// Return address of the user leaf function's caller when the frame-pointer walk skips it
-	// (see find_leaf_caller), 0 otherwise.
+	__u32 user_store;
+	// STORE_STACK_MAP: return address of the user leaf function's caller when the
+	// frame-pointer walk skips it (see find_leaf_caller), 0 otherwise.
+	// STORE_USTACKS: the key of the user stack in ustacksN.
 	__u64 leaf_caller;
 };
 
@@ -400,13 +415,21 @@ static __always_inline void add_count(void *counts, struct sample_key *key)
 			add_count(&COUNTS, &key);                                      \
 	} while (0)
 
-SEC("perf_event")
-int profile_cpu(struct bpf_perf_event_data *ctx)
+// The table walk (.eh_frame unwinding) and RECORD_UNWOUND.
+#include "walk.h"
+
+// One sample. `unwind` is a constant: profile_cpu (unwind = 0) is the frame-pointer program
+// every supported kernel loads; profile_cpu_unwind adds the table walk for the processes in
+// unwind_procs and needs bpf_loop (5.17). User space loads one of the two.
+static __always_inline int sample(struct bpf_perf_event_data *ctx, int unwind)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct task_struct *task;
 	struct pid_config *cfg;
+	struct unwind_proc *proc;
+	struct user_stack *stack;
 	__u64 leaf_caller;
+	__u64 hash = 0;
 	__u32 zero = 0;
 	__u32 *half;
 
@@ -435,13 +458,35 @@ int profile_cpu(struct bpf_perf_event_data *ctx)
 		return 0;
 	}
 
-	leaf_caller = cfg->user ? leaf_caller_of(ctx) : 0;
 	half = bpf_map_lookup_elem(&control, &zero);
+	proc = unwind && cfg->user ? bpf_map_lookup_elem(&unwind_procs, &tgid) : NULL;
+	stack = proc ? walk_user_stack(ctx, proc, tgid, &hash) : NULL;
+	if (stack) {
+		if (half && (*half & 1))
+			RECORD_UNWOUND(stacks1, counts1, ustacks1);
+		else
+			RECORD_UNWOUND(stacks0, counts0, ustacks0);
+		return 0;
+	}
+	// No table walk for this process (or it could not start): the kernel's frame-pointer walk.
+	leaf_caller = cfg->user ? leaf_caller_of(ctx) : 0;
 	if (half && (*half & 1))
 		RECORD_SAMPLE(stacks1, counts1);
 	else
 		RECORD_SAMPLE(stacks0, counts0);
 	return 0;
+}
+
+SEC("perf_event")
+int profile_cpu(struct bpf_perf_event_data *ctx)
+{
+	return sample(ctx, 0);
+}
+
+SEC("perf_event")
+int profile_cpu_unwind(struct bpf_perf_event_data *ctx)
+{
+	return sample(ctx, 1);
 }
 
 // A raw tracepoint attaches by name, without tracefs (often not mounted in containers).
@@ -459,6 +504,8 @@ int on_process_exit(struct bpf_raw_tracepoint_args *ctx)
 	// when several threads see `live == 0`).
 	if (bpf_map_delete_elem(&pid_config, &tgid) != 0)
 		return 0;
+	// Its mappings too: a process reusing the pid must not be walked with them.
+	bpf_map_delete_elem(&unwind_procs, &tgid);
 	event = bpf_ringbuf_reserve(&events, sizeof(*event), 0);
 	if (!event) {
 		count(C_EVENTS_LOST);
@@ -479,6 +526,9 @@ int on_process_exec(struct bpf_raw_tracepoint_args *ctx)
 	// Only processes the maps know about; their configuration stays (same pid, same cgroup).
 	if (!bpf_map_lookup_elem(&pid_config, &tgid))
 		return 0;
+	// The old program's mappings are gone: frame pointers until user space publishes the new
+	// ones (it re-reads the maps of exec'd processes at its next collect).
+	bpf_map_delete_elem(&unwind_procs, &tgid);
 	event = bpf_ringbuf_reserve(&events, sizeof(*event), 0);
 	if (!event) {
 		count(C_EVENTS_LOST);

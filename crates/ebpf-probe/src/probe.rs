@@ -14,6 +14,9 @@ mod abi;
 mod loader;
 pub mod mock;
 mod sys;
+pub mod unwind_abi;
+mod unwind_bpf;
+pub mod unwind_maps;
 
 use std::time::Duration;
 
@@ -21,6 +24,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 pub use abi::MAX_STACK_DEPTH;
 pub use loader::Probe;
+pub use unwind_abi::{WalkEnd, MAX_USER_FRAMES};
+pub use unwind_maps::{FileTables, TableProvider, UnwindMapStats};
 
 /// Prefix of the error message when the process lacks the privileges to load the probe.
 pub const PERMISSION_MESSAGE_PREFIX: &str = "pyroscope.ebpf needs root or CAP_BPF+CAP_PERFMON";
@@ -38,6 +43,18 @@ pub struct ProbeConfig {
     pub stack_map_size: u32,
     /// Bytes of the event ring buffer (a power of two, at least one page).
     pub ring_buffer_size: u32,
+    /// Walk user stacks in the kernel with unwind tables (`.eh_frame`) where a
+    /// [`TableProvider`] gives them; needs kernel 5.17 (`bpf_loop`), else the probe falls back
+    /// to frame pointers only. When false the unwind maps are created with one entry each.
+    pub unwind: bool,
+    /// Rows of unwind tables the kernel holds (8 bytes each), all files together.
+    pub unwind_rows: u32,
+    /// Executable mappings the kernel holds (32 bytes each), all processes together.
+    pub unwind_mappings: u32,
+    /// Tables (files) the kernel holds at once.
+    pub unwind_tables: u32,
+    /// Distinct table-walked user stacks per interval, per half (4 KiB each).
+    pub ustack_map_size: u32,
 }
 
 impl Default for ProbeConfig {
@@ -48,6 +65,11 @@ impl Default for ProbeConfig {
             counts_map_size: 32768,
             stack_map_size: 16384,
             ring_buffer_size: 512 * 1024,
+            unwind: true,
+            unwind_rows: 2 << 20,
+            unwind_mappings: 128 << 10,
+            unwind_tables: 16384,
+            ustack_map_size: 4096,
         }
     }
 }
@@ -64,6 +86,10 @@ impl ProbeConfig {
             ("pid_map_size", self.pid_map_size),
             ("counts_map_size", self.counts_map_size),
             ("stack_map_size", self.stack_map_size),
+            ("unwind_rows", self.unwind_rows),
+            ("unwind_mappings", self.unwind_mappings),
+            ("unwind_tables", self.unwind_tables),
+            ("ustack_map_size", self.ustack_map_size),
         ] {
             if value == 0 {
                 return Err(ProbeError::Config(format!("{name} must be greater than 0")));
@@ -118,6 +144,10 @@ pub struct StackSample {
     pub kernel: Vec<u64>,
     /// Number of samples.
     pub count: u64,
+    /// How the in-kernel table walk of the user stack ended; `None` when the kernel's
+    /// frame-pointer walk took it. An incomplete walk keeps the frames it has: show
+    /// [`WalkEnd::marker`] after them.
+    pub user_end: Option<WalkEnd>,
 }
 
 /// Samples (or parts of them) lost in one interval, by cause.
@@ -180,6 +210,33 @@ pub struct SampleCounters {
     pub kernel_stack_empty: u64,
 }
 
+/// The in-kernel table walks of one interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnwindCounters {
+    /// Walks by how they ended, indexed by `WalkEnd as usize - 1` (see [`WalkEnd::ALL`]).
+    pub ends: [u64; 7],
+    /// Walks that took at least one frame-pointer step (mappings or ranges without CFI).
+    pub frame_pointer_used: u64,
+    /// Walked stacks sent whole through the ring buffer: another stack had their hash.
+    pub ustack_collisions: u64,
+    /// Walked stacks sent whole through the ring buffer: the `ustacks` map was full.
+    pub ustack_full: u64,
+    /// Requests to re-read a process's mappings (a pc outside every known mapping).
+    pub reread_requests: u64,
+}
+
+impl UnwindCounters {
+    /// Walks that ended with `end`.
+    pub fn ended(&self, end: WalkEnd) -> u64 {
+        self.ends[end as usize - 1]
+    }
+
+    /// All walks.
+    pub fn walks(&self) -> u64 {
+        self.ends.iter().sum()
+    }
+}
+
 /// The result of one [`Probe::collect`].
 #[derive(Debug, Clone, Default)]
 pub struct Collection {
@@ -189,6 +246,10 @@ pub struct Collection {
     pub lost: LostCounters,
     /// Other kernel counters for the interval.
     pub counters: SampleCounters,
+    /// The table walks of the interval.
+    pub unwind: UnwindCounters,
+    /// The user-space side of unwinding now (processes, tables, rows in the kernel).
+    pub unwind_maps: UnwindMapStats,
     /// Time since the previous collect (or since load).
     pub duration: Duration,
 }
@@ -205,17 +266,18 @@ impl Collection {
 pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Counts keyed by (pid, user stack, kernel stack).
-type StackCounts = std::collections::HashMap<(u32, Vec<u64>, Vec<u64>), u64>;
+type StackCounts = std::collections::HashMap<(u32, Vec<u64>, Vec<u64>, Option<WalkEnd>), u64>;
 
 /// The samples of aggregated counts.
 fn stack_samples(counts: StackCounts) -> Vec<StackSample> {
     counts
         .into_iter()
-        .map(|((pid, user, kernel), count)| StackSample {
+        .map(|((pid, user, kernel, user_end), count)| StackSample {
             pid,
             user,
             kernel,
             count,
+            user_end,
         })
         .collect()
 }

@@ -4,7 +4,8 @@
 //! to [`LostCounters`]/[`SampleCounters`]. A unit test reads the C source and checks every
 //! constant mirrored here and the struct sizes and offsets, so none of it is copied blind.
 
-use super::{LostCounters, PidConfig, ProbeEvent, SampleCounters};
+use super::unwind_abi::{WalkEnd, MAX_USER_FRAMES};
+use super::{LostCounters, PidConfig, ProbeEvent, SampleCounters, UnwindCounters};
 
 /// Maximum number of frames per stack (the kernel's `PERF_MAX_STACK_DEPTH`, `MAX_STACK_DEPTH`
 /// in the C program).
@@ -20,6 +21,13 @@ pub(crate) const EVENT_UNKNOWN_PID: u32 = 1;
 pub(crate) const EVENT_PID_EXIT: u32 = 2;
 pub(crate) const EVENT_RAW_SAMPLE: u32 = 3;
 pub(crate) const EVENT_PID_EXEC: u32 = 4;
+pub(crate) const EVENT_REREAD_MAPS: u32 = 5;
+pub(crate) const EVENT_UNWOUND_SAMPLE: u32 = 6;
+
+// `sample_key.user_store`: what `user_stack`/`leaf_caller` hold.
+#[cfg(test)] // the zero default, never compared against
+pub(crate) const STORE_STACK_MAP: u32 = 0;
+pub(crate) const STORE_USTACKS: u32 = 1;
 
 // Indices into the per-CPU `counters` map.
 pub(crate) const C_SAMPLES: u32 = 0;
@@ -36,8 +44,14 @@ pub(crate) const C_COLLISIONS_LOST: u32 = 10;
 pub(crate) const C_COUNTS_FULL: u32 = 11;
 pub(crate) const C_EVENTS_LOST: u32 = 12;
 pub(crate) const C_PID_MAP_FULL: u32 = 13;
+/// First of the seven walk-end counters (`C_UNWIND_BASE + WalkEnd - 1`).
+pub(crate) const C_UNWIND_BASE: u32 = 14;
+pub(crate) const C_UNWIND_FP_USED: u32 = 21;
+pub(crate) const C_USTACK_COLLISIONS: u32 = 22;
+pub(crate) const C_USTACK_FULL: u32 = 23;
+pub(crate) const C_REREAD_REQUESTS: u32 = 24;
 /// Entries of the `counters` map (some are spare).
-pub(crate) const C_NUM_COUNTERS: usize = 16;
+pub(crate) const C_NUM_COUNTERS: usize = 32;
 
 /// Snapshot of every per-CPU counter, summed over the CPUs.
 pub(crate) type Counters = [u64; C_NUM_COUNTERS];
@@ -58,6 +72,15 @@ const PID_EVENT_SIZE: usize = 8;
 /// Size of `struct raw_sample`.
 #[cfg(test)]
 const RAW_SAMPLE_SIZE: usize = RAW_KERNEL_OFFSET + MAX_STACK_DEPTH * 8;
+// `struct unwound_sample` (a table-walked sample sent whole): kind, pid, lengths as in
+// `raw_sample`, then the walk's end reason and flags, the user then the kernel frames.
+const UNWOUND_REASON_OFFSET: usize = 16;
+const UNWOUND_USER_OFFSET: usize = 24;
+const UNWOUND_KERNEL_OFFSET: usize = UNWOUND_USER_OFFSET + MAX_USER_FRAMES * 8;
+#[cfg(test)]
+const UNWOUND_FLAGS_OFFSET: usize = 17;
+#[cfg(test)]
+const UNWOUND_SAMPLE_SIZE: usize = UNWOUND_KERNEL_OFFSET + MAX_STACK_DEPTH * 8;
 
 /// Key of the `counts` maps (`struct sample_key`). Stack ids are -1 when absent.
 #[repr(C)]
@@ -66,9 +89,11 @@ pub(crate) struct SampleKey {
     pub(crate) pid: u32,
     pub(crate) user_stack: i32,
     pub(crate) kernel_stack: i32,
-    pub(crate) pad: u32,
-    /// Return address into the caller of a frameless user leaf function that the
-    /// frame-pointer walk skipped, 0 if none (see `find_leaf_caller` in the C program).
+    /// [`STORE_STACK_MAP`] or [`STORE_USTACKS`].
+    pub(crate) user_store: u32,
+    /// [`STORE_STACK_MAP`]: return address into the caller of a frameless user leaf function
+    /// that the frame-pointer walk skipped, 0 if none (see `find_leaf_caller` in the C
+    /// program). [`STORE_USTACKS`]: the key of the user stack in `ustacks0/1`.
     pub(crate) leaf_caller: u64,
 }
 
@@ -101,10 +126,14 @@ impl From<PidConfig> for PidConfigValue {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Record {
     Event(ProbeEvent),
+    /// A pc of `pid` lay outside every mapping the kernel knows: re-read its maps.
+    Reread(u32),
     Raw {
         pid: u32,
         user: Vec<u64>,
         kernel: Vec<u64>,
+        /// `Some` for a table-walked user stack.
+        user_end: Option<WalkEnd>,
     },
 }
 
@@ -143,7 +172,25 @@ pub(crate) fn parse_record(bytes: &[u8]) -> Option<Record> {
             let mut user = read_ips(bytes, RAW_USER_OFFSET, user_len)?;
             let kernel = read_ips(bytes, RAW_KERNEL_OFFSET, kernel_len)?;
             splice_leaf_caller(&mut user, leaf_caller);
-            Some(Record::Raw { pid, user, kernel })
+            Some(Record::Raw {
+                pid,
+                user,
+                kernel,
+                user_end: None,
+            })
+        }
+        EVENT_REREAD_MAPS => Some(Record::Reread(pid)),
+        EVENT_UNWOUND_SAMPLE => {
+            let user_len = (read_u32(bytes, RAW_USER_LEN_OFFSET)? as usize).min(MAX_USER_FRAMES);
+            let kernel_len =
+                (read_u32(bytes, RAW_KERNEL_LEN_OFFSET)? as usize).min(MAX_STACK_DEPTH);
+            let reason = *bytes.get(UNWOUND_REASON_OFFSET)?;
+            Some(Record::Raw {
+                pid,
+                user: read_ips(bytes, UNWOUND_USER_OFFSET, user_len)?,
+                kernel: read_ips(bytes, UNWOUND_KERNEL_OFFSET, kernel_len)?,
+                user_end: Some(WalkEnd::from_code(reason)?),
+            })
         }
         _ => None,
     }
@@ -175,6 +222,21 @@ pub(crate) fn apply_counters(delta: &Counters, lost: &mut LostCounters) {
     lost.pid_map_full += delta[C_PID_MAP_FULL as usize];
 }
 
+/// The table-walk counters of an interval.
+pub(crate) fn unwind_counters(delta: &Counters) -> UnwindCounters {
+    let mut ends = [0; 7];
+    for (i, end) in ends.iter_mut().enumerate() {
+        *end = delta[C_UNWIND_BASE as usize + i];
+    }
+    UnwindCounters {
+        ends,
+        frame_pointer_used: delta[C_UNWIND_FP_USED as usize],
+        ustack_collisions: delta[C_USTACK_COLLISIONS as usize],
+        ustack_full: delta[C_USTACK_FULL as usize],
+        reread_requests: delta[C_REREAD_REQUESTS as usize],
+    }
+}
+
 /// The other counters of an interval.
 pub(crate) fn sample_counters(delta: &Counters) -> SampleCounters {
     SampleCounters {
@@ -195,8 +257,12 @@ mod tests {
 
     use super::*;
 
-    /// The C program, read at compile time so that a change to it reruns this check.
-    const C_SOURCE: &str = include_str!("../../bpf/profile.bpf.c");
+    /// The C program (with the table walk it includes), read at compile time so that a change
+    /// to it reruns this check.
+    const C_SOURCE: &str = concat!(
+        include_str!("../../bpf/profile.bpf.c"),
+        include_str!("../../bpf/walk.h")
+    );
 
     /// `(name, value)` of each constant mirrored here, named once so that the name compared
     /// with the C `#define` is the Rust constant's own.
@@ -300,6 +366,10 @@ mod tests {
             EVENT_PID_EXIT,
             EVENT_RAW_SAMPLE,
             EVENT_PID_EXEC,
+            EVENT_REREAD_MAPS,
+            EVENT_UNWOUND_SAMPLE,
+            STORE_STACK_MAP,
+            STORE_USTACKS,
             C_SAMPLES,
             C_IDLE,
             C_KTHREAD,
@@ -314,6 +384,11 @@ mod tests {
             C_COUNTS_FULL,
             C_EVENTS_LOST,
             C_PID_MAP_FULL,
+            C_UNWIND_BASE,
+            C_UNWIND_FP_USED,
+            C_USTACK_COLLISIONS,
+            C_USTACK_FULL,
+            C_REREAD_REQUESTS,
             C_NUM_COUNTERS,
         );
         for (name, value) in rust {
@@ -353,7 +428,7 @@ mod tests {
                 "kernel_stack",
                 std::mem::offset_of!(SampleKey, kernel_stack),
             ),
-            ("_pad", std::mem::offset_of!(SampleKey, pad)),
+            ("user_store", std::mem::offset_of!(SampleKey, user_store)),
             ("leaf_caller", std::mem::offset_of!(SampleKey, leaf_caller)),
         ] {
             assert_eq!(offset_of(&fields, field), rust, "sample_key.{field}");
@@ -375,6 +450,21 @@ mod tests {
         assert_eq!(size, PID_EVENT_SIZE);
         assert_eq!(offset_of(&fields, "kind"), KIND_OFFSET);
         assert_eq!(offset_of(&fields, "pid"), PID_OFFSET);
+
+        let (fields, size) = c_struct_layout("unwound_sample");
+        assert_eq!(size, UNWOUND_SAMPLE_SIZE);
+        for (field, rust) in [
+            ("kind", KIND_OFFSET),
+            ("pid", PID_OFFSET),
+            ("user_len", RAW_USER_LEN_OFFSET),
+            ("kernel_len", RAW_KERNEL_LEN_OFFSET),
+            ("reason", UNWOUND_REASON_OFFSET),
+            ("flags", UNWOUND_FLAGS_OFFSET),
+            ("user", UNWOUND_USER_OFFSET),
+            ("kernel", UNWOUND_KERNEL_OFFSET),
+        ] {
+            assert_eq!(offset_of(&fields, field), rust, "unwound_sample.{field}");
+        }
 
         let (fields, size) = c_struct_layout("raw_sample");
         assert_eq!(size, RAW_SAMPLE_SIZE);
@@ -451,7 +541,8 @@ mod tests {
             Some(Record::Raw {
                 pid: 9,
                 user: vec![0x401000, 0x401100],
-                kernel: vec![0xffffffff81000000]
+                kernel: vec![0xffffffff81000000],
+                user_end: None,
             })
         );
         let raw = raw_record(9, &[0x401000, 0x401100], &[], 0x401234);
@@ -460,10 +551,39 @@ mod tests {
             Some(Record::Raw {
                 pid: 9,
                 user: vec![0x401000, 0x401234, 0x401100],
-                kernel: vec![]
+                kernel: vec![],
+                user_end: None,
             })
         );
         assert_eq!(parse_record(&raw[..100]), None, "truncated record");
+
+        let mut reread = EVENT_REREAD_MAPS.to_ne_bytes().to_vec();
+        reread.extend(5u32.to_ne_bytes());
+        assert_eq!(parse_record(&reread), Some(Record::Reread(5)));
+        let user: Vec<u64> = (0..200).map(|i| 0x400000 + i).collect();
+        let mut unwound = EVENT_UNWOUND_SAMPLE.to_ne_bytes().to_vec();
+        unwound.extend(6u32.to_ne_bytes());
+        unwound.extend((user.len() as u32).to_ne_bytes());
+        unwound.extend(1u32.to_ne_bytes());
+        unwound.extend([WalkEnd::NoInfo as u8, 1, 0, 0, 0, 0, 0, 0]);
+        let mut frames = vec![0u64; MAX_USER_FRAMES + MAX_STACK_DEPTH];
+        frames[..user.len()].copy_from_slice(&user);
+        frames[MAX_USER_FRAMES] = 0xffffffff81000000;
+        for ip in frames {
+            unwound.extend(ip.to_ne_bytes());
+        }
+        assert_eq!(unwound.len(), UNWOUND_SAMPLE_SIZE);
+        assert_eq!(
+            parse_record(&unwound),
+            Some(Record::Raw {
+                pid: 6,
+                user: user.clone(),
+                kernel: vec![0xffffffff81000000],
+                user_end: Some(WalkEnd::NoInfo),
+            })
+        );
+        unwound[UNWOUND_REASON_OFFSET] = 0;
+        assert_eq!(parse_record(&unwound), None, "unknown walk end");
         assert_eq!(parse_record(&[1, 0, 0]), None);
         let mut bogus = 99u32.to_ne_bytes().to_vec();
         bogus.extend(1u32.to_ne_bytes());

@@ -3,7 +3,7 @@
 //! ring-buffer reader task, and [`Probe`], which owns the maps and reads one interval per
 //! [`Probe::collect`]. Load failures are classified (missing privileges or not) here.
 
-use std::collections::HashMap as StdHashMap;
+use std::collections::{HashMap as StdHashMap, HashSet};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -20,10 +20,17 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tracing::{debug, warn, Instrument};
 
 use super::abi::{
-    apply_counters, counter_deltas, parse_record, sample_counters, splice_leaf_caller, Counters,
-    PidConfigValue, Record, SampleKey, C_NUM_COUNTERS, PID_PENDING,
+    apply_counters, counter_deltas, parse_record, sample_counters, splice_leaf_caller,
+    unwind_counters, Counters, PidConfigValue, Record, SampleKey, C_NUM_COUNTERS, PID_PENDING,
+    STORE_USTACKS,
 };
 use super::sys::{self, BatchError};
+use super::unwind_abi::{UserStack, WalkEnd};
+use super::unwind_bpf::{
+    cfi_tables, Unwinder, MAP_UNWIND_MAPPINGS, MAP_UNWIND_PROCS, MAP_UNWIND_ROWS,
+    MAP_UNWIND_TABLES, MAP_USTACKS,
+};
+use super::unwind_maps::TableProvider;
 use super::{
     stack_samples, Collection, LostCounters, PidConfig, ProbeConfig, ProbeError, ProbeEvent,
     SampleSource, StackCounts,
@@ -34,6 +41,7 @@ static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/profile.bpf.o"
 
 // Names shared with bpf/profile.bpf.c.
 const PROG_PROFILE: &str = "profile_cpu";
+const PROG_PROFILE_UNWIND: &str = "profile_cpu_unwind";
 const PROG_EXIT: &str = "on_process_exit";
 const PROG_EXEC: &str = "on_process_exec";
 const MAP_PID_CONFIG: &str = "pid_config";
@@ -61,6 +69,10 @@ struct Ring {
     buffer: RingBuf<MapData>,
     /// Samples that arrived whole through the ring buffer (stack-map collisions), aggregated.
     raw: StackCounts,
+    /// Processes whose mappings the table walk needs re-read (exec, unknown pc).
+    rereads: HashSet<u32>,
+    /// Processes that exited: the table walk forgets them after the next collect.
+    exits: HashSet<u32>,
 }
 
 impl Shared {
@@ -69,14 +81,36 @@ impl Shared {
     fn drain(&self) -> MutexGuard<'_, Ring> {
         // A panic elsewhere cannot leave the ring half-updated: take it even if poisoned.
         let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
-        let Ring { buffer, raw } = &mut *ring;
+        let Ring {
+            buffer,
+            raw,
+            rereads,
+            exits,
+        } = &mut *ring;
         while let Some(item) = buffer.next() {
             match parse_record(&item) {
                 Some(Record::Event(event)) => {
+                    match event {
+                        ProbeEvent::PidExec(pid) => {
+                            rereads.insert(pid);
+                        }
+                        ProbeEvent::PidExit(pid) => {
+                            exits.insert(pid);
+                        }
+                        _ => {}
+                    }
                     let _ = self.events.send(event);
                 }
-                Some(Record::Raw { pid, user, kernel }) => {
-                    *raw.entry((pid, user, kernel)).or_default() += 1;
+                Some(Record::Reread(pid)) => {
+                    rereads.insert(pid);
+                }
+                Some(Record::Raw {
+                    pid,
+                    user,
+                    kernel,
+                    user_end,
+                }) => {
+                    *raw.entry((pid, user, kernel, user_end)).or_default() += 1;
                 }
                 None => warn!(
                     len = item.len(),
@@ -91,13 +125,17 @@ impl Shared {
 /// The loaded and attached BPF program.
 pub struct Probe {
     /// Keeps the programs loaded and attached; dropping it detaches them.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
+    /// The perf_event program attached (`profile_cpu` or `profile_cpu_unwind`).
+    program: &'static str,
     config: ProbeConfig,
     pid_config: HashMap<MapData, u32, PidConfigValue>,
     counts: [HashMap<MapData, SampleKey, u64>; 2],
     stacks: [StackTraceMap<MapData>; 2],
     control: Array<MapData, u32>,
     counters: PerCpuArray<MapData, u64>,
+    /// The table walk, when `profile_cpu_unwind` runs.
+    unwinder: Option<Unwinder>,
     shared: Arc<Shared>,
     events_rx: Option<UnboundedReceiver<ProbeEvent>>,
     reader: tokio::task::JoinHandle<()>,
@@ -130,7 +168,15 @@ impl Probe {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ProbeError::NoRuntime)?;
         sys::raise_memlock_rlimit();
 
+        // Without the table walk its maps stay as small as the kernel allows.
+        let sized = |n: u32| if config.unwind { n } else { 1 };
         let mut ebpf = EbpfLoader::new()
+            .map_max_entries(MAP_UNWIND_PROCS, sized(config.pid_map_size))
+            .map_max_entries(MAP_UNWIND_MAPPINGS, sized(config.unwind_mappings))
+            .map_max_entries(MAP_UNWIND_TABLES, sized(config.unwind_tables))
+            .map_max_entries(MAP_UNWIND_ROWS, sized(config.unwind_rows))
+            .map_max_entries(MAP_USTACKS[0], sized(config.ustack_map_size))
+            .map_max_entries(MAP_USTACKS[1], sized(config.ustack_map_size))
             .map_max_entries(MAP_PID_CONFIG, config.pid_map_size)
             .map_max_entries(MAP_COUNTS[0], config.counts_map_size)
             .map_max_entries(MAP_COUNTS[1], config.counts_map_size)
@@ -181,14 +227,38 @@ impl Probe {
         exec.attach("sched_process_exec")
             .map_err(|e| load_error("attaching to sched_process_exec", e))?;
 
+        // The table walk needs bpf_loop (5.17); older kernels reject it and get frame pointers.
+        let unwinding = config.unwind
+            && match load_perf_program(&mut ebpf, PROG_PROFILE_UNWIND) {
+                Ok(()) => true,
+                Err(e) => {
+                    warn!(error = %e, "in-kernel unwinding unavailable (needs Linux 5.17), using frame pointers only");
+                    false
+                }
+            };
+        let program = if unwinding {
+            PROG_PROFILE_UNWIND
+        } else {
+            load_perf_program(&mut ebpf, PROG_PROFILE)?;
+            PROG_PROFILE
+        };
+        let unwinder = if unwinding {
+            let mut unwinder = Unwinder::take(
+                &mut ebpf,
+                config.unwind_rows,
+                config.unwind_mappings,
+                config.unwind_tables,
+            )?;
+            unwinder.set_provider(cfi_tables());
+            Some(unwinder)
+        } else {
+            None
+        };
         let profile: &mut PerfEvent = ebpf
-            .program_mut(PROG_PROFILE)
-            .ok_or_else(|| missing("program", PROG_PROFILE))?
+            .program_mut(program)
+            .ok_or_else(|| missing("program", program))?
             .try_into()
-            .map_err(|e| load_error(PROG_PROFILE, e))?;
-        profile
-            .load()
-            .map_err(|e| load_error("loading profile_cpu", e))?;
+            .map_err(|e| load_error(program, e))?;
         let cpus = aya::util::online_cpus()
             .map_err(|(path, e)| load_error(format!("reading {path}"), e))?;
         for &cpu in &cpus {
@@ -216,6 +286,8 @@ impl Probe {
             ring: Mutex::new(Ring {
                 buffer: ring,
                 raw: StackCounts::new(),
+                rereads: HashSet::new(),
+                exits: HashSet::new(),
             }),
             events: tx,
         });
@@ -226,13 +298,15 @@ impl Probe {
         let reader = runtime.spawn(read_events(async_fd, Arc::clone(&shared)).in_current_span());
 
         let mut probe = Probe {
-            _ebpf: ebpf,
+            ebpf,
+            program,
             config,
             pid_config,
             counts,
             stacks,
             control,
             counters,
+            unwinder,
             shared,
             events_rx: Some(rx),
             reader,
@@ -250,6 +324,49 @@ impl Probe {
         &self.config
     }
 
+    /// The attached sampling program's name and its accumulated run time and run count (the
+    /// kernel counts them while `kernel.bpf_stats_enabled` is set or a `BPF_ENABLE_STATS`
+    /// descriptor is held, else both stay 0).
+    pub fn program_stats(&self) -> Option<(&'static str, Duration, u64)> {
+        let info = self.ebpf.program(self.program)?.info().ok()?;
+        Some((self.program, info.run_time(), info.run_count()))
+    }
+
+    /// Whether the kernel runs the table walk (`ProbeConfig::unwind` on a kernel that has
+    /// `bpf_loop`); it walks the processes configured afterwards once a provider is set.
+    pub fn unwinding(&self) -> bool {
+        self.unwinder.is_some()
+    }
+
+    /// Where unwind tables come from (by default `crate::unwind`'s CFI tables). From now on
+    /// every process configured with user stacks (and every one configured before, at its
+    /// next re-read) gets its tables from `provider`.
+    pub fn set_table_provider(&mut self, provider: Box<dyn TableProvider + Send>) {
+        if let Some(unwinder) = self.unwinder.as_mut() {
+            unwinder.set_provider(provider);
+        }
+    }
+
+    /// Publishes (again) the mappings of `pid` to the table walk; errors only lose the table
+    /// walk for the process (its stacks then come from frame pointers).
+    fn refresh_unwind(&mut self, pid: u32) {
+        let Some(unwinder) = self.unwinder.as_mut() else {
+            return;
+        };
+        if let Err(e) = unwinder.refresh(pid) {
+            warn!(pid, error = %e, "publishing the mappings for the table walk failed");
+            let _ = unwinder.forget(pid);
+        }
+    }
+
+    fn forget_unwind(&mut self, pid: u32) {
+        if let Some(unwinder) = self.unwinder.as_mut() {
+            if let Err(e) = unwinder.forget(pid) {
+                warn!(pid, error = %e, "removing a process from the table walk failed");
+            }
+        }
+    }
+
     /// Tells the kernel what to collect for `pid`. If the process is already gone, its entry is
     /// removed again and a [`ProbeEvent::PidExit`] is sent, so that no stale entry waits for a
     /// reused pid.
@@ -257,6 +374,13 @@ impl Probe {
         self.pid_config
             .insert(pid, PidConfigValue::from(config), 0)
             .map_err(|e| map_error(MAP_PID_CONFIG, e))?;
+        // A new process may reuse the pid of one that exited.
+        self.shared.drain().exits.remove(&pid);
+        if config.profile && config.user && self.unwinder.as_ref().is_some_and(Unwinder::active) {
+            self.refresh_unwind(pid);
+        } else {
+            self.forget_unwind(pid);
+        }
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             self.remove_pid(pid)?;
             let _ = self.shared.events.send(ProbeEvent::PidExit(pid));
@@ -266,6 +390,7 @@ impl Probe {
 
     /// Forgets `pid`; its next sample reports it as unknown again.
     pub fn remove_pid(&mut self, pid: u32) -> Result<(), ProbeError> {
+        self.forget_unwind(pid);
         match self.pid_config.remove(&pid) {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
             Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
@@ -307,20 +432,46 @@ impl Probe {
 
         let counts = self.drain_counts(old)?;
         let stacks = self.drain_stacks(old)?;
-        let raw = std::mem::take(&mut self.shared.drain().raw);
+        let ustacks = match self.unwinder.as_mut() {
+            Some(unwinder) => unwinder.drain_ustacks(old)?,
+            None => StdHashMap::new(),
+        };
+        let (raw, rereads, exits) = {
+            let mut ring = self.shared.drain();
+            (
+                std::mem::take(&mut ring.raw),
+                std::mem::take(&mut ring.rereads),
+                std::mem::take(&mut ring.exits),
+            )
+        };
 
         let mut lost = LostCounters::default();
         let mut merged: StackCounts = StdHashMap::new();
         for (key, count) in counts {
-            let mut user = resolve_stack(&stacks, key.user_stack, &mut lost);
-            splice_leaf_caller(&mut user, key.leaf_caller);
+            let (user, user_end) = if key.user_store == STORE_USTACKS {
+                resolve_user_stack(&ustacks, key.leaf_caller, &mut lost)
+            } else {
+                let mut user = resolve_stack(&stacks, key.user_stack, &mut lost);
+                splice_leaf_caller(&mut user, key.leaf_caller);
+                (user, None)
+            };
             let kernel = resolve_stack(&stacks, key.kernel_stack, &mut lost);
-            *merged.entry((key.pid, user, kernel)).or_default() += count;
+            *merged.entry((key.pid, user, kernel, user_end)).or_default() += count;
         }
         for (key, count) in raw {
             *merged.entry(key).or_default() += count;
         }
         let samples = stack_samples(merged);
+        // Exited processes leave the table walk; new mappings (dlopen, exec, JIT) become
+        // visible to it from the next interval.
+        for &pid in &exits {
+            self.forget_unwind(pid);
+        }
+        for pid in rereads.difference(&exits).copied() {
+            if self.unwinder.as_ref().is_some_and(|u| u.has_process(pid)) {
+                self.refresh_unwind(pid);
+            }
+        }
 
         let now_counters = self.read_counters()?;
         let delta = counter_deltas(&self.last_counters, &now_counters);
@@ -333,6 +484,12 @@ impl Probe {
             samples,
             lost,
             counters: sample_counters(&delta),
+            unwind: unwind_counters(&delta),
+            unwind_maps: self
+                .unwinder
+                .as_ref()
+                .map(Unwinder::stats)
+                .unwrap_or_default(),
             duration,
         })
     }
@@ -438,6 +595,22 @@ fn resolve_stack(stacks: &StdHashMap<i32, Vec<u64>>, id: i32, lost: &mut LostCou
     }
 }
 
+/// A table-walked user stack from `ustacks` and how its walk ended; a missing one is counted
+/// and kept as an empty stack.
+fn resolve_user_stack(
+    ustacks: &StdHashMap<u64, UserStack>,
+    hash: u64,
+    lost: &mut LostCounters,
+) -> (Vec<u64>, Option<WalkEnd>) {
+    match ustacks.get(&hash) {
+        Some(stack) => (stack.ips().to_vec(), WalkEnd::from_code(stack.reason)),
+        None => {
+            lost.missing_stacks += 1;
+            (Vec::new(), None)
+        }
+    }
+}
+
 /// Forwards ring-buffer records as they arrive. Tokio's readiness is edge-triggered and the
 /// kernel only wakes readers that have caught up, so a periodic drain backs up the wakeups.
 async fn read_events(async_fd: AsyncFd<OwnedFd>, shared: Arc<Shared>) {
@@ -456,6 +629,18 @@ async fn read_events(async_fd: AsyncFd<OwnedFd>, shared: Arc<Shared>) {
         }
         drop(shared.drain());
     }
+}
+
+/// Loads one of the perf_event programs.
+fn load_perf_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), ProbeError> {
+    let program: &mut PerfEvent = ebpf
+        .program_mut(name)
+        .ok_or_else(|| missing("program", name))?
+        .try_into()
+        .map_err(|e| load_error(name, e))?;
+    program
+        .load()
+        .map_err(|e| load_error(format!("loading {name}"), e))
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {

@@ -99,6 +99,7 @@ impl SampleSource for MockSource {
             lost: std::mem::take(&mut state.lost),
             counters: std::mem::take(&mut state.counters),
             duration: Duration::ZERO,
+            ..Collection::default()
         })
     }
 
@@ -138,7 +139,7 @@ impl MockHandle {
                     Vec::new()
                 };
                 state.counters.counted += count;
-                *state.counts.entry((pid, user, kernel)).or_default() += count;
+                *state.counts.entry((pid, user, kernel, None)).or_default() += count;
             }
         }
     }
@@ -253,7 +254,8 @@ mod tests {
                 pid: 10,
                 user: vec![1, 2],
                 kernel: vec![],
-                count: 5
+                count: 5,
+                user_end: None,
             }]
         );
         assert_eq!(c.counters.ignored, 4);

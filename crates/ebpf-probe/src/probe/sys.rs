@@ -16,6 +16,8 @@ use tokio::io::Interest;
 use tracing::debug;
 
 use super::abi::{PidConfigValue, SampleKey};
+use super::unwind_abi::{UnwindMapping, UnwindProc, UnwindTable, UserStack};
+use crate::unwind::abi::UnwindRow;
 
 // SAFETY: repr(C), four 4-byte integers then one 8-byte integer, no implicit padding, every
 // bit pattern valid.
@@ -23,6 +25,23 @@ unsafe impl aya::Pod for SampleKey {}
 
 // SAFETY: repr(C), four bytes, no padding, every bit pattern valid.
 unsafe impl aya::Pod for PidConfigValue {}
+
+// SAFETY: repr(C), two u32 then one u64 (16 bytes), no padding, every bit pattern valid.
+unsafe impl aya::Pod for UnwindProc {}
+
+// SAFETY: repr(C), three u64 then two u32 (32 bytes), no padding, every bit pattern valid.
+unsafe impl aya::Pod for UnwindMapping {}
+
+// SAFETY: repr(C), two u32 (8 bytes), no padding, every bit pattern valid.
+unsafe impl aya::Pod for UnwindTable {}
+
+// SAFETY: repr(C), u32, u8, u8, u16 (8 bytes) then an array of u64, no padding, every bit
+// pattern valid.
+unsafe impl aya::Pod for UserStack {}
+
+// SAFETY: repr(C), u32, u8, i8, i16 (8 bytes, size asserted in unwind::abi), no padding,
+// every bit pattern valid.
+unsafe impl aya::Pod for UnwindRow {}
 
 /// The system's page size (4096 if it cannot be read).
 pub(crate) fn page_size() -> usize {

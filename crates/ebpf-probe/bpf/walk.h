@@ -1,0 +1,565 @@
+// SPDX-License-Identifier: GPL-2.0
+//
+// The in-kernel table walk of rill's sampler: included by profile.bpf.c after the maps and
+// helpers it uses (counters, the ring buffer, sample_key, add_count), not a standalone header.
+// Built into profile.bpf.o by scripts/build-bpf.sh.
+
+#ifndef RILL_WALK_H
+#define RILL_WALK_H
+
+// --- Table walk (.eh_frame unwinding) -----------------------------------------------------------
+//
+// A process with an entry in `unwind_procs` has its user stack walked here with the unwind tables
+// of its executable mappings instead of the kernel's frame-pointer walk. User space owns the
+// layout: `unwind_procs` gives each process a range of `unwind_mappings` (sorted by start, not
+// overlapping); a mapping names a table in `unwind_tables`, which is a range of `unwind_rows`
+// (sorted by pc, see unwind.h) shared by every mapping of the same file. User space writes a new
+// range before it publishes it, so a walk never sees a half-written one.
+//
+// One bpf_loop iteration per frame: record the pc, find its mapping, find its row, compute the
+// caller's registers. The frames go to a per-CPU scratch value and then to `ustacks0/1`, keyed by
+// a 64-bit hash; an entry already there under the same hash is compared frame by frame, and a
+// different stack (or a full map) is sent whole through the ring buffer instead.
+
+#define MAX_USER_FRAMES 512 // a power of two (the index is masked for the verifier)
+#define MAX_PROC_MAPPINGS 1024 // mappings per process (user space keeps fewer)
+#define MAPPING_SEARCH_STEPS 11 // ceil(log2(MAX_PROC_MAPPINGS + 1))
+#define MAX_TABLE_ROWS (1 << 24) // rows per table (user space keeps fewer)
+#define ROW_SEARCH_STEPS 25 // ceil(log2(MAX_TABLE_ROWS + 1))
+#define TABLE_FRAME_POINTER 0xffffffff // unwind_mapping.table: no table, follow frame pointers
+#define REREAD_INTERVAL_NS 1000000000ULL // at most one EVENT_REREAD_MAPS per process a second
+
+// How a table walk ended (user_stack.reason).
+#define UNWIND_COMPLETE 1 // reached the bottom: an END row, a zero return address or rbp
+#define UNWIND_TRUNCATED 2 // MAX_USER_FRAMES frames and more to go
+#define UNWIND_NO_MAPPING 3 // a pc outside every known mapping of the process
+#define UNWIND_NO_INFO 4 // a pc without unwind information (NO_INFO row, outside the table)
+#define UNWIND_UNSUPPORTED 5 // an UNSUPPORTED row or a rule that needs an unknown rbp
+#define UNWIND_READ_FAILED 6 // reading the user stack failed
+#define UNWIND_BAD_FRAME 7 // the computed caller is impossible (stack not growing, bad pc)
+
+// user_stack.flags
+#define UNWIND_FLAG_FP_USED 1 // at least one frame came from a frame-pointer step
+
+// x86-64 signal frame: at __restore_rt, rsp points at the `struct ucontext` of the rt_sigframe
+// (its `pretcode` was popped by the handler's return). ucontext: uc_flags (8), uc_link (8),
+// uc_stack (stack_t: 8 + 4 + pad 4 + 8 = 24), then struct sigcontext at 40, whose u64 fields
+// are r8..r15, rdi, rsi, rbp (index 10), rbx, rdx, rax, rcx, rsp (15), rip (16).
+#define UC_MCONTEXT 40
+#define UC_RBP (UC_MCONTEXT + 10 * 8)
+#define UC_RSP (UC_MCONTEXT + 15 * 8)
+#define UC_RIP (UC_MCONTEXT + 16 * 8)
+
+struct unwind_proc {
+	__u32 first; // index of the first mapping in unwind_mappings
+	__u32 count; // number of mappings
+	__u64 reread_ns; // written by the kernel: when it last asked for a re-read
+};
+
+struct unwind_mapping {
+	__u64 start; // first address
+	__u64 end; // one past the last address
+	__u64 bias; // file vaddr = pc - bias
+	__u32 table; // index in unwind_tables, or TABLE_FRAME_POINTER
+	__u32 _pad;
+};
+
+struct unwind_table {
+	__u32 first; // index of the first row in unwind_rows
+	__u32 count; // number of rows
+};
+
+struct user_stack {
+	__u32 len;
+	__u8 reason;
+	__u8 flags;
+	__u16 _pad;
+	__u64 frames[MAX_USER_FRAMES];
+};
+
+struct unwound_sample {
+	__u32 kind;
+	__u32 pid;
+	__u32 user_len;
+	__u32 kernel_len;
+	__u8 reason;
+	__u8 flags;
+	__u16 _pad;
+	__u32 _pad2;
+	__u64 user[MAX_USER_FRAMES];
+	__u64 kernel[MAX_STACK_DEPTH];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct unwind_proc);
+} unwind_procs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 262144);
+	__type(key, __u32);
+	__type(value, struct unwind_mapping);
+} unwind_mappings SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct unwind_table);
+} unwind_tables SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 4194304);
+	__type(key, __u32);
+	__type(value, struct unwind_row);
+} unwind_rows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct user_stack);
+} ustacks0 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct user_stack);
+} ustacks1 SEC(".maps");
+
+// The stack being walked, one per CPU (too large for the BPF stack).
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct user_stack);
+} walk_scratch SEC(".maps");
+
+struct walk_state {
+	struct unwind_proc *proc;
+	struct user_stack *stack;
+	__u64 ip;
+	__u64 sp;
+	__u64 bp;
+	__u64 hash;
+	__u32 n;
+	__u8 reason;
+	__u8 exact; // ip is an interrupted pc (the leaf, or restored from a signal frame), not a return address
+	__u8 bp_known;
+	__u8 flags;
+};
+
+// `value`, with every bit unknown to the verifier (xor twice with an unknown seed). Without it a
+// clamped bound is a constant and the verifier walks every path of a binary search (2^steps).
+static __always_inline __u64 opaque(__u64 value, __u64 seed)
+{
+	asm volatile("%[v] ^= %[s]\n\t%[v] ^= %[s]" : [v] "+r"(value) : [s] "r"(seed));
+	return value;
+}
+
+// The mapping of `ip` among the process's mappings, or NULL.
+static __always_inline struct unwind_mapping *find_mapping(struct unwind_proc *proc, __u64 ip)
+{
+	__u32 first = proc->first, count = proc->count, lo = 0, hi, idx;
+	struct unwind_mapping *m;
+
+	if (count > MAX_PROC_MAPPINGS)
+		count = MAX_PROC_MAPPINGS;
+	hi = opaque(count, ip);
+	// lo = number of mappings that start at or below ip
+	for (int i = 0; i < MAPPING_SEARCH_STEPS; i++) {
+		__u32 mid;
+
+		if (lo >= hi)
+			break;
+		mid = lo + (hi - lo) / 2;
+		idx = first + mid;
+		m = bpf_map_lookup_elem(&unwind_mappings, &idx);
+		if (!m)
+			return NULL;
+		if (m->start <= ip)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == 0)
+		return NULL;
+	idx = first + lo - 1;
+	m = bpf_map_lookup_elem(&unwind_mappings, &idx);
+	if (!m || ip >= m->end)
+		return NULL;
+	return m;
+}
+
+// The row whose range holds `pc` (the last row with row.pc <= pc), or NULL.
+static __always_inline struct unwind_row *find_row(struct unwind_table *table, __u32 pc)
+{
+	__u32 first = table->first, count = table->count, lo = 0, hi, idx;
+	struct unwind_row *row;
+
+	if (count > MAX_TABLE_ROWS)
+		count = MAX_TABLE_ROWS;
+	hi = opaque(count, pc);
+	for (int i = 0; i < ROW_SEARCH_STEPS; i++) {
+		__u32 mid;
+
+		if (lo >= hi)
+			break;
+		mid = lo + (hi - lo) / 2;
+		idx = first + mid;
+		row = bpf_map_lookup_elem(&unwind_rows, &idx);
+		if (!row)
+			return NULL;
+		if (row->pc <= pc)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo == 0)
+		return NULL;
+	idx = first + lo - 1;
+	return bpf_map_lookup_elem(&unwind_rows, &idx);
+}
+
+static __always_inline void request_reread(struct unwind_proc *proc, __u32 tgid)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct pid_event *event;
+
+	if (proc->reread_ns && now - proc->reread_ns < REREAD_INTERVAL_NS)
+		return;
+	proc->reread_ns = now; // racy between CPUs at worst: two requests
+	event = bpf_ringbuf_reserve(&events, sizeof(*event), 0);
+	if (!event) {
+		count(C_EVENTS_LOST);
+		proc->reread_ns = 0;
+		return;
+	}
+	event->kind = EVENT_REREAD_MAPS;
+	event->pid = tgid;
+	bpf_ringbuf_submit(event, 0);
+	count(C_REREAD_REQUESTS);
+}
+
+// The frame-pointer step: the caller's frame is at rbp (saved rbp, then the return address).
+static __always_inline int fp_step(struct walk_state *w)
+{
+	__u64 frame[2];
+
+	w->flags |= UNWIND_FLAG_FP_USED;
+	if (!w->bp_known)
+		return UNWIND_UNSUPPORTED;
+	if (w->bp == 0)
+		return UNWIND_COMPLETE;
+	if (w->bp < w->sp || w->bp & 7)
+		return UNWIND_BAD_FRAME;
+	if (bpf_probe_read_user(frame, sizeof(frame), (void *)w->bp))
+		return UNWIND_READ_FAILED;
+	w->sp = w->bp + 16;
+	w->bp = frame[0];
+	w->ip = frame[1];
+	w->exact = 0;
+	return 0;
+}
+
+// Registers of the interrupted code, from the ucontext at rsp.
+static __always_inline int signal_step(struct walk_state *w)
+{
+	__u64 regs[UC_RIP / 8 + 1 - UC_RBP / 8];
+
+	if (bpf_probe_read_user(regs, sizeof(regs), (void *)(w->sp + UC_RBP)))
+		return UNWIND_READ_FAILED;
+	w->bp = regs[0];
+	w->sp = regs[(UC_RSP - UC_RBP) / 8];
+	w->ip = regs[(UC_RIP - UC_RBP) / 8];
+	w->bp_known = 1;
+	w->exact = 1;
+	return 0;
+}
+
+// One CFA rule: the caller's rsp is the CFA, its pc at CFA - 8, its rbp per rbp_offset.
+static __always_inline int cfa_step(struct walk_state *w, struct unwind_row *row)
+{
+	__u64 cfa, ret;
+
+	switch (row->kind) {
+	case UNW_CFA_RSP:
+		cfa = w->sp + row->cfa_offset;
+		break;
+	case UNW_CFA_RBP:
+		if (!w->bp_known)
+			return UNWIND_UNSUPPORTED;
+		cfa = w->bp + row->cfa_offset;
+		break;
+	case UNW_CFA_PLT:
+		cfa = w->sp + row->cfa_offset + ((w->ip & 15) >= (__u64)(__u8)row->rbp_offset ? 8 : 0);
+		break;
+	case UNW_CFA_DEREF_RSP:
+		if (bpf_probe_read_user(&cfa, sizeof(cfa), (void *)(w->sp + row->cfa_offset)))
+			return UNWIND_READ_FAILED;
+		break;
+	case UNW_CFA_DEREF_RBP:
+		if (!w->bp_known)
+			return UNWIND_UNSUPPORTED;
+		if (bpf_probe_read_user(&cfa, sizeof(cfa), (void *)(w->bp + row->cfa_offset)))
+			return UNWIND_READ_FAILED;
+		break;
+	default:
+		return UNWIND_UNSUPPORTED;
+	}
+	if (cfa <= w->sp || cfa >= USER_ADDR_LIMIT)
+		return UNWIND_BAD_FRAME;
+	if (bpf_probe_read_user(&ret, sizeof(ret), (void *)(cfa - 8)))
+		return UNWIND_READ_FAILED;
+	if (row->kind != UNW_CFA_PLT && row->rbp_offset != 0) {
+		if (row->rbp_offset == UNW_RBP_UNDEFINED) {
+			w->bp_known = 0;
+		} else {
+			__u64 bp;
+
+			if (bpf_probe_read_user(&bp, sizeof(bp),
+						(void *)(cfa + (__s64)row->rbp_offset * 8)))
+				return UNWIND_READ_FAILED;
+			w->bp = bp;
+			w->bp_known = 1;
+		}
+	}
+	w->sp = cfa;
+	w->ip = ret;
+	w->exact = 0;
+	return 0;
+}
+
+// One frame: record w->ip, then step to its caller. Returns 1 when the walk is over.
+static long unwind_frame(__u64 index, void *data)
+{
+	struct walk_state *w = data;
+	struct user_stack *stack = w->stack;
+	struct unwind_mapping *mapping;
+	struct unwind_table *table;
+	struct unwind_row *row;
+	__u64 vaddr;
+	__u32 n = w->n;
+	int end;
+
+	if (!stack || !w->proc)
+		return 1;
+	if (w->ip == 0) {
+		w->reason = UNWIND_COMPLETE;
+		return 1;
+	}
+	if (w->ip >= USER_ADDR_LIMIT || w->ip < 4096) {
+		w->reason = UNWIND_BAD_FRAME;
+		return 1;
+	}
+	if (n >= MAX_USER_FRAMES) {
+		w->reason = UNWIND_TRUNCATED;
+		return 1;
+	}
+	stack->frames[n & (MAX_USER_FRAMES - 1)] = w->ip;
+	w->n = n + 1;
+	w->hash = (w->hash ^ w->ip) * 0x100000001b3ULL;
+	w->hash ^= w->hash >> 29;
+
+	mapping = find_mapping(w->proc, w->ip);
+	if (!mapping) {
+		w->reason = UNWIND_NO_MAPPING;
+		return 1;
+	}
+	if (mapping->table == TABLE_FRAME_POINTER) {
+		end = fp_step(w);
+		goto out;
+	}
+	// Above the leaf the pc is a return address: the call is the instruction before it.
+	vaddr = w->ip - mapping->bias - (w->exact ? 0 : 1);
+	table = bpf_map_lookup_elem(&unwind_tables, &mapping->table);
+	if (!table || vaddr >> 32) {
+		w->reason = UNWIND_NO_INFO;
+		return 1;
+	}
+	row = find_row(table, (__u32)vaddr);
+	if (!row) {
+		w->reason = UNWIND_NO_INFO;
+		return 1;
+	}
+	switch (row->kind) {
+	case UNW_END:
+		end = UNWIND_COMPLETE;
+		break;
+	case UNW_SIGNAL:
+		end = signal_step(w);
+		break;
+	case UNW_FRAME_POINTER:
+		end = fp_step(w);
+		break;
+	case UNW_NO_INFO:
+		end = UNWIND_NO_INFO;
+		break;
+	case UNW_UNSUPPORTED:
+		end = UNWIND_UNSUPPORTED;
+		break;
+	default:
+		end = cfa_step(w, row);
+	}
+out:
+	if (end) {
+		w->reason = end;
+		return 1;
+	}
+	return 0;
+}
+
+// Sends a walked sample whole through the ring buffer. Returns 0 if it was sent.
+static __always_inline int send_unwound_sample(struct bpf_perf_event_data *ctx, __u32 tgid,
+					       struct pid_config *cfg, struct user_stack *stack)
+{
+	struct unwound_sample *raw;
+	__u32 len = stack->len;
+	long n;
+
+	raw = bpf_ringbuf_reserve(&events, sizeof(*raw), 0);
+	if (!raw)
+		return -1;
+	raw->kind = EVENT_UNWOUND_SAMPLE;
+	raw->pid = tgid;
+	raw->reason = stack->reason;
+	raw->flags = stack->flags;
+	raw->_pad = 0;
+	raw->_pad2 = 0;
+	raw->kernel_len = 0;
+	if (len > MAX_USER_FRAMES)
+		len = MAX_USER_FRAMES;
+	raw->user_len = len;
+	bpf_probe_read_kernel(raw->user, sizeof(raw->user), stack->frames);
+	if (cfg->kernel) {
+		n = bpf_get_stack(ctx, raw->kernel, sizeof(raw->kernel), 0);
+		if (n > 0)
+			raw->kernel_len = n / sizeof(__u64);
+	}
+	bpf_ringbuf_submit(raw, 0);
+	return 0;
+}
+
+// Whether two walked stacks are the same.
+static __always_inline int same_stack(struct user_stack *a, struct user_stack *b)
+{
+	__u32 len = a->len;
+
+	if (len != b->len || a->reason != b->reason || a->flags != b->flags)
+		return 0;
+	for (int i = 0; i < MAX_USER_FRAMES; i++) {
+		if (i >= len)
+			break;
+		if (a->frames[i] != b->frames[i])
+			return 0;
+	}
+	return 1;
+}
+
+// Walks the user stack of the sampled task into the per-CPU scratch; NULL if it cannot start.
+static __always_inline struct user_stack *walk_user_stack(struct bpf_perf_event_data *ctx,
+							  struct unwind_proc *proc, __u32 tgid,
+							  __u64 *hash)
+{
+	struct walk_state w = { .proc = proc, .exact = 1, .bp_known = 1 };
+	struct user_stack *stack;
+	struct pt_regs regs;
+	__u32 zero = 0;
+	long saved;
+
+	// Read every context field up front: clang must not derive pointers into the context.
+	__u64 cs = ctx->regs.cs, ip = ctx->regs.rip, sp = ctx->regs.rsp, bp = ctx->regs.rbp;
+
+	stack = bpf_map_lookup_elem(&walk_scratch, &zero);
+	if (!stack)
+		return NULL;
+	if ((cs & 3) == 3) {
+		w.ip = ip;
+		w.sp = sp;
+		w.bp = bp;
+	} else {
+		saved = bpf_task_pt_regs(bpf_get_current_task_btf());
+		if (!saved || bpf_probe_read_kernel(&regs, sizeof(regs), (void *)saved))
+			return NULL;
+		w.ip = regs.rip;
+		w.sp = regs.rsp;
+		w.bp = regs.rbp;
+	}
+	w.stack = stack;
+	w.hash = 0xcbf29ce484222325ULL;
+	w.reason = UNWIND_TRUNCATED; // if the loop runs out
+	bpf_loop(MAX_USER_FRAMES + 1, unwind_frame, &w, 0);
+	if (w.reason == UNWIND_NO_MAPPING)
+		request_reread(proc, tgid);
+	stack->len = w.n;
+	stack->reason = w.reason;
+	stack->flags = w.flags;
+	stack->_pad = 0;
+	count(C_UNWIND_BASE + w.reason - 1);
+	if (w.flags & UNWIND_FLAG_FP_USED)
+		count(C_UNWIND_FP_USED);
+	w.hash ^= ((__u64)w.n << 16) | ((__u64)w.flags << 8) | w.reason;
+	w.hash ^= w.hash >> 33;
+	w.hash *= 0xff51afd7ed558ccdULL;
+	w.hash ^= w.hash >> 33;
+	*hash = w.hash;
+	return stack;
+}
+
+// Stores a walked stack in the given ustacks map: 0 if it is there under `hash`, else the
+// counter index of why not (the caller sends the sample whole instead).
+static __always_inline __u32 store_user_stack(void *ustacks, __u64 hash, struct user_stack *stack)
+{
+	struct user_stack *stored;
+	long err;
+
+	stored = bpf_map_lookup_elem(ustacks, &hash);
+	if (!stored) {
+		err = bpf_map_update_elem(ustacks, &hash, stack, BPF_NOEXIST);
+		if (!err)
+			return 0;
+		if (err != -EEXIST)
+			return C_USTACK_FULL;
+		stored = bpf_map_lookup_elem(ustacks, &hash);
+		if (!stored)
+			return C_USTACK_FULL;
+	}
+	return same_stack(stored, stack) ? 0 : C_USTACK_COLLISIONS;
+}
+
+// Records one table-walked sample (`stack`, not NULL, under `hash`) into the given half (see
+// RECORD_SAMPLE).
+#define RECORD_UNWOUND(STACKS, COUNTS, USTACKS)                                        \
+	do {                                                                           \
+		struct sample_key key = { .pid = tgid, .user_stack = -1, .kernel_stack = -1,  \
+					  .user_store = STORE_USTACKS, .leaf_caller = hash };    \
+		__u32 why = store_user_stack(&USTACKS, hash, stack);                   \
+		int collided = 0;                                                      \
+		long id;                                                               \
+		if (cfg->kernel) {                                                     \
+			id = bpf_get_stackid(ctx, &STACKS, 0);                         \
+			if (id >= 0)                                                   \
+				key.kernel_stack = id;                                 \
+			else if (id == -EEXIST)                                        \
+				collided = 1;                                          \
+			else if (id == -EFAULT)                                        \
+				count(C_KERNEL_STACK_EMPTY);                           \
+			else                                                           \
+				count(C_KERNEL_STACK_ERROR);                           \
+		}                                                                      \
+		if (why || collided) {                                                 \
+			if (send_unwound_sample(ctx, tgid, cfg, stack))                \
+				count(C_COLLISIONS_LOST);                              \
+			else                                                           \
+				count(why ? why : C_COLLISIONS);                       \
+		} else {                                                               \
+			add_count(&COUNTS, &key);                                      \
+		}                                                                      \
+	} while (0)
+
+#endif

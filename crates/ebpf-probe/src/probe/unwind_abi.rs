@@ -1,0 +1,235 @@
+//! The structures and constants of the in-kernel table walk shared with `bpf/profile.bpf.c`
+//! (`unwind_procs`, `unwind_mappings`, `unwind_tables`, `ustacks0/1`, the walk-end reasons); a
+//! test reads the C program and checks every constant and size.
+
+/// Frames of one table-walked user stack (`MAX_USER_FRAMES`).
+pub const MAX_USER_FRAMES: usize = 512;
+/// Mappings per process the kernel searches (`MAX_PROC_MAPPINGS`); more are dropped (the
+/// highest addresses first) and counted.
+pub const MAX_PROC_MAPPINGS: usize = 1024;
+/// Rows of one table the kernel searches (`MAX_TABLE_ROWS`).
+pub const MAX_TABLE_ROWS: usize = 1 << 24;
+/// `unwind_mapping.table` of a mapping without a table: the kernel follows frame pointers.
+pub const TABLE_FRAME_POINTER: u32 = u32::MAX;
+/// `user_stack.flags`: at least one frame came from a frame-pointer step.
+pub const UNWIND_FLAG_FP_USED: u8 = 1;
+
+/// How a table walk ended (`user_stack.reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WalkEnd {
+    /// The bottom of the stack: an END row, a zero return address or frame pointer.
+    Complete = 1,
+    /// `MAX_USER_FRAMES` frames and more to go.
+    Truncated = 2,
+    /// A pc outside every known mapping of the process (its maps are re-read).
+    NoMapping = 3,
+    /// A pc without unwind information.
+    NoInfo = 4,
+    /// A rule the walker cannot follow.
+    Unsupported = 5,
+    /// Reading the user stack failed.
+    ReadFailed = 6,
+    /// The computed caller was impossible (stack not growing, bad pc).
+    BadFrame = 7,
+}
+
+impl WalkEnd {
+    /// Every reason, in code order.
+    pub const ALL: [WalkEnd; 7] = [
+        WalkEnd::Complete,
+        WalkEnd::Truncated,
+        WalkEnd::NoMapping,
+        WalkEnd::NoInfo,
+        WalkEnd::Unsupported,
+        WalkEnd::ReadFailed,
+        WalkEnd::BadFrame,
+    ];
+
+    /// The reason for a kernel code.
+    pub fn from_code(code: u8) -> Option<WalkEnd> {
+        WalkEnd::ALL.into_iter().find(|r| *r as u8 == code)
+    }
+
+    /// A short name for metrics labels and debug info.
+    pub fn name(self) -> &'static str {
+        match self {
+            WalkEnd::Complete => "complete",
+            WalkEnd::Truncated => "truncated",
+            WalkEnd::NoMapping => "no_mapping",
+            WalkEnd::NoInfo => "no_unwind_info",
+            WalkEnd::Unsupported => "unsupported_rule",
+            WalkEnd::ReadFailed => "read_failed",
+            WalkEnd::BadFrame => "bad_frame",
+        }
+    }
+
+    /// The marker frame that ends an incomplete stack (`None` for a complete one).
+    pub fn marker(self) -> Option<&'static str> {
+        match self {
+            WalkEnd::Complete => None,
+            WalkEnd::Truncated => Some("[truncated: frame limit]"),
+            WalkEnd::NoMapping => Some("[truncated: no mapping]"),
+            WalkEnd::NoInfo => Some("[truncated: no unwind info]"),
+            WalkEnd::Unsupported => Some("[truncated: unsupported unwind rule]"),
+            WalkEnd::ReadFailed => Some("[truncated: stack read failed]"),
+            WalkEnd::BadFrame => Some("[truncated: bad frame]"),
+        }
+    }
+}
+
+/// `struct unwind_proc`: a process's range of `unwind_mappings`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnwindProc {
+    /// Index of the first mapping.
+    pub first: u32,
+    /// Number of mappings.
+    pub count: u32,
+    /// Written by the kernel: when it last asked for a re-read (`bpf_ktime_get_ns`).
+    pub reread_ns: u64,
+}
+
+/// `struct unwind_mapping`: one executable mapping.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnwindMapping {
+    /// First address.
+    pub start: u64,
+    /// One past the last address.
+    pub end: u64,
+    /// The file's virtual address of a pc is `pc - bias`.
+    pub bias: u64,
+    /// Index in `unwind_tables`, or [`TABLE_FRAME_POINTER`].
+    pub table: u32,
+    /// Zero.
+    pub pad: u32,
+}
+
+/// `struct unwind_table`: a table's range of `unwind_rows`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnwindTable {
+    /// Index of the first row.
+    pub first: u32,
+    /// Number of rows.
+    pub count: u32,
+}
+
+/// `struct user_stack`: one table-walked user stack (value of `ustacks0/1`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserStack {
+    /// Frames used in `frames`.
+    pub len: u32,
+    /// A [`WalkEnd`] code.
+    pub reason: u8,
+    /// `UNWIND_FLAG_*`.
+    pub flags: u8,
+    /// Zero.
+    pub pad: u16,
+    /// Instruction pointers, leaf first.
+    pub frames: [u64; MAX_USER_FRAMES],
+}
+
+impl UserStack {
+    /// The frames in use.
+    pub fn ips(&self) -> &[u64] {
+        &self.frames[..(self.len as usize).min(MAX_USER_FRAMES)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `#define NAME VALUE` of the C program.
+    fn c_define(name: &str) -> u64 {
+        let source = concat!(
+            include_str!("../../bpf/profile.bpf.c"),
+            include_str!("../../bpf/walk.h")
+        );
+        let line = source
+            .lines()
+            .find(|l| l.split_whitespace().take(2).eq(["#define", name]))
+            .unwrap_or_else(|| panic!("#define {name} missing"));
+        let value = line.split_whitespace().nth(2).unwrap();
+        let value = value.trim_start_matches('(');
+        if let Some(hex) = value.strip_prefix("0x") {
+            return u64::from_str_radix(hex, 16).unwrap();
+        }
+        let base: u64 = value.parse().unwrap();
+        match line.split_whitespace().nth(3) {
+            Some("<<") => {
+                let shift: u64 = line
+                    .split_whitespace()
+                    .nth(4)
+                    .unwrap()
+                    .trim_end_matches(')')
+                    .parse()
+                    .unwrap();
+                base << shift
+            }
+            _ => base,
+        }
+    }
+
+    #[test]
+    fn constants_and_layouts_match_the_c_program() {
+        assert_eq!(c_define("MAX_USER_FRAMES"), MAX_USER_FRAMES as u64);
+        assert_eq!(c_define("MAX_PROC_MAPPINGS"), MAX_PROC_MAPPINGS as u64);
+        assert_eq!(c_define("MAX_TABLE_ROWS"), MAX_TABLE_ROWS as u64);
+        assert_eq!(
+            c_define("TABLE_FRAME_POINTER"),
+            u64::from(TABLE_FRAME_POINTER)
+        );
+        assert_eq!(
+            c_define("UNWIND_FLAG_FP_USED"),
+            u64::from(UNWIND_FLAG_FP_USED)
+        );
+        let names = [
+            "UNWIND_COMPLETE",
+            "UNWIND_TRUNCATED",
+            "UNWIND_NO_MAPPING",
+            "UNWIND_NO_INFO",
+            "UNWIND_UNSUPPORTED",
+            "UNWIND_READ_FAILED",
+            "UNWIND_BAD_FRAME",
+        ];
+        for (name, reason) in names.into_iter().zip(WalkEnd::ALL) {
+            assert_eq!(c_define(name), reason as u64, "{name}");
+            assert_eq!(WalkEnd::from_code(reason as u8), Some(reason));
+        }
+        assert_eq!(WalkEnd::from_code(0), None);
+        assert_eq!(WalkEnd::from_code(8), None);
+        // 2^steps must exceed the largest count the kernel searches.
+        assert!(1u64 << c_define("MAPPING_SEARCH_STEPS") > MAX_PROC_MAPPINGS as u64);
+        assert!(1u64 << c_define("ROW_SEARCH_STEPS") > MAX_TABLE_ROWS as u64);
+        assert_eq!(std::mem::size_of::<UnwindProc>(), 16);
+        assert_eq!(std::mem::size_of::<UnwindMapping>(), 32);
+        assert_eq!(std::mem::size_of::<UnwindTable>(), 8);
+        assert_eq!(std::mem::size_of::<UserStack>(), 8 + 8 * MAX_USER_FRAMES);
+    }
+
+    #[test]
+    fn signal_frame_offsets_match_the_ucontext_layout() {
+        // glibc's ucontext_t starts like the kernel's struct ucontext; gregs[] follow the
+        // sigcontext field order (REG_RBP = 10, REG_RSP = 15, REG_RIP = 16).
+        let mcontext = std::mem::offset_of!(libc::ucontext_t, uc_mcontext) as u64;
+        assert_eq!(c_define("UC_MCONTEXT"), mcontext);
+        assert_eq!((libc::REG_RBP, libc::REG_RSP, libc::REG_RIP), (10, 15, 16));
+    }
+
+    #[test]
+    fn marker_names() {
+        assert_eq!(WalkEnd::Complete.marker(), None);
+        assert_eq!(
+            WalkEnd::NoInfo.marker(),
+            Some("[truncated: no unwind info]")
+        );
+        for reason in WalkEnd::ALL.into_iter().skip(1) {
+            assert!(reason
+                .marker()
+                .is_some_and(|m| m.starts_with("[truncated: ")));
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The aya side of the in-kernel table walk: the unwind maps of the loaded object behind
+//! [`UnwindMaps`], [`Unwinder`] (which reads `/proc/PID/maps` into [`UnwindState`] with the
+//! tables of a [`TableProvider`]) and the `ustacks0/1` stores the walked stacks go to.
+
+use std::collections::HashMap as StdHashMap;
+use std::path::PathBuf;
+
+use aya::maps::{Array, HashMap, MapData, MapError};
+use aya::Ebpf;
+
+use super::unwind_abi::{UnwindMapping, UnwindProc, UnwindTable, UserStack};
+use super::unwind_maps::{
+    FileTables, TableProvider, UnwindMapError, UnwindMapStats, UnwindMaps, UnwindState,
+};
+use super::ProbeError;
+use crate::symbolize::procmaps::parse_maps;
+use crate::unwind::abi::UnwindRow;
+use crate::unwind::cache::UnwindCache;
+use crate::unwind::table::TableSource;
+
+/// Bytes of rows the user-space table cache keeps: a table only needs building once per file
+/// (the kernel's copy is shared by every later process), so the cache can stay small.
+const CACHE_BYTES: usize = 8 << 20;
+
+/// The tables of `crate::unwind` (gimli over `.eh_frame`/`.debug_frame`, the separate debug
+/// file), cached by file identity; files without CFI get frame pointers.
+pub(crate) fn cfi_tables() -> Box<dyn TableProvider + Send> {
+    let mut cache = UnwindCache::new(CACHE_BYTES);
+    Box::new(FileTables::new(move |path: &std::path::Path| {
+        let table = cache.get_or_build(path).map_err(|e| e.to_string())?;
+        Ok((table.stats.source != TableSource::FramePointer).then(|| table.rows.clone()))
+    }))
+}
+
+// Map names shared with bpf/profile.bpf.c.
+pub(crate) const MAP_UNWIND_PROCS: &str = "unwind_procs";
+pub(crate) const MAP_UNWIND_MAPPINGS: &str = "unwind_mappings";
+pub(crate) const MAP_UNWIND_TABLES: &str = "unwind_tables";
+pub(crate) const MAP_UNWIND_ROWS: &str = "unwind_rows";
+pub(crate) const MAP_USTACKS: [&str; 2] = ["ustacks0", "ustacks1"];
+
+/// The four maps that describe processes and tables to the kernel.
+pub(crate) struct BpfUnwindMaps {
+    procs: HashMap<MapData, u32, UnwindProc>,
+    mappings: Array<MapData, UnwindMapping>,
+    tables: Array<MapData, UnwindTable>,
+    rows: Array<MapData, UnwindRow>,
+}
+
+impl UnwindMaps for BpfUnwindMaps {
+    type Error = MapError;
+
+    fn write_rows(&mut self, first: u32, rows: &[UnwindRow]) -> Result<(), MapError> {
+        for (i, row) in (first..).zip(rows) {
+            self.rows.set(i, *row, 0)?;
+        }
+        Ok(())
+    }
+
+    fn set_table(&mut self, id: u32, table: UnwindTable) -> Result<(), MapError> {
+        self.tables.set(id, table, 0)
+    }
+
+    fn write_mappings(&mut self, first: u32, mappings: &[UnwindMapping]) -> Result<(), MapError> {
+        for (i, mapping) in (first..).zip(mappings) {
+            self.mappings.set(i, *mapping, 0)?;
+        }
+        Ok(())
+    }
+
+    fn set_proc(&mut self, pid: u32, proc: UnwindProc) -> Result<(), MapError> {
+        self.procs.insert(pid, proc, 0)
+    }
+
+    fn remove_proc(&mut self, pid: u32) -> Result<(), MapError> {
+        match self.procs.remove(&pid) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Keeps the kernel's view of processes and tables current and reads the walked stacks.
+pub(crate) struct Unwinder {
+    maps: BpfUnwindMaps,
+    ustacks: [HashMap<MapData, u64, UserStack>; 2],
+    state: UnwindState,
+    provider: Option<Box<dyn TableProvider + Send>>,
+    proc_root: PathBuf,
+}
+
+fn take<T>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    convert: impl FnOnce(aya::maps::Map) -> Result<T, MapError>,
+) -> Result<T, ProbeError> {
+    let map = ebpf.take_map(name).ok_or_else(|| ProbeError::Load {
+        context: format!("map {name} missing from the BPF object"),
+        source: None,
+    })?;
+    convert(map).map_err(|e| ProbeError::Map {
+        map: name,
+        source: Box::new(e),
+    })
+}
+
+impl Unwinder {
+    /// Takes the unwind maps out of the loaded object; `rows`, `mappings`, `tables` are their
+    /// sizes (as loaded).
+    pub(crate) fn take(
+        ebpf: &mut Ebpf,
+        rows: u32,
+        mappings: u32,
+        tables: u32,
+    ) -> Result<Unwinder, ProbeError> {
+        let maps = BpfUnwindMaps {
+            procs: take(ebpf, MAP_UNWIND_PROCS, HashMap::try_from)?,
+            mappings: take(ebpf, MAP_UNWIND_MAPPINGS, Array::try_from)?,
+            tables: take(ebpf, MAP_UNWIND_TABLES, Array::try_from)?,
+            rows: take(ebpf, MAP_UNWIND_ROWS, Array::try_from)?,
+        };
+        let ustacks = [
+            take(ebpf, MAP_USTACKS[0], HashMap::try_from)?,
+            take(ebpf, MAP_USTACKS[1], HashMap::try_from)?,
+        ];
+        Ok(Unwinder {
+            maps,
+            ustacks,
+            state: UnwindState::new(rows, mappings, tables),
+            provider: None,
+            proc_root: PathBuf::from("/proc"),
+        })
+    }
+
+    /// Where tables come from; until one is set no process is walked with tables.
+    pub(crate) fn set_provider(&mut self, provider: Box<dyn TableProvider + Send>) {
+        self.provider = Some(provider);
+    }
+
+    /// Whether processes are walked with tables (a provider is set).
+    pub(crate) fn active(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Re-reads the executable mappings of `pid` and publishes them (with any new tables).
+    pub(crate) fn refresh(&mut self, pid: u32) -> Result<(), UnwindMapError> {
+        let Some(provider) = self.provider.as_mut() else {
+            return Ok(());
+        };
+        let path = self.proc_root.join(pid.to_string()).join("maps");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            // Gone already: its exit event removes it.
+            return self.state.remove_process(pid, &mut self.maps);
+        };
+        let entries = parse_maps(&text);
+        self.state
+            .update_process(pid, &entries, provider.as_mut(), &mut self.maps)
+    }
+
+    /// Whether `pid` is walked with tables.
+    pub(crate) fn has_process(&self, pid: u32) -> bool {
+        self.state.has_process(pid)
+    }
+
+    /// Stops walking `pid` with tables.
+    pub(crate) fn forget(&mut self, pid: u32) -> Result<(), UnwindMapError> {
+        self.state.remove_process(pid, &mut self.maps)
+    }
+
+    /// Counts of the user-space side.
+    pub(crate) fn stats(&self) -> UnwindMapStats {
+        self.state.stats()
+    }
+
+    /// Reads and clears the walked stacks of one half.
+    pub(crate) fn drain_ustacks(
+        &mut self,
+        half: usize,
+    ) -> Result<StdHashMap<u64, UserStack>, ProbeError> {
+        let name = MAP_USTACKS[half];
+        let map = &mut self.ustacks[half];
+        let error = |e: MapError| ProbeError::Map {
+            map: name,
+            source: Box::new(e),
+        };
+        let keys: Vec<u64> = map.keys().collect::<Result<_, _>>().map_err(error)?;
+        let mut stacks = StdHashMap::with_capacity(keys.len());
+        for key in keys {
+            match map.get(&key, 0) {
+                Ok(stack) => {
+                    stacks.insert(key, stack);
+                }
+                Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(error(e)),
+            }
+            let _ = map.remove(&key);
+        }
+        Ok(stacks)
+    }
+}

@@ -1,0 +1,896 @@
+//! User-space side of the in-kernel table walk: which executable mappings each process has
+//! (`unwind_procs`/`unwind_mappings`) and the unwind tables they use (`unwind_tables`/
+//! `unwind_rows`), kept in the BPF maps through [`UnwindMaps`]. Tables are shared by every
+//! process that maps the same file; ranges of the big arrays are handed out by [`RangeAlloc`],
+//! and freed ranges wait [`FREE_GRACE`] before reuse so that a walk in flight never reads
+//! rewritten entries. The structures are in [`super::unwind_abi`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::unwind_abi::{
+    UnwindMapping, UnwindProc, UnwindTable, MAX_PROC_MAPPINGS, MAX_TABLE_ROWS, TABLE_FRAME_POINTER,
+};
+use crate::symbolize::procmaps::MapEntry;
+use crate::unwind::abi::UnwindRow;
+
+/// How long a freed range stays unused (a walk takes microseconds).
+pub const FREE_GRACE: Duration = Duration::from_millis(20);
+
+/// Writes into the kernel's unwind maps (the BPF maps, or a fake in tests).
+pub trait UnwindMaps {
+    /// Error of a map operation.
+    type Error: std::fmt::Display;
+    /// Writes `rows` at `first..first + rows.len()` of `unwind_rows`.
+    fn write_rows(&mut self, first: u32, rows: &[UnwindRow]) -> Result<(), Self::Error>;
+    /// Sets entry `id` of `unwind_tables`.
+    fn set_table(&mut self, id: u32, table: UnwindTable) -> Result<(), Self::Error>;
+    /// Writes `mappings` at `first..` of `unwind_mappings`.
+    fn write_mappings(&mut self, first: u32, mappings: &[UnwindMapping])
+        -> Result<(), Self::Error>;
+    /// Publishes a process's mappings in `unwind_procs`.
+    fn set_proc(&mut self, pid: u32, proc: UnwindProc) -> Result<(), Self::Error>;
+    /// Removes a process from `unwind_procs` (absent is not an error).
+    fn remove_proc(&mut self, pid: u32) -> Result<(), Self::Error>;
+}
+
+/// The identity of a mapped file, as `/proc/PID/maps` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileKey {
+    /// Device (major, minor).
+    pub dev: (u32, u32),
+    /// Inode.
+    pub inode: u64,
+    /// Path in the process's mount namespace (two files on overlay filesystems may share
+    /// device and inode numbers across containers only if they are the same file).
+    pub path: String,
+}
+
+impl FileKey {
+    /// The key of a file-backed mapping.
+    pub fn of(entry: &MapEntry) -> FileKey {
+        FileKey {
+            dev: (entry.dev_major, entry.dev_minor),
+            inode: entry.inode,
+            path: entry.path.clone(),
+        }
+    }
+}
+
+/// An unwind table for one file: the rows and the file's `PT_LOAD` segments (to compute the
+/// load bias of each mapping).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileTable {
+    /// Rows sorted by pc (file virtual addresses).
+    pub rows: Arc<[UnwindRow]>,
+    /// `(p_offset, p_vaddr, p_filesz)` of the file's loadable segments.
+    pub segments: Vec<(u64, u64, u64)>,
+}
+
+/// Builds tables for files (the CFI reader plugs in here).
+pub trait TableProvider {
+    /// The table of the file `entry` maps in process `pid`; `Ok(None)` when the file has no
+    /// usable unwind information (the mapping then uses frame pointers).
+    fn table(&mut self, pid: u32, entry: &MapEntry) -> Result<Option<FileTable>, String>;
+}
+
+/// A [`TableProvider`] over a function from a file to its rows (`Ok(None)`: no usable CFI,
+/// frame pointers): the mapped file is opened as `/proc/PID/map_files/START-END` (the very
+/// file mapped, even deleted or in another mount namespace), else `/proc/PID/root/PATH`, and
+/// its `PT_LOAD` segments are read for the load bias.
+pub struct FileTables<F> {
+    build: F,
+    proc_root: std::path::PathBuf,
+}
+
+impl<F> FileTables<F>
+where
+    F: FnMut(&std::path::Path) -> Result<Option<Vec<UnwindRow>>, String> + Send,
+{
+    /// Tables built by `build` from files under `/proc`.
+    pub fn new(build: F) -> FileTables<F> {
+        FileTables {
+            build,
+            proc_root: std::path::PathBuf::from("/proc"),
+        }
+    }
+}
+
+impl<F> TableProvider for FileTables<F>
+where
+    F: FnMut(&std::path::Path) -> Result<Option<Vec<UnwindRow>>, String> + Send,
+{
+    fn table(&mut self, pid: u32, entry: &MapEntry) -> Result<Option<FileTable>, String> {
+        let proc = self.proc_root.join(pid.to_string());
+        let mapped = proc.join(format!("map_files/{:x}-{:x}", entry.start, entry.end));
+        let path = if mapped.exists() {
+            mapped
+        } else {
+            proc.join("root").join(entry.path.trim_start_matches('/'))
+        };
+        let Some(rows) = (self.build)(&path)? else {
+            return Ok(None);
+        };
+        Ok(Some(FileTable {
+            rows: rows.into(),
+            segments: read_load_segments(&path)?,
+        }))
+    }
+}
+
+/// The load bias of a mapping: the address of file vaddr 0 (`pc - bias` is the vaddr).
+pub fn load_bias(entry: &MapEntry, segments: &[(u64, u64, u64)]) -> Option<u64> {
+    let (offset, vaddr, _) = segments
+        .iter()
+        .copied()
+        .find(|&(off, _, size)| off <= entry.offset && entry.offset < off + size.max(1))?;
+    // The mapping maps file offset `entry.offset` at `entry.start`; that offset is at vaddr
+    // `entry.offset - offset + vaddr`.
+    let mapped_vaddr = (entry.offset - offset).checked_add(vaddr)?;
+    entry.start.checked_sub(mapped_vaddr)
+}
+
+/// `(p_offset, p_vaddr, p_filesz)` of the `PT_LOAD` segments of an ELF64 image; `data` may be
+/// just the head of the file as long as it holds the program headers.
+pub fn load_segments(data: &[u8]) -> Result<Vec<(u64, u64, u64)>, object::Error> {
+    use object::read::elf::{FileHeader, ProgramHeader};
+    let header = object::elf::FileHeader64::<object::Endianness>::parse(data)?;
+    let endian = header.endian()?;
+    Ok(header
+        .program_headers(endian, data)?
+        .iter()
+        .filter(|p| p.p_type(endian) == object::elf::PT_LOAD)
+        .map(|p| (p.p_offset(endian), p.p_vaddr(endian), p.p_filesz(endian)))
+        .collect())
+}
+
+/// [`load_segments`] of the file at `path`, reading only its head when that is enough.
+pub fn read_load_segments(path: &std::path::Path) -> Result<Vec<(u64, u64, u64)>, String> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(HEAD_BYTES);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(HEAD_BYTES as u64).read_to_end(&mut head))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Ok(segments) = load_segments(&head) {
+        return Ok(segments);
+    }
+    let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    load_segments(&data).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Bytes read to find the program headers (they follow the ELF header in practice).
+const HEAD_BYTES: usize = 4096;
+
+/// First-fit allocator of index ranges in a fixed-size array; adjacent free ranges merge.
+#[derive(Debug, Clone)]
+pub struct RangeAlloc {
+    capacity: u32,
+    /// Free ranges: start → length.
+    free: BTreeMap<u32, u32>,
+    /// Freed ranges waiting for the grace period.
+    retired: Vec<(Instant, u32, u32)>,
+}
+
+impl RangeAlloc {
+    /// An allocator over `0..capacity`, all free.
+    pub fn new(capacity: u32) -> RangeAlloc {
+        let mut free = BTreeMap::new();
+        if capacity > 0 {
+            free.insert(0, capacity);
+        }
+        RangeAlloc {
+            capacity,
+            free,
+            retired: Vec::new(),
+        }
+    }
+
+    /// The size of the array.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// Entries neither allocated nor waiting.
+    pub fn free_len(&self) -> u64 {
+        self.free.values().map(|&l| u64::from(l)).sum()
+    }
+
+    /// The start of a free range of `len` entries, now allocated.
+    pub fn alloc(&mut self, len: u32) -> Option<u32> {
+        if len == 0 {
+            return Some(0);
+        }
+        let (&start, &have) = self.free.iter().find(|(_, &have)| have >= len)?;
+        self.free.remove(&start);
+        if have > len {
+            self.free.insert(start + len, have - len);
+        }
+        Some(start)
+    }
+
+    /// Frees a range after [`FREE_GRACE`] (walks in flight may still read it).
+    pub fn retire(&mut self, start: u32, len: u32, now: Instant) {
+        if len > 0 {
+            self.retired.push((now, start, len));
+        }
+    }
+
+    /// Frees the retired ranges whose grace period is over.
+    pub fn reclaim(&mut self, now: Instant) {
+        let mut keep = Vec::new();
+        for (at, start, len) in std::mem::take(&mut self.retired) {
+            if now.saturating_duration_since(at) >= FREE_GRACE {
+                self.release(start, len);
+            } else {
+                keep.push((at, start, len));
+            }
+        }
+        self.retired = keep;
+    }
+
+    fn release(&mut self, mut start: u32, mut len: u32) {
+        if let Some((&prev, &prev_len)) = self.free.range(..start).next_back() {
+            if prev + prev_len == start {
+                self.free.remove(&prev);
+                start = prev;
+                len += prev_len;
+            }
+        }
+        if let Some(next_len) = self.free.remove(&(start + len)) {
+            len += next_len;
+        }
+        self.free.insert(start, len);
+    }
+}
+
+/// Counts of the user-space side of unwinding, for metrics and debug info.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnwindMapStats {
+    /// Processes with mappings in the kernel.
+    pub processes: u64,
+    /// Tables in the kernel (referenced or cached).
+    pub tables: u64,
+    /// Rows in use in `unwind_rows`.
+    pub rows_used: u64,
+    /// Executable mappings (of all processes) walked with a table.
+    pub mappings_with_table: u64,
+    /// Executable mappings walked with frame pointers (no file, no CFI, no room).
+    pub mappings_frame_pointer: u64,
+    /// Tables that could not be built, since start (the mappings use frame pointers).
+    pub table_errors: u64,
+    /// Tables that did not fit in `unwind_rows` even after evicting unused ones, since start.
+    pub tables_no_room: u64,
+    /// Mappings beyond [`MAX_PROC_MAPPINGS`] left out, since start.
+    pub mappings_dropped: u64,
+}
+
+#[derive(Debug)]
+struct TableSlot {
+    id: u32,
+    first: u32,
+    count: u32,
+    segments: Vec<(u64, u64, u64)>,
+    refs: u32,
+    last_used: Instant,
+}
+
+#[derive(Debug, Default)]
+struct ProcSlot {
+    first: u32,
+    count: u32,
+    files: Vec<FileKey>,
+    frame_pointer: u32,
+}
+
+/// Errors of [`UnwindState`] (a map write failed, or an array is full).
+#[derive(Debug, thiserror::Error)]
+pub enum UnwindMapError {
+    /// A BPF map operation failed.
+    #[error("unwind map {map}: {message}")]
+    Map {
+        /// Which map.
+        map: &'static str,
+        /// What failed.
+        message: String,
+    },
+    /// `unwind_mappings` has no room for the process's mappings.
+    #[error("unwind_mappings is full ({0} mappings needed)")]
+    MappingsFull(usize),
+}
+
+fn map_err<E: std::fmt::Display>(map: &'static str) -> impl Fn(E) -> UnwindMapError {
+    move |e| UnwindMapError::Map {
+        map,
+        message: e.to_string(),
+    }
+}
+
+/// What the kernel knows about processes and tables, mirrored in user space.
+#[derive(Debug)]
+pub struct UnwindState {
+    rows: RangeAlloc,
+    mappings: RangeAlloc,
+    table_ids: RangeAlloc,
+    tables: HashMap<FileKey, TableSlot>,
+    procs: HashMap<u32, ProcSlot>,
+    stats: UnwindMapStats,
+}
+
+impl UnwindState {
+    /// Empty state for maps of the given sizes (`unwind_rows`, `unwind_mappings`,
+    /// `unwind_tables` max_entries).
+    pub fn new(rows: u32, mappings: u32, tables: u32) -> UnwindState {
+        UnwindState {
+            rows: RangeAlloc::new(rows),
+            mappings: RangeAlloc::new(mappings),
+            // Ids are below `tables` <= u32::MAX, so never TABLE_FRAME_POINTER.
+            table_ids: RangeAlloc::new(tables),
+            tables: HashMap::new(),
+            procs: HashMap::new(),
+            stats: UnwindMapStats::default(),
+        }
+    }
+
+    /// Current counts.
+    pub fn stats(&self) -> UnwindMapStats {
+        let mut stats = self.stats;
+        stats.processes = self.procs.len() as u64;
+        stats.tables = self.tables.len() as u64;
+        stats.rows_used = self.tables.values().map(|t| u64::from(t.count)).sum();
+        stats.mappings_frame_pointer = self
+            .procs
+            .values()
+            .map(|p| u64::from(p.frame_pointer))
+            .sum();
+        stats.mappings_with_table = self.procs.values().map(|p| p.files.len() as u64).sum();
+        stats
+    }
+
+    /// Whether `pid` has mappings in the kernel.
+    pub fn has_process(&self, pid: u32) -> bool {
+        self.procs.contains_key(&pid)
+    }
+
+    /// (Re)publishes the executable mappings of `pid` from its `/proc/PID/maps` entries,
+    /// uploading the tables of files not in the kernel yet. Replaces the previous mappings
+    /// atomically (new range first, then the process entry).
+    pub fn update_process<M: UnwindMaps>(
+        &mut self,
+        pid: u32,
+        entries: &[MapEntry],
+        source: &mut dyn TableProvider,
+        maps: &mut M,
+    ) -> Result<(), UnwindMapError> {
+        let now = Instant::now();
+        self.reclaim(now);
+        let mut exec: Vec<&MapEntry> = entries
+            .iter()
+            .filter(|e| e.is_exec() && e.end > e.start)
+            .collect();
+        exec.sort_by_key(|e| e.start);
+        exec.dedup_by_key(|e| e.start);
+        if exec.len() > MAX_PROC_MAPPINGS {
+            self.stats.mappings_dropped += (exec.len() - MAX_PROC_MAPPINGS) as u64;
+            exec.truncate(MAX_PROC_MAPPINGS);
+        }
+
+        let mut files = Vec::new();
+        let mut kernel = Vec::with_capacity(exec.len());
+        for entry in exec {
+            let mut mapping = UnwindMapping {
+                start: entry.start,
+                end: entry.end,
+                bias: 0,
+                table: TABLE_FRAME_POINTER,
+                pad: 0,
+            };
+            if entry.is_file() {
+                let key = FileKey::of(entry);
+                if let Some((id, bias)) = self.table_for(pid, entry, &key, source, maps, now)? {
+                    mapping.table = id;
+                    mapping.bias = bias;
+                    files.push(key);
+                }
+            }
+            kernel.push(mapping);
+        }
+
+        let count = kernel.len() as u32;
+        let first = self
+            .mappings
+            .alloc(count)
+            .ok_or(UnwindMapError::MappingsFull(kernel.len()))?;
+        if let Err(e) = maps.write_mappings(first, &kernel) {
+            self.mappings.retire(first, count, now);
+            self.release_files(&files, now);
+            return Err(map_err("unwind_mappings")(e));
+        }
+        let published = maps.set_proc(
+            pid,
+            UnwindProc {
+                first,
+                count,
+                reread_ns: 0,
+            },
+        );
+        if let Err(e) = published {
+            self.mappings.retire(first, count, now);
+            self.release_files(&files, now);
+            return Err(map_err("unwind_procs")(e));
+        }
+        if let Some(old) = self.procs.insert(
+            pid,
+            ProcSlot {
+                first,
+                count,
+                frame_pointer: count - files.len() as u32,
+                files,
+            },
+        ) {
+            self.mappings.retire(old.first, old.count, now);
+            self.release_files(&old.files, now);
+        }
+        Ok(())
+    }
+
+    /// Forgets `pid` (exit, or no longer profiled); its tables stay cached while unused.
+    pub fn remove_process<M: UnwindMaps>(
+        &mut self,
+        pid: u32,
+        maps: &mut M,
+    ) -> Result<(), UnwindMapError> {
+        let now = Instant::now();
+        let Some(old) = self.procs.remove(&pid) else {
+            return Ok(());
+        };
+        maps.remove_proc(pid).map_err(map_err("unwind_procs"))?;
+        self.mappings.retire(old.first, old.count, now);
+        self.release_files(&old.files, now);
+        Ok(())
+    }
+
+    fn reclaim(&mut self, now: Instant) {
+        self.rows.reclaim(now);
+        self.mappings.reclaim(now);
+        self.table_ids.reclaim(now);
+    }
+
+    fn release_files(&mut self, files: &[FileKey], now: Instant) {
+        for key in files {
+            if let Some(slot) = self.tables.get_mut(key) {
+                slot.refs = slot.refs.saturating_sub(1);
+                slot.last_used = now;
+            }
+        }
+    }
+
+    /// The table id and load bias for a file mapping, uploading the table if needed; `None`
+    /// for frame pointers. Takes a reference on the table.
+    fn table_for<M: UnwindMaps>(
+        &mut self,
+        pid: u32,
+        entry: &MapEntry,
+        key: &FileKey,
+        source: &mut dyn TableProvider,
+        maps: &mut M,
+        now: Instant,
+    ) -> Result<Option<(u32, u64)>, UnwindMapError> {
+        if let Some(slot) = self.tables.get_mut(key) {
+            let Some(bias) = load_bias(entry, &slot.segments) else {
+                return Ok(None);
+            };
+            slot.refs += 1;
+            slot.last_used = now;
+            return Ok(Some((slot.id, bias)));
+        }
+        let table = match source.table(pid, entry) {
+            Ok(Some(table)) => table,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                tracing::debug!(pid, path = %entry.path, error = %e, "no unwind table, using frame pointers");
+                self.stats.table_errors += 1;
+                return Ok(None);
+            }
+        };
+        if table.rows.is_empty() || table.rows.len() > MAX_TABLE_ROWS {
+            return Ok(None);
+        }
+        let Some(bias) = load_bias(entry, &table.segments) else {
+            return Ok(None);
+        };
+        let count = table.rows.len() as u32;
+        let Some((id, first)) = self.alloc_table(count, now) else {
+            self.stats.tables_no_room += 1;
+            return Ok(None);
+        };
+        let written = maps
+            .write_rows(first, &table.rows)
+            .map_err(map_err("unwind_rows"))
+            .and_then(|()| {
+                maps.set_table(id, UnwindTable { first, count })
+                    .map_err(map_err("unwind_tables"))
+            });
+        if let Err(e) = written {
+            self.rows.retire(first, count, now);
+            self.table_ids.retire(id, 1, now);
+            return Err(e);
+        }
+        self.tables.insert(
+            key.clone(),
+            TableSlot {
+                id,
+                first,
+                count,
+                segments: table.segments,
+                refs: 1,
+                last_used: now,
+            },
+        );
+        Ok(Some((id, bias)))
+    }
+
+    /// A table id and a range of rows, evicting unused tables (least recently used first)
+    /// until both fit. Only tables unused for [`FREE_GRACE`] are evicted, so no walk in
+    /// flight reads their rows.
+    fn alloc_table(&mut self, count: u32, now: Instant) -> Option<(u32, u32)> {
+        loop {
+            if let Some(first) = self.rows.alloc(count) {
+                if let Some(id) = self.table_ids.alloc(1) {
+                    return Some((id, first));
+                }
+                self.rows.release(first, count);
+            }
+            let victim = self
+                .tables
+                .iter()
+                .filter(|(_, slot)| {
+                    slot.refs == 0 && now.saturating_duration_since(slot.last_used) >= FREE_GRACE
+                })
+                .min_by_key(|(_, slot)| slot.last_used)
+                .map(|(key, _)| key.clone())?;
+            let slot = self.tables.remove(&victim)?;
+            self.rows.release(slot.first, slot.count);
+            self.table_ids.release(slot.id, 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::symbolize::procmaps::parse_maps_line;
+    use crate::unwind::abi::{UNW_CFA_RSP, UNW_END};
+
+    #[test]
+    fn ranges_allocate_first_fit_and_merge_after_the_grace_period() {
+        let mut a = RangeAlloc::new(100);
+        assert_eq!(a.alloc(30), Some(0));
+        assert_eq!(a.alloc(30), Some(30));
+        assert_eq!(a.alloc(50), None);
+        assert_eq!(a.alloc(0), Some(0));
+        let t0 = Instant::now();
+        a.retire(0, 30, t0);
+        a.reclaim(t0);
+        assert_eq!(a.free_len(), 40, "retired ranges wait for the grace period");
+        assert_eq!(a.alloc(31), Some(60));
+        a.retire(30, 30, t0);
+        a.reclaim(t0 + FREE_GRACE);
+        assert_eq!(a.free_len(), 69);
+        // 0..60 merged into one range again.
+        assert_eq!(a.alloc(60), Some(0));
+        assert_eq!(a.alloc(10), None);
+        assert_eq!(a.alloc(9), Some(91));
+    }
+
+    fn entry(line: &str) -> MapEntry {
+        parse_maps_line(line).unwrap()
+    }
+
+    #[test]
+    fn load_bias_of_pie_and_fixed_binaries() {
+        // PIE: the text segment at offset 0x1000, vaddr 0x1000, mapped at 0x5555_5555_5000.
+        let segments = [
+            (0, 0, 0x800),
+            (0x1000, 0x1000, 0x3000),
+            (0x4000, 0x5000, 0x100),
+        ];
+        let text = entry("555555555000-555555558000 r-xp 00001000 08:01 7 /bin/p");
+        assert_eq!(load_bias(&text, &segments), Some(0x5555_5555_4000));
+        // Non-PIE: vaddr 0x401000 at offset 0x1000, mapped where it was linked.
+        let fixed = [(0x1000, 0x401000, 0x2000)];
+        let text = entry("00401000-00403000 r-xp 00001000 08:01 7 /bin/f");
+        assert_eq!(load_bias(&text, &fixed), Some(0));
+        // Offset outside every segment.
+        let stray = entry("00401000-00403000 r-xp 00009000 08:01 7 /bin/f");
+        assert_eq!(load_bias(&stray, &fixed), None);
+    }
+
+    #[test]
+    fn load_segments_of_this_test_binary() {
+        let segments = read_load_segments(std::path::Path::new("/proc/self/exe")).unwrap();
+        let whole = load_segments(&std::fs::read("/proc/self/exe").unwrap()).unwrap();
+        assert_eq!(segments, whole);
+        assert!(segments.len() >= 2);
+        assert!(load_segments(b"not an ELF file").is_err());
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let me = std::fs::read_link("/proc/self/exe").unwrap();
+        let text = crate::symbolize::procmaps::parse_maps(&maps)
+            .into_iter()
+            .find(|e| e.is_exec() && std::path::Path::new(&e.path) == me)
+            .unwrap();
+        let bias = load_bias(&text, &segments).unwrap();
+        // This function's address minus the bias lies in an executable segment's vaddrs.
+        let pc = load_segments_of_this_test_binary as fn() as usize as u64 - bias;
+        assert!(segments
+            .iter()
+            .any(|&(_, vaddr, size)| vaddr <= pc && pc < vaddr + size));
+    }
+
+    #[test]
+    fn file_tables_open_the_mapped_file() {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let me = std::fs::read_link("/proc/self/exe").unwrap();
+        let text = crate::symbolize::procmaps::parse_maps(&maps)
+            .into_iter()
+            .find(|e| e.is_exec() && std::path::Path::new(&e.path) == me)
+            .unwrap();
+        let mut opened = Vec::new();
+        let mut tables = FileTables::new(|path: &std::path::Path| {
+            opened.push(path.to_path_buf());
+            Ok(Some(vec![UnwindRow::default()]))
+        });
+        let table = tables.table(std::process::id(), &text).unwrap().unwrap();
+        assert_eq!(table.rows.len(), 1);
+        assert!(load_bias(&text, &table.segments).is_some());
+        drop(tables);
+        let path = opened[0].to_string_lossy().into_owned();
+        assert!(
+            path.contains("/map_files/") || path.ends_with(&text.path),
+            "{path}"
+        );
+        let mut none = FileTables::new(|_: &std::path::Path| Ok(None));
+        assert_eq!(none.table(std::process::id(), &text).unwrap(), None);
+    }
+
+    #[derive(Default)]
+    struct FakeMaps {
+        rows: HashMap<u32, UnwindRow>,
+        tables: HashMap<u32, UnwindTable>,
+        mappings: HashMap<u32, UnwindMapping>,
+        procs: HashMap<u32, UnwindProc>,
+        fail_rows: bool,
+    }
+
+    impl UnwindMaps for FakeMaps {
+        type Error = String;
+        fn write_rows(&mut self, first: u32, rows: &[UnwindRow]) -> Result<(), String> {
+            if self.fail_rows {
+                return Err("E2BIG".into());
+            }
+            for (i, row) in rows.iter().enumerate() {
+                self.rows.insert(first + i as u32, *row);
+            }
+            Ok(())
+        }
+        fn set_table(&mut self, id: u32, table: UnwindTable) -> Result<(), String> {
+            self.tables.insert(id, table);
+            Ok(())
+        }
+        fn write_mappings(&mut self, first: u32, mappings: &[UnwindMapping]) -> Result<(), String> {
+            for (i, m) in mappings.iter().enumerate() {
+                self.mappings.insert(first + i as u32, *m);
+            }
+            Ok(())
+        }
+        fn set_proc(&mut self, pid: u32, proc: UnwindProc) -> Result<(), String> {
+            self.procs.insert(pid, proc);
+            Ok(())
+        }
+        fn remove_proc(&mut self, pid: u32) -> Result<(), String> {
+            self.procs.remove(&pid);
+            Ok(())
+        }
+    }
+
+    impl FakeMaps {
+        /// The mappings the kernel would search for `pid`.
+        fn mappings_of(&self, pid: u32) -> Vec<UnwindMapping> {
+            let proc = self.procs[&pid];
+            (proc.first..proc.first + proc.count)
+                .map(|i| self.mappings[&i])
+                .collect()
+        }
+        fn rows_of(&self, table: u32) -> Vec<UnwindRow> {
+            let t = self.tables[&table];
+            (t.first..t.first + t.count)
+                .map(|i| self.rows[&i])
+                .collect()
+        }
+    }
+
+    /// Tables for files named `/lib/*` with `n` rows (n from the path's length), none for
+    /// others; counts builds.
+    #[derive(Default)]
+    struct FakeSource {
+        built: Vec<String>,
+    }
+
+    impl TableProvider for FakeSource {
+        fn table(&mut self, _pid: u32, entry: &MapEntry) -> Result<Option<FileTable>, String> {
+            self.built.push(entry.path.clone());
+            if entry.path.starts_with("/broken") {
+                return Err("bad CFI".into());
+            }
+            if !entry.path.starts_with("/lib/") {
+                return Ok(None);
+            }
+            let n = entry.path.len() as u32;
+            let rows: Vec<UnwindRow> = (0..n)
+                .map(|i| UnwindRow {
+                    pc: 0x1000 + 16 * i,
+                    kind: if i + 1 == n { UNW_END } else { UNW_CFA_RSP },
+                    rbp_offset: 0,
+                    cfa_offset: 8,
+                })
+                .collect();
+            Ok(Some(FileTable {
+                rows: rows.into(),
+                segments: vec![(0, 0, 0x1000), (0x1000, 0x1000, 0x10000)],
+            }))
+        }
+    }
+
+    const MAPS_A: [&str; 6] = [
+        "7f0000001000-7f0000011000 r-xp 00001000 08:01 11 /lib/libc.so",
+        "7f0000000000-7f0000001000 r--p 00000000 08:01 11 /lib/libc.so",
+        "7e0000001000-7e0000011000 r-xp 00001000 08:01 12 /lib/libm.so.6",
+        "7d0000000000-7d0000001000 r-xp 00000000 00:00 0 ",
+        "7ffd00000000-7ffd00002000 r-xp 00000000 00:00 0 [vdso]",
+        "5500000001000-5500000002000 r-xp 00001000 08:01 13 /usr/bin/nocfi",
+    ];
+
+    #[test]
+    fn processes_share_tables_and_fall_back_to_frame_pointers() {
+        let mut state = UnwindState::new(1000, 100, 10);
+        let mut maps = FakeMaps::default();
+        let mut source = FakeSource::default();
+        let a: Vec<MapEntry> = MAPS_A.iter().map(|l| entry(l)).collect();
+        state.update_process(1, &a, &mut source, &mut maps).unwrap();
+
+        let m = maps.mappings_of(1);
+        // Executable mappings only, sorted by start.
+        let starts: Vec<u64> = m.iter().map(|m| m.start).collect();
+        let sorted = [
+            0x7d00_0000_0000,
+            0x7e00_0000_1000,
+            0x7f00_0000_1000,
+            0x7ffd_0000_0000,
+        ];
+        assert_eq!(starts[..4], sorted);
+        assert_eq!(starts[4], 0x5_5000_0000_1000);
+        let by_start = |s: u64| m.iter().find(|m| m.start == s).copied().unwrap();
+        let libc = by_start(0x7f0000001000);
+        assert_eq!(libc.bias, 0x7f0000000000);
+        assert_eq!(maps.rows_of(libc.table).len(), "/lib/libc.so".len());
+        assert_eq!(
+            by_start(0x7d0000000000).table,
+            TABLE_FRAME_POINTER,
+            "anonymous"
+        );
+        assert_eq!(by_start(0x7ffd00000000).table, TABLE_FRAME_POINTER, "vdso");
+        assert_eq!(
+            by_start(0x5500000001000).table,
+            TABLE_FRAME_POINTER,
+            "no CFI"
+        );
+
+        // A second process mapping libc elsewhere shares the table.
+        let b = [
+            entry("7a0000001000-7a0000011000 r-xp 00001000 08:01 11 /lib/libc.so"),
+            entry("7b0000001000-7b0000002000 r-xp 00001000 08:09 99 /broken/x"),
+        ];
+        state.update_process(2, &b, &mut source, &mut maps).unwrap();
+        let mb = maps.mappings_of(2);
+        assert_eq!(mb[0].table, libc.table);
+        assert_eq!(mb[0].bias, 0x7a0000000000);
+        assert_eq!(mb[1].table, TABLE_FRAME_POINTER);
+        assert_eq!(
+            source.built.iter().filter(|p| *p == "/lib/libc.so").count(),
+            1
+        );
+        let stats = state.stats();
+        assert_eq!(
+            (stats.processes, stats.tables, stats.table_errors),
+            (2, 2, 1)
+        );
+        assert_eq!(
+            (stats.mappings_with_table, stats.mappings_frame_pointer),
+            (3, 4)
+        );
+        assert_eq!(
+            stats.rows_used,
+            ("/lib/libc.so".len() + "/lib/libm.so.6".len()) as u64
+        );
+
+        // Re-reading replaces the range; removing forgets the process, the tables stay cached.
+        let old = maps.procs[&1];
+        state
+            .update_process(1, &a[..1], &mut source, &mut maps)
+            .unwrap();
+        assert_ne!(
+            maps.procs[&1].first, old.first,
+            "new range published, old one retired"
+        );
+        assert_eq!(maps.mappings_of(1).len(), 1);
+        state.remove_process(1, &mut maps).unwrap();
+        state.remove_process(2, &mut maps).unwrap();
+        assert!(maps.procs.is_empty());
+        assert_eq!(state.stats().tables, 2);
+        assert_eq!(
+            source.built.iter().filter(|p| *p == "/lib/libc.so").count(),
+            1
+        );
+    }
+
+    #[test]
+    fn unused_tables_are_evicted_when_rows_run_out() {
+        // Room for tables of 12 and 14 rows, not for a third of 12.
+        let mut state = UnwindState::new(30, 100, 10);
+        let mut maps = FakeMaps::default();
+        let mut source = FakeSource::default();
+        let libc = entry("7f0000001000-7f0000011000 r-xp 00001000 08:01 11 /lib/libc.so");
+        let libm = entry("7e0000001000-7e0000011000 r-xp 00001000 08:01 12 /lib/libm.so.6");
+        let libz = entry("7c0000001000-7c0000011000 r-xp 00001000 08:01 14 /lib/libz.so");
+        state
+            .update_process(1, std::slice::from_ref(&libc), &mut source, &mut maps)
+            .unwrap();
+        state
+            .update_process(2, &[libm], &mut source, &mut maps)
+            .unwrap();
+        // No room and every table in use: frame pointers, counted.
+        state
+            .update_process(3, std::slice::from_ref(&libz), &mut source, &mut maps)
+            .unwrap();
+        assert_eq!(maps.mappings_of(3)[0].table, TABLE_FRAME_POINTER);
+        assert_eq!(state.stats().tables_no_room, 1);
+        // Once libc is unused for the grace period it is evicted for libz.
+        state.remove_process(1, &mut maps).unwrap();
+        std::thread::sleep(FREE_GRACE);
+        state
+            .update_process(3, &[libz], &mut source, &mut maps)
+            .unwrap();
+        let z = maps.mappings_of(3)[0];
+        assert_ne!(z.table, TABLE_FRAME_POINTER);
+        assert_eq!(maps.rows_of(z.table).len(), "/lib/libz.so".len());
+        assert_eq!(state.stats().tables, 2);
+    }
+
+    #[test]
+    fn failed_writes_leave_the_previous_mappings() {
+        let mut state = UnwindState::new(100, 100, 10);
+        let mut maps = FakeMaps::default();
+        let mut source = FakeSource::default();
+        let anon = entry("7d0000000000-7d0000001000 r-xp 00000000 00:00 0 ");
+        state
+            .update_process(1, &[anon], &mut source, &mut maps)
+            .unwrap();
+        let before = maps.procs[&1];
+        maps.fail_rows = true;
+        let libc = entry("7f0000001000-7f0000011000 r-xp 00001000 08:01 11 /lib/libc.so");
+        assert!(state
+            .update_process(1, &[libc], &mut source, &mut maps)
+            .is_err());
+        assert_eq!(maps.procs[&1], before);
+        assert_eq!(state.stats().tables, 0);
+        let mut tiny = UnwindState::new(100, 1, 10);
+        let two = [
+            entry("7d0000000000-7d0000001000 r-xp 00000000 00:00 0 "),
+            entry("7d0000002000-7d0000003000 r-xp 00000000 00:00 0 "),
+        ];
+        assert!(matches!(
+            tiny.update_process(1, &two, &mut source, &mut FakeMaps::default()),
+            Err(UnwindMapError::MappingsFull(2))
+        ));
+    }
+}
