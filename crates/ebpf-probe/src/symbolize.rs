@@ -451,6 +451,21 @@ impl Symbolizer {
         }
     }
 
+    /// The frames of one collected sample: kernel then user frames, leaf first, and when the
+    /// in-kernel walk of the user stack stopped early, one last (outermost) frame naming why
+    /// (`[truncated: no unwind info]`), so an incomplete stack never looks complete.
+    pub fn symbolize_sample(&mut self, sample: &crate::probe::StackSample) -> Vec<Frame> {
+        let mut frames = self.symbolize(sample.pid, &sample.user, &sample.kernel);
+        if let Some(marker) = sample.user_end.and_then(crate::probe::WalkEnd::marker) {
+            frames.push(Frame {
+                address: 0,
+                name: Some(marker.to_string()),
+                mapping: None,
+            });
+        }
+        frames
+    }
+
     /// Kernel frames then user frames, leaf first, as pprof wants them.
     pub fn symbolize(&mut self, pid: u32, user: &[u64], kernel: &[u64]) -> Vec<Frame> {
         let mut frames = self.symbolize_kernel(kernel);

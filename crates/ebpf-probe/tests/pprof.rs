@@ -286,3 +286,37 @@ fn empty_stacks_are_kept_as_unknown() {
         6 * 10_000_000
     );
 }
+
+/// A user stack whose in-kernel walk stopped early ends with a marker frame naming the reason
+/// (outermost, after the frames it has); a complete walk and the frame-pointer path add none.
+#[test]
+fn incomplete_walks_end_with_a_marker_frame() {
+    use ebpf_probe::probe::{StackSample, WalkEnd};
+    use ebpf_probe::symbolize::{Symbolizer, SymbolizerConfig, SymbolizerMetrics};
+    let mut sym = Symbolizer::new(SymbolizerConfig::default(), SymbolizerMetrics::default());
+    let pid = std::process::id();
+    let here = incomplete_walks_end_with_a_marker_frame as usize as u64;
+    let sample = |end| StackSample {
+        pid,
+        user: vec![here, here],
+        kernel: Vec::new(),
+        count: 1,
+        user_end: end,
+    };
+    for end in WalkEnd::ALL {
+        let frames = sym.symbolize_sample(&sample(Some(end)));
+        match end.marker() {
+            None => assert_eq!(frames.len(), 2, "{end:?}"),
+            Some(marker) => {
+                assert_eq!(frames.len(), 3, "{end:?}");
+                assert_eq!(frames[2].display_name(), marker);
+                assert_ne!(frames[0].display_name(), marker);
+            }
+        }
+    }
+    assert_eq!(sym.symbolize_sample(&sample(None)).len(), 2);
+    assert_eq!(
+        sym.symbolize_sample(&sample(Some(WalkEnd::NoInfo)))[2].display_name(),
+        "[truncated: no unwind info]"
+    );
+}

@@ -209,7 +209,7 @@ async fn record(args: &ProfileArgs, filter: Filter) -> anyhow::Result<Profile> {
         if done || now >= next_collect {
             let c = session.collect(&mut probe, &mut policy, |policy, _, s, _| {
                 total += s.count;
-                let frames = policy.symbolizer.symbolize(s.pid, &s.user, &s.kernel);
+                let frames = policy.symbolizer.symbolize_sample(s);
                 builder.add_stack(&frames, s.count);
             })?;
             lost += c.collection.lost.samples();

@@ -24,12 +24,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ebpf_probe::cgroup::{ContainerIdCache, ContainerIdCacheMetrics};
 use ebpf_probe::pprof::{encode_gzip, ProfileBuilder};
+use ebpf_probe::probe::WalkEnd;
 use ebpf_probe::probe::{Collection, Probe, ProbeConfig, ProbeError, SampleSource};
 use ebpf_probe::session::{Owner, Session};
 use ebpf_probe::symbolize::{Symbolizer, SymbolizerConfig, SymbolizerMetrics, SymbolizerStats};
 use flow_runtime::util::{error_chain, lock};
 use flow_runtime::{CancellationToken, Component, Health, Options};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use river_parser::{Number, Value};
 use tracing::{debug, error, info, warn};
 
@@ -87,6 +90,97 @@ struct Metrics {
     samples: Counter,
     lost_samples: Counter,
     profiles: Counter,
+    unwind: UnwindMetrics,
+}
+
+/// `pyroscope_ebpf_unwind_*`: how the in-kernel table walks of user stacks ended, and what the
+/// kernel holds for them.
+#[derive(Debug, Clone, Default)]
+struct UnwindMetrics {
+    walks: Family<Vec<(String, String)>, Counter>,
+    frame_pointer_walks: Counter,
+    stack_collisions: Counter,
+    stack_map_full: Counter,
+    reread_requests: Counter,
+    processes: Gauge,
+    tables: Gauge,
+    rows: Gauge,
+    mappings_frame_pointer: Gauge,
+}
+
+impl UnwindMetrics {
+    fn register(&self, r: &mut prometheus_client::registry::Registry) {
+        r.register(
+            "pyroscope_ebpf_unwind_walks",
+            "User stacks walked in the kernel with unwind tables, by how the walk ended (reason)",
+            self.walks.clone(),
+        );
+        r.register(
+            "pyroscope_ebpf_unwind_frame_pointer_walks",
+            "Table walks that took at least one frame-pointer step (code without unwind tables)",
+            self.frame_pointer_walks.clone(),
+        );
+        r.register(
+            "pyroscope_ebpf_unwind_stack_collisions",
+            "Walked user stacks whose hash was taken by another stack (sent whole instead)",
+            self.stack_collisions.clone(),
+        );
+        r.register(
+            "pyroscope_ebpf_unwind_stack_map_full",
+            "Walked user stacks that did not fit in the stack store (sent whole instead)",
+            self.stack_map_full.clone(),
+        );
+        r.register(
+            "pyroscope_ebpf_unwind_reread_requests",
+            "Requests from the kernel to re-read a process's mappings (a pc outside all of them)",
+            self.reread_requests.clone(),
+        );
+        r.register(
+            "pyroscope_ebpf_unwind_processes",
+            "Processes whose mappings the kernel walks with unwind tables",
+            self.processes.clone(),
+        );
+        r.register(
+            "pyroscope_ebpf_unwind_tables",
+            "Unwind tables (one per executable file) loaded in the kernel",
+            self.tables.clone(),
+        );
+        r.register(
+            "pyroscope_ebpf_unwind_rows",
+            "Unwind table rows in use in the kernel (8 bytes each)",
+            self.rows.clone(),
+        );
+        r.register(
+            "pyroscope_ebpf_unwind_mappings_frame_pointer",
+            "Executable mappings walked with frame pointers (no file, no unwind tables, no room)",
+            self.mappings_frame_pointer.clone(),
+        );
+    }
+
+    fn observe(&self, c: &ebpf_probe::probe::Collection) {
+        for end in WalkEnd::ALL {
+            let n = c.unwind.ended(end);
+            if n > 0 {
+                self.walks
+                    .get_or_create(&vec![("reason".to_string(), end.name().to_string())])
+                    .inc_by(n);
+            }
+        }
+        self.frame_pointer_walks.inc_by(c.unwind.frame_pointer_used);
+        self.stack_collisions.inc_by(c.unwind.ustack_collisions);
+        self.stack_map_full.inc_by(c.unwind.ustack_full);
+        self.reread_requests.inc_by(c.unwind.reread_requests);
+        let gauge = |g: &Gauge, v: u64| {
+            g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        };
+        gauge(&self.processes, c.unwind_maps.processes);
+        gauge(&self.tables, c.unwind_maps.tables);
+        gauge(&self.rows, c.unwind_maps.rows_used);
+        gauge(
+            &self.mappings_frame_pointer,
+            c.unwind_maps.mappings_frame_pointer,
+        );
+    }
 }
 
 impl Metrics {
@@ -106,6 +200,7 @@ impl Metrics {
             "Profiles sent to the receivers in forward_to",
             self.profiles.clone(),
         );
+        self.unwind.register(r);
     }
 }
 
@@ -126,6 +221,9 @@ struct Status {
     container_ids_cached: usize,
     last_collect: Option<SystemTime>,
     last_error: Option<String>,
+    /// Table walks of the last interval by how they ended, and the kernel's table state.
+    unwind: ebpf_probe::probe::UnwindCounters,
+    unwind_maps: ebpf_probe::probe::UnwindMapStats,
     /// The last intervals' profiles per target, for the UI (bounded, see [`recent`]).
     recent: Arc<Mutex<recent::Recent>>,
 }
@@ -304,6 +402,29 @@ impl Component for Ebpf {
             "last_error".into(),
             s.last_error.map_or(Value::Null, Value::String),
         );
+        let mut walks = BTreeMap::new();
+        for end in WalkEnd::ALL {
+            walks.insert(end.name().to_string(), n(s.unwind.ended(end)));
+        }
+        let mut unwind = BTreeMap::new();
+        unwind.insert("walks_last_interval".into(), Value::Object(walks));
+        unwind.insert(
+            "frame_pointer_walks_last_interval".into(),
+            n(s.unwind.frame_pointer_used),
+        );
+        unwind.insert("processes".into(), n(s.unwind_maps.processes));
+        unwind.insert("tables".into(), n(s.unwind_maps.tables));
+        unwind.insert("rows".into(), n(s.unwind_maps.rows_used));
+        unwind.insert(
+            "mappings_with_table".into(),
+            n(s.unwind_maps.mappings_with_table),
+        );
+        unwind.insert(
+            "mappings_frame_pointer".into(),
+            n(s.unwind_maps.mappings_frame_pointer),
+        );
+        unwind.insert("table_errors".into(), n(s.unwind_maps.table_errors));
+        o.insert("unwind".into(), Value::Object(unwind));
         Some(Value::Object(o))
     }
 }
@@ -534,7 +655,7 @@ impl Worker {
                 .collect(source, &mut self.policy, |policy, collection, s, owner| {
                     let times =
                         *interval.get_or_insert_with(|| TimeRange::new(last_collect, collection));
-                    let frames = policy.symbolizer.symbolize(s.pid, &s.user, &s.kernel);
+                    let frames = policy.symbolizer.symbolize_sample(s);
                     builders
                         .entry(Slot::of(&owner))
                         .or_insert_with(|| {
@@ -562,6 +683,7 @@ impl Worker {
         let lost = collected.collection.lost.total();
         self.metrics.samples.inc_by(total);
         self.metrics.lost_samples.inc_by(lost);
+        self.metrics.unwind.observe(&collected.collection);
 
         let matched = builders.len();
         let mut sent = 0u64;
@@ -598,6 +720,8 @@ impl Worker {
         st.symbolizer = self.policy.symbolizer.stats();
         st.container_ids_cached = self.policy.cgroups.len();
         st.last_collect = Some(now);
+        st.unwind = collected.collection.unwind;
+        st.unwind_maps = collected.collection.unwind_maps;
         debug!(
             samples = total,
             lost,
