@@ -97,12 +97,43 @@ where
     }
 }
 
+/// The name of the vDSO's mapping in `/proc/PID/maps`.
+pub const VDSO: &str = "[vdso]";
+
+/// The vDSO is at most a few pages; anything larger is not read.
+const MAX_VDSO_BYTES: u64 = 1 << 20;
+
+/// The table of the vDSO mapped at `entry` in the process at `proc`, from its own `.eh_frame`
+/// read out of the process's memory (`Ok(None)`: no usable CFI, frame pointers).
+fn vdso_table(proc: &std::path::Path, entry: &MapEntry) -> Result<Option<FileTable>, String> {
+    use std::os::unix::fs::FileExt;
+    let len = entry.end.saturating_sub(entry.start);
+    if len == 0 || len > MAX_VDSO_BYTES {
+        return Ok(None);
+    }
+    let mem = std::fs::File::open(proc.join("mem")).map_err(|e| format!("vdso: {e}"))?;
+    let mut bytes = vec![0u8; len as usize];
+    mem.read_exact_at(&mut bytes, entry.start)
+        .map_err(|e| format!("vdso: reading {len} bytes: {e}"))?;
+    let table = crate::unwind::table::build_from_bytes(&bytes).map_err(|e| format!("vdso: {e}"))?;
+    if table.stats.source == crate::unwind::table::TableSource::FramePointer {
+        return Ok(None);
+    }
+    Ok(Some(FileTable {
+        rows: table.rows.into(),
+        segments: load_segments(&bytes).map_err(|e| format!("vdso: {e}"))?,
+    }))
+}
+
 impl<F> TableProvider for FileTables<F>
 where
     F: FnMut(&std::path::Path) -> Result<Option<Vec<UnwindRow>>, String> + Send,
 {
     fn table(&mut self, pid: u32, entry: &MapEntry) -> Result<Option<FileTable>, String> {
         let proc = self.proc_root.join(pid.to_string());
+        if entry.path == VDSO {
+            return vdso_table(&proc, entry);
+        }
         let mapped = proc.join(format!("map_files/{:x}-{:x}", entry.start, entry.end));
         let path = if mapped.exists() {
             mapped
@@ -385,7 +416,9 @@ impl UnwindState {
                 table: TABLE_FRAME_POINTER,
                 pad: 0,
             };
-            if entry.is_file() {
+            // The vDSO has no file but carries its own `.eh_frame`: its table is built from
+            // memory (see `FileTables`) and shared like a file's (one image per kernel).
+            if entry.is_file() || entry.path == VDSO {
                 let key = FileKey::of(entry);
                 if let Some((id, bias)) = self.table_for(pid, entry, &key, source, maps, now)? {
                     mapping.table = id;
@@ -651,6 +684,44 @@ mod tests {
         );
         let mut none = FileTables::new(|_: &std::path::Path| Ok(None));
         assert_eq!(none.table(std::process::id(), &text).unwrap(), None);
+    }
+
+    #[test]
+    fn the_vdso_is_unwound_with_its_own_eh_frame() {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let Some(vdso) = crate::symbolize::procmaps::parse_maps(&maps)
+            .into_iter()
+            .find(|e| e.path == VDSO)
+        else {
+            panic!("this process has no [vdso] mapping");
+        };
+        // The file closure is never asked for the vDSO: it has no file.
+        let mut tables = FileTables::new(|p: &std::path::Path| -> Result<_, String> {
+            panic!("asked to open {p:?} for the vdso")
+        });
+        let table = tables
+            .table(std::process::id(), &vdso)
+            .unwrap()
+            .expect("the x86-64 vDSO has .eh_frame");
+        assert!(table.rows.len() > 4, "{} rows", table.rows.len());
+        assert!(table.rows.windows(2).all(|w| w[0].pc < w[1].pc));
+        // A vDSO function's entry: the return address is at rsp, CFA = rsp + 8.
+        let bias = load_bias(&vdso, &table.segments).expect("bias");
+        assert_eq!(bias, vdso.start, "the vDSO is linked at 0");
+        assert!(table
+            .rows
+            .iter()
+            .any(|r| r.kind == crate::unwind::abi::UNW_CFA_RSP && r.cfa_offset == 8));
+        // The state shares it like a file's table instead of using frame pointers.
+        let mut state = UnwindState::new(100_000, 100, 10);
+        let mut fake = FakeMaps::default();
+        state
+            .update_process(std::process::id(), &[vdso.clone()], &mut tables, &mut fake)
+            .unwrap();
+        let m = fake.mappings_of(std::process::id());
+        assert_eq!(m.len(), 1);
+        assert_ne!(m[0].table, TABLE_FRAME_POINTER);
+        assert_eq!(fake.rows_of(m[0].table).len(), table.rows.len());
     }
 
     #[derive(Default)]
