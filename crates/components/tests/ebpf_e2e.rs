@@ -274,6 +274,21 @@ fn docker_example_profiles_a_scratch_container_end_to_end() {
             .await
             .expect("component");
         assert_eq!(info.health.state, HealthState::Healthy, "{:?}", info.health);
+        // The workload is walked with its own .eh_frame table in the kernel (Linux >= 5.17).
+        let unwind = match &info.debug_info {
+            Some(river_parser::Value::Object(d)) => d.get("unwind").cloned(),
+            _ => None,
+        };
+        let count = |key: &str| match &unwind {
+            Some(river_parser::Value::Object(u)) => match u.get(key) {
+                Some(river_parser::Value::Number(river_parser::Number::Uint(n))) => *n,
+                other => panic!("debug info unwind.{key}: {other:?}"),
+            },
+            other => panic!("no unwind section in the debug info: {other:?}"),
+        };
+        assert!(count("processes") >= 1, "{unwind:?}");
+        assert!(count("tables") >= 1, "{unwind:?}");
+        assert!(count("rows") > 100, "{unwind:?}");
         runtime.shutdown().await;
     });
 
