@@ -31,15 +31,21 @@
 //!
 //! # Example
 //!
-//! ```ignore
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use flow_runtime::{CancellationToken, Component, Options, Registry};
+//! use river_parser::{Number, Validate, Value};
+//!
 //! #[derive(serde::Deserialize, PartialEq)]
 //! struct Args { value: i64 }
-//! struct Double { opts: Options, args: std::sync::Mutex<Args> }
+//! impl Validate for Args {} // no rules beyond the serde shape
+//!
+//! struct Double { opts: Options, args: Mutex<Args> }
 //! impl Component for Double {
 //!     type Arguments = Args;
 //!     fn build(opts: Options, args: Args) -> anyhow::Result<Self> {
 //!         opts.exports.publish_fields([("output", Value::Number(Number::Int(args.value * 2)))]);
-//!         Ok(Double { opts, args: std::sync::Mutex::new(args) })
+//!         Ok(Double { opts, args: Mutex::new(args) })
 //!     }
 //!     async fn run(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
 //!         cancel.cancelled().await;
@@ -47,11 +53,13 @@
 //!     }
 //!     fn update(&self, args: Args) -> anyhow::Result<()> {
 //!         self.opts.exports.publish_fields([("output", Value::Number(Number::Int(args.value * 2)))]);
-//!         *self.args.lock().unwrap() = args;
+//!         *flow_runtime::util::lock(&self.args) = args;
 //!         Ok(())
 //!     }
 //! }
-//! // in components::registry(): registry.register::<Double>("test.double");
+//! // in components::registry():
+//! let mut registry = Registry::new();
+//! registry.register::<Double>("test.double");
 //! ```
 
 use crate::util::lock;

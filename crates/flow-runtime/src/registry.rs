@@ -1,7 +1,7 @@
 //! The component registry: component names mapped to their type-erased builders. The components
 //! crate has one `registry()` listing every real component:
 //!
-//! ```ignore
+//! ```text
 //! pub fn registry() -> flow_runtime::Registry {
 //!     let mut r = flow_runtime::Registry::new();
 //!     r.register::<discovery::relabel::Relabel>("discovery.relabel");
