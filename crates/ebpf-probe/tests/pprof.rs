@@ -295,7 +295,7 @@ fn incomplete_walks_end_with_a_marker_frame() {
     use ebpf_probe::symbolize::{Symbolizer, SymbolizerConfig, SymbolizerMetrics};
     let mut sym = Symbolizer::new(SymbolizerConfig::default(), SymbolizerMetrics::default());
     let pid = std::process::id();
-    let here = incomplete_walks_end_with_a_marker_frame as usize as u64;
+    let here = incomplete_walks_end_with_a_marker_frame as *const () as usize as u64;
     let sample = |end| StackSample {
         pid,
         user: vec![here, here],

@@ -716,7 +716,12 @@ mod tests {
         let mut state = UnwindState::new(100_000, 100, 10);
         let mut fake = FakeMaps::default();
         state
-            .update_process(std::process::id(), &[vdso.clone()], &mut tables, &mut fake)
+            .update_process(
+                std::process::id(),
+                std::slice::from_ref(&vdso),
+                &mut tables,
+                &mut fake,
+            )
             .unwrap();
         let m = fake.mappings_of(std::process::id());
         assert_eq!(m.len(), 1);
