@@ -64,24 +64,25 @@ while time.monotonic() < end:
     for _ in $(seq 50); do [ -s "$WORK/busy.pid" ] && break; sleep 0.1; done
 }
 
-# run_time_ns run_cnt of the perf_event programs owned by pid $1 (empty when none).
+# run_time_ns run_cnt of the perf_event programs pid $1 holds (the prog_id of its BPF file
+# descriptors, from /proc/PID/fdinfo; this bpftool does not list owners). Empty when none.
 prog_stats() {
+    local ids
+    ids=$(grep -hs '^prog_id:' /proc/"$1"/fdinfo/* 2>/dev/null | awk '{print $2}' | sort -u | tr '\n' ' ')
+    [ -n "$ids" ] || return 0
     bpftool prog show -j 2>/dev/null | "$PY" -c '
 import json, sys
-want = int(sys.argv[1])
+ids = {int(i) for i in sys.argv[1].split()}
 t = c = 0
 found = False
 for p in json.load(sys.stdin):
-    if p.get("type") != "perf_event":
-        continue
-    if not any(o.get("pid") == want for o in p.get("pids", [])):
-        continue
-    found = True
-    t += p.get("run_time_ns", 0)
-    c += p.get("run_cnt", 0)
+    if p.get("type") == "perf_event" and p.get("id") in ids:
+        found = True
+        t += p.get("run_time_ns", 0)
+        c += p.get("run_cnt", 0)
 if found:
     print(t, c)
-' "$1"
+' "$ids"
 }
 
 echo "== load average before: $(cut -d" " -f1-3 /proc/loadavg); $(nproc) CPUs"

@@ -100,10 +100,8 @@ fn fixture_test(spec: &Spec, src: &str, extra: &[&str]) -> Run {
     run
 }
 
-#[test]
-#[ignore = "needs root and eBPF, perf"]
-fn unwind_qsort_callback_through_libc() {
-    let spec = Spec {
+fn qsort_spec() -> Spec {
+    Spec {
         name: "unwind_qsort",
         chains: vec![vec![
             "main",
@@ -137,7 +135,13 @@ fn unwind_qsort_callback_through_libc() {
             },
         ],
         exact_depth: None,
-    };
+    }
+}
+
+#[test]
+#[ignore = "needs root and eBPF, perf"]
+fn unwind_qsort_callback_through_libc() {
+    let spec = qsort_spec();
     let run = fixture_test(&spec, "qsort.c", &[]);
     // The oracle itself must see the chain, or the comparison means nothing.
     let perf_failures = unwind::failures(&run.perf, &spec);
@@ -468,4 +472,76 @@ fn unwind_debian_xz() {
         .stdout(Stdio::null());
     let run = stock_test(&spec, cmd, false);
     assert_rill(&spec, &run);
+}
+
+/// The judge itself, without root: a correct perf-script stack passes, a stack cut short, one
+/// with a function under the wrong caller and one whose callback sits on the wrong function
+/// under the library run are each caught.
+#[test]
+fn unwind_judge_catches_bad_stacks() {
+    let text = "\
+1 \n\
+\t 128e key_hash (/tmp/x/unwind_qsort)\n\
+\t 12b2 compare_keys (/tmp/x/unwind_qsort)\n\
+\t 3fd35 msort_with_tmp.part.0 (/usr/lib/x86_64-linux-gnu/libc.so.6)\n\
+\t 3fd35 __GI___qsort_r (/usr/lib/x86_64-linux-gnu/libc.so.6)\n\
+\t 131b sort_inner (/tmp/x/unwind_qsort)\n\
+\t 1348 sort_outer (/tmp/x/unwind_qsort)\n\
+\t 113b main (/tmp/x/unwind_qsort)\n\
+\t 27249 __libc_start_call_main (/usr/lib/x86_64-linux-gnu/libc.so.6)\n\
+\t 27304 __libc_start_main@@GLIBC_2.34 (/usr/lib/x86_64-linux-gnu/libc.so.6)\n\
+\t ffffffff81000000 asm_sysvec_apic_timer_interrupt ([kernel.kallsyms])\n\
+\t 11a0 _start (/tmp/x/unwind_qsort)\n\
+\n\
+1 \n\
+\t 128e key_hash (/tmp/x/unwind_qsort)\n\
+\t 12b2 compare_keys (/tmp/x/unwind_qsort)\n\
+\t 3fd35 [unknown] (/usr/lib/x86_64-linux-gnu/libc.so.6)\n\
+\n\
+1 \n\
+\t 128e key_hash (/tmp/x/unwind_qsort)\n\
+\t 1348 sort_outer (/tmp/x/unwind_qsort)\n\
+\t 113b main (/tmp/x/unwind_qsort)\n\
+\t 11a0 _start (/tmp/x/unwind_qsort)\n\
+\n\
+1 \n\
+\t 12b2 compare_keys (/tmp/x/unwind_qsort)\n\
+\t 3fd35 __GI___qsort_r (/usr/lib/x86_64-linux-gnu/libc.so.6)\n\
+\t 1348 sort_outer (/tmp/x/unwind_qsort)\n\
+\t 113b main (/tmp/x/unwind_qsort)\n\
+\t 11a0 _start (/tmp/x/unwind_qsort)\n";
+    let stacks = unwind::parse_perf_script(text, "unwind_qsort");
+    assert_eq!(stacks.len(), 4);
+    let names: Vec<&str> = stacks[0].frames.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "_start",
+            "__libc_start_main",
+            "__libc_start_call_main",
+            "main",
+            "sort_outer",
+            "sort_inner",
+            "__GI___qsort_r",
+            "msort_with_tmp",
+            "compare_keys",
+            "key_hash"
+        ]
+    );
+    assert_eq!(stacks[1].frames[0].name, "libc.so.6+0x3fd35");
+    let spec = qsort_spec();
+    let one = unwind::judge(&stacks[..1], &spec);
+    assert_eq!(unwind::failures(&one, &spec), ["only 1 samples"]);
+    let all = unwind::judge(&stacks, &spec);
+    assert_eq!((all.samples, all.bottom, all.wrong), (4, 3, 2), "{all:?}");
+    assert_eq!(all.chain, vec![(3, 1)]);
+    assert_eq!(
+        all.wrong_examples,
+        [
+            "key_hash <- sort_outer",
+            "compare_keys <- __GI___qsort_r <- ... <- sort_outer"
+        ]
+    );
+    let f = unwind::failures(&all, &spec);
+    assert_eq!(f.len(), 4, "{f:?}");
 }

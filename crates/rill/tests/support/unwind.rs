@@ -234,7 +234,7 @@ pub fn parse_perf_script(text: &str, exe: &str) -> Vec<Stack> {
     let mut stacks = Vec::new();
     let mut leaf_first: Vec<Frame> = Vec::new();
     let mut in_sample = false;
-    let mut flush = |frames: &mut Vec<Frame>, stacks: &mut Vec<Stack>| {
+    let flush = |frames: &mut Vec<Frame>, stacks: &mut Vec<Stack>| {
         frames.reverse();
         stacks.push(Stack {
             frames: std::mem::take(frames),
