@@ -52,16 +52,28 @@ fn record(spec: &Spec, w: &Workload, dir: &Path) -> Run {
     let rill = unwind::judge(&rill_stacks, spec);
     let perf = unwind::judge(&perf_stacks, spec);
     let out = unwind::output_dir();
-    unwind::save_folded(&rill_stacks, &out.join(format!("{}.rill.folded", spec.name)));
-    unwind::save_folded(&perf_stacks, &out.join(format!("{}.perf.folded", spec.name)));
+    unwind::save_folded(
+        &rill_stacks,
+        &out.join(format!("{}.rill.folded", spec.name)),
+    );
+    unwind::save_folded(
+        &perf_stacks,
+        &out.join(format!("{}.perf.folded", spec.name)),
+    );
     let _ = std::fs::remove_file(&data);
     println!("{}", rill.line("rill", spec));
     println!("{}", perf.line("perf", spec));
     if !rill.wrong_examples.is_empty() {
-        println!("UNWIND {} rill wrong callers: {:?}", spec.name, rill.wrong_examples);
+        println!(
+            "UNWIND {} rill wrong callers: {:?}",
+            spec.name, rill.wrong_examples
+        );
     }
     if !perf.wrong_examples.is_empty() {
-        println!("UNWIND {} perf wrong callers: {:?}", spec.name, perf.wrong_examples);
+        println!(
+            "UNWIND {} perf wrong callers: {:?}",
+            spec.name, perf.wrong_examples
+        );
     }
     if stderr.contains("lost") {
         println!("UNWIND {} rill: {}", spec.name, stderr.trim());
@@ -145,11 +157,14 @@ fn unwind_qsort_callback_through_libc() {
     let run = fixture_test(&spec, "qsort.c", &[]);
     // The oracle itself must see the chain, or the comparison means nothing.
     let perf_failures = unwind::failures(&run.perf, &spec);
-    assert!(
-        perf_failures.is_empty(),
-        "perf's stacks: {perf_failures:?}"
-    );
-    let names = ["main", "sort_outer", "sort_inner", "compare_keys", "key_hash"];
+    assert!(perf_failures.is_empty(), "perf's stacks: {perf_failures:?}");
+    let names = [
+        "main",
+        "sort_outer",
+        "sort_inner",
+        "compare_keys",
+        "key_hash",
+    ];
     let r = unwind::inclusive(&run.rill_stacks, &names);
     let p = unwind::inclusive(&run.perf_stacks, &names);
     let mut far = Vec::new();
@@ -298,9 +313,11 @@ fn unwind_cxx_exceptions() {
         min_leaf_share: 5.0,
         rules: vec![
             MAIN,
+            // `run_exceptions` over itself: samples while libgcc installs the catch context
+            // (the landing pad lives in `run_exceptions.cold`); perf shows them too.
             Rule {
                 callee: "run_exceptions",
-                callers: &["main"],
+                callers: &["main", "run_exceptions"],
                 through: &[],
             },
             Rule {
@@ -480,7 +497,7 @@ fn unwind_debian_xz() {
 #[test]
 fn unwind_judge_catches_bad_stacks() {
     let text = "\
-1 \n\
+\x20 123 \n\
 \t 128e key_hash (/tmp/x/unwind_qsort)\n\
 \t 12b2 compare_keys (/tmp/x/unwind_qsort)\n\
 \t 3fd35 msort_with_tmp.part.0 (/usr/lib/x86_64-linux-gnu/libc.so.6)\n\
@@ -502,6 +519,7 @@ fn unwind_judge_catches_bad_stacks() {
 \t 128e key_hash (/tmp/x/unwind_qsort)\n\
 \t 1348 sort_outer (/tmp/x/unwind_qsort)\n\
 \t 113b main (/tmp/x/unwind_qsort)\n\
+\t 27249 __libc_start_call_main (/usr/lib/x86_64-linux-gnu/libc.so.6)\n\
 \t 11a0 _start (/tmp/x/unwind_qsort)\n\
 \n\
 1 \n\
@@ -509,6 +527,7 @@ fn unwind_judge_catches_bad_stacks() {
 \t 3fd35 __GI___qsort_r (/usr/lib/x86_64-linux-gnu/libc.so.6)\n\
 \t 1348 sort_outer (/tmp/x/unwind_qsort)\n\
 \t 113b main (/tmp/x/unwind_qsort)\n\
+\t 27249 __libc_start_call_main (/usr/lib/x86_64-linux-gnu/libc.so.6)\n\
 \t 11a0 _start (/tmp/x/unwind_qsort)\n";
     let stacks = unwind::parse_perf_script(text, "unwind_qsort");
     assert_eq!(stacks.len(), 4);

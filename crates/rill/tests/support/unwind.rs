@@ -228,8 +228,8 @@ pub fn perf_stacks(perf: Child, data: &Path, exe: &str) -> Vec<Stack> {
     parse_perf_script(&String::from_utf8_lossy(&out.stdout), exe)
 }
 
-/// `perf script -F tid,ip,sym,dso`: a header line, then `ip sym (dso)` lines leaf first,
-/// then a blank line.
+/// `perf script -F tid,ip,sym,dso`: a header line, then tab-indented `ip sym (dso)` lines
+/// leaf first, then a blank line.
 pub fn parse_perf_script(text: &str, exe: &str) -> Vec<Stack> {
     let mut stacks = Vec::new();
     let mut leaf_first: Vec<Frame> = Vec::new();
@@ -249,7 +249,8 @@ pub fn parse_perf_script(text: &str, exe: &str) -> Vec<Stack> {
             in_sample = false;
             continue;
         }
-        if !line.starts_with(char::is_whitespace) {
+        // Frames start with a tab; the header (the tid, padded with spaces) does not.
+        if !line.starts_with('\t') {
             if in_sample {
                 flush(&mut leaf_first, &mut stacks);
             }
@@ -459,7 +460,10 @@ fn wrong_caller(frames: &[Frame], rules: &[Rule]) -> Option<String> {
             Some(g) if g.is_marker() => {}
             Some(g) => {
                 if !rule.through.iter().any(|p| matches(p, &g.name)) {
-                    return Some(format!("{} <- {} <- ... <- {}", f.name, caller.name, g.name));
+                    return Some(format!(
+                        "{} <- {} <- ... <- {}",
+                        f.name, caller.name, g.name
+                    ));
                 }
             }
             None => {
