@@ -4,6 +4,10 @@
 //! --call-graph dwarf` (`perf script` parsed), and judge the stacks: share reaching the bottom,
 //! the known chain in order, callers outside each function's allowed set, inclusive shares.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed step is a failed test, with its message"
+)]
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
