@@ -371,16 +371,19 @@ impl Probe {
     /// removed again and a [`ProbeEvent::PidExit`] is sent, so that no stale entry waits for a
     /// reused pid.
     pub fn set_pid_config(&mut self, pid: u32, config: PidConfig) -> Result<(), ProbeError> {
-        self.pid_config
-            .insert(pid, PidConfigValue::from(config), 0)
-            .map_err(|e| map_error(MAP_PID_CONFIG, e))?;
-        // A new process may reuse the pid of one that exited.
-        self.shared.drain().exits.remove(&pid);
+        // The mappings (and their tables) go to the kernel before the process is marked as
+        // profiled: its samples from then on are walked with tables, none of them with frame
+        // pointers in the window that building the tables takes.
         if config.profile && config.user && self.unwinder.as_ref().is_some_and(Unwinder::active) {
             self.refresh_unwind(pid);
         } else {
             self.forget_unwind(pid);
         }
+        self.pid_config
+            .insert(pid, PidConfigValue::from(config), 0)
+            .map_err(|e| map_error(MAP_PID_CONFIG, e))?;
+        // A new process may reuse the pid of one that exited.
+        self.shared.drain().exits.remove(&pid);
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             self.remove_pid(pid)?;
             let _ = self.shared.events.send(ProbeEvent::PidExit(pid));

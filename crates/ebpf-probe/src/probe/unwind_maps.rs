@@ -152,14 +152,29 @@ where
 
 /// The load bias of a mapping: the address of file vaddr 0 (`pc - bias` is the vaddr).
 pub fn load_bias(entry: &MapEntry, segments: &[(u64, u64, u64)]) -> Option<u64> {
-    let (offset, vaddr, _) = segments
+    // The segment this mapping was made for: the one whose file bytes overlap it most. A
+    // mapping starts at a page boundary, so its first page may also hold the tail of the
+    // previous segment (and its last page the head of the next): "the segment containing
+    // `entry.offset`" would then be the wrong one, off by the difference of their alignments.
+    let map_end = entry
+        .offset
+        .checked_add(entry.end.checked_sub(entry.start)?)?;
+    let overlap = |&(off, _, size): &(u64, u64, u64)| {
+        let seg_end = off.saturating_add(size.max(1));
+        seg_end.min(map_end).saturating_sub(off.max(entry.offset))
+    };
+    let segment = segments
         .iter()
-        .copied()
-        .find(|&(off, _, size)| off <= entry.offset && entry.offset < off + size.max(1))?;
-    // The mapping maps file offset `entry.offset` at `entry.start`; that offset is at vaddr
-    // `entry.offset - offset + vaddr`.
-    let mapped_vaddr = (entry.offset - offset).checked_add(vaddr)?;
-    entry.start.checked_sub(mapped_vaddr)
+        .filter(|s| overlap(s) > 0)
+        .max_by_key(|s| overlap(s))?;
+    let (offset, vaddr, _) = *segment;
+    // A byte at file offset `o` of that segment is at vaddr `vaddr + (o - offset)` and is mapped
+    // at `entry.start + (o - entry.offset)`; the difference does not depend on `o`.
+    entry
+        .start
+        .checked_sub(entry.offset)?
+        .checked_add(offset)?
+        .checked_sub(vaddr)
 }
 
 /// `(p_offset, p_vaddr, p_filesz)` of the `PT_LOAD` segments of an ELF64 image; `data` may be
@@ -618,6 +633,21 @@ mod tests {
 
     fn entry(line: &str) -> MapEntry {
         parse_maps_line(line).unwrap()
+    }
+
+    #[test]
+    fn load_bias_when_the_text_page_also_holds_the_previous_segment() {
+        // A Rust release binary as linked by rustc: the text segment's file offset and vaddr
+        // differ by 0x1000 and its first page starts inside the read-only segment.
+        let segments = [
+            (0x0, 0x0, 0x1704c),
+            (0x17050, 0x18050, 0x3fda0),
+            (0x56df0, 0x58df0, 0x2a60),
+        ];
+        let text = entry("55d000018000-55d000058000 r-xp 00017000 08:01 7 /usr/bin/x");
+        assert_eq!(load_bias(&text, &segments), Some(0x55d0_0000_0000));
+        let head = entry("55d000000000-55d000018000 r--p 00000000 08:01 7 /usr/bin/x");
+        assert_eq!(load_bias(&head, &segments), Some(0x55d0_0000_0000));
     }
 
     #[test]
