@@ -52,9 +52,19 @@ pub struct LoadSegment<'a> {
     /// `p_memsz`.
     pub memsz: u64,
     /// The bytes backed by the file (`p_filesz` of them).
+    /// `p_offset`: where the segment's bytes start in the file.
+    pub offset: u64,
     pub data: &'a [u8],
     /// `PF_X` is set.
     pub executable: bool,
+}
+
+impl LoadSegment<'_> {
+    /// The file offset of `vaddr`, if the segment's file bytes hold it.
+    pub fn file_offset_of(&self, vaddr: u64) -> Option<u64> {
+        let off = vaddr.checked_sub(self.vaddr)?;
+        (off < self.data.len() as u64).then(|| self.offset + off)
+    }
 }
 
 /// Everything `table` needs from one ELF image, borrowed from its bytes.
@@ -90,6 +100,7 @@ impl<'a> ElfCfi<'a> {
             let p_type = ph.p_type(endian);
             if p_type == PT_LOAD {
                 segments.push(LoadSegment {
+                    offset: ph.p_offset(endian),
                     vaddr: ph.p_vaddr(endian),
                     memsz: ph.p_memsz(endian),
                     data: ph.data(endian, data).unwrap_or(&[]),

@@ -136,10 +136,7 @@ pub fn build_from_eh_frame(data: &[u8], vaddr: u64) -> Result<UnwindTable, Unwin
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, UnwindError> {
-    std::fs::read(path).map_err(|source| UnwindError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    super::sparse::read_for_unwind(path)
 }
 
 /// One FDE: `[start, end)`, its rules at ascending pcs in `Builder::rules[rows]`.

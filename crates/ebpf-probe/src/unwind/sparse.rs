@@ -1,0 +1,197 @@
+//! Reading a large executable file for its unwind table without reading all of it: a buffer of
+//! the file's length that is zero except for what the table is built from (the ELF headers, the
+//! sections `cfi` reads, and the first bytes of each small FDE's code, where a signal trampoline
+//! is recognized). The buffer is allocated zeroed, so the pages never written stay untouched and
+//! cost no memory: a 100 MB binary costs its CFI, not 100 MB of resident memory.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use gimli::{CieOrFde, EhFrame, LittleEndian, UnwindSection};
+use object::elf::{FileHeader64, SHT_NOTE};
+use object::read::elf::{FileHeader, ProgramHeader, SectionHeader};
+use object::Endianness;
+
+use super::cfi::ElfCfi;
+use super::UnwindError;
+
+/// Files up to this size are simply read whole.
+pub(crate) const SPARSE_ABOVE: u64 = 8 << 20;
+
+/// The sections `ElfCfi::parse` reads the contents of (others are found by name only).
+const SECTIONS: [&str; 4] = [
+    ".eh_frame",
+    ".eh_frame_hdr",
+    ".debug_frame",
+    ".gnu_debuglink",
+];
+
+/// FDEs longer than this are not signal trampolines (`__restore_rt` is 9 bytes of code, 10
+/// after glibc's `nop`): their code is not read.
+const TRAMPOLINE_FDE_MAX: u64 = 64;
+
+/// Bytes read at the start of a small FDE's code.
+const CODE_PREFIX: u64 = 16;
+
+/// The file at `path` as the table builder reads it (see the module documentation).
+pub(crate) fn read_for_unwind(path: &Path) -> Result<Vec<u8>, UnwindError> {
+    read_sparse_above(path, SPARSE_ABOVE)
+}
+
+/// [`read_for_unwind`] with the size above which the file is read sparsely.
+fn read_sparse_above(path: &Path, above: u64) -> Result<Vec<u8>, UnwindError> {
+    let io = |source| UnwindError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    if len <= above {
+        return std::fs::read(path).map_err(io);
+    }
+    let mut image = vec![0u8; usize::try_from(len).map_err(|_| UnwindError::AddressTooLarge(len))?];
+    let fill = |image: &mut Vec<u8>, offset: u64, size: u64| -> Result<(), UnwindError> {
+        let end = offset.saturating_add(size).min(len);
+        if offset >= end {
+            return Ok(());
+        }
+        // Both ends are within the file's length, which is the buffer's.
+        let (start, end) = (offset as usize, end as usize);
+        file.read_exact_at(&mut image[start..end], offset)
+            .map_err(io)
+    };
+
+    // The ELF header, then the program and section header tables and the section names.
+    fill(&mut image, 0, 64)?;
+    let (endian, tables) = {
+        let header = FileHeader64::<Endianness>::parse(&image[..])?;
+        let endian = header.endian()?;
+        let phsize = u64::from(header.e_phentsize(endian)) * u64::from(header.e_phnum(endian));
+        let shsize = u64::from(header.e_shentsize(endian)) * u64::from(header.e_shnum(endian));
+        (
+            endian,
+            [
+                (header.e_phoff(endian), phsize),
+                (header.e_shoff(endian), shsize),
+            ],
+        )
+    };
+    for (offset, size) in tables {
+        fill(&mut image, offset, size)?;
+    }
+    let mut wanted = Vec::new();
+    {
+        let header = FileHeader64::<Endianness>::parse(&image[..])?;
+        if let Ok(sections) = header.sections(endian, &image[..]) {
+            let index = header.shstrndx(endian, &image[..]).unwrap_or(0);
+            let strtab = sections.section(object::SectionIndex(index as usize));
+            if let Ok(strtab) = strtab {
+                wanted.push((strtab.sh_offset(endian), strtab.sh_size(endian)));
+            }
+        }
+        // Section-less files (and the `.eh_frame_hdr` fallback): the segments that hold no code
+        // are small and hold the CFI.
+        for ph in header.program_headers(endian, &image[..])? {
+            if ph.p_type(endian) == object::elf::PT_LOAD
+                && ph.p_flags(endian) & object::elf::PF_X == 0
+                && header.e_shnum(endian) == 0
+            {
+                wanted.push((ph.p_offset(endian), ph.p_filesz(endian)));
+            }
+        }
+    }
+    for (offset, size) in wanted.drain(..) {
+        fill(&mut image, offset, size)?;
+    }
+    {
+        let header = FileHeader64::<Endianness>::parse(&image[..])?;
+        if let Ok(sections) = header.sections(endian, &image[..]) {
+            for section in sections.iter() {
+                let name = sections.section_name(endian, section).unwrap_or_default();
+                let is_note = section.sh_type(endian) == SHT_NOTE;
+                if is_note || SECTIONS.iter().any(|s| s.as_bytes() == name) {
+                    wanted.push((section.sh_offset(endian), section.sh_size(endian)));
+                }
+            }
+        }
+    }
+    for (offset, size) in wanted.drain(..) {
+        fill(&mut image, offset, size)?;
+    }
+
+    // The first bytes of each small FDE's code, for the signal-trampoline check.
+    let starts = small_fde_offsets(&image)?;
+    for offset in starts {
+        fill(&mut image, offset, CODE_PREFIX)?;
+    }
+    Ok(image)
+}
+
+/// File offsets of the code of FDEs no longer than [`TRAMPOLINE_FDE_MAX`].
+fn small_fde_offsets(image: &[u8]) -> Result<Vec<u64>, UnwindError> {
+    let cfi = ElfCfi::parse(image)?;
+    let Some(eh) = &cfi.eh_frame else {
+        return Ok(Vec::new());
+    };
+    let section = EhFrame::new(eh.data, LittleEndian);
+    let bases = eh.bases();
+    let mut entries = section.entries(&bases);
+    let mut out = Vec::new();
+    while let Ok(Some(entry)) = entries.next() {
+        let CieOrFde::Fde(partial) = entry else {
+            continue;
+        };
+        let Ok(fde) = partial.parse(EhFrame::cie_from_offset) else {
+            continue;
+        };
+        if fde.len() > TRAMPOLINE_FDE_MAX {
+            continue;
+        }
+        let vaddr = fde.initial_address();
+        if let Some(offset) = cfi.segments.iter().find_map(|s| s.file_offset_of(vaddr)) {
+            out.push(offset);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::unwind::cfi::DebugSearch;
+    use crate::unwind::table::build_from_data_at;
+
+    /// The table from the sparse image is the table from the whole file, for libc (a signal
+    /// trampoline, PLT rows) and for this test binary (large, Rust).
+    #[test]
+    fn sparse_reads_give_the_same_table() {
+        let me = std::env::current_exe().unwrap();
+        for path in [Path::new("/lib/x86_64-linux-gnu/libc.so.6"), me.as_path()] {
+            let whole = std::fs::read(path).unwrap();
+            let sparse = read_sparse_above(path, 0).unwrap();
+            assert_eq!(sparse.len(), whole.len());
+            let search = DebugSearch::none();
+            let a = build_from_data_at(&whole, path, &search).unwrap();
+            let b = build_from_data_at(&sparse, path, &search).unwrap();
+            assert!(a.rows.len() > 1000, "{path:?}: {} rows", a.rows.len());
+            assert_eq!(a.rows, b.rows, "{path:?}");
+            assert_eq!(a.stats.signal_frames, b.stats.signal_frames, "{path:?}");
+            // Most of the file was never read (left zero).
+            let read = sparse.iter().filter(|&&b| b != 0).count();
+            let nonzero = whole.iter().filter(|&&b| b != 0).count();
+            assert!(
+                read * 2 < nonzero,
+                "{path:?}: {read} of {nonzero} bytes read"
+            );
+        }
+        let libc = read_sparse_above(Path::new("/lib/x86_64-linux-gnu/libc.so.6"), 0).unwrap();
+        let table = build_from_data_at(
+            &libc,
+            Path::new("/lib/x86_64-linux-gnu/libc.so.6"),
+            &DebugSearch::none(),
+        )
+        .unwrap();
+        assert!(table.stats.signal_frames >= 1, "__restore_rt found");
+    }
+}
