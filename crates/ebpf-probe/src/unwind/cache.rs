@@ -109,10 +109,8 @@ impl UnwindCache {
                 return Ok(Arc::clone(table));
             }
         }
-        let data = std::fs::read(path).map_err(|source| UnwindError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        // Large files are read sparsely: the build ID note and the CFI, not the code.
+        let data = super::sparse::read_for_unwind(path)?;
         let build_id = object::File::parse(&*data)
             .ok()
             .and_then(|f| f.build_id().ok().flatten().map(<[u8]>::to_vec));
