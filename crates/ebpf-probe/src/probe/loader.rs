@@ -374,7 +374,9 @@ impl Probe {
         // The mappings (and their tables) go to the kernel before the process is marked as
         // profiled: its samples from then on are walked with tables, none of them with frame
         // pointers in the window that building the tables takes.
-        if config.profile && config.user && self.unwinder.as_ref().is_some_and(Unwinder::active) {
+        let unwind =
+            config.profile && config.user && self.unwinder.as_ref().is_some_and(Unwinder::active);
+        if unwind {
             self.refresh_unwind(pid);
         } else {
             self.forget_unwind(pid);
@@ -384,6 +386,12 @@ impl Probe {
             .map_err(|e| map_error(MAP_PID_CONFIG, e))?;
         // A new process may reuse the pid of one that exited.
         self.shared.drain().exits.remove(&pid);
+        if unwind {
+            // An exec between the read of the maps above and the insert was not reported (the
+            // kernel reports execs of known pids only): read them again now that the pid is
+            // known. The tables are cached by file, so this costs one read of the maps.
+            self.refresh_unwind(pid);
+        }
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             self.remove_pid(pid)?;
             let _ = self.shared.events.send(ProbeEvent::PidExit(pid));
