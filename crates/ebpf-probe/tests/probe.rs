@@ -146,19 +146,6 @@ fn spawn(busy: &Busy, seconds: f64, mode: &str, wait: bool) -> (Child, Option<Ch
     (child, stdin)
 }
 
-/// Waits (up to 10 s) until `pid` maps a file whose path contains `name`.
-fn wait_mapped(pid: u32, name: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::time::Instant::now() < deadline {
-        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-        if maps.contains(name) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    panic!("pid {pid} did not map {name} within 10 s");
-}
-
 fn load_probe() -> Probe {
     match Probe::load(ProbeConfig {
         sample_rate: RATE,
@@ -381,9 +368,6 @@ async fn kernel_stacks_of_a_syscall_heavy_program() {
     let (mut child, stdin) = spawn(&busy, CPU_SECONDS, "sys", true);
     let mut stdin = stdin.unwrap();
     let pid = child.id();
-    // Configure it once the dynamic loader has mapped libc: a library mapped after its maps
-    // were read is walked with tables only from the next collect on (docs/ebpf.md, Limits).
-    wait_mapped(pid, "/libc.so");
     probe
         .set_pid_config(
             pid,
