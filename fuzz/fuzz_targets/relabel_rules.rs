@@ -9,6 +9,11 @@ use std::collections::BTreeMap;
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 
+// relabel.rs takes its label-set type from its sibling module `target`.
+#[path = "../../crates/components/src/discovery/target.rs"]
+#[allow(dead_code, unused_imports)]
+mod target;
+
 #[path = "../../crates/components/src/discovery/relabel.rs"]
 #[allow(dead_code, unused_imports)]
 mod relabel;
