@@ -46,10 +46,4 @@ fi
 # Criterion benches are not test targets here: in test mode they reject libtest's
 # `--test-threads`, so plain `cargo test` (lib, bins, tests, doctests) is used, not
 # `--all-targets`; clippy --all-targets in .ci/run compiles the benches.
-# One probe test runs on its own: with three other whole-host probes loaded beside it (four test
-# threads) its table-walked syscall stacks stop after the libc wrapper; alone it passes. The
-# interaction is not explained yet (issue 14).
-isolated=callers_of_frameless_leaves_are_recovered
-cargo test --workspace --no-fail-fast -- --include-ignored --test-threads="${RILL_TEST_THREADS:-4}" \
-  --skip "$isolated"
-cargo test -p ebpf-probe --test probe -- --include-ignored --test-threads=1 --exact "$isolated"
+cargo test --workspace --no-fail-fast -- --include-ignored --test-threads="${RILL_TEST_THREADS:-4}"

@@ -855,7 +855,7 @@ async fn callers_of_frameless_leaves_are_recovered() {
         .sum();
     eprintln!(
         "syscall wrappers: {with_caller} of {total} kernel samples have `syscalls` as the wrapper's caller; stacks {:x?}",
-        in_kernel.iter().take(4).map(|s| &s.user).collect::<Vec<_>>()
+        in_kernel.iter().take(4).map(|s| (&s.user, s.user_end)).collect::<Vec<_>>()
     );
     assert!(with_caller * 10 >= total * 8, "{with_caller} of {total}");
 }

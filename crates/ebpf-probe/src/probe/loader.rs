@@ -27,8 +27,8 @@ use super::abi::{
 use super::sys::{self, BatchError};
 use super::unwind_abi::{UserStack, WalkEnd};
 use super::unwind_bpf::{
-    cfi_tables, Unwinder, MAP_UNWIND_MAPPINGS, MAP_UNWIND_PROCS, MAP_UNWIND_ROWS,
-    MAP_UNWIND_TABLES, MAP_USTACKS,
+    cfi_tables, lock, refresh_or_forget, spawn_rereads, Unwinder, UserStacks, MAP_UNWIND_MAPPINGS,
+    MAP_UNWIND_PROCS, MAP_UNWIND_ROWS, MAP_UNWIND_TABLES, MAP_USTACKS,
 };
 use super::unwind_maps::TableProvider;
 use super::{
@@ -62,6 +62,9 @@ const BATCH_SIZE: usize = 4096;
 struct Shared {
     ring: Mutex<Ring>,
     events: UnboundedSender<ProbeEvent>,
+    /// The re-read worker's queue: processes whose mappings the table walk needs re-read
+    /// (exec, unknown pc). `None` without the table walk.
+    rereads: Option<std::sync::mpsc::Sender<u32>>,
 }
 
 /// The ring buffer and what was read from it, behind one lock.
@@ -69,8 +72,6 @@ struct Ring {
     buffer: RingBuf<MapData>,
     /// Samples that arrived whole through the ring buffer (stack-map collisions), aggregated.
     raw: StackCounts,
-    /// Processes whose mappings the table walk needs re-read (exec, unknown pc).
-    rereads: HashSet<u32>,
     /// Processes that exited: the table walk forgets them after the next collect.
     exits: HashSet<u32>,
 }
@@ -81,19 +82,18 @@ impl Shared {
     fn drain(&self) -> MutexGuard<'_, Ring> {
         // A panic elsewhere cannot leave the ring half-updated: take it even if poisoned.
         let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
-        let Ring {
-            buffer,
-            raw,
-            rereads,
-            exits,
-        } = &mut *ring;
+        let Ring { buffer, raw, exits } = &mut *ring;
+        let reread = |pid: u32| {
+            if let Some(queue) = &self.rereads {
+                // The worker ends only with the probe.
+                let _ = queue.send(pid);
+            }
+        };
         while let Some(item) = buffer.next() {
             match parse_record(&item) {
                 Some(Record::Event(event)) => {
                     match event {
-                        ProbeEvent::PidExec(pid) => {
-                            rereads.insert(pid);
-                        }
+                        ProbeEvent::PidExec(pid) => reread(pid),
                         ProbeEvent::PidExit(pid) => {
                             exits.insert(pid);
                         }
@@ -101,9 +101,7 @@ impl Shared {
                     }
                     let _ = self.events.send(event);
                 }
-                Some(Record::Reread(pid)) => {
-                    rereads.insert(pid);
-                }
+                Some(Record::Reread(pid)) => reread(pid),
                 Some(Record::Raw {
                     pid,
                     user,
@@ -134,8 +132,10 @@ pub struct Probe {
     stacks: [StackTraceMap<MapData>; 2],
     control: Array<MapData, u32>,
     counters: PerCpuArray<MapData, u64>,
-    /// The table walk, when `profile_cpu_unwind` runs.
-    unwinder: Option<Unwinder>,
+    /// The table walk, when `profile_cpu_unwind` runs (shared with the re-read worker).
+    unwinder: Option<Arc<Mutex<Unwinder>>>,
+    /// Where the table walk stores the stacks it walked, when it runs.
+    ustacks: Option<UserStacks>,
     shared: Arc<Shared>,
     events_rx: Option<UnboundedReceiver<ProbeEvent>>,
     reader: tokio::task::JoinHandle<()>,
@@ -242,7 +242,7 @@ impl Probe {
             load_perf_program(&mut ebpf, PROG_PROFILE)?;
             PROG_PROFILE
         };
-        let unwinder = if unwinding {
+        let (unwinder, ustacks, rereads) = if unwinding {
             let mut unwinder = Unwinder::take(
                 &mut ebpf,
                 config.unwind_rows,
@@ -250,9 +250,16 @@ impl Probe {
                 config.unwind_tables,
             )?;
             unwinder.set_provider(cfi_tables());
-            Some(unwinder)
+            let unwinder = Arc::new(Mutex::new(unwinder));
+            let rereads = spawn_rereads(Arc::downgrade(&unwinder))
+                .map_err(|e| load_error("starting the unwind re-read thread", e))?;
+            (
+                Some(unwinder),
+                Some(UserStacks::take(&mut ebpf)?),
+                Some(rereads),
+            )
         } else {
-            None
+            (None, None, None)
         };
         let profile: &mut PerfEvent = ebpf
             .program_mut(program)
@@ -286,10 +293,10 @@ impl Probe {
             ring: Mutex::new(Ring {
                 buffer: ring,
                 raw: StackCounts::new(),
-                rereads: HashSet::new(),
                 exits: HashSet::new(),
             }),
             events: tx,
+            rereads,
         });
         let async_fd = {
             let _guard = runtime.enter();
@@ -307,6 +314,7 @@ impl Probe {
             control,
             counters,
             unwinder,
+            ustacks,
             shared,
             events_rx: Some(rx),
             reader,
@@ -342,26 +350,22 @@ impl Probe {
     /// every process configured with user stacks (and every one configured before, at its
     /// next re-read) gets its tables from `provider`.
     pub fn set_table_provider(&mut self, provider: Box<dyn TableProvider + Send>) {
-        if let Some(unwinder) = self.unwinder.as_mut() {
-            unwinder.set_provider(provider);
+        if let Some(unwinder) = &self.unwinder {
+            lock(unwinder).set_provider(provider);
         }
     }
 
     /// Publishes (again) the mappings of `pid` to the table walk; errors only lose the table
     /// walk for the process (its stacks then come from frame pointers).
     fn refresh_unwind(&mut self, pid: u32) {
-        let Some(unwinder) = self.unwinder.as_mut() else {
-            return;
-        };
-        if let Err(e) = unwinder.refresh(pid) {
-            warn!(pid, error = %e, "publishing the mappings for the table walk failed");
-            let _ = unwinder.forget(pid);
+        if let Some(unwinder) = &self.unwinder {
+            refresh_or_forget(&mut lock(unwinder), pid);
         }
     }
 
     fn forget_unwind(&mut self, pid: u32) {
-        if let Some(unwinder) = self.unwinder.as_mut() {
-            if let Err(e) = unwinder.forget(pid) {
+        if let Some(unwinder) = &self.unwinder {
+            if let Err(e) = lock(unwinder).forget(pid) {
                 warn!(pid, error = %e, "removing a process from the table walk failed");
             }
         }
@@ -374,8 +378,9 @@ impl Probe {
         // The mappings (and their tables) go to the kernel before the process is marked as
         // profiled: its samples from then on are walked with tables, none of them with frame
         // pointers in the window that building the tables takes.
-        let unwind =
-            config.profile && config.user && self.unwinder.as_ref().is_some_and(Unwinder::active);
+        let unwind = config.profile
+            && config.user
+            && self.unwinder.as_ref().is_some_and(|u| lock(u).active());
         if unwind {
             self.refresh_unwind(pid);
         } else {
@@ -443,15 +448,14 @@ impl Probe {
 
         let counts = self.drain_counts(old)?;
         let stacks = self.drain_stacks(old)?;
-        let ustacks = match self.unwinder.as_mut() {
-            Some(unwinder) => unwinder.drain_ustacks(old)?,
+        let ustacks = match self.ustacks.as_mut() {
+            Some(stores) => stores.drain_ustacks(old)?,
             None => StdHashMap::new(),
         };
-        let (raw, rereads, exits) = {
+        let (raw, exits) = {
             let mut ring = self.shared.drain();
             (
                 std::mem::take(&mut ring.raw),
-                std::mem::take(&mut ring.rereads),
                 std::mem::take(&mut ring.exits),
             )
         };
@@ -473,15 +477,10 @@ impl Probe {
             *merged.entry(key).or_default() += count;
         }
         let samples = stack_samples(merged);
-        // Exited processes leave the table walk; new mappings (dlopen, exec, JIT) become
-        // visible to it from the next interval.
+        // Exited processes leave the table walk (new mappings reach it through the re-read
+        // worker as soon as the kernel asks).
         for &pid in &exits {
             self.forget_unwind(pid);
-        }
-        for pid in rereads.difference(&exits).copied() {
-            if self.unwinder.as_ref().is_some_and(|u| u.has_process(pid)) {
-                self.refresh_unwind(pid);
-            }
         }
 
         let now_counters = self.read_counters()?;
@@ -499,7 +498,7 @@ impl Probe {
             unwind_maps: self
                 .unwinder
                 .as_ref()
-                .map(Unwinder::stats)
+                .map(|u| lock(u).stats())
                 .unwrap_or_default(),
             duration,
         })

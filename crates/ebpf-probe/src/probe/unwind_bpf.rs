@@ -1,9 +1,12 @@
 //! The aya side of the in-kernel table walk: the unwind maps of the loaded object behind
 //! [`UnwindMaps`], [`Unwinder`] (which reads `/proc/PID/maps` into [`UnwindState`] with the
-//! tables of a [`TableProvider`]) and the `ustacks0/1` stores the walked stacks go to.
+//! tables of a [`TableProvider`]), the re-read worker that republishes a process's mappings
+//! as soon as the kernel asks, and the `ustacks0/1` stores the walked stacks go to.
 
-use std::collections::HashMap as StdHashMap;
+use std::collections::{BTreeSet, HashMap as StdHashMap};
 use std::path::PathBuf;
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Mutex, PoisonError, Weak};
 
 use aya::maps::{Array, HashMap, MapData, MapError};
 use aya::Ebpf;
@@ -83,10 +86,9 @@ impl UnwindMaps for BpfUnwindMaps {
     }
 }
 
-/// Keeps the kernel's view of processes and tables current and reads the walked stacks.
+/// Keeps the kernel's view of processes and tables current.
 pub(crate) struct Unwinder {
     maps: BpfUnwindMaps,
-    ustacks: [HashMap<MapData, u64, UserStack>; 2],
     state: UnwindState,
     provider: Option<Box<dyn TableProvider + Send>>,
     proc_root: PathBuf,
@@ -122,13 +124,8 @@ impl Unwinder {
             tables: take(ebpf, MAP_UNWIND_TABLES, Array::try_from)?,
             rows: take(ebpf, MAP_UNWIND_ROWS, Array::try_from)?,
         };
-        let ustacks = [
-            take(ebpf, MAP_USTACKS[0], HashMap::try_from)?,
-            take(ebpf, MAP_USTACKS[1], HashMap::try_from)?,
-        ];
         Ok(Unwinder {
             maps,
-            ustacks,
             state: UnwindState::new(rows, mappings, tables),
             provider: None,
             proc_root: PathBuf::from("/proc"),
@@ -173,6 +170,65 @@ impl Unwinder {
     /// Counts of the user-space side.
     pub(crate) fn stats(&self) -> UnwindMapStats {
         self.state.stats()
+    }
+}
+
+/// Locks the unwinder; a panic while it was held cannot leave the maps half-written (every
+/// update publishes a new range before the process entry), so a poisoned lock is taken.
+pub(crate) fn lock(unwinder: &Mutex<Unwinder>) -> std::sync::MutexGuard<'_, Unwinder> {
+    unwinder.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Republishes (again) the mappings of `pid`; an error only loses the table walk for the
+/// process (its stacks then come from frame pointers).
+pub(crate) fn refresh_or_forget(unwinder: &mut Unwinder, pid: u32) {
+    if let Err(e) = unwinder.refresh(pid) {
+        tracing::warn!(pid, error = %e, "publishing the mappings for the table walk failed");
+        let _ = unwinder.forget(pid);
+    }
+}
+
+/// Starts the thread that re-reads the mappings of the processes the kernel asks about (an
+/// exec, or a walk that met a pc outside every known mapping: a library loaded after the
+/// last read), so that their next samples are walked with the new mappings rather than
+/// those of the next collect. Pids that arrive together are re-read once. The thread ends
+/// when the returned sender is dropped or the unwinder is gone.
+pub(crate) fn spawn_rereads(unwinder: Weak<Mutex<Unwinder>>) -> std::io::Result<Sender<u32>> {
+    let (tx, rx) = channel::<u32>();
+    std::thread::Builder::new()
+        .name("unwind-rereads".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut pids = BTreeSet::from([first]);
+                pids.extend(rx.try_iter());
+                let Some(unwinder) = unwinder.upgrade() else {
+                    return;
+                };
+                for pid in pids {
+                    let mut unwinder = lock(&unwinder);
+                    if unwinder.has_process(pid) {
+                        refresh_or_forget(&mut unwinder, pid);
+                    }
+                }
+            }
+        })?;
+    Ok(tx)
+}
+
+/// The `ustacks0/1` stores the kernel writes table-walked stacks to, one per half.
+pub(crate) struct UserStacks {
+    ustacks: [HashMap<MapData, u64, UserStack>; 2],
+}
+
+impl UserStacks {
+    /// Takes both stores out of the loaded object.
+    pub(crate) fn take(ebpf: &mut Ebpf) -> Result<UserStacks, ProbeError> {
+        Ok(UserStacks {
+            ustacks: [
+                take(ebpf, MAP_USTACKS[0], HashMap::try_from)?,
+                take(ebpf, MAP_USTACKS[1], HashMap::try_from)?,
+            ],
+        })
     }
 
     /// Reads and clears the walked stacks of one half.
