@@ -13,8 +13,12 @@
 // of its executable mappings instead of the kernel's frame-pointer walk. User space owns the
 // layout: `unwind_procs` gives each process a range of `unwind_mappings` (sorted by start, not
 // overlapping); a mapping names a table in `unwind_tables`, which is a range of `unwind_rows`
-// (sorted by pc, see unwind.h) shared by every mapping of the same file. User space writes a new
-// range before it publishes it, so a walk never sees a half-written one.
+// shared by every mapping of the same file: first the table's page index (one `unwind_page` per
+// 4 KiB page of the file's addresses, the same size as a row), then its rows (sorted by pc, see
+// unwind.h). The page index narrows the binary search to the rows that can hold a pc of that
+// page: a sample finds its memory cold, and every step of a search over the whole table would be
+// a cache (and often a TLB) miss. User space writes a new range before it publishes it, so a walk
+// never sees a half-written one.
 //
 // One bpf_loop iteration per frame: record the pc, find its mapping, find its row, compute the
 // caller's registers. The frames go to a per-CPU scratch value and then to `ustacks0/1`, keyed by
@@ -26,6 +30,7 @@
 #define MAPPING_SEARCH_STEPS 11 // ceil(log2(MAX_PROC_MAPPINGS + 1))
 #define MAX_TABLE_ROWS (1 << 24) // rows per table (user space keeps fewer)
 #define ROW_SEARCH_STEPS 25 // ceil(log2(MAX_TABLE_ROWS + 1))
+#define UNWIND_PAGE_SHIFT 12 // the page index has one entry per 4 KiB of file addresses
 #define TABLE_FRAME_POINTER 0xffffffff // unwind_mapping.table: no table, follow frame pointers
 #define REREAD_INTERVAL_NS 1000000000ULL // at most one EVENT_REREAD_MAPS per process a second
 
@@ -65,8 +70,18 @@ struct unwind_mapping {
 };
 
 struct unwind_table {
-	__u32 first; // index of the first row in unwind_rows
+	__u32 first; // index in unwind_rows of the page index; the rows follow it
 	__u32 count; // number of rows
+	__u32 page_base; // file address >> UNWIND_PAGE_SHIFT of the first page in the index
+	__u32 pages; // entries in the page index
+};
+
+// For the pcs of one page: the rows from `first` (relative to the table's first row) to
+// `first + count` are the only ones the search must compare with the pc. Every row before them
+// starts at or below the page's first address, every row after them above its last.
+struct unwind_page {
+	__u32 first;
+	__u32 count;
 };
 
 struct user_stack {
@@ -199,12 +214,31 @@ static __always_inline struct unwind_mapping *find_mapping(struct unwind_proc *p
 // The row whose range holds `pc` (the last row with row.pc <= pc), or NULL.
 static __always_inline struct unwind_row *find_row(struct unwind_table *table, __u32 pc)
 {
-	__u32 first = table->first, count = table->count, lo = 0, hi, idx;
+	__u32 pages = table->pages, page = pc >> UNWIND_PAGE_SHIFT, count = table->count;
+	__u32 first = table->first + pages, lo, hi, idx;
+	struct unwind_page *entry;
 	struct unwind_row *row;
 
 	if (count > MAX_TABLE_ROWS)
 		count = MAX_TABLE_ROWS;
-	hi = opaque(count, pc);
+	if (page < table->page_base)
+		return NULL; // below the first row
+	page -= table->page_base;
+	if (page >= pages) {
+		lo = count; // above the last row's page: the last row holds it
+		hi = count;
+	} else {
+		idx = table->first + page;
+		entry = (struct unwind_page *)bpf_map_lookup_elem(&unwind_rows, &idx);
+		if (!entry)
+			return NULL;
+		lo = entry->first;
+		hi = entry->first + entry->count;
+		if (hi > count || lo > hi)
+			return NULL;
+	}
+	// lo = number of rows that start at or below pc, once lo == hi.
+	hi = opaque(hi, pc);
 	for (int i = 0; i < ROW_SEARCH_STEPS; i++) {
 		__u32 mid;
 
@@ -541,7 +575,7 @@ static __always_inline __u32 store_user_stack(void *ustacks, __u64 hash, struct 
 		__u32 why = store_user_stack(&USTACKS, hash, stack);                   \
 		int collided = 0;                                                      \
 		long id;                                                               \
-		if (cfg->kernel) {                                                     \
+		if (cfg->kernel && !in_user) {                                         \
 			id = bpf_get_stackid(ctx, &STACKS, 0);                         \
 			if (id >= 0)                                                   \
 				key.kernel_stack = id;                                 \
@@ -551,6 +585,8 @@ static __always_inline __u32 store_user_stack(void *ustacks, __u64 hash, struct 
 				count(C_KERNEL_STACK_EMPTY);                           \
 			else                                                           \
 				count(C_KERNEL_STACK_ERROR);                           \
+		} else if (cfg->kernel) {                                              \
+			count(C_KERNEL_STACK_EMPTY);                                   \
 		}                                                                      \
 		if (why || collided) {                                                 \
 			if (send_unwound_sample(ctx, tgid, cfg, stack))                \

@@ -1,11 +1,11 @@
 //! The probe's only unsafe code, each piece behind a safe function: the `aya::Pod` promises for
 //! the structs shared with the C program, `sysconf`/`setrlimit`, registering the ring buffer's
-//! descriptor with tokio, and the bpf(2) `BPF_MAP_LOOKUP_AND_DELETE_BATCH` command (aya has no
-//! wrapper for it).
+//! descriptor with tokio, and the bpf(2) `BPF_MAP_LOOKUP_AND_DELETE_BATCH` and
+//! `BPF_MAP_UPDATE_BATCH` commands (aya has no wrapper for them).
 
 #![allow(
     unsafe_code,
-    reason = "aya::Pod impls, setrlimit(2), sysconf(3), AsyncFd registration and the bpf(2) batch command have no safe wrapper; every unsafe block carries its own SAFETY note"
+    reason = "aya::Pod impls, setrlimit(2), sysconf(3), AsyncFd registration and the bpf(2) batch commands have no safe wrapper; every unsafe block carries its own SAFETY note"
 )]
 
 use std::io;
@@ -88,17 +88,18 @@ struct BatchAttr {
 }
 
 const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 /// The kernel-internal ENOTSUPP some map types return for batch commands.
 const ENOTSUPP: i32 = 524;
 
-/// Why a batch read failed.
+/// Why a batch command failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum BatchError {
     /// The kernel or map type does not support the command (fall back to one by one).
-    #[error("BPF_MAP_LOOKUP_AND_DELETE_BATCH is not supported")]
+    #[error("the batch map command is not supported")]
     Unsupported(#[source] io::Error),
     /// Another error.
-    #[error("BPF_MAP_LOOKUP_AND_DELETE_BATCH failed")]
+    #[error("the batch map command failed")]
     Io(#[source] io::Error),
 }
 
@@ -163,6 +164,63 @@ pub(crate) fn lookup_and_delete_batch(
             },
         }
     }
+}
+
+/// Entries per `BPF_MAP_UPDATE_BATCH` call (bounds the key buffer).
+const UPDATE_BATCH: usize = 8192;
+
+/// Writes `values` (each `value_size` bytes) at the consecutive keys `first..` of an array map
+/// with BPF_MAP_UPDATE_BATCH: one system call per [`UPDATE_BATCH`] entries instead of one per
+/// entry (a table of a large library has hundreds of thousands of rows).
+pub(crate) fn update_array_batch(
+    fd: RawFd,
+    first: u32,
+    values: &[u8],
+    value_size: usize,
+) -> Result<(), BatchError> {
+    if value_size == 0 || !values.len().is_multiple_of(value_size) {
+        return Err(BatchError::Io(io::Error::from(io::ErrorKind::InvalidInput)));
+    }
+    let total = values.len() / value_size;
+    let mut done = 0usize;
+    let mut keys: Vec<u32> = Vec::with_capacity(UPDATE_BATCH.min(total));
+    while done < total {
+        let n = UPDATE_BATCH.min(total - done);
+        keys.clear();
+        let start = first
+            .checked_add(done as u32)
+            .ok_or_else(|| BatchError::Io(io::Error::from(io::ErrorKind::InvalidInput)))?;
+        keys.extend((0..n as u32).map(|i| start.wrapping_add(i)));
+        let chunk = &values[done * value_size..(done + n) * value_size];
+        let mut attr = BatchAttr {
+            map_fd: fd as u32,
+            keys: keys.as_ptr() as u64,
+            values: chunk.as_ptr() as u64,
+            count: n as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: `attr` points at `n` u32 keys and `n * value_size` bytes of values, both
+        // alive for the call; the kernel only reads them (and writes `attr.count`).
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_UPDATE_BATCH,
+                &mut attr as *mut BatchAttr,
+                std::mem::size_of::<BatchAttr>(),
+            )
+        };
+        if ret != 0 {
+            let e = io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP) if done == 0 => {
+                    BatchError::Unsupported(e)
+                }
+                _ => BatchError::Io(e),
+            });
+        }
+        done += n;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

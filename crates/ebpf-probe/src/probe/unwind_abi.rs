@@ -1,6 +1,8 @@
 //! The structures and constants of the in-kernel table walk shared with `bpf/profile.bpf.c`
-//! (`unwind_procs`, `unwind_mappings`, `unwind_tables`, `ustacks0/1`, the walk-end reasons); a
-//! test reads the C program and checks every constant and size.
+//! (`unwind_procs`, `unwind_mappings`, `unwind_tables`, the page index, `ustacks0/1`, the
+//! walk-end reasons); a test reads the C program and checks every constant and size.
+
+use crate::unwind::abi::UnwindRow;
 
 /// Frames of one table-walked user stack (`MAX_USER_FRAMES`).
 pub const MAX_USER_FRAMES: usize = 512;
@@ -9,6 +11,8 @@ pub const MAX_USER_FRAMES: usize = 512;
 pub const MAX_PROC_MAPPINGS: usize = 1024;
 /// Rows of one table the kernel searches (`MAX_TABLE_ROWS`).
 pub const MAX_TABLE_ROWS: usize = 1 << 24;
+/// The page index has one entry per `1 << UNWIND_PAGE_SHIFT` bytes of file addresses.
+pub const UNWIND_PAGE_SHIFT: u32 = 12;
 /// `unwind_mapping.table` of a mapping without a table: the kernel follows frame pointers.
 pub const TABLE_FRAME_POINTER: u32 = u32::MAX;
 /// `user_stack.flags`: at least one frame came from a frame-pointer step.
@@ -105,14 +109,95 @@ pub struct UnwindMapping {
     pub pad: u32,
 }
 
-/// `struct unwind_table`: a table's range of `unwind_rows`.
+/// `struct unwind_table`: a table's range of `unwind_rows`: its page index, then its rows.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UnwindTable {
-    /// Index of the first row.
+    /// Index of the page index's first entry; the rows follow the index.
     pub first: u32,
     /// Number of rows.
     pub count: u32,
+    /// `file address >> UNWIND_PAGE_SHIFT` of the first page in the index.
+    pub page_base: u32,
+    /// Entries in the page index.
+    pub pages: u32,
+}
+
+/// `struct unwind_page`: for the pcs of one page, the rows `first..first + count` (relative
+/// to the table's first row) are the only ones the kernel's search compares with the pc.
+/// Stored in `unwind_rows` (it has a row's size).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnwindPage {
+    /// First row to compare.
+    pub first: u32,
+    /// Rows to compare.
+    pub count: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<UnwindPage>() == std::mem::size_of::<UnwindRow>());
+
+/// The page index of `rows` (sorted by pc): the first page's number and one entry per page
+/// from the first row's page to the last row's. For a pc in page `p`, every row before
+/// `first` starts at or below the page's first address and every row from `first + count`
+/// on starts beyond its last, so the last row at or below the pc is found among the
+/// `count` rows between them (or is the row just before them).
+pub fn page_index(rows: &[UnwindRow]) -> (u32, Vec<UnwindPage>) {
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+        return (0, Vec::new());
+    };
+    let base = first.pc >> UNWIND_PAGE_SHIFT;
+    let end = last.pc >> UNWIND_PAGE_SHIFT;
+    let mut pages = Vec::with_capacity((end - base) as usize + 1);
+    // Rows at or below the current page's first address, then at or below its last.
+    let (mut below, mut within) = (0usize, 0usize);
+    for page in base..=end {
+        let start = page << UNWIND_PAGE_SHIFT;
+        let last_address = start | ((1 << UNWIND_PAGE_SHIFT) - 1);
+        while below < rows.len() && rows[below].pc <= start {
+            below += 1;
+        }
+        within = within.max(below);
+        while within < rows.len() && rows[within].pc <= last_address {
+            within += 1;
+        }
+        pages.push(UnwindPage {
+            first: below as u32,
+            count: (within - below) as u32,
+        });
+    }
+    (base, pages)
+}
+
+/// The kernel's `find_row` in Rust (for tests): the index of the last row at or below `pc`
+/// found through the page index, as the BPF program searches it.
+pub fn find_row_indexed(
+    rows: &[UnwindRow],
+    page_base: u32,
+    pages: &[UnwindPage],
+    pc: u32,
+) -> Option<usize> {
+    let page = (pc >> UNWIND_PAGE_SHIFT).checked_sub(page_base)? as usize;
+    let (mut lo, mut hi) = match pages.get(page) {
+        Some(entry) => {
+            let lo = entry.first as usize;
+            let hi = lo + entry.count as usize;
+            if hi > rows.len() {
+                return None;
+            }
+            (lo, hi)
+        }
+        None => (rows.len(), rows.len()),
+    };
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if rows[mid].pc <= pc {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo.checked_sub(1)
 }
 
 /// `struct user_stack`: one table-walked user stack (value of `ustacks0/1`).
@@ -178,6 +263,7 @@ mod tests {
         assert_eq!(c_define("MAX_USER_FRAMES"), MAX_USER_FRAMES as u64);
         assert_eq!(c_define("MAX_PROC_MAPPINGS"), MAX_PROC_MAPPINGS as u64);
         assert_eq!(c_define("MAX_TABLE_ROWS"), MAX_TABLE_ROWS as u64);
+        assert_eq!(c_define("UNWIND_PAGE_SHIFT"), u64::from(UNWIND_PAGE_SHIFT));
         assert_eq!(
             c_define("TABLE_FRAME_POINTER"),
             u64::from(TABLE_FRAME_POINTER)
@@ -206,7 +292,8 @@ mod tests {
         assert!(1u64 << c_define("ROW_SEARCH_STEPS") > MAX_TABLE_ROWS as u64);
         assert_eq!(std::mem::size_of::<UnwindProc>(), 16);
         assert_eq!(std::mem::size_of::<UnwindMapping>(), 32);
-        assert_eq!(std::mem::size_of::<UnwindTable>(), 8);
+        assert_eq!(std::mem::size_of::<UnwindTable>(), 16);
+        assert_eq!(std::mem::size_of::<UnwindPage>(), 8);
         assert_eq!(std::mem::size_of::<UserStack>(), 8 + 8 * MAX_USER_FRAMES);
     }
 
@@ -217,6 +304,74 @@ mod tests {
         let mcontext = std::mem::offset_of!(libc::ucontext_t, uc_mcontext) as u64;
         assert_eq!(c_define("UC_MCONTEXT"), mcontext);
         assert_eq!((libc::REG_RBP, libc::REG_RSP, libc::REG_RIP), (10, 15, 16));
+    }
+
+    fn row(pc: u32) -> UnwindRow {
+        UnwindRow {
+            pc,
+            kind: 1,
+            rbp_offset: 0,
+            cfa_offset: 8,
+        }
+    }
+
+    /// The last row at or below `pc`, by a linear scan.
+    fn find_row_linear(rows: &[UnwindRow], pc: u32) -> Option<usize> {
+        rows.iter().rposition(|r| r.pc <= pc)
+    }
+
+    #[test]
+    fn the_page_index_finds_the_row_a_whole_search_finds() {
+        // Rows on page boundaries, several in one page, pages without rows, and a long gap.
+        let pcs = [
+            0x1000u32, 0x1004, 0x1ff0, 0x2000, 0x2001, 0x3fff, 0x4000, 0x9000, 0x9100, 0x20_0000,
+        ];
+        let rows: Vec<UnwindRow> = pcs.iter().map(|&pc| row(pc)).collect();
+        let (base, pages) = page_index(&rows);
+        assert_eq!(base, 1);
+        assert_eq!(pages.len(), 0x200 - 1 + 1);
+        for pc in (0..0x21_0000u32)
+            .step_by(7)
+            .chain(pcs.iter().flat_map(|&p| [p - 1, p, p + 1]))
+        {
+            assert_eq!(
+                find_row_indexed(&rows, base, &pages, pc),
+                find_row_linear(&rows, pc),
+                "pc {pc:#x}"
+            );
+        }
+        // A pc far above the last row's page: the last row.
+        assert_eq!(find_row_indexed(&rows, base, &pages, u32::MAX), Some(9));
+        assert_eq!(page_index(&[]), (0, Vec::new()));
+    }
+
+    #[test]
+    fn the_page_index_of_this_machines_libc_matches_a_whole_search() {
+        let table = crate::unwind::table::build_from_file(std::path::Path::new(
+            "/lib/x86_64-linux-gnu/libc.so.6",
+        ))
+        .unwrap();
+        let rows = &table.rows;
+        let (base, pages) = page_index(rows);
+        assert!(pages.len() > 100, "{} pages", pages.len());
+        let widest = pages.iter().map(|p| p.count).max().unwrap();
+        let lo = rows.first().unwrap().pc;
+        let hi = rows.last().unwrap().pc;
+        let mut pc = lo.saturating_sub(100);
+        while pc < hi + 100 {
+            // The table's own binary search over all rows is the oracle.
+            assert_eq!(
+                find_row_indexed(rows, base, &pages, pc).map(|i| rows[i]),
+                table.lookup(u64::from(pc)).copied(),
+                "pc {pc:#x}"
+            );
+            pc += 13;
+        }
+        eprintln!(
+            "{} rows, {} pages, at most {widest} rows per page",
+            rows.len(),
+            pages.len()
+        );
     }
 
     #[test]

@@ -8,10 +8,11 @@ use std::path::PathBuf;
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Mutex, PoisonError, Weak};
 
-use aya::maps::{Array, HashMap, MapData, MapError};
+use aya::maps::{Array, HashMap, IterableMap, MapData, MapError};
 use aya::Ebpf;
 
-use super::unwind_abi::{UnwindMapping, UnwindProc, UnwindTable, UserStack};
+use super::sys::{self, BatchError};
+use super::unwind_abi::{UnwindMapping, UnwindPage, UnwindProc, UnwindTable, UserStack};
 use super::unwind_maps::{
     FileTables, TableProvider, UnwindMapError, UnwindMapStats, UnwindMaps, UnwindState,
 };
@@ -48,14 +49,94 @@ pub(crate) struct BpfUnwindMaps {
     mappings: Array<MapData, UnwindMapping>,
     tables: Array<MapData, UnwindTable>,
     rows: Array<MapData, UnwindRow>,
+    /// BPF_MAP_UPDATE_BATCH works (else entries are written one by one).
+    batch: bool,
+}
+
+/// The bytes of a value as the C program lays it out (native endian, no padding).
+trait Bytes {
+    const SIZE: usize;
+    fn put(&self, out: &mut Vec<u8>);
+}
+
+impl Bytes for UnwindRow {
+    const SIZE: usize = 8;
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend(self.pc.to_ne_bytes());
+        out.extend([self.kind, self.rbp_offset as u8]);
+        out.extend(self.cfa_offset.to_ne_bytes());
+    }
+}
+
+impl Bytes for UnwindPage {
+    const SIZE: usize = 8;
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend(self.first.to_ne_bytes());
+        out.extend(self.count.to_ne_bytes());
+    }
+}
+
+impl Bytes for UnwindMapping {
+    const SIZE: usize = 32;
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend(self.start.to_ne_bytes());
+        out.extend(self.end.to_ne_bytes());
+        out.extend(self.bias.to_ne_bytes());
+        out.extend(self.table.to_ne_bytes());
+        out.extend(self.pad.to_ne_bytes());
+    }
+}
+
+/// Writes `values` at `first..` of an array map in batches; `Ok(false)` when the kernel has no
+/// batch updates (the caller writes one by one).
+fn write_batch<T: Bytes>(map: &MapData, first: u32, values: &[T]) -> Result<bool, MapError> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let mut bytes = Vec::with_capacity(values.len() * T::SIZE);
+    for value in values {
+        value.put(&mut bytes);
+    }
+    match sys::update_array_batch(map.fd().as_fd().as_raw_fd(), first, &bytes, T::SIZE) {
+        Ok(()) => Ok(true),
+        Err(BatchError::Unsupported(e)) => {
+            tracing::warn!(error = %e, "BPF_MAP_UPDATE_BATCH unsupported, writing unwind maps one entry at a time");
+            Ok(false)
+        }
+        Err(BatchError::Io(e)) => Err(MapError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_map_update_batch",
+            io_error: e,
+        })),
+    }
 }
 
 impl UnwindMaps for BpfUnwindMaps {
     type Error = MapError;
 
     fn write_rows(&mut self, first: u32, rows: &[UnwindRow]) -> Result<(), MapError> {
+        if self.batch && write_batch(self.rows.map(), first, rows)? {
+            return Ok(());
+        }
+        self.batch = false;
         for (i, row) in (first..).zip(rows) {
             self.rows.set(i, *row, 0)?;
+        }
+        Ok(())
+    }
+
+    fn write_pages(&mut self, first: u32, pages: &[UnwindPage]) -> Result<(), MapError> {
+        if self.batch && write_batch(self.rows.map(), first, pages)? {
+            return Ok(());
+        }
+        self.batch = false;
+        // One by one, as the rows they share the map with (same size, same bytes).
+        for (i, page) in (first..).zip(pages) {
+            let [c0, c1, c2, c3] = page.count.to_ne_bytes();
+            let as_row = UnwindRow {
+                pc: page.first,
+                kind: c0,
+                rbp_offset: c1 as i8,
+                cfa_offset: i16::from_ne_bytes([c2, c3]),
+            };
+            self.rows.set(i, as_row, 0)?;
         }
         Ok(())
     }
@@ -65,6 +146,10 @@ impl UnwindMaps for BpfUnwindMaps {
     }
 
     fn write_mappings(&mut self, first: u32, mappings: &[UnwindMapping]) -> Result<(), MapError> {
+        if self.batch && write_batch(self.mappings.map(), first, mappings)? {
+            return Ok(());
+        }
+        self.batch = false;
         for (i, mapping) in (first..).zip(mappings) {
             self.mappings.set(i, *mapping, 0)?;
         }
@@ -123,6 +208,7 @@ impl Unwinder {
             mappings: take(ebpf, MAP_UNWIND_MAPPINGS, Array::try_from)?,
             tables: take(ebpf, MAP_UNWIND_TABLES, Array::try_from)?,
             rows: take(ebpf, MAP_UNWIND_ROWS, Array::try_from)?,
+            batch: true,
         };
         Ok(Unwinder {
             maps,

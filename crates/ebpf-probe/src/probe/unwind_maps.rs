@@ -1,6 +1,7 @@
 //! User-space side of the in-kernel table walk: which executable mappings each process has
 //! (`unwind_procs`/`unwind_mappings`) and the unwind tables they use (`unwind_tables`/
-//! `unwind_rows`), kept in the BPF maps through [`UnwindMaps`]. Tables are shared by every
+//! `unwind_rows`, where each table's page index precedes its rows), kept in the BPF maps
+//! through [`UnwindMaps`]. Tables are shared by every
 //! process that maps the same file; ranges of the big arrays are handed out by [`RangeAlloc`],
 //! and freed ranges wait [`FREE_GRACE`] before reuse so that a walk in flight never reads
 //! rewritten entries. The structures are in [`super::unwind_abi`].
@@ -10,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::unwind_abi::{
-    UnwindMapping, UnwindProc, UnwindTable, MAX_PROC_MAPPINGS, MAX_TABLE_ROWS, TABLE_FRAME_POINTER,
+    page_index, UnwindMapping, UnwindPage, UnwindProc, UnwindTable, MAX_PROC_MAPPINGS,
+    MAX_TABLE_ROWS, TABLE_FRAME_POINTER,
 };
 use crate::symbolize::procmaps::MapEntry;
 use crate::unwind::abi::UnwindRow;
@@ -24,6 +26,8 @@ pub trait UnwindMaps {
     type Error: std::fmt::Display;
     /// Writes `rows` at `first..first + rows.len()` of `unwind_rows`.
     fn write_rows(&mut self, first: u32, rows: &[UnwindRow]) -> Result<(), Self::Error>;
+    /// Writes a table's page index at `first..first + pages.len()` of `unwind_rows`.
+    fn write_pages(&mut self, first: u32, pages: &[UnwindPage]) -> Result<(), Self::Error>;
     /// Sets entry `id` of `unwind_tables`.
     fn set_table(&mut self, id: u32, table: UnwindTable) -> Result<(), Self::Error>;
     /// Writes `mappings` at `first..` of `unwind_mappings`.
@@ -297,7 +301,7 @@ pub struct UnwindMapStats {
     pub processes: u64,
     /// Tables in the kernel (referenced or cached).
     pub tables: u64,
-    /// Rows in use in `unwind_rows`.
+    /// Entries in use in `unwind_rows` (the tables' rows and page indexes).
     pub rows_used: u64,
     /// Executable mappings (of all processes) walked with a table.
     pub mappings_with_table: u64,
@@ -547,16 +551,26 @@ impl UnwindState {
         let Some(bias) = load_bias(entry, &table.segments) else {
             return Ok(None);
         };
-        let count = table.rows.len() as u32;
+        let (page_base, pages) = page_index(&table.rows);
+        let rows = table.rows.len() as u32;
+        // The page index and the rows take one range: the index first.
+        let count = rows + pages.len() as u32;
         let Some((id, first)) = self.alloc_table(count, now) else {
             self.stats.tables_no_room += 1;
             return Ok(None);
         };
+        let described = UnwindTable {
+            first,
+            count: rows,
+            page_base,
+            pages: pages.len() as u32,
+        };
         let written = maps
-            .write_rows(first, &table.rows)
+            .write_pages(first, &pages)
+            .and_then(|()| maps.write_rows(first + described.pages, &table.rows))
             .map_err(map_err("unwind_rows"))
             .and_then(|()| {
-                maps.set_table(id, UnwindTable { first, count })
+                maps.set_table(id, described)
                     .map_err(map_err("unwind_tables"))
             });
         if let Err(e) = written {
@@ -762,6 +776,7 @@ mod tests {
     #[derive(Default)]
     struct FakeMaps {
         rows: HashMap<u32, UnwindRow>,
+        pages: HashMap<u32, UnwindPage>,
         tables: HashMap<u32, UnwindTable>,
         mappings: HashMap<u32, UnwindMapping>,
         procs: HashMap<u32, UnwindProc>,
@@ -775,7 +790,15 @@ mod tests {
                 return Err("E2BIG".into());
             }
             for (i, row) in rows.iter().enumerate() {
+                self.pages.remove(&(first + i as u32));
                 self.rows.insert(first + i as u32, *row);
+            }
+            Ok(())
+        }
+        fn write_pages(&mut self, first: u32, pages: &[UnwindPage]) -> Result<(), String> {
+            for (i, page) in pages.iter().enumerate() {
+                self.rows.remove(&(first + i as u32));
+                self.pages.insert(first + i as u32, *page);
             }
             Ok(())
         }
@@ -807,11 +830,26 @@ mod tests {
                 .map(|i| self.mappings[&i])
                 .collect()
         }
+        /// The rows of a table, after checking that its page index finds, for pcs across
+        /// the table, the row a whole search finds.
         fn rows_of(&self, table: u32) -> Vec<UnwindRow> {
             let t = self.tables[&table];
-            (t.first..t.first + t.count)
+            let rows: Vec<UnwindRow> = (t.first + t.pages..t.first + t.pages + t.count)
                 .map(|i| self.rows[&i])
-                .collect()
+                .collect();
+            let pages: Vec<UnwindPage> = (t.first..t.first + t.pages)
+                .map(|i| self.pages[&i])
+                .collect();
+            if let (Some(lo), Some(hi)) = (rows.first(), rows.last()) {
+                for pc in lo.pc.saturating_sub(64)..hi.pc + 64 {
+                    assert_eq!(
+                        super::super::unwind_abi::find_row_indexed(&rows, t.page_base, &pages, pc),
+                        rows.iter().rposition(|r| r.pc <= pc),
+                        "pc {pc:#x}"
+                    );
+                }
+            }
+            rows
         }
     }
 
@@ -914,9 +952,10 @@ mod tests {
             (stats.mappings_with_table, stats.mappings_frame_pointer),
             (3, 4)
         );
+        // The rows of both tables and one page-index entry each (all rows are in one page).
         assert_eq!(
             stats.rows_used,
-            ("/lib/libc.so".len() + "/lib/libm.so.6".len()) as u64
+            ("/lib/libc.so".len() + "/lib/libm.so.6".len() + 2) as u64
         );
 
         // Re-reading replaces the range; removing forgets the process, the tables stay cached.
