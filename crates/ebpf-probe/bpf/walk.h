@@ -158,6 +158,12 @@ struct {
 struct walk_state {
 	struct unwind_proc *proc;
 	struct user_stack *stack;
+	// The mapping of the previous frame, by value (most callers are in the same file, and this
+	// saves its search; end == 0: none yet).
+	__u64 map_start;
+	__u64 map_end;
+	__u64 map_bias;
+	__u32 map_table;
 	__u64 ip;
 	__u64 sp;
 	__u64 bp;
@@ -379,6 +385,7 @@ static long unwind_frame(__u64 index, void *data)
 	struct unwind_row *row;
 	__u64 vaddr;
 	__u32 n = w->n;
+	__u32 table_id;
 	int end;
 
 	if (!stack || !w->proc)
@@ -400,18 +407,25 @@ static long unwind_frame(__u64 index, void *data)
 	w->hash = (w->hash ^ w->ip) * 0x100000001b3ULL;
 	w->hash ^= w->hash >> 29;
 
-	mapping = find_mapping(w->proc, w->ip);
-	if (!mapping) {
-		w->reason = UNWIND_NO_MAPPING;
-		return 1;
+	if (w->ip < w->map_start || w->ip >= w->map_end) {
+		mapping = find_mapping(w->proc, w->ip);
+		if (!mapping) {
+			w->reason = UNWIND_NO_MAPPING;
+			return 1;
+		}
+		w->map_start = mapping->start;
+		w->map_end = mapping->end;
+		w->map_bias = mapping->bias;
+		w->map_table = mapping->table;
 	}
-	if (mapping->table == TABLE_FRAME_POINTER) {
+	table_id = w->map_table;
+	if (table_id == TABLE_FRAME_POINTER) {
 		end = fp_step(w);
 		goto out;
 	}
 	// Above the leaf the pc is a return address: the call is the instruction before it.
-	vaddr = w->ip - mapping->bias - (w->exact ? 0 : 1);
-	table = bpf_map_lookup_elem(&unwind_tables, &mapping->table);
+	vaddr = w->ip - w->map_bias - (w->exact ? 0 : 1);
+	table = bpf_map_lookup_elem(&unwind_tables, &table_id);
 	if (!table || vaddr >> 32) {
 		w->reason = UNWIND_NO_INFO;
 		return 1;
