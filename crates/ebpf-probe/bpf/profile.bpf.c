@@ -35,9 +35,14 @@ struct signal_struct {
 	atomic_t live;
 } __attribute__((preserve_access_index));
 
+struct thread_struct {
+	unsigned long fsbase;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	unsigned int flags;
 	struct signal_struct *signal;
+	struct thread_struct thread;
 } __attribute__((preserve_access_index));
 
 #define PF_KTHREAD 0x00200000
@@ -78,6 +83,9 @@ struct task_struct {
 #define C_USTACK_COLLISIONS 22 // walked stacks sent whole: hash collision in the ustacks map
 #define C_USTACK_FULL 23 // walked stacks sent whole: the ustacks map was full
 #define C_REREAD_REQUESTS 24 // EVENT_REREAD_MAPS sent
+#define C_PY_FRAMES 25 // Python frames recorded by the table walk
+#define C_PY_NO_THREAD 26 // walks in a CPython eval loop whose thread state was not found
+#define C_PY_READ_FAILED 27 // walks whose Python frames stopped at an unreadable frame
 #define C_NUM_COUNTERS 32
 
 struct pid_config {

@@ -155,15 +155,31 @@ struct {
 	__type(value, struct user_stack);
 } walk_scratch SEC(".maps");
 
+// No pointers: python_frames (python.h) is a global function that gets it by pointer, and the
+// verifier forgets what a global function's memory arguments held.
 struct walk_state {
-	struct unwind_proc *proc;
-	struct user_stack *stack;
+	__u32 proc_first; // the process's range of unwind_mappings
+	__u32 proc_count;
 	// The mapping of the previous frame, by value (most callers are in the same file, and this
 	// saves its search; end == 0: none yet).
 	__u64 map_start;
 	__u64 map_end;
 	__u64 map_bias;
 	__u32 map_table;
+	// Python (python.h): the eval loop's ranges (py_eval_end == 0: not a CPython process), the
+	// thread pointer of the sampled task, and where the Python frames are.
+	__u64 py_eval_start;
+	__u64 py_eval_end;
+	__u64 py_cold_start;
+	__u64 py_cold_end;
+	__u64 fsbase;
+	__u64 py_cursor;
+	__u32 tgid;
+	__u32 py_pushed;
+	__u8 py_failed;
+	__u8 py_found;
+	__u8 py_full;
+	__u8 _py_pad;
 	__u64 ip;
 	__u64 sp;
 	__u64 bp;
@@ -184,9 +200,9 @@ static __always_inline __u64 opaque(__u64 value, __u64 seed)
 }
 
 // The mapping of `ip` among the process's mappings, or NULL.
-static __always_inline struct unwind_mapping *find_mapping(struct unwind_proc *proc, __u64 ip)
+static __always_inline struct unwind_mapping *find_mapping(__u32 first, __u32 count, __u64 ip)
 {
-	__u32 first = proc->first, count = proc->count, lo = 0, hi, idx;
+	__u32 lo = 0, hi, idx;
 	struct unwind_mapping *m;
 
 	if (count > MAX_PROC_MAPPINGS)
@@ -286,6 +302,9 @@ static __always_inline void request_reread(struct unwind_proc *proc, __u32 tgid)
 	count(C_REREAD_REQUESTS);
 }
 
+// CPython frames (python_procs, python_step, python_enter, python_start).
+#include "python.h"
+
 // The frame-pointer step: the caller's frame is at rbp (saved rbp, then the return address).
 static __always_inline int fp_step(struct walk_state *w)
 {
@@ -379,16 +398,17 @@ static __always_inline int cfa_step(struct walk_state *w, struct unwind_row *row
 static long unwind_frame(__u64 index, void *data)
 {
 	struct walk_state *w = data;
-	struct user_stack *stack = w->stack;
+	struct user_stack *stack;
 	struct unwind_mapping *mapping;
 	struct unwind_table *table;
 	struct unwind_row *row;
 	__u64 vaddr;
-	__u32 n = w->n;
+	__u32 n = w->n, zero = 0;
 	__u32 table_id;
 	int end;
 
-	if (!stack || !w->proc)
+	stack = bpf_map_lookup_elem(&walk_scratch, &zero);
+	if (!stack)
 		return 1;
 	if (w->ip == 0) {
 		w->reason = UNWIND_COMPLETE;
@@ -397,6 +417,14 @@ static long unwind_frame(__u64 index, void *data)
 	if (w->ip >= USER_ADDR_LIMIT || w->ip < 4096) {
 		w->reason = UNWIND_BAD_FRAME;
 		return 1;
+	}
+	// In the eval loop, its Python frames take the native frame's place.
+	if (w->py_eval_end && !w->py_failed && py_in_eval(w, w->ip) && python_frames(w)) {
+		if (w->py_full) {
+			w->reason = UNWIND_TRUNCATED;
+			return 1;
+		}
+		goto step;
 	}
 	if (n >= MAX_USER_FRAMES) {
 		w->reason = UNWIND_TRUNCATED;
@@ -407,8 +435,9 @@ static long unwind_frame(__u64 index, void *data)
 	w->hash = (w->hash ^ w->ip) * 0x100000001b3ULL;
 	w->hash ^= w->hash >> 29;
 
+step:
 	if (w->ip < w->map_start || w->ip >= w->map_end) {
-		mapping = find_mapping(w->proc, w->ip);
+		mapping = find_mapping(w->proc_first, w->proc_count, w->ip);
 		if (!mapping) {
 			w->reason = UNWIND_NO_MAPPING;
 			return 1;
@@ -514,7 +543,7 @@ static __always_inline struct user_stack *walk_user_stack(struct bpf_perf_event_
 							  struct unwind_proc *proc, __u32 tgid,
 							  __u64 *hash)
 {
-	struct walk_state w = { .proc = proc, .exact = 1, .bp_known = 1 };
+	struct walk_state w = { .exact = 1, .bp_known = 1 };
 	struct user_stack *stack;
 	struct pt_regs regs;
 	__u32 zero = 0;
@@ -538,7 +567,10 @@ static __always_inline struct user_stack *walk_user_stack(struct bpf_perf_event_
 		w.sp = regs.rsp;
 		w.bp = regs.rbp;
 	}
-	w.stack = stack;
+	w.proc_first = proc->first;
+	w.proc_count = proc->count;
+	w.tgid = tgid;
+	python_start(&w);
 	w.hash = 0xcbf29ce484222325ULL;
 	w.reason = UNWIND_TRUNCATED; // if the loop runs out
 	bpf_loop(MAX_USER_FRAMES + 1, unwind_frame, &w, 0);
