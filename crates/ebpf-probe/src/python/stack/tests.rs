@@ -1,0 +1,1 @@
+//! The walker over thread and frame lists laid out by hand.
