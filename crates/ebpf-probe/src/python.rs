@@ -10,6 +10,7 @@ pub mod linetable;
 pub mod memory;
 pub mod offsets;
 pub mod stack;
+pub mod tsd;
 
 pub use code::{CodeCache, PyFrame, PyFrameError};
 pub use detect::{DetectError, PythonProcess, ThreadStateLookup};
@@ -119,14 +120,20 @@ impl PySymbolizer {
     }
 
     /// Names byte offset `instr` of the code object at `code_addr` in `pid`.
-    pub fn symbolize(&mut self, pid: u32, code_addr: u64, instr: i64) -> Result<PyFrame, PyFrameError> {
+    pub fn symbolize(
+        &mut self,
+        pid: u32,
+        code_addr: u64,
+        instr: i64,
+    ) -> Result<PyFrame, PyFrameError> {
         self.process(pid)?;
         let t = self
             .processes
             .get(&pid)
             .ok_or(PyFrameError::Process("not tracked".into()))?;
         let p = &t.process;
-        self.cache.symbolize(&t.mem, &p.offsets, p.code_type, pid, code_addr, instr)
+        self.cache
+            .symbolize(&t.mem, &p.offsets, p.code_type, pid, code_addr, instr)
     }
 
     /// Every thread's stack of `pid`, named (the user-space walk).

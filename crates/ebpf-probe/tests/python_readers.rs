@@ -8,16 +8,20 @@
 //! They need the interpreters (a missing one FAILS) and, for the stacks, root (reading another
 //! process's memory): `cargo test -p ebpf-probe --test python_readers -- --include-ignored
 //! --test-threads=1`.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions (helpers, setup): a failure panics the test"
+)]
 
 use ebpf_probe::python::linetable::line_for_offset;
+use ebpf_probe::python::memory::Memory;
 use ebpf_probe::python::memory::ProcMemory;
 use ebpf_probe::python::offsets::{
-    parse_debug_offsets, table_offsets, DEBUG_OFFSETS_LEN, LINES_310, LINES_LNOTAB,
-    LINES_LOCATIONS,
+    parse_debug_offsets, table_offsets, DEBUG_OFFSETS_LEN, LINES_310, LINES_LNOTAB, LINES_LOCATIONS,
 };
 use ebpf_probe::python::stack::{FrameStats, NamedFrame, ThreadStack};
+use ebpf_probe::python::tsd::{getspecific, GLIBC_X86_64};
 use ebpf_probe::python::{detect::OffsetsSource, PySymbolizer, PythonProcess};
-use ebpf_probe::python::memory::Memory;
 use ebpf_probe::symbolize::procmaps::parse_maps;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -29,7 +33,11 @@ const LINES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/lines.py"
 
 /// pyenv: on PATH, else `~/.pyenv/bin/pyenv`.
 fn pyenv() -> PathBuf {
-    if Command::new("pyenv").arg("--version").output().is_ok_and(|o| o.status.success()) {
+    if Command::new("pyenv")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
         return PathBuf::from("pyenv");
     }
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
@@ -42,7 +50,9 @@ fn pyenv_python(minor: u32) -> PathBuf {
     let out = Command::new(pyenv())
         .args(["prefix", &want])
         .output()
-        .unwrap_or_else(|e| panic!("pyenv not runnable ({e}); install pyenv and `pyenv install {want}`"));
+        .unwrap_or_else(|e| {
+            panic!("pyenv not runnable ({e}); install pyenv and `pyenv install {want}`")
+        });
     assert!(
         out.status.success(),
         "pyenv has no {want}: `pyenv install {want}` ({})",
@@ -56,7 +66,10 @@ fn pyenv_python(minor: u32) -> PathBuf {
 
 fn debian_python() -> PathBuf {
     let p = PathBuf::from("/usr/bin/python3");
-    assert!(p.exists(), "/usr/bin/python3 missing: apt-get install python3");
+    assert!(
+        p.exists(),
+        "/usr/bin/python3 missing: apt-get install python3"
+    );
     p
 }
 
@@ -89,7 +102,10 @@ impl Workload {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
-            let ready = lines.next().and_then(Result::ok).is_some_and(|l| l == "ready");
+            let ready = lines
+                .next()
+                .and_then(Result::ok)
+                .is_some_and(|l| l == "ready");
             let _ = tx.send(ready);
             for _ in lines {}
         });
@@ -104,7 +120,10 @@ impl Workload {
     }
 
     fn signal(&self, sig: &str) {
-        let st = Command::new("kill").args([sig, &self.pid().to_string()]).status().unwrap();
+        let st = Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status()
+            .unwrap();
         assert!(st.success(), "kill {sig}");
     }
 
@@ -115,13 +134,20 @@ impl Workload {
         let task_dir = format!("/proc/{}/task", self.pid());
         loop {
             let all_stopped = std::fs::read_dir(&task_dir).unwrap().all(|t| {
-                let stat = std::fs::read_to_string(t.unwrap().path().join("stat")).unwrap_or_default();
-                stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('T'))
+                let stat =
+                    std::fs::read_to_string(t.unwrap().path().join("stat")).unwrap_or_default();
+                stat.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('T'))
             });
             if all_stopped {
                 return;
             }
-            assert!(Instant::now() < deadline, "threads of {} did not stop", self.pid());
+            assert!(
+                Instant::now() < deadline,
+                "threads of {} did not stop",
+                self.pid()
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -138,12 +164,22 @@ impl Drop for Workload {
 type Want = Vec<(String, &'static str, Option<i32>)>;
 
 fn ours(name: &str, line: &str) -> (String, &'static str, Option<i32>) {
-    (name.to_string(), "/tests/python/workload.py", Some(mark(line)))
+    (
+        name.to_string(),
+        "/tests/python/workload.py",
+        Some(mark(line)),
+    )
 }
 
 /// The frames of threading.py under a thread's target.
 fn thread_tail(minor: u32) -> Want {
-    let q = |n: &str| if minor >= 11 { format!("Thread.{n}") } else { n.to_string() };
+    let q = |n: &str| {
+        if minor >= 11 {
+            format!("Thread.{n}")
+        } else {
+            n.to_string()
+        }
+    };
     ["run", "_bootstrap_inner", "_bootstrap"]
         .iter()
         .map(|n| (q(n), "/threading.py", None))
@@ -152,7 +188,11 @@ fn thread_tail(minor: u32) -> Want {
 
 fn expected(minor: u32) -> Vec<(&'static str, Want)> {
     let step = if minor >= 11 { "Walker.step" } else { "step" };
-    let mut main = vec![ours("leaf", "leaf"), ours("middle", "middle"), ours("outer", "outer")];
+    let mut main = vec![
+        ours("leaf", "leaf"),
+        ours("middle", "middle"),
+        ours("outer", "outer"),
+    ];
     main.push(ours("<module>", "main"));
     let mut walker = vec![ours(step, "step")];
     walker.extend((0..30).map(|_| ours(step, "step_call")));
@@ -162,7 +202,12 @@ fn expected(minor: u32) -> Vec<(&'static str, Want)> {
     key.extend(thread_tail(minor));
     let mut gen = vec![ours("counting", "gen"), ours("consume", "consume")];
     gen.extend(thread_tail(minor));
-    vec![("main", main), ("walker", walker), ("key", key), ("generator", gen)]
+    vec![
+        ("main", main),
+        ("walker", walker),
+        ("key", key),
+        ("generator", gen),
+    ]
 }
 
 /// Whether `frames` are exactly `want` (lines of threading.py frames are not asserted).
@@ -175,7 +220,11 @@ fn matches(frames: &[NamedFrame], want: &Want) -> Result<(), String> {
         })
         .collect();
     if frames.len() != want.len() {
-        return Err(format!("{} frames, want {}: {got:#?}", frames.len(), want.len()));
+        return Err(format!(
+            "{} frames, want {}: {got:#?}",
+            frames.len(),
+            want.len()
+        ));
     }
     for (i, (f, (name, file, line))) in frames.iter().zip(want).enumerate() {
         let NamedFrame::Frame(p) = f else {
@@ -183,7 +232,9 @@ fn matches(frames: &[NamedFrame], want: &Want) -> Result<(), String> {
         };
         let line_ok = line.is_none() || p.line == *line;
         if &p.qualname != name || !p.filename.ends_with(file) || !line_ok {
-            return Err(format!("frame {i}: want {name} {file}:{line:?}, stack {got:#?}"));
+            return Err(format!(
+                "frame {i}: want {name} {file}:{line:?}, stack {got:#?}"
+            ));
         }
     }
     Ok(())
@@ -202,7 +253,11 @@ fn check_stacks(python: &Path, minor: u32, library: bool) {
         let stacks = sym.stacks(pid, 128, &mut stats).unwrap();
         let result = check_chains(minor, &stacks, &stats);
         if result.is_ok() {
-            check_process(sym.process(pid).unwrap(), minor, library, &stacks);
+            let p = sym.process(pid).unwrap().clone();
+            check_process(&p, minor, library, &stacks);
+            if p.image_is_library && minor >= 12 {
+                check_tls(&w, &p, &stacks);
+            }
             // Every frame again through `symbolize`, now from the cache.
             let hits = sym.cache.hits;
             for (s, named) in &stacks {
@@ -217,7 +272,11 @@ fn check_stacks(python: &Path, minor: u32, library: bool) {
         }
         let last = result.unwrap_err();
         w.signal("-CONT");
-        assert!(Instant::now() < deadline, "3.{minor} ({}): {last}", python.display());
+        assert!(
+            Instant::now() < deadline,
+            "3.{minor} ({}): {last}",
+            python.display()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -250,13 +309,29 @@ fn check_chains(
     Ok(())
 }
 
-fn check_process(p: &PythonProcess, minor: u32, library: bool, stacks: &[(ThreadStack, Vec<NamedFrame>)]) {
+fn check_process(
+    p: &PythonProcess,
+    minor: u32,
+    library: bool,
+    stacks: &[(ThreadStack, Vec<NamedFrame>)],
+) {
     assert_eq!((p.version.major, p.version.minor), (3, minor), "{p:?}");
     assert_eq!(p.image_is_library, library, "{}", p.image);
     assert!(p.code_type.is_some() && p.none_struct.is_some());
     assert!(!p.eval_frame.is_empty() && p.eval_frame[0].start < p.eval_frame[0].end);
+    // pyenv's 3.12 build names the eval loop's cold part in .symtab (GCC's hot/cold split).
+    if library && minor == 12 {
+        assert_eq!(p.eval_frame.len(), 2, "{:x?}", p.eval_frame);
+    }
     let key = p.tss_key.expect("GIL-state pthread key initialized");
     assert!(key < 1024, "pthread key {key}");
+    // pthread_getspecific(key) from outside: each thread's own state (pthread_t = struct
+    // pthread = thread pointer with glibc on x86-64).
+    let mem = ProcMemory::open(Path::new("/proc"), p.pid).unwrap();
+    for (s, _) in stacks {
+        let got = getspecific(&mem, &GLIBC_X86_64, s.thread_id, key).unwrap();
+        assert_eq!(got, s.tstate, "key {key} of thread {:#x}", s.thread_id);
+    }
     if minor >= 11 {
         for (s, _) in stacks {
             let tid = s.native_thread_id.expect("native_thread_id");
@@ -274,7 +349,11 @@ fn check_process(p: &PythonProcess, minor: u32, library: bool, stacks: &[(Thread
     assert_eq!(ids.len(), stacks.len(), "thread ids {ids:?}");
     if minor >= 13 {
         assert_eq!(p.offsets_source, OffsetsSource::DebugOffsets);
-        assert_eq!(Some(p.offsets), table_offsets(13), "_Py_DebugOffsets differ from the table");
+        assert_eq!(
+            Some(p.offsets),
+            table_offsets(13),
+            "_Py_DebugOffsets differ from the table"
+        );
         let mem = ProcMemory::open(Path::new("/proc"), p.pid).unwrap();
         let blob = mem.read_vec(p.runtime.unwrap(), DEBUG_OFFSETS_LEN).unwrap();
         assert!(parse_debug_offsets(&blob).is_ok());
@@ -289,10 +368,43 @@ fn check_process(p: &PythonProcess, minor: u32, library: bool, stacks: &[(Thread
     if let Some(at) = p.gil_holder {
         let mem = ProcMemory::open(Path::new("/proc"), p.pid).unwrap();
         let holder = mem.read_u64(at).unwrap();
-        assert!(holder == 0 || stacks.iter().any(|(s, _)| s.tstate == holder), "gil holder {holder:#x}");
+        assert!(
+            holder == 0 || stacks.iter().any(|(s, _)| s.tstate == holder),
+            "gil holder {holder:#x}"
+        );
     }
     let maps = parse_maps(&std::fs::read_to_string(format!("/proc/{}/maps", p.pid)).unwrap());
-    assert!(maps.iter().any(|m| m.is_exec() && m.contains(p.eval_frame[0].start)));
+    assert!(maps
+        .iter()
+        .any(|m| m.is_exec() && m.contains(p.eval_frame[0].start)));
+}
+
+/// `_Py_tss_tstate` (3.12+) is the *attached* thread state: set in the thread holding the GIL,
+/// NULL in the others. pyenv's python3.1X has no TLS of its own, so libpython's block is the
+/// first of the static TLS. Stops the workload until one thread is seen holding the GIL.
+fn check_tls(w: &Workload, p: &PythonProcess, stacks: &[(ThreadStack, Vec<NamedFrame>)]) {
+    let tls = p.tls_tstate.unwrap();
+    let mem = ProcMemory::open(Path::new("/proc"), p.pid).unwrap();
+    for _ in 0..50 {
+        let mut holders = 0;
+        for (s, _) in stacks {
+            let value = mem.read_u64(tls.first_module_address(s.thread_id)).unwrap();
+            assert!(
+                value == 0 || value == s.tstate,
+                "_Py_tss_tstate of {:#x} = {value:#x}",
+                s.thread_id
+            );
+            holders += usize::from(value != 0);
+        }
+        assert!(holders <= 1, "{holders} threads attached at once");
+        if holders == 1 {
+            return;
+        }
+        w.signal("-CONT");
+        std::thread::sleep(Duration::from_millis(20));
+        w.stop();
+    }
+    panic!("no thread ever had _Py_tss_tstate set");
 }
 
 /// Every code object of the generated source, the workload and threading.py: the decoders give
@@ -303,8 +415,17 @@ fn check_lines(python: &Path, minor: u32) {
         .output()
         .unwrap();
     let threading = String::from_utf8(threading.stdout).unwrap();
-    let out = Command::new(python).arg(LINES).arg(WORKLOAD).arg(threading.trim()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(python)
+        .arg(LINES)
+        .arg(WORKLOAD)
+        .arg(threading.trim())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let format = match minor {
         6..=9 => LINES_LNOTAB,
         10 => LINES_310,
@@ -319,12 +440,22 @@ fn check_lines(python: &Path, minor: u32) {
         let table: Vec<u8> = if hex == "-" {
             Vec::new()
         } else {
-            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect()
         };
         for (i, want) in fields.enumerate() {
             let want: i32 = want.parse().unwrap();
-            let got = line_for_offset(format, &table, first, 2 * i as i64).unwrap().unwrap_or(-1);
-            assert_eq!(got, want, "3.{minor} offset {} of table {hex} (first line {first})", 2 * i);
+            let got = line_for_offset(format, &table, first, 2 * i as i64)
+                .unwrap()
+                .unwrap_or(-1);
+            assert_eq!(
+                got,
+                want,
+                "3.{minor} offset {} of table {hex} (first line {first})",
+                2 * i
+            );
             checked += 1;
         }
     }
@@ -378,5 +509,9 @@ fn debian_minor(python: &Path) -> u32 {
         .args(["-c", "import sys; print(sys.version_info[1])"])
         .output()
         .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }

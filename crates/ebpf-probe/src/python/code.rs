@@ -251,7 +251,11 @@ pub fn read_str(mem: &dyn Memory, off: &PyOffsets, addr: u64) -> Result<String, 
     if length > MAX_STRING_CHARS {
         return Err(PyFrameError::Corrupt("str too long"));
     }
-    let (kind, compact, ascii) = ((state >> 2) & 7, (state >> 5) & 1 == 1, (state >> 6) & 1 == 1);
+    let (kind, compact, ascii) = (
+        (state >> 2) & 7,
+        (state >> 5) & 1 == 1,
+        (state >> 6) & 1 == 1,
+    );
     if !compact {
         return Err(PyFrameError::StringKind(state));
     }
@@ -268,7 +272,11 @@ pub fn read_str(mem: &dyn Memory, off: &PyOffsets, addr: u64) -> Result<String, 
     }
     let data_at = addr.wrapping_add(u64::from(off.unicode_compact_size));
     let units: Vec<u32> = match kind {
-        1 => mem.read_vec(data_at, n)?.into_iter().map(u32::from).collect(),
+        1 => mem
+            .read_vec(data_at, n)?
+            .into_iter()
+            .map(u32::from)
+            .collect(),
         2 => mem
             .read_vec(data_at, n * 2)?
             .chunks_exact(2)

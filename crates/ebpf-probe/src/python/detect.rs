@@ -5,9 +5,7 @@
 //! `interp_head`/`autoTLSkey`, 3.12+'s `_Py_tss_tstate`) and how a thread finds its state.
 
 use super::memory::Memory;
-use super::offsets::{
-    parse_debug_offsets, table_offsets, PyOffsets, ABSENT, DEBUG_OFFSETS_LEN,
-};
+use super::offsets::{parse_debug_offsets, table_offsets, PyOffsets, ABSENT, DEBUG_OFFSETS_LEN};
 use crate::symbolize::procmaps::MapEntry;
 use object::read::elf::{FileHeader, ProgramHeader};
 use object::{Object, ObjectSymbol};
@@ -84,6 +82,20 @@ pub struct TlsSlot {
     pub block_size: u64,
     /// `PT_TLS` `p_align`.
     pub block_align: u64,
+}
+
+impl TlsSlot {
+    /// The variable's address in the thread whose thread pointer is `tp`, when the image's
+    /// block is the first of the static TLS (x86-64 variant II: blocks lie below the thread
+    /// pointer, the first one `roundup(block_size, block_align)` below it). That holds when the
+    /// executable has no `PT_TLS` and libpython is the first needed library with one, as with
+    /// pyenv's `python3.12`/`python3.13`; otherwise the offset is the image's `l_tls_offset`
+    /// in ld.so's `link_map`.
+    pub fn first_module_address(&self, tp: u64) -> u64 {
+        let align = self.block_align.max(1);
+        let block = self.block_size.div_ceil(align) * align;
+        tp.wrapping_sub(block).wrapping_add(self.offset)
+    }
 }
 
 /// How a thread finds its `PyThreadState`.
@@ -179,7 +191,10 @@ impl PySymbols {
 /// The version in a file name: `libpython3.9.so.1.0`, `libpython3.6m.so`, `python3.12`.
 pub fn version_from_name(path: &str) -> Option<PyVersion> {
     let base = path.rsplit('/').next()?;
-    let rest = base.strip_prefix("lib").unwrap_or(base).strip_prefix("python3.")?;
+    let rest = base
+        .strip_prefix("lib")
+        .unwrap_or(base)
+        .strip_prefix("python3.")?;
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     Some(PyVersion {
         major: 3,
@@ -277,7 +292,9 @@ impl PythonProcess {
         let data = std::fs::read(&file).map_err(|e| image_err(e.to_string()))?;
         let syms = PySymbols::parse(&data).map_err(|e| image_err(e.to_string()))?;
         let own: Vec<&MapEntry> = maps.iter().filter(|m| m.path == image).collect();
-        let bias = syms.bias(&own).ok_or_else(|| image_err("no load segment".into()))?;
+        let bias = syms
+            .bias(&own)
+            .ok_or_else(|| image_err("no load segment".into()))?;
         Self::from_symbols(pid, image, is_lib, bias, &syms, mem)
     }
 
@@ -324,8 +341,14 @@ impl PythonProcess {
                     offsets = d.offsets;
                     offsets_source = OffsetsSource::DebugOffsets;
                 }
-                Ok(d) => tracing::warn!(pid, version = d.version, "_Py_DebugOffsets of another version; using the table"),
-                Err(e) => tracing::warn!(pid, error = %e, "_Py_DebugOffsets unusable; using the table"),
+                Ok(d) => tracing::warn!(
+                    pid,
+                    version = d.version,
+                    "_Py_DebugOffsets of another version; using the table"
+                ),
+                Err(e) => {
+                    tracing::warn!(pid, error = %e, "_Py_DebugOffsets unusable; using the table")
+                }
             }
         }
         let interp_head = match runtime {
@@ -336,7 +359,9 @@ impl PythonProcess {
         };
         let gil_holder = match (runtime, offsets.runtime_tstate_current) {
             (Some(rt), o) if o != ABSENT => Some(rt + u64::from(o)),
-            (None, _) => syms.addr("_PyThreadState_Current").map(|a| a.wrapping_add(bias)),
+            (None, _) => syms
+                .addr("_PyThreadState_Current")
+                .map(|a| a.wrapping_add(bias)),
             _ => None,
         };
         let tss_key = match (runtime, offsets.runtime_autotss_key) {
@@ -361,8 +386,12 @@ impl PythonProcess {
             }),
             _ => None,
         };
-        let eval_size = syms.found.get("_PyEval_EvalFrameDefault").map_or(1, |s| s.1.max(1));
-        let mut eval_frame = vec![eval..eval + eval_size];
+        let eval_size = syms
+            .found
+            .get("_PyEval_EvalFrameDefault")
+            .map_or(1, |s| s.1.max(1));
+        let mut eval_frame = Vec::with_capacity(2);
+        eval_frame.push(eval..eval + eval_size);
         if let Some(&(a, size)) = syms.found.get("_PyEval_EvalFrameDefault.cold") {
             eval_frame.push(a + bias..a + bias + size.max(1));
         }
@@ -407,8 +436,14 @@ mod tests {
             "00400000-00401000 r-xp 00000000 08:01 10 /usr/bin/python3.11\n\
              7f0000000000-7f0000100000 r--p 00000000 08:01 11 /opt/lib/libpython3.12.so.1.0\n",
         );
-        assert_eq!(find_image(&maps, Some("/usr/bin/python3.11")), Some(("/opt/lib/libpython3.12.so.1.0", true)));
-        assert_eq!(find_image(&maps[..1], Some("/usr/bin/python3.11")), Some(("/usr/bin/python3.11", false)));
+        assert_eq!(
+            find_image(&maps, Some("/usr/bin/python3.11")),
+            Some(("/opt/lib/libpython3.12.so.1.0", true))
+        );
+        assert_eq!(
+            find_image(&maps[..1], Some("/usr/bin/python3.11")),
+            Some(("/usr/bin/python3.11", false))
+        );
         assert_eq!(find_image(&maps[..1], Some("/bin/sh")), None);
     }
 

@@ -319,15 +319,24 @@ mod tests {
     #[test]
     fn locations_reports_corruption() {
         // Continuation byte where an entry should start.
-        assert_eq!(locations_line(&[0x01], 1, 0), Err(LineTableError::Corrupt(0)));
+        assert_eq!(
+            locations_line(&[0x01], 1, 0),
+            Err(LineTableError::Corrupt(0))
+        );
         // Long form cut short.
         assert_eq!(
             locations_line(&[0x80 | (14 << 3), 0x02], 1, 0),
             Err(LineTableError::Corrupt(0))
         );
         // An entry before the corruption still answers.
-        assert_eq!(locations_line(&[0x80 | (13 << 3), 0x02, 0x01], 1, 0), Ok(Some(2)));
-        assert_eq!(line_for_offset(7, &[], 1, 0), Err(LineTableError::Format(7)));
+        assert_eq!(
+            locations_line(&[0x80 | (13 << 3), 0x02, 0x01], 1, 0),
+            Ok(Some(2))
+        );
+        assert_eq!(
+            line_for_offset(7, &[], 1, 0),
+            Err(LineTableError::Format(7))
+        );
     }
 
     proptest::proptest! {

@@ -125,7 +125,10 @@ mod tests {
     fn slice_memory_reads_inside_regions_only() {
         let mut m = SliceMemory::new();
         m.add(0x1000, (0u8..16).collect());
-        assert_eq!(m.read_u32(0x1004).unwrap(), u32::from_le_bytes([4, 5, 6, 7]));
+        assert_eq!(
+            m.read_u32(0x1004).unwrap(),
+            u32::from_le_bytes([4, 5, 6, 7])
+        );
         assert_eq!(m.read_u8(0x100f).unwrap(), 15);
         assert!(m.read_u32(0x100e).is_err());
         assert!(m.read_u8(0xfff).is_err());

@@ -493,20 +493,32 @@ mod tests {
     #[test]
     fn debug_offsets_rejects_bad_blobs() {
         let good = blob_313();
-        assert_eq!(parse_debug_offsets(&good[..100]), Err(OffsetsError::Short(100)));
+        assert_eq!(
+            parse_debug_offsets(&good[..100]),
+            Err(OffsetsError::Short(100))
+        );
         let mut bad = good.clone();
         bad[0] = b'y';
-        assert!(matches!(parse_debug_offsets(&bad), Err(OffsetsError::Cookie(_))));
+        assert!(matches!(
+            parse_debug_offsets(&bad),
+            Err(OffsetsError::Cookie(_))
+        ));
         let mut v = good.clone();
         v[8..16].copy_from_slice(&0x030e_0000u64.to_le_bytes());
-        assert_eq!(parse_debug_offsets(&v), Err(OffsetsError::Version(0x030e_0000)));
+        assert_eq!(
+            parse_debug_offsets(&v),
+            Err(OffsetsError::Version(0x030e_0000))
+        );
         let mut ft = good.clone();
         ft[16] = 1;
         assert_eq!(parse_debug_offsets(&ft), Err(OffsetsError::FreeThreaded));
         let mut r = good;
         // thread_state.current_frame beyond thread_state.size.
         r[23 * 8..24 * 8].copy_from_slice(&400u64.to_le_bytes());
-        assert!(matches!(parse_debug_offsets(&r), Err(OffsetsError::Range(_, 400))));
+        assert!(matches!(
+            parse_debug_offsets(&r),
+            Err(OffsetsError::Range(_, 400))
+        ));
     }
 
     #[test]

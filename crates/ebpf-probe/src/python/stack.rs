@@ -6,7 +6,7 @@
 use super::code::{CodeCache, PyFrame, PyFrameError};
 use super::detect::PythonProcess;
 use super::memory::Memory;
-use super::offsets::{INSTR_LASTI_BYTES, INSTR_LASTI_UNITS, INSTR_POINTER, ABSENT};
+use super::offsets::{ABSENT, INSTR_LASTI_BYTES, INSTR_LASTI_UNITS, INSTR_POINTER};
 use std::collections::{BTreeMap, HashSet};
 
 /// Most interpreters or threads followed before the list is taken as corrupt.
@@ -104,7 +104,8 @@ fn read_frame(proc: &PythonProcess, mem: &dyn Memory, f: u64) -> Result<Step, Py
         }
         _ => return Err(PyFrameError::Corrupt("unknown instruction kind")),
     };
-    let is_entry = off.frame_is_entry != ABSENT && mem.read_u8(f + u64::from(off.frame_is_entry))? != 0;
+    let is_entry =
+        off.frame_is_entry != ABSENT && mem.read_u8(f + u64::from(off.frame_is_entry))? != 0;
     Ok(Step::Frame(RawFrame {
         code,
         instr,
@@ -113,7 +114,12 @@ fn read_frame(proc: &PythonProcess, mem: &dyn Memory, f: u64) -> Result<Step, Py
 }
 
 /// Reads the frame chain of `tstate`, at most `limit` frames.
-pub fn read_thread(proc: &PythonProcess, mem: &dyn Memory, tstate: u64, limit: usize) -> ThreadStack {
+pub fn read_thread(
+    proc: &PythonProcess,
+    mem: &dyn Memory,
+    tstate: u64,
+    limit: usize,
+) -> ThreadStack {
     let off = &proc.offsets;
     let mut stack = ThreadStack {
         tstate,
@@ -126,7 +132,8 @@ pub fn read_thread(proc: &PythonProcess, mem: &dyn Memory, tstate: u64, limit: u
     let result = (|| -> Result<(), PyFrameError> {
         stack.thread_id = mem.read_u64(tstate + u64::from(off.tstate_thread_id))?;
         if off.tstate_native_thread_id != ABSENT {
-            stack.native_thread_id = Some(mem.read_u64(tstate + u64::from(off.tstate_native_thread_id))?);
+            stack.native_thread_id =
+                Some(mem.read_u64(tstate + u64::from(off.tstate_native_thread_id))?);
         }
         let mut f = current_frame(proc, mem, tstate)?;
         let mut seen = HashSet::new();
@@ -155,7 +162,11 @@ pub fn read_thread(proc: &PythonProcess, mem: &dyn Memory, tstate: u64, limit: u
 }
 
 /// Every thread's stack.
-pub fn read_all(proc: &PythonProcess, mem: &dyn Memory, limit: usize) -> Result<Vec<ThreadStack>, PyFrameError> {
+pub fn read_all(
+    proc: &PythonProcess,
+    mem: &dyn Memory,
+    limit: usize,
+) -> Result<Vec<ThreadStack>, PyFrameError> {
     Ok(thread_states(proc, mem)?
         .into_iter()
         .map(|ts| read_thread(proc, mem, ts, limit))
@@ -201,14 +212,23 @@ pub fn symbolize_stack(
     stack
         .frames
         .iter()
-        .map(|f| match cache.symbolize(mem, &proc.offsets, proc.code_type, proc.pid, f.code, f.instr) {
-            Ok(frame) => {
-                stats.named += 1;
-                NamedFrame::Frame(frame)
-            }
-            Err(e) => {
-                *stats.failed.entry(e.reason()).or_default() += 1;
-                NamedFrame::Unknown(e.reason())
+        .map(|f| {
+            match cache.symbolize(
+                mem,
+                &proc.offsets,
+                proc.code_type,
+                proc.pid,
+                f.code,
+                f.instr,
+            ) {
+                Ok(frame) => {
+                    stats.named += 1;
+                    NamedFrame::Frame(frame)
+                }
+                Err(e) => {
+                    *stats.failed.entry(e.reason()).or_default() += 1;
+                    NamedFrame::Unknown(e.reason())
+                }
             }
         })
         .collect()

@@ -16,7 +16,11 @@ fn str_object(off: &PyOffsets, s: &str) -> Vec<u8> {
         0x100..=0xffff => (2, false),
         _ => (4, false),
     };
-    let data_at = if ascii { off.unicode_ascii_size } else { off.unicode_compact_size } as usize;
+    let data_at = if ascii {
+        off.unicode_ascii_size
+    } else {
+        off.unicode_compact_size
+    } as usize;
     let mut obj = vec![0u8; data_at];
     obj[off.unicode_length as usize..][..8].copy_from_slice(&(chars.len() as u64).to_le_bytes());
     let state = (kind << 2) | (1 << 5) | (u32::from(ascii) << 6);
@@ -123,7 +127,9 @@ fn wrong_type_legacy_strings_and_bad_sizes_are_errors() {
         "corrupt"
     );
     assert_eq!(
-        read_code(&f.mem, &f.off, None, 0x99_000).unwrap_err().reason(),
+        read_code(&f.mem, &f.off, None, 0x99_000)
+            .unwrap_err()
+            .reason(),
         "unreadable"
     );
     // A non-compact (legacy) str.
@@ -140,36 +146,54 @@ fn wrong_type_legacy_strings_and_bad_sizes_are_errors() {
     long[f.off.unicode_length as usize..][..8].copy_from_slice(&u64::MAX.to_le_bytes());
     let mut m = f.mem.clone();
     m.add(NAME, long);
-    assert_eq!(read_code(&m, &f.off, None, CODE).unwrap_err(), PyFrameError::Corrupt("str too long"));
+    assert_eq!(
+        read_code(&m, &f.off, None, CODE).unwrap_err(),
+        PyFrameError::Corrupt("str too long")
+    );
 }
 
 #[test]
 fn cache_hits_and_rereads_after_address_reuse() {
     let mut f = fake(12, "a.py");
     let mut cache = CodeCache::new(8);
-    let a = cache.symbolize(&f.mem, &f.off, Some(CODE_TYPE), 1, CODE, 2).unwrap();
+    let a = cache
+        .symbolize(&f.mem, &f.off, Some(CODE_TYPE), 1, CODE, 2)
+        .unwrap();
     assert_eq!((a.qualname.as_str(), a.line), ("Walker.step", Some(11)));
-    let b = cache.symbolize(&f.mem, &f.off, Some(CODE_TYPE), 1, CODE, 0).unwrap();
+    let b = cache
+        .symbolize(&f.mem, &f.off, Some(CODE_TYPE), 1, CODE, 0)
+        .unwrap();
     assert_eq!(b.line, Some(10));
     assert_eq!((cache.reads, cache.hits, cache.replaced), (1, 1, 0));
     // Another pid at the same address is a different entry.
-    cache.symbolize(&f.mem, &f.off, Some(CODE_TYPE), 2, CODE, 0).unwrap();
+    cache
+        .symbolize(&f.mem, &f.off, Some(CODE_TYPE), 2, CODE, 0)
+        .unwrap();
     assert_eq!(cache.reads, 2);
     // A new code object at the same address (other first line, other name object).
     f.mem.add(CODE, code_head(&f.off, 40));
     f.mem.add(QUAL, str_object(&f.off, "Other.run"));
-    let c = cache.symbolize(&f.mem, &f.off, Some(CODE_TYPE), 1, CODE, 0).unwrap();
-    assert_eq!((c.qualname.as_str(), c.firstlineno, c.line), ("Other.run", 40, Some(40)));
+    let c = cache
+        .symbolize(&f.mem, &f.off, Some(CODE_TYPE), 1, CODE, 0)
+        .unwrap();
+    assert_eq!(
+        (c.qualname.as_str(), c.firstlineno, c.line),
+        ("Other.run", 40, Some(40))
+    );
     assert_eq!(cache.replaced, 1);
     // The kernel's id of the new head hits without a read; a stale id reads again.
     let id = read_header(&f.mem, &f.off, None, CODE).unwrap().kernel_id();
     let reads = cache.reads;
     let empty = SliceMemory::new();
     assert!(cache.get_with_id(&empty, &f.off, None, 1, CODE, id).is_ok());
-    assert!(cache.get_with_id(&empty, &f.off, None, 1, CODE, id ^ 1).is_err());
+    assert!(cache
+        .get_with_id(&empty, &f.off, None, 1, CODE, id ^ 1)
+        .is_err());
     assert_eq!(cache.reads, reads);
     cache.forget_pid(1);
-    assert!(cache.get_with_id(&empty, &f.off, None, 1, CODE, id).is_err());
+    assert!(cache
+        .get_with_id(&empty, &f.off, None, 1, CODE, id)
+        .is_err());
 }
 
 #[test]
@@ -178,4 +202,47 @@ fn header_parse_needs_every_byte() {
     let head = code_head(&off, 1);
     assert!(CodeHeader::parse(&head, &off).is_some());
     assert!(CodeHeader::parse(&head[..head.len() - 1], &off).is_none());
+}
+
+/// Arbitrary bytes as a code object whose pointers (when `aim` says so) point back into the
+/// same bytes: any version's reader returns an error or bounded strings, never panics.
+fn read_arbitrary(bytes: &[u8], aim: &[u16]) {
+    const BASE: u64 = 0x40_000;
+    for minor in 6..=13 {
+        let off = table_offsets(minor).unwrap();
+        let mut region = bytes.to_vec();
+        let ptrs = [
+            off.code_filename,
+            off.code_name,
+            off.code_qualname,
+            off.code_linetable,
+        ];
+        for (&o, &a) in ptrs.iter().zip(aim) {
+            if o != ABSENT && (o as usize + 8) <= region.len() && !region.is_empty() {
+                let target = BASE + u64::from(a) % region.len() as u64;
+                region[o as usize..][..8].copy_from_slice(&target.to_le_bytes());
+            }
+        }
+        let mut mem = SliceMemory::new();
+        mem.add(BASE, region);
+        if let Ok(code) = read_code(&mem, &off, None, BASE) {
+            assert!(code.name.chars().count() as u64 <= MAX_STRING_CHARS);
+            assert!(code.linetable.len() <= bytes.len());
+            let _ = code.line(
+                off.linetable_format,
+                i64::from(aim.first().copied().unwrap_or(0)),
+            );
+        }
+        let mut cache = CodeCache::new(2);
+        let _ = cache.symbolize(&mem, &off, Some(CODE_TYPE), 1, BASE, 0);
+        let _ = read_str(&mem, &off, BASE + 1);
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn code_reader_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400),
+                                aim in proptest::collection::vec(proptest::num::u16::ANY, 4)) {
+        read_arbitrary(&bytes, &aim);
+    }
 }
