@@ -205,10 +205,12 @@ pub fn version_from_name(path: &str) -> Option<PyVersion> {
 
 /// The CPython image of a process: a `libpython3.*` mapping if any, else `exe` when mapped.
 pub fn find_image<'a>(maps: &'a [MapEntry], exe: Option<&str>) -> Option<(&'a str, bool)> {
+    // `libpython3.X…so…`, not the stable-ABI shim `libpython3.so` (no eval loop of its own).
     let is_lib = |p: &str| {
-        p.rsplit('/')
-            .next()
-            .is_some_and(|b| b.starts_with("libpython3.") && b.contains(".so"))
+        p.rsplit('/').next().is_some_and(|b| {
+            let minor = b.strip_prefix("libpython3.");
+            minor.is_some_and(|m| m.starts_with(|c: char| c.is_ascii_digit())) && b.contains(".so")
+        })
     };
     if let Some(m) = maps.iter().find(|m| m.is_file() && is_lib(&m.path)) {
         return Some((m.path.as_str(), true));
@@ -315,7 +317,11 @@ impl PythonProcess {
                     symbol,
                 })
         };
-        let eval = need("_PyEval_EvalFrameDefault")?;
+        // An executable without the eval loop is simply not Python.
+        let eval = match need("_PyEval_EvalFrameDefault") {
+            Err(_) if !image_is_library => return Err(DetectError::NotPython),
+            other => other?,
+        };
         let version = match syms.addr("Py_Version") {
             Some(a) => {
                 let hex = mem.read_u32(a.wrapping_add(bias))?;
@@ -418,6 +424,7 @@ impl PythonProcess {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::python::memory::SliceMemory;
     use crate::symbolize::procmaps::parse_maps;
 
     #[test]
@@ -445,6 +452,115 @@ mod tests {
             Some(("/usr/bin/python3.11", false))
         );
         assert_eq!(find_image(&maps[..1], Some("/bin/sh")), None);
+        let shim = parse_maps(
+            "7f0000000000-7f0000001000 r--p 00000000 08:01 12 /opt/lib/libpython3.so\n\
+             00400000-00401000 r-xp 00000000 08:01 10 /usr/bin/python3.11\n",
+        );
+        assert_eq!(
+            find_image(&shim, Some("/usr/bin/python3.11")),
+            Some(("/usr/bin/python3.11", false))
+        );
+    }
+
+    fn symbols(list: &[(&'static str, u64, u64)]) -> PySymbols {
+        PySymbols {
+            found: list.iter().map(|&(n, a, sz)| (n, (a, sz))).collect(),
+            tls_segment: Some((0x20, 8)),
+            loads: vec![(0, 0)],
+        }
+    }
+
+    const BIAS: u64 = 0x7f00_0000_0000;
+
+    #[test]
+    fn from_symbols_313_uses_the_debug_offsets_and_reads_the_key() {
+        let blob = include_bytes!("../../tests/fixtures/python/debug_offsets_3.13.0.bin");
+        let syms = symbols(&[
+            ("_PyEval_EvalFrameDefault", 0x8b8e0, 0x1000),
+            ("Py_Version", 0x3937b0, 4),
+            ("_PyRuntime", 0x5294c0, 0x3000),
+            ("_Py_NoneStruct", 0x5047a0, 16),
+            ("PyCode_Type", 0x4f0bc0, 400),
+            ("_Py_tss_tstate", 0x18, 8),
+        ]);
+        let mut runtime = blob.to_vec();
+        runtime.resize(2168, 0);
+        // Py_tss_t at 2160: initialized, key 5.
+        runtime[2160..2164].copy_from_slice(&1u32.to_le_bytes());
+        runtime[2164..2168].copy_from_slice(&5u32.to_le_bytes());
+        let mut mem = SliceMemory::new();
+        mem.add(BIAS + 0x3937b0, 0x030d_00f0u32.to_le_bytes().to_vec())
+            .add(BIAS + 0x5294c0, runtime);
+        let p = PythonProcess::from_symbols(9, "/l/libpython3.13.so.1.0", true, BIAS, &syms, &mem)
+            .unwrap();
+        assert_eq!(p.version.to_string(), "3.13.0");
+        assert_eq!(p.offsets_source, OffsetsSource::DebugOffsets);
+        assert_eq!(Some(p.offsets), table_offsets(13));
+        assert_eq!(p.interp_head, BIAS + 0x5294c0 + 632);
+        assert_eq!(p.eval_frame, [BIAS + 0x8b8e0..BIAS + 0x8c8e0]);
+        assert!(p.in_eval_loop(BIAS + 0x8b8e0) && !p.in_eval_loop(BIAS + 0x8c8e0));
+        assert_eq!((p.tss_key, p.gil_holder), (Some(5), None));
+        let tls = TlsSlot {
+            offset: 0x18,
+            block_size: 0x20,
+            block_align: 8,
+        };
+        assert_eq!(
+            p.thread_state_lookup(),
+            Some(ThreadStateLookup::ThreadLocal(tls))
+        );
+        assert_eq!(tls.first_module_address(0x1000), 0x1000 - 8);
+        // A blob of another version falls back to the table; an uninitialized key is none.
+        let mut other = blob.to_vec();
+        other[8..16].copy_from_slice(&0x030c_0000u64.to_le_bytes());
+        other.resize(2168, 0);
+        mem.add(BIAS + 0x5294c0, other);
+        let p = PythonProcess::from_symbols(9, "/l/libpython3.13.so.1.0", true, BIAS, &syms, &mem)
+            .unwrap();
+        assert_eq!((p.offsets_source, p.tss_key), (OffsetsSource::Table, None));
+    }
+
+    #[test]
+    fn from_symbols_36_without_runtime_and_unknown_versions() {
+        let syms = symbols(&[
+            ("_PyEval_EvalFrameDefault", 0x146220, 0x100),
+            ("_PyEval_EvalFrameDefault.cold", 0x10000, 0x20),
+            ("interp_head", 0x2feee0, 8),
+            ("autoTLSkey", 0x2acf00, 4),
+            ("_PyThreadState_Current", 0x2feed0, 8),
+        ]);
+        let mut mem = SliceMemory::new();
+        mem.add(0x2acf00, 2u32.to_le_bytes().to_vec());
+        let p = PythonProcess::from_symbols(9, "/l/libpython3.6m.so.1.0", true, 0, &syms, &mem)
+            .unwrap();
+        assert_eq!(p.version.to_string(), "3.6");
+        assert_eq!(
+            (p.runtime, p.interp_head, p.tss_key),
+            (None, 0x2feee0, Some(2))
+        );
+        assert_eq!(p.gil_holder, Some(0x2feed0));
+        assert_eq!(p.eval_frame.len(), 2);
+        assert_eq!(
+            p.thread_state_lookup(),
+            Some(ThreadStateLookup::PthreadKey { key: 2 })
+        );
+        let info = p.proc_info();
+        assert_eq!((info.eval_cold_start, info.tss_key_plus_one), (0x10000, 3));
+        // autoTLSkey still -1: no key.
+        mem.add(0x2acf00, (-1i32).to_le_bytes().to_vec());
+        let p = PythonProcess::from_symbols(9, "/l/libpython3.6m.so.1.0", true, 0, &syms, &mem)
+            .unwrap();
+        assert_eq!(p.tss_key, None);
+        for name in ["/l/libpython3.14.so", "/l/libpython3.5m.so"] {
+            let err = PythonProcess::from_symbols(9, name, true, 0, &syms, &mem).unwrap_err();
+            assert!(matches!(err, DetectError::Version(_)), "{err}");
+        }
+        let bash = symbols(&[]);
+        let err = PythonProcess::from_symbols(9, "/bin/bash", false, 0, &bash, &mem).unwrap_err();
+        assert!(matches!(err, DetectError::NotPython));
+        let err =
+            PythonProcess::from_symbols(9, "/l/libpython3.9.so", true, 0, &bash, &mem).unwrap_err();
+        assert!(matches!(err, DetectError::Symbol { .. }));
     }
 
     #[test]
