@@ -6,6 +6,7 @@
 pub mod cgroup;
 pub mod pprof;
 pub mod probe;
+pub mod python;
 pub mod session;
 pub mod symbolize;
 pub mod unwind;
