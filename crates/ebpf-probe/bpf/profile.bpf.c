@@ -520,6 +520,7 @@ int on_process_exit(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	// Its mappings too: a process reusing the pid must not be walked with them.
 	bpf_map_delete_elem(&unwind_procs, &tgid);
+	bpf_map_delete_elem(&python_procs, &tgid);
 	event = bpf_ringbuf_reserve(&events, sizeof(*event), 0);
 	if (!event) {
 		count(C_EVENTS_LOST);
@@ -543,6 +544,7 @@ int on_process_exec(struct bpf_raw_tracepoint_args *ctx)
 	// The old program's mappings are gone: frame pointers until user space publishes the new
 	// ones (its re-read worker reads the maps of an exec'd process as the event arrives).
 	bpf_map_delete_elem(&unwind_procs, &tgid);
+	bpf_map_delete_elem(&python_procs, &tgid);
 	event = bpf_ringbuf_reserve(&events, sizeof(*event), 0);
 	if (!event) {
 		count(C_EVENTS_LOST);

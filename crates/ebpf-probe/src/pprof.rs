@@ -164,6 +164,7 @@ struct LocationKey {
     mapping_id: u64,
     address: u64,
     function_id: u64,
+    line: i64,
 }
 
 #[derive(Hash, PartialEq, Eq)]
@@ -179,7 +180,8 @@ struct MappingKey {
 pub struct ProfileBuilder {
     profile: Profile,
     strings: HashMap<String, i64>,
-    functions: HashMap<String, u64>,
+    /// (name, file) → function id; native functions have no file.
+    functions: HashMap<(String, String), u64>,
     mappings: HashMap<MappingKey, u64>,
     locations: HashMap<LocationKey, u64>,
     samples: HashMap<Vec<u64>, usize>,
@@ -251,20 +253,26 @@ impl ProfileBuilder {
         i
     }
 
-    fn function(&mut self, name: &str) -> u64 {
-        if let Some(&id) = self.functions.get(name) {
+    fn function(&mut self, name: &str, file: &str) -> u64 {
+        let key = (name.to_string(), file.to_string());
+        if let Some(&id) = self.functions.get(&key) {
             return id;
         }
         let n = self.string(name);
+        let filename = if file.is_empty() {
+            0
+        } else {
+            self.string(file)
+        };
         let id = self.profile.function.len() as u64 + 1;
         self.profile.function.push(Function {
             id,
             name: n,
             system_name: n,
-            filename: 0,
+            filename,
             start_line: 0,
         });
-        self.functions.insert(name.to_string(), id);
+        self.functions.insert(key, id);
         id
     }
 
@@ -306,15 +314,18 @@ impl ProfileBuilder {
             Some(m) => self.mapping(m, frame.name.is_some()),
             None => 0,
         };
+        let file = frame.source.as_ref().map_or("", |s| s.file.as_str());
+        let line_number = frame.source.as_ref().map_or(0, |s| s.line);
         let function_id = match (&frame.name, self.name_unknown) {
-            (Some(name), _) => self.function(name),
-            (None, true) => self.function(&frame.display_name()),
+            (Some(name), _) => self.function(name, file),
+            (None, true) => self.function(&frame.display_name(), ""),
             (None, false) => 0,
         };
         let key = LocationKey {
             mapping_id,
             address: frame.address,
             function_id,
+            line: line_number,
         };
         if let Some(&id) = self.locations.get(&key) {
             return id;
@@ -325,7 +336,7 @@ impl ProfileBuilder {
         } else {
             vec![Line {
                 function_id,
-                line: 0,
+                line: line_number,
             }]
         };
         self.profile.location.push(Location {
@@ -351,6 +362,7 @@ impl ProfileBuilder {
                 address: 0,
                 name: Some("[unknown]".to_string()),
                 mapping: None,
+                source: None,
             };
             vec![self.location(&unknown)]
         } else {

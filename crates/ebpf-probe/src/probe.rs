@@ -13,6 +13,7 @@
 mod abi;
 mod loader;
 pub mod mock;
+pub mod python_bpf;
 mod sys;
 pub mod unwind_abi;
 mod unwind_bpf;
@@ -55,6 +56,9 @@ pub struct ProbeConfig {
     pub unwind_tables: u32,
     /// Distinct table-walked user stacks per interval, per half (4 KiB each).
     pub ustack_map_size: u32,
+    /// Record the Python frames of CPython processes walked with tables (their eval loop's
+    /// native frames are replaced by the Python functions they run).
+    pub python: bool,
 }
 
 impl Default for ProbeConfig {
@@ -70,6 +74,7 @@ impl Default for ProbeConfig {
             unwind_mappings: 128 << 10,
             unwind_tables: 16384,
             ustack_map_size: 4096,
+            python: true,
         }
     }
 }

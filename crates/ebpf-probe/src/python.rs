@@ -80,6 +80,15 @@ pub struct PySymbolizer {
     pub cache: CodeCache,
 }
 
+impl std::fmt::Debug for PySymbolizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PySymbolizer")
+            .field("proc_root", &self.proc_root)
+            .field("processes", &self.processes.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl PySymbolizer {
     /// Reads processes under `proc_root` (normally `/proc`).
     pub fn new(proc_root: &Path, capacity: usize) -> Self {
@@ -134,6 +143,23 @@ impl PySymbolizer {
         let p = &t.process;
         self.cache
             .symbolize(&t.mem, &p.offsets, p.code_type, pid, code_addr, instr)
+    }
+
+    /// Names a frame as the kernel walk records it: `recorded` is `f_lasti` (≤ 3.10) or the
+    /// instruction pointer's offset from the code object (3.11+), see `bpf/python.h`.
+    pub fn symbolize_recorded(
+        &mut self,
+        pid: u32,
+        code_addr: u64,
+        recorded: u32,
+    ) -> Result<PyFrame, PyFrameError> {
+        let off = self.process(pid)?.offsets;
+        let instr = match off.frame_instr_kind {
+            offsets::INSTR_LASTI_BYTES => i64::from(recorded as i32),
+            offsets::INSTR_LASTI_UNITS => i64::from(recorded as i32) * 2,
+            _ => i64::from(recorded) - i64::from(off.code_adaptive),
+        };
+        self.symbolize(pid, code_addr, instr)
     }
 
     /// Every thread's stack of `pid`, named (the user-space walk).

@@ -23,6 +23,18 @@ use std::num::NonZeroUsize;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use crate::probe::python_bpf::{error_marker, user_words, UserWord, PY_ERR_NO_THREAD, PY_ERR_READ};
+use crate::python::PySymbolizer;
+
+/// The counting name of a kernel-side Python frame error.
+fn kernel_reason(reason: u32) -> &'static str {
+    match reason {
+        PY_ERR_NO_THREAD => "kernel_no_thread",
+        PY_ERR_READ => "kernel_read_failed",
+        _ => "kernel_truncated",
+    }
+}
 use std::time::{Duration, Instant, SystemTime};
 
 use lru::LruCache;
@@ -49,15 +61,28 @@ pub struct MappingInfo {
     pub build_id: Option<String>,
 }
 
+/// Where an interpreted frame is in its source.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SourcePos {
+    /// The source file (`co_filename`).
+    pub file: String,
+    /// The line running (0 when the line table gives none).
+    pub line: i64,
+}
+
 /// One symbolized frame.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Frame {
-    /// Instruction pointer (absolute address in the process or kernel).
+    /// Instruction pointer (absolute address in the process or kernel; the code object's for
+    /// a Python frame).
     pub address: u64,
-    /// Function name (demangled per the `demangle` option), if known.
+    /// Function name (demangled per the `demangle` option), if known; a Python frame's
+    /// qualified name.
     pub name: Option<String>,
-    /// The mapping holding `address` (user frames only).
+    /// The mapping holding `address` (native user frames only).
     pub mapping: Option<Arc<MappingInfo>>,
+    /// File and line of an interpreted (Python) frame.
+    pub source: Option<SourcePos>,
 }
 
 impl Frame {
@@ -100,6 +125,8 @@ pub struct SymbolizerConfig {
     pub elf_cache_size: usize,
     /// `demangle` (`simplified`).
     pub demangle: Demangle,
+    /// Name the Python frames the kernel walk records (`python_enabled`).
+    pub python: bool,
 }
 
 impl Default for SymbolizerConfig {
@@ -114,6 +141,7 @@ impl Default for SymbolizerConfig {
             pid_cache_size: 32,
             elf_cache_size: 128,
             demangle: Demangle::Simplified,
+            python: true,
         }
     }
 }
@@ -376,6 +404,19 @@ pub struct Symbolizer {
     /// (ELF object id, symbol index) → demangled name, so the names of hot frames are read
     /// from their file and demangled once.
     names: LruCache<(u64, usize), Arc<str>>,
+    /// Names Python frames (code objects read from the process), when enabled.
+    python: Option<PySymbolizer>,
+    /// Python frames named and not named, by reason, since start.
+    python_stats: PythonFrameStats,
+}
+
+/// Python frames the symbolizer named or could not name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PythonFrameStats {
+    /// Frames named (qualified name, file, line).
+    pub named: u64,
+    /// Frames not named, by reason (`PyFrameError::reason`, or the kernel's `kernel_*`).
+    pub failed: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// Minimum time between two reads of the maps of a process that had no file mapping (read in
@@ -426,6 +467,10 @@ impl Symbolizer {
             kernel,
             vdso: None,
             names: LruCache::new(cap(NAME_CACHE_SIZE)),
+            python: config
+                .python
+                .then(|| PySymbolizer::new(&config.proc_root, crate::python::DEFAULT_CACHE)),
+            python_stats: PythonFrameStats::default(),
             config,
             metrics,
         }
@@ -439,6 +484,14 @@ impl Symbolizer {
     /// Drops a dead process's table.
     pub fn forget_pid(&mut self, pid: u32) {
         self.pids.pop(&pid);
+        if let Some(python) = self.python.as_mut() {
+            python.forget(pid);
+        }
+    }
+
+    /// Python frames named and not named since start.
+    pub fn python_stats(&self) -> &PythonFrameStats {
+        &self.python_stats
     }
 
     /// Cache sizes.
@@ -461,6 +514,7 @@ impl Symbolizer {
                 address: 0,
                 name: Some(marker.to_string()),
                 mapping: None,
+                source: None,
             });
         }
         frames
@@ -483,6 +537,7 @@ impl Symbolizer {
                     address: ip,
                     name: self.kernel.lookup(lookup).map(Cow::into_owned),
                     mapping: None,
+                    source: None,
                 }
             })
             .collect()
@@ -507,16 +562,71 @@ impl Symbolizer {
                     address,
                     name: None,
                     mapping: None,
+                    source: None,
                 })
                 .collect();
         }
         let root = self.config.proc_root.join(pid.to_string()).join("root");
         let mut frames = Vec::with_capacity(ips.len());
-        for (i, &ip) in ips.iter().enumerate() {
-            let lookup = if i == 0 { ip } else { ip.wrapping_sub(1) };
-            frames.push(self.symbolize_one(pid, &root, ip, lookup));
+        for (i, word) in user_words(ips).into_iter().enumerate() {
+            match word {
+                UserWord::Native(ip) => {
+                    let lookup = if i == 0 { ip } else { ip.wrapping_sub(1) };
+                    frames.push(self.symbolize_one(pid, &root, ip, lookup));
+                }
+                UserWord::Python { code, instr } => {
+                    frames.push(self.python_frame(pid, code, instr))
+                }
+                UserWord::PythonError(reason) => {
+                    *self
+                        .python_stats
+                        .failed
+                        .entry(kernel_reason(reason))
+                        .or_default() += 1;
+                    frames.push(Frame {
+                        address: 0,
+                        name: Some(error_marker(reason).to_string()),
+                        mapping: None,
+                        source: None,
+                    });
+                }
+            }
         }
         frames
+    }
+
+    /// A Python frame recorded by the kernel walk, named from the code object; a frame that
+    /// cannot be named is `[python: reason]`, never a guess.
+    fn python_frame(&mut self, pid: u32, code: u64, instr: u32) -> Frame {
+        let named = match self.python.as_mut() {
+            Some(python) => python.symbolize_recorded(pid, code, instr),
+            None => Err(crate::python::PyFrameError::Process(
+                "Python frames are off".into(),
+            )),
+        };
+        match named {
+            Ok(frame) => {
+                self.python_stats.named += 1;
+                Frame {
+                    address: code,
+                    name: Some(frame.qualname),
+                    mapping: None,
+                    source: Some(SourcePos {
+                        file: frame.filename,
+                        line: frame.line.map_or(0, i64::from),
+                    }),
+                }
+            }
+            Err(e) => {
+                *self.python_stats.failed.entry(e.reason()).or_default() += 1;
+                Frame {
+                    address: code,
+                    name: Some(format!("[python: {}]", e.reason())),
+                    mapping: None,
+                    source: None,
+                }
+            }
+        }
     }
 
     /// Finds (and marks as recently used) or reads the process; counts the pid cache
@@ -570,6 +680,7 @@ impl Symbolizer {
                 address: ip,
                 name: None,
                 mapping: None,
+                source: None,
             };
         };
         if idx.is_none() {
@@ -638,6 +749,7 @@ impl Symbolizer {
             address: ip,
             name,
             mapping: (!anonymous).then_some(info),
+            source: None,
         }
     }
 
@@ -737,6 +849,7 @@ impl Symbolizer {
             address: ip,
             name,
             mapping: None,
+            source: None,
         }
     }
 }

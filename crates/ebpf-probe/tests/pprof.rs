@@ -21,6 +21,7 @@ fn frame(address: u64, name: Option<&str>, mapping: Option<Arc<MappingInfo>>) ->
         address,
         name: name.map(str::to_string),
         mapping,
+        source: None,
     }
 }
 
@@ -319,4 +320,70 @@ fn incomplete_walks_end_with_a_marker_frame() {
         sym.symbolize_sample(&sample(Some(WalkEnd::NoInfo)))[2].display_name(),
         "[truncated: no unwind info]"
     );
+}
+
+/// Two Python frames of one function at two lines, under a native frame.
+fn python_profile() -> ebpf_probe::pprof::Profile {
+    let py = |line: i64, name: &str| Frame {
+        address: 0x7f00_0000_1000,
+        name: Some(name.to_string()),
+        mapping: None,
+        source: Some(ebpf_probe::symbolize::SourcePos {
+            file: "/srv/app/walker.py".into(),
+            line,
+        }),
+    };
+    let native = frame(0x3010, Some("_PyEval_Vector"), Some(app_mapping()));
+    let mut b = ProfileBuilder::new(100, 1_700_000_000_000_000_000, 10_000_000_000);
+    b.add_stack(&[py(12, "Walker.step"), native.clone()], 3);
+    b.add_stack(&[py(14, "Walker.step"), native], 1);
+    b.build()
+}
+
+#[test]
+fn python_frames_carry_file_and_line() {
+    let p = decode(&encode_gzip(&python_profile())).unwrap();
+    let step: Vec<_> = p
+        .function
+        .iter()
+        .filter(|f| p.str(f.name) == "Walker.step")
+        .collect();
+    assert_eq!(step.len(), 1, "one function for both lines");
+    assert_eq!(p.str(step[0].filename), "/srv/app/walker.py");
+    let mut lines: Vec<i64> = p
+        .location
+        .iter()
+        .flat_map(|l| &l.line)
+        .filter(|ln| ln.function_id == step[0].id)
+        .map(|ln| ln.line)
+        .collect();
+    lines.sort();
+    assert_eq!(lines, vec![12, 14], "a location per line");
+}
+
+#[test]
+#[ignore = "needs Go toolchain"]
+fn go_tool_pprof_shows_python_files_and_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("py.pb.gz");
+    std::fs::write(&path, encode_gzip(&python_profile())).unwrap();
+    let out = std::process::Command::new("go")
+        .args(["tool", "pprof", "-top", "-lines", "-symbolize=none"])
+        .arg(&path)
+        .env("HOME", dir.path())
+        .env("PPROF_TMPDIR", dir.path())
+        .output()
+        .expect("`go` must be installed (golang-go) to check the profile with go tool pprof");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "Walker.step /srv/app/walker.py:12",
+        "Walker.step /srv/app/walker.py:14",
+    ] {
+        assert!(stdout.contains(want), "{want} not in:\n{stdout}");
+    }
 }

@@ -27,8 +27,8 @@ use super::abi::{
 use super::sys::{self, BatchError};
 use super::unwind_abi::{UserStack, WalkEnd};
 use super::unwind_bpf::{
-    cfi_tables, lock, refresh_or_forget, spawn_rereads, Unwinder, UserStacks, MAP_UNWIND_MAPPINGS,
-    MAP_UNWIND_PROCS, MAP_UNWIND_ROWS, MAP_UNWIND_TABLES, MAP_USTACKS,
+    cfi_tables, lock, refresh_or_forget, spawn_rereads, Unwinder, UserStacks, MAP_PYTHON_PROCS,
+    MAP_UNWIND_MAPPINGS, MAP_UNWIND_PROCS, MAP_UNWIND_ROWS, MAP_UNWIND_TABLES, MAP_USTACKS,
 };
 use super::unwind_maps::TableProvider;
 use super::{
@@ -50,6 +50,9 @@ const MAP_STACKS: [&str; 2] = ["stacks0", "stacks1"];
 const MAP_CONTROL: &str = "control";
 const MAP_COUNTERS: &str = "counters";
 const MAP_EVENTS: &str = "events";
+
+/// CPython processes the kernel records Python frames of at once (`python_procs`).
+const PYTHON_PROCS: u32 = 4096;
 
 /// How long `collect` waits after switching halves so that samples that read the old half
 /// finish writing it (a BPF program run takes microseconds).
@@ -170,11 +173,13 @@ impl Probe {
 
         // Without the table walk its maps stay as small as the kernel allows.
         let sized = |n: u32| if config.unwind { n } else { 1 };
+        let sized_python = |n: u32| if config.unwind && config.python { n } else { 1 };
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(MAP_UNWIND_PROCS, sized(config.pid_map_size))
             .map_max_entries(MAP_UNWIND_MAPPINGS, sized(config.unwind_mappings))
             .map_max_entries(MAP_UNWIND_TABLES, sized(config.unwind_tables))
             .map_max_entries(MAP_UNWIND_ROWS, sized(config.unwind_rows))
+            .map_max_entries(MAP_PYTHON_PROCS, sized_python(PYTHON_PROCS))
             .map_max_entries(MAP_USTACKS[0], sized(config.ustack_map_size))
             .map_max_entries(MAP_USTACKS[1], sized(config.ustack_map_size))
             .map_max_entries(MAP_PID_CONFIG, config.pid_map_size)
@@ -250,6 +255,9 @@ impl Probe {
                 config.unwind_tables,
             )?;
             unwinder.set_provider(cfi_tables());
+            if config.python {
+                unwinder.enable_python(&mut ebpf)?;
+            }
             let unwinder = Arc::new(Mutex::new(unwinder));
             let rereads = spawn_rereads(Arc::downgrade(&unwinder))
                 .map_err(|e| load_error("starting the unwind re-read thread", e))?;

@@ -42,6 +42,9 @@ unsafe impl aya::Pod for UserStack {}
 // SAFETY: repr(C), u32, u8, i8, i16 (8 bytes, size asserted in unwind::abi), no padding,
 // every bit pattern valid.
 unsafe impl aya::Pod for UnwindRow {}
+// SAFETY: `PythonProc` is `#[repr(C)]`, made of integers only, with explicit padding fields
+// (`pad` and the tail the test of its size accounts for), valid for any bit pattern.
+unsafe impl aya::Pod for super::python_bpf::PythonProc {}
 
 /// The system's page size (4096 if it cannot be read).
 pub(crate) fn page_size() -> usize {

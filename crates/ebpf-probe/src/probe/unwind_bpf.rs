@@ -11,13 +11,18 @@ use std::sync::{Mutex, PoisonError, Weak};
 use aya::maps::{Array, HashMap, IterableMap, MapData, MapError};
 use aya::Ebpf;
 
+use super::python_bpf::{python_candidate, PythonProc};
 use super::sys::{self, BatchError};
 use super::unwind_abi::{UnwindMapping, UnwindPage, UnwindProc, UnwindTable, UserStack};
 use super::unwind_maps::{
     FileTables, TableProvider, UnwindMapError, UnwindMapStats, UnwindMaps, UnwindState,
 };
 use super::ProbeError;
+use crate::python::detect::find_image;
+use crate::python::memory::ProcMemory;
+use crate::python::PythonProcess;
 use crate::symbolize::procmaps::parse_maps;
+use crate::symbolize::procmaps::MapEntry;
 use crate::unwind::abi::UnwindRow;
 use crate::unwind::cache::UnwindCache;
 use crate::unwind::table::TableSource;
@@ -42,6 +47,7 @@ pub(crate) const MAP_UNWIND_MAPPINGS: &str = "unwind_mappings";
 pub(crate) const MAP_UNWIND_TABLES: &str = "unwind_tables";
 pub(crate) const MAP_UNWIND_ROWS: &str = "unwind_rows";
 pub(crate) const MAP_USTACKS: [&str; 2] = ["ustacks0", "ustacks1"];
+pub(crate) const MAP_PYTHON_PROCS: &str = "python_procs";
 
 /// The four maps that describe processes and tables to the kernel.
 pub(crate) struct BpfUnwindMaps {
@@ -175,6 +181,8 @@ impl UnwindMaps for BpfUnwindMaps {
 pub(crate) struct Unwinder {
     maps: BpfUnwindMaps,
     state: UnwindState,
+    /// `python_procs` and what was last published per pid, when Python frames are recorded.
+    python: Option<PythonProcs>,
     provider: Option<Box<dyn TableProvider + Send>>,
     proc_root: PathBuf,
 }
@@ -212,10 +220,21 @@ impl Unwinder {
         };
         Ok(Unwinder {
             maps,
+            python: None,
             state: UnwindState::new(rows, mappings, tables),
             provider: None,
             proc_root: PathBuf::from("/proc"),
         })
+    }
+
+    /// Records Python frames from now on: takes `python_procs` out of the loaded object.
+    pub(crate) fn enable_python(&mut self, ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+        self.python = Some(PythonProcs {
+            map: take(ebpf, MAP_PYTHON_PROCS, HashMap::try_from)?,
+            published: StdHashMap::new(),
+            not_python: StdHashMap::new(),
+        });
+        Ok(())
     }
 
     /// Where tables come from; until one is set no process is walked with tables.
@@ -240,7 +259,11 @@ impl Unwinder {
         };
         let entries = parse_maps(&text);
         self.state
-            .update_process(pid, &entries, provider.as_mut(), &mut self.maps)
+            .update_process(pid, &entries, provider.as_mut(), &mut self.maps)?;
+        if let Some(python) = self.python.as_mut() {
+            python.update(&self.proc_root, pid, &entries);
+        }
+        Ok(())
     }
 
     /// Whether `pid` is walked with tables.
@@ -250,12 +273,82 @@ impl Unwinder {
 
     /// Stops walking `pid` with tables.
     pub(crate) fn forget(&mut self, pid: u32) -> Result<(), UnwindMapError> {
+        if let Some(python) = self.python.as_mut() {
+            python.forget(pid);
+        }
         self.state.remove_process(pid, &mut self.maps)
     }
 
     /// Counts of the user-space side.
     pub(crate) fn stats(&self) -> UnwindMapStats {
         self.state.stats()
+    }
+}
+
+/// The CPython processes described to the kernel.
+struct PythonProcs {
+    map: HashMap<MapData, u32, PythonProc>,
+    /// Per pid: the image and load bias last detected (detection reads the image's symbols, so
+    /// it runs again only when they change), and what was published.
+    published: StdHashMap<u32, (String, u64, PythonProc)>,
+    /// Per pid: the candidate image that is not a usable CPython (not detected again).
+    not_python: StdHashMap<u32, String>,
+}
+
+impl PythonProcs {
+    fn update(&mut self, proc_root: &std::path::Path, pid: u32, entries: &[MapEntry]) {
+        let exe = std::fs::read_link(proc_root.join(pid.to_string()).join("exe")).ok();
+        let exe = exe.as_ref().and_then(|p| p.to_str());
+        if !python_candidate(entries, exe) {
+            self.forget(pid);
+            return;
+        }
+        let image = find_image(entries, exe).map(|(image, _)| image.to_string());
+        let same = |known: &str| image.as_deref() == Some(known);
+        if self.not_python.get(&pid).is_some_and(|known| same(known)) {
+            return;
+        }
+        if let Some((known, _, _)) = self.published.get(&pid) {
+            // The kernel drops the entry on exec: publish again even if the image is the same.
+            if same(known) && self.map.get(&pid, 0).is_ok() {
+                return;
+            }
+        }
+        let detected = ProcMemory::open(proc_root, pid)
+            .map_err(|e| e.to_string())
+            .and_then(|mem| {
+                PythonProcess::detect(pid, proc_root, entries, &mem).map_err(|e| e.to_string())
+            });
+        let process = match detected {
+            Ok(process) => process,
+            Err(e) => {
+                tracing::debug!(pid, error = %e, "no Python frames for this process");
+                self.forget(pid);
+                if let Some(image) = image {
+                    self.not_python.insert(pid, image);
+                }
+                return;
+            }
+        };
+        let Some(value) = PythonProc::of(&process) else {
+            tracing::warn!(pid, version = %process.version, "CPython offsets out of the kernel's range: no Python frames");
+            self.forget(pid);
+            return;
+        };
+        if let Err(e) = self.map.insert(pid, value, 0) {
+            tracing::warn!(pid, error = %e, "publishing a CPython process to the kernel failed");
+            return;
+        }
+        tracing::debug!(pid, version = %process.version, image = %process.image, "recording Python frames");
+        self.published
+            .insert(pid, (process.image.clone(), process.bias, value));
+    }
+
+    fn forget(&mut self, pid: u32) {
+        self.not_python.remove(&pid);
+        if self.published.remove(&pid).is_some() {
+            let _ = self.map.remove(&pid);
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ebpf_probe::pprof::{decode, encode_gzip, Profile, ProfileBuilder};
-use ebpf_probe::symbolize::{Frame, MappingInfo};
+use ebpf_probe::symbolize::{Frame, MappingInfo, SourcePos};
 use flow_runtime::{Resource, ResourceError};
 use serde_json::{json, Value as Json};
 
@@ -243,6 +243,13 @@ pub fn merge(profiles: &[Profile]) -> Profile {
                     .mapping_id
                     .checked_sub(1)
                     .and_then(|i| mappings.get(i as usize).cloned()),
+                source: l.line.first().and_then(|ln| {
+                    let f = p.function.get(ln.function_id.checked_sub(1)? as usize)?;
+                    (f.filename != 0).then(|| SourcePos {
+                        file: p.str(f.filename).to_string(),
+                        line: ln.line,
+                    })
+                }),
             })
             .collect();
         let pp = p.period.max(1);
@@ -374,6 +381,7 @@ mod tests {
                 file: "/bin/app".into(),
                 build_id: Some("abcd".into()),
             })),
+            source: None,
         }
     }
 
