@@ -32,6 +32,12 @@ check "perf" perf --version
 check "bpftrace" bpftrace --version
 check "bpftool" bpftool version
 check "kubectl" kubectl version --client
+check "Debian's python3" test -x /usr/bin/python3
+# The Python tests run pyenv's interpreters 3.6-3.13 (this machine image has them).
+pyenv_bin=$(command -v pyenv || echo "${HOME:-/root}/.pyenv/bin/pyenv")
+for minor in 6 7 8 9 10 11 12 13; do
+  check "pyenv CPython 3.$minor (pyenv install 3.$minor)" "$pyenv_bin" prefix "3.$minor"
+done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: prerequisites missing or not working:" >&2
   printf '  - %s\n' "${missing[@]}" >&2

@@ -228,6 +228,12 @@ pub struct UnwindCounters {
     pub ustack_full: u64,
     /// Requests to re-read a process's mappings (a pc outside every known mapping).
     pub reread_requests: u64,
+    /// Python frames recorded (see `bpf/python.h`).
+    pub python_frames: u64,
+    /// Walks in a CPython eval loop whose thread state was not found.
+    pub python_no_thread: u64,
+    /// Walks whose Python frames stopped at an unreadable frame.
+    pub python_read_failed: u64,
 }
 
 impl UnwindCounters {
@@ -257,6 +263,8 @@ pub struct Collection {
     pub unwind_maps: UnwindMapStats,
     /// Time since the previous collect (or since load).
     pub duration: Duration,
+    /// CPython versions met since load that have no offsets (their stacks stay native).
+    pub python_unsupported: Vec<String>,
 }
 
 impl Collection {

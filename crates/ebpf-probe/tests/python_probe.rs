@@ -189,3 +189,86 @@ pyenv_tests! {
     kernel_python_frames_pyenv_312, 12;
     kernel_python_frames_pyenv_313, 13;
 }
+
+/// A CPython busy loop 30 Python frames deep.
+const DEEP: &str = "
+def f(n):
+    if n == 0:
+        while True: pass
+    f(n - 1)
+f(29)
+";
+
+/// One measuring phase: the deep busy loop under a fresh probe for `seconds`, its pid
+/// profiled or ignored; returns (run time ns, runs, samples of the pid, Python frames).
+async fn phase(python: bool, profile_it: bool, pid: u32, seconds: u64) -> (u64, u64, u64, u64) {
+    let mut probe = Probe::load(ProbeConfig {
+        sample_rate: RATE,
+        python,
+        ..ProbeConfig::default()
+    })
+    .expect("loading the probe (root needed)");
+    let config = PidConfig {
+        profile: profile_it,
+        user: true,
+        kernel: true,
+    };
+    probe.set_pid_config(pid, config).unwrap();
+    probe.collect().unwrap();
+    let (_, t0, n0) = probe.program_stats().unwrap();
+    let (mut counted, mut frames) = (0, 0);
+    for _ in 0..seconds {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let c = probe.collect().unwrap();
+        counted += c
+            .samples
+            .iter()
+            .filter(|s| s.pid == pid)
+            .map(|s| s.count)
+            .sum::<u64>();
+        frames += c.unwind.python_frames;
+    }
+    let (_, t1, n1) = probe.program_stats().unwrap();
+    ((t1 - t0).as_nanos() as u64, n1 - n0, counted, frames)
+}
+
+/// In-kernel cost per sample of a 30-deep Python stack, with and without Python frames, three
+/// rounds each (`bpf_stats`; the cost of other processes' samples, measured with the pid
+/// ignored, is subtracted). A measurement, run by hand:
+/// `cargo test -p ebpf-probe --test python_probe -- --ignored --nocapture cost`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check (about 70 s)"]
+async fn cost_per_sample_of_a_30_deep_python_stack() {
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF_ENABLE_STATS");
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", DEEP])
+        .spawn()
+        .expect("python3");
+    let pid = child.id();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut per = [Vec::new(), Vec::new()];
+    for _round in 0..3 {
+        for (i, python) in [false, true].into_iter().enumerate() {
+            let (rt0, n0, _, _) = phase(python, false, pid, 4).await;
+            let (rt1, n1, counted, frames) = phase(python, true, pid, 4).await;
+            let other = rt0 as f64 / n0.max(1) as f64;
+            let ns = (rt1 as f64 - (n1 - counted) as f64 * other) / counted.max(1) as f64;
+            eprintln!(
+                "python={python}: {ns:.0} ns per sample ({counted} samples, {:.1} Python frames each, other samples {other:.0} ns)",
+                frames as f64 / counted.max(1) as f64
+            );
+            per[i].push(ns);
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (native, python) = (median(&mut per[0]), median(&mut per[1]));
+    eprintln!(
+        "median per sample: native frames only {native:.0} ns, with Python frames {python:.0} ns ({:.2}x)",
+        python / native
+    );
+}

@@ -54,6 +54,9 @@ pub struct ProfileArgs {
     /// Functions listed in the summary.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
+    /// Show the Python functions CPython processes run (`pyroscope.ebpf`'s `python_enabled`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub python: bool,
 }
 
 /// Parses `500ms`, `10s`, `2m` (a bare number is seconds).
@@ -171,6 +174,7 @@ pub fn profile(args: ProfileArgs) -> anyhow::Result<ExitCode> {
 async fn record(args: &ProfileArgs, filter: Filter) -> anyhow::Result<Profile> {
     let mut probe = Probe::load(ProbeConfig {
         sample_rate: u64::from(args.sample_rate),
+        python: args.python,
         ..ProbeConfig::default()
     })
     .context("loading the eBPF probe (rill profile needs root or CAP_BPF + CAP_PERFMON)")?;

@@ -50,6 +50,9 @@ pub(crate) const C_UNWIND_FP_USED: u32 = 21;
 pub(crate) const C_USTACK_COLLISIONS: u32 = 22;
 pub(crate) const C_USTACK_FULL: u32 = 23;
 pub(crate) const C_REREAD_REQUESTS: u32 = 24;
+pub(crate) const C_PY_FRAMES: u32 = 25;
+pub(crate) const C_PY_NO_THREAD: u32 = 26;
+pub(crate) const C_PY_READ_FAILED: u32 = 27;
 /// Entries of the `counters` map (some are spare).
 pub(crate) const C_NUM_COUNTERS: usize = 32;
 
@@ -234,6 +237,9 @@ pub(crate) fn unwind_counters(delta: &Counters) -> UnwindCounters {
         ustack_collisions: delta[C_USTACK_COLLISIONS as usize],
         ustack_full: delta[C_USTACK_FULL as usize],
         reread_requests: delta[C_REREAD_REQUESTS as usize],
+        python_frames: delta[C_PY_FRAMES as usize],
+        python_no_thread: delta[C_PY_NO_THREAD as usize],
+        python_read_failed: delta[C_PY_READ_FAILED as usize],
     }
 }
 
@@ -389,6 +395,9 @@ mod tests {
             C_USTACK_COLLISIONS,
             C_USTACK_FULL,
             C_REREAD_REQUESTS,
+            C_PY_FRAMES,
+            C_PY_NO_THREAD,
+            C_PY_READ_FAILED,
             C_NUM_COUNTERS,
         );
         for (name, value) in rust {

@@ -509,6 +509,11 @@ impl Probe {
                 .map(|u| lock(u).stats())
                 .unwrap_or_default(),
             duration,
+            python_unsupported: self
+                .unwinder
+                .as_ref()
+                .map(|u| lock(u).python_unsupported())
+                .unwrap_or_default(),
         })
     }
 

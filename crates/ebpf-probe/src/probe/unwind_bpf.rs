@@ -20,7 +20,10 @@ use super::unwind_maps::{
 use super::ProbeError;
 use crate::python::detect::find_image;
 use crate::python::memory::ProcMemory;
-use crate::python::PythonProcess;
+use crate::python::{DetectError, PythonProcess};
+
+/// Prefix of a detection error that names an unsupported version.
+const UNSUPPORTED: &str = "unsupported CPython ";
 use crate::symbolize::procmaps::parse_maps;
 use crate::symbolize::procmaps::MapEntry;
 use crate::unwind::abi::UnwindRow;
@@ -233,6 +236,8 @@ impl Unwinder {
             map: take(ebpf, MAP_PYTHON_PROCS, HashMap::try_from)?,
             published: StdHashMap::new(),
             not_python: StdHashMap::new(),
+            unsupported: std::collections::BTreeSet::new(),
+            unsupported_seen: 0,
         });
         Ok(())
     }
@@ -281,7 +286,20 @@ impl Unwinder {
 
     /// Counts of the user-space side.
     pub(crate) fn stats(&self) -> UnwindMapStats {
-        self.state.stats()
+        let mut stats = self.state.stats();
+        if let Some(python) = &self.python {
+            stats.python_processes = python.published.len() as u64;
+            stats.python_unsupported = python.unsupported_seen;
+        }
+        stats
+    }
+
+    /// The CPython versions met that have no offsets (each named once in the log).
+    pub(crate) fn python_unsupported(&self) -> Vec<String> {
+        self.python
+            .as_ref()
+            .map(|p| p.unsupported.iter().cloned().collect())
+            .unwrap_or_default()
     }
 }
 
@@ -293,6 +311,10 @@ struct PythonProcs {
     published: StdHashMap<u32, (String, u64, PythonProc)>,
     /// Per pid: the candidate image that is not a usable CPython (not detected again).
     not_python: StdHashMap<u32, String>,
+    /// Unsupported versions met (named once in the log).
+    unsupported: std::collections::BTreeSet<String>,
+    /// Processes of an unsupported version, since start.
+    unsupported_seen: u64,
 }
 
 impl PythonProcs {
@@ -317,11 +339,20 @@ impl PythonProcs {
         let detected = ProcMemory::open(proc_root, pid)
             .map_err(|e| e.to_string())
             .and_then(|mem| {
-                PythonProcess::detect(pid, proc_root, entries, &mem).map_err(|e| e.to_string())
+                PythonProcess::detect(pid, proc_root, entries, &mem).map_err(|e| match e {
+                    DetectError::Version(v) => format!("{UNSUPPORTED}{v}"),
+                    e => e.to_string(),
+                })
             });
         let process = match detected {
             Ok(process) => process,
             Err(e) => {
+                if let Some(version) = e.strip_prefix(UNSUPPORTED) {
+                    self.unsupported_seen += 1;
+                    if self.unsupported.insert(version.to_string()) {
+                        tracing::warn!(pid, version, "CPython version without offsets: its stacks are shown as native frames");
+                    }
+                }
                 tracing::debug!(pid, error = %e, "no Python frames for this process");
                 self.forget(pid);
                 if let Some(image) = image {

@@ -313,6 +313,10 @@ pub struct UnwindMapStats {
     pub tables_no_room: u64,
     /// Mappings beyond [`MAX_PROC_MAPPINGS`] left out, since start.
     pub mappings_dropped: u64,
+    /// CPython processes whose Python frames the kernel records.
+    pub python_processes: u64,
+    /// CPython processes whose version has no offsets (their stacks stay native), since start.
+    pub python_unsupported: u64,
 }
 
 #[derive(Debug)]
