@@ -16,7 +16,9 @@
 #[path = "support/python_workload.rs"]
 mod workload;
 
+use ebpf_probe::probe::python_bpf::{user_words, UserWord};
 use ebpf_probe::probe::{PidConfig, Probe, ProbeConfig, WalkEnd};
+use ebpf_probe::python::PySymbolizer;
 use ebpf_probe::symbolize::{Frame, Symbolizer, SymbolizerConfig, SymbolizerMetrics};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -36,6 +38,13 @@ struct Outcome {
     key_interleaved: u64,
     /// A few stacks that matched no chain.
     misses: Vec<String>,
+    /// User-space naming of the interval's Python frames alone (`PySymbolizer`): distinct code
+    /// objects, time of a first pass (detection and every code object read), of a second
+    /// (cached), and the Python frames named per pass.
+    code_objects: usize,
+    first_pass: Duration,
+    second_pass: Duration,
+    python_frames: usize,
 }
 
 fn python_frames(frames: &[Frame]) -> Vec<&Frame> {
@@ -91,7 +100,32 @@ async fn profile(python: &Path, minor: u32) -> Outcome {
     let mut symbolizer = Symbolizer::new(SymbolizerConfig::default(), SymbolizerMetrics::default());
     let chains = expected(minor);
     let mut out = Outcome::default();
-    for s in collection.samples.iter().filter(|s| s.pid == pid) {
+    let mine: Vec<_> = collection.samples.iter().filter(|s| s.pid == pid).collect();
+    let words: Vec<(u64, u32)> = mine
+        .iter()
+        .flat_map(|s| user_words(&s.user))
+        .filter_map(|w| match w {
+            UserWord::Python { code, instr } => Some((code, instr)),
+            _ => None,
+        })
+        .collect();
+    let mut py = PySymbolizer::new(Path::new("/proc"), ebpf_probe::python::DEFAULT_CACHE);
+    let mut pass = || {
+        let t = std::time::Instant::now();
+        for &(code, instr) in &words {
+            py.symbolize_recorded(pid, code, instr).unwrap();
+        }
+        t.elapsed()
+    };
+    out.first_pass = pass();
+    out.second_pass = pass();
+    out.python_frames = words.len();
+    out.code_objects = words
+        .iter()
+        .map(|w| w.0)
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    for s in mine {
         let frames = symbolizer.symbolize_sample(s);
         // User frames only (kernel frames come first).
         let user = &frames[s.kernel.len()..];
@@ -132,6 +166,10 @@ fn check(label: &str, out: &Outcome) -> Result<(), String> {
         out.per_thread,
         out.key_interleaved,
         out.misses
+    );
+    eprintln!(
+        "{label}: naming the interval's {} Python frames ({} code objects): {:?} the first time (detection, every code object read), {:?} cached",
+        out.python_frames, out.code_objects, out.first_pass, out.second_pass
     );
     if out.samples < 100 {
         return Err(format!("{label}: only {} samples", out.samples));
