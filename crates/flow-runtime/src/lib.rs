@@ -15,6 +15,7 @@ pub mod runtime;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod util;
+pub mod validate;
 
 pub use component::{
     CancellationToken, Component, ExportsHandle, Health, HealthState, MetricsRegistry, Options,

@@ -12,7 +12,7 @@
 
 use crate::component::{CancellationToken, Component, Health, Options, Resource, ResourceError};
 use river_parser::eval::BodyValue;
-use river_parser::{Diagnostics, Span, Value};
+use river_parser::{Diagnostic, Diagnostics, Span, Validate as _, Value};
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -28,8 +28,19 @@ pub(crate) trait Builder: Send + Sync {
     /// Decodes an evaluated block body; `span` (the block name) is used for errors about the
     /// body as a whole, such as a missing required attribute.
     fn decode(&self, body: &BodyValue, span: Span) -> Result<AnyArgs, Diagnostics>;
+    /// Like `decode`, telling a decoding error from a failed [`river_parser::Validate`] rule
+    /// (used by [`crate::validate`]).
+    fn check(&self, body: &BodyValue, span: Span) -> Result<(), Checked>;
     fn args_equal(&self, a: &AnyArgs, b: &AnyArgs) -> bool;
     fn build(&self, opts: Options, args: AnyArgs) -> anyhow::Result<Arc<dyn Instance>>;
+}
+
+/// Why [`Builder::check`] refused a body.
+pub(crate) enum Checked {
+    /// The body does not decode (unknown or missing argument, wrong type).
+    Decode(Diagnostics),
+    /// It decodes, but a `Validate` rule failed.
+    Invalid(Diagnostic),
 }
 
 /// Type-erased operations on one built component.
@@ -57,6 +68,13 @@ impl<C: Component> Builder for TypedBuilder<C> {
     fn decode(&self, body: &BodyValue, span: Span) -> Result<AnyArgs, Diagnostics> {
         let args: C::Arguments = river_parser::decode::decode_body_validated(body, span)?;
         Ok(Box::new(args))
+    }
+
+    fn check(&self, body: &BodyValue, span: Span) -> Result<(), Checked> {
+        let args: C::Arguments =
+            river_parser::decode::decode_body_at(body, span).map_err(Checked::Decode)?;
+        args.validate()
+            .map_err(|inv| Checked::Invalid(Diagnostic::new(inv.span_in(body, span), inv.message)))
     }
 
     fn args_equal(&self, a: &AnyArgs, b: &AnyArgs) -> bool {

@@ -20,6 +20,20 @@ pub struct RunArgs {
     /// Base directory for component data; each component gets `<path>/<component ID>`.
     #[arg(long = "storage.path", default_value = "data-alloy/")]
     pub storage_path: std::path::PathBuf,
+    /// Alloy's minimum stability level (`generally-available`, `public-preview`,
+    /// `experimental`); checked and logged, with no effect: every rill feature is generally
+    /// available.
+    #[arg(long = "stability.level", value_enum, default_value_t)]
+    pub stability_level: crate::alloy_flags::StabilityLevel,
+    /// The configuration format; rill reads only Alloy's.
+    #[arg(long = "config.format", default_value = "alloy", value_parser = ["alloy"])]
+    pub config_format: String,
+    /// Where the UI is served; rill serves it at `/` only.
+    #[arg(long = "server.http.ui-path-prefix", default_value = "/", value_parser = ["/"])]
+    pub ui_path_prefix: String,
+    /// Accepted for Alloy compatibility: rill never reports usage data.
+    #[arg(long = "disable-reporting")]
+    pub disable_reporting: bool,
     /// Reload the configuration when the file changes (polled).
     #[arg(long = "config.watch")]
     pub watch: bool,
@@ -87,6 +101,11 @@ async fn serve(args: RunArgs, registry: Registry) -> anyhow::Result<ExitCode> {
         },
     );
     rt.set_logging_hook(flow_runtime::logging::init(&LoggingConfig::default()));
+    tracing::info!(
+        storage_path = %args.storage_path.display(),
+        stability_level = args.stability_level.as_str(),
+        "run configuration"
+    );
     let cancel = CancellationToken::new();
     let (addr, server) = flow_runtime::http::serve(rt.clone(), args.listen_addr, cancel.clone())
         .await

@@ -2,16 +2,21 @@
 //! and Alloy's namespaced ones (`sys.env`, `string.format`, `encoding.from_json`, ...), plus the
 //! `constants` object. `format` implements Go `fmt` verbs (`%s %d %q %v %f %x %t %%` with flags,
 //! width and precision).
+//!
+//! The Agent Flow names Alloy deprecated ([`DEPRECATED`]) keep working; the first use of each in
+//! a process logs a warning naming its replacement. `coalesce`, `json_path` and `constants` are
+//! not deprecated. Alloy gates `array.combine_maps` and `array.group_by` behind
+//! `--stability.level=experimental`; rill always allows them.
 
 mod array;
 mod encoding;
 mod gofmt;
 mod string;
 
-use array::{combine_maps, concat};
+use array::{combine_maps, concat, group_by};
 use encoding::{
     base64_decode, base64_encode, base64_url_decode, base64_url_encode, json_decode, json_path,
-    yaml_decode,
+    to_json, url_decode, url_encode, yaml_decode,
 };
 use string::{
     format, join, replace, split, to_lower, to_upper, trim, trim_prefix, trim_space, trim_suffix,
@@ -19,8 +24,8 @@ use string::{
 
 use crate::eval::arg_error;
 use crate::value::{Function, Value};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, OnceLock};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
 
 type Res = Result<Value, String>;
 
@@ -36,9 +41,61 @@ fn table() -> &'static HashMap<&'static str, Value> {
     TABLE.get_or_init(build)
 }
 
-/// Looks up a standard-library identifier.
+/// The Agent Flow names Alloy deprecated, with their replacements (Alloy's
+/// `DeprecatedIdentifiers`).
+pub(crate) const DEPRECATED: &[(&str, &str)] = &[
+    ("env", "sys.env"),
+    ("nonsensitive", "convert.nonsensitive"),
+    ("concat", "array.concat"),
+    ("json_decode", "encoding.from_json"),
+    ("yaml_decode", "encoding.from_yaml"),
+    ("base64_decode", "encoding.from_base64"),
+    ("format", "string.format"),
+    ("join", "string.join"),
+    ("replace", "string.replace"),
+    ("split", "string.split"),
+    ("to_lower", "string.to_lower"),
+    ("to_upper", "string.to_upper"),
+    ("trim", "string.trim"),
+    ("trim_prefix", "string.trim_prefix"),
+    ("trim_suffix", "string.trim_suffix"),
+    ("trim_space", "string.trim_space"),
+];
+
+/// The replacement of a deprecated standard-library name (`env` → `sys.env`).
+pub(crate) fn deprecated_replacement(name: &str) -> Option<&'static str> {
+    DEPRECATED
+        .iter()
+        .find(|(old, _)| *old == name)
+        .map(|(_, new)| *new)
+}
+
+/// Looks up a standard-library identifier; the first lookup of a deprecated name in this process
+/// logs a warning.
 pub(crate) fn lookup(name: &str) -> Option<&'static Value> {
-    table().get(name)
+    let found = table().get(name);
+    if found.is_some() {
+        if let Some(new) = deprecated_replacement(name) {
+            if first_use(name) {
+                tracing::warn!(
+                    function = name,
+                    replacement = new,
+                    "the standard library function \"{name}\" is deprecated; use \"{new}\""
+                );
+            }
+        }
+    }
+    found
+}
+
+/// True the first time it is called with `name` in this process.
+fn first_use(name: &str) -> bool {
+    static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    let mut seen = SEEN
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    seen.insert(name.to_string())
 }
 
 fn object(entries: Vec<(&'static str, Value)>) -> Value {
@@ -105,6 +162,7 @@ fn build() -> HashMap<&'static str, Value> {
         object(vec![
             ("concat", func("array.concat", concat)),
             ("combine_maps", func("array.combine_maps", combine_maps)),
+            ("group_by", func("array.group_by", group_by)),
         ]),
     );
     m.insert(
@@ -126,6 +184,9 @@ fn build() -> HashMap<&'static str, Value> {
                 "to_URLbase64",
                 func("encoding.to_URLbase64", base64_url_encode),
             ),
+            ("to_json", func("encoding.to_json", to_json)),
+            ("url_encode", func("encoding.url_encode", url_encode)),
+            ("url_decode", func("encoding.url_decode", url_decode)),
         ]),
     );
     m.insert(
@@ -259,3 +320,6 @@ fn nonsensitive(args: &[Value]) -> Res {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -114,3 +114,109 @@ pub(super) fn base64_url_encode(args: &[Value]) -> Res {
         base64::engine::general_purpose::URL_SAFE.encode(a[0].as_bytes()),
     ))
 }
+
+/// `encoding.url_encode`: Go's `url.QueryEscape` (RFC 3986 unreserved bytes kept, space as `+`,
+/// everything else `%XX` with upper-case hex).
+pub(super) fn url_encode(args: &[Value]) -> Res {
+    let a = strs(args, 1)?;
+    let mut out = String::with_capacity(a[0].len());
+    for b in a[0].bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(char::from(b))
+            }
+            b' ' => out.push('+'),
+            other => out.push_str(&format!("%{other:02X}")),
+        }
+    }
+    Ok(Value::String(out))
+}
+
+/// `encoding.url_decode`: Go's `url.QueryUnescape` (`+` is a space; a `%` must be followed by
+/// two hex digits).
+pub(super) fn url_decode(args: &[Value]) -> Res {
+    let a = strs(args, 1)?;
+    let bytes = a[0].as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3).and_then(|h| {
+                    let h = std::str::from_utf8(h).ok()?;
+                    u8::from_str_radix(h, 16).ok().filter(|_| h.len() == 2)
+                });
+                let Some(v) = hex else {
+                    let end = (i + 3).min(bytes.len());
+                    let bad = String::from_utf8_lossy(&bytes[i..end]);
+                    return Err(format!("invalid URL escape {bad:?}"));
+                };
+                out.push(v);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            other => {
+                out.push(other);
+                i += 1;
+            }
+        }
+    }
+    Ok(Value::String(String::from_utf8_lossy(&out).into_owned()))
+}
+
+/// `encoding.to_json`: encodes an object as compact JSON with sorted keys, escaping `<`, `>`, `&`,
+/// U+2028 and U+2029 like Go's `json.Marshal`. Secrets, capsules and functions have no JSON form
+/// here (a secret would leave the config as plain text): they are errors.
+pub(super) fn to_json(args: &[Value]) -> Res {
+    super::arity(args, 1)?;
+    if !matches!(args[0], Value::Object(_)) {
+        return Err(crate::eval::arg_error(
+            0,
+            format!("should be object, got {}", args[0].type_name()),
+        ));
+    }
+    let json = value_json(&args[0])?;
+    let text = serde_json::to_string(&json).map_err(|e| e.to_string())?;
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    Ok(Value::String(out))
+}
+
+fn value_json(v: &Value) -> Result<serde_json::Value, String> {
+    use serde_json::Value as J;
+    Ok(match v {
+        Value::Null => J::Null,
+        Value::Bool(b) => J::Bool(*b),
+        Value::String(s) => J::String(s.clone()),
+        Value::Number(Number::Int(i)) => J::from(*i),
+        Value::Number(Number::Uint(u)) => J::from(*u),
+        Value::Number(Number::Float(f)) => serde_json::Number::from_f64(*f)
+            .map(J::Number)
+            .ok_or_else(|| format!("json: unsupported value: {f}"))?,
+        Value::Array(items) => J::Array(items.iter().map(value_json).collect::<Result<_, _>>()?),
+        Value::Object(map) => J::Object(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), value_json(v)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        Value::Secret(_) => {
+            return Err(
+                "cannot encode a secret as JSON (convert.nonsensitive turns it into a string)"
+                    .to_string(),
+            )
+        }
+        other => return Err(format!("cannot encode a {} as JSON", other.type_name())),
+    })
+}
