@@ -640,3 +640,45 @@ async fn a_main_directory_is_one_configuration() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_new_export_reaches_only_the_components_of_the_argument_it_feeds() {
+    let src = TWO
+        .replace("a = 1", "a = test.pulse.src.count")
+        .replace("two \"t\"", "test.pulse \"src\" { }\n\ntwo \"t\"");
+    let (rt, dir) = loaded(&src).await;
+    let (pa, pb) = (
+        stats(&dir.join("two.t/test.passthrough.pa")),
+        stats(&dir.join("two.t/test.passthrough.pb")),
+    );
+    fire(&dir.join("test.pulse.src"));
+    wait_for("the pulse's count inside the module", || async {
+        export(&rt, "two.t/test.passthrough.pa", "output").await == Some(int(1))
+    })
+    .await;
+    assert_eq!(pa.updates.load(SeqCst), 1);
+    assert_eq!(pb.updates.load(SeqCst), 0, "argument b did not change");
+    let t = rt.component("two.t").await.unwrap();
+    assert_eq!(t.references_to, ["test.pulse.src"]);
+}
+
+#[tokio::test]
+async fn evaluation_errors_inside_an_import_name_the_import() {
+    let lib = "declare \"m\" {\n  argument \"x\" { }\n  test.sum \"s\" {\n    inputs = [argument.x.value, \"two\"]\n  }\n}\n";
+    let src = format!(
+        "import.string \"lib\" {{\n  content = {}\n}}\n\nlib.m \"a\" {{\n  x = 1\n}}\n",
+        river_parser::go_quote(lib)
+    );
+    let rt = runtime_with(storage(), None);
+    match rt.load(&src).await {
+        Err(LoadError::Evaluation { rendered, .. }) => assert_eq!(
+            rendered.lines().next(),
+            Some("import.string.lib:4:5: inputs[1] should be number, got string"),
+            "{rendered}"
+        ),
+        other => panic!("expected an evaluation error, got {other:?}"),
+    }
+    // The failing component is the one inside the instance.
+    let s = rt.component("lib.m.a/test.sum.s").await.unwrap();
+    assert_eq!(s.health.state, flow_runtime::HealthState::Unhealthy);
+}
