@@ -1,7 +1,7 @@
 //! The loader: turns the parsed files of a configuration into one flat component graph, or
 //! diagnostics naming their file.
 //!
-//! [`crate::modules`] expands modules first (custom components declared with `declare`, or
+//! `modules.rs` expands modules first (custom components declared with `declare`, or
 //! imported with `import.string`/`import.file`): every use of a custom component becomes an
 //! instance node, an `argument` node per declared argument, the nodes of its body and an
 //! `export` node per export, all in one graph. A component ID is the block name plus its label
@@ -150,7 +150,7 @@ pub fn load_sources(
     load_parsed(files, sources, registry, module_path)
 }
 
-/// Four phases: expand the modules and declare the nodes ([`Expander`]), resolve references
+/// Four phases: expand the modules and declare the nodes (`modules::Expander`), resolve references
 /// between them, report cycles and, when none of them found an error, order the graph.
 fn load_parsed(
     files: Vec<(usize, File)>,
