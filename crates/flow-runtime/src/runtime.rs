@@ -216,6 +216,8 @@ struct Inner {
     metrics: RuntimeMetrics,
     logging: Mutex<Option<LoggingHook>>,
     last_error: Mutex<Option<String>>,
+    /// The files the last load read (whether it succeeded or not).
+    last_files: Mutex<Vec<PathBuf>>,
 }
 
 impl Drop for Inner {
@@ -254,6 +256,7 @@ impl Runtime {
                 metrics: RuntimeMetrics::new(),
                 logging: Mutex::new(None),
                 last_error: Mutex::new(None),
+                last_files: Mutex::new(Vec::new()),
             }),
         };
         let weak = Arc::downgrade(&rt.inner);
@@ -325,6 +328,7 @@ impl Runtime {
         let started = Instant::now();
         let mut sources = sources;
         let result = self.load_inner(&mut sources).await;
+        *lock(&self.inner.last_files) = sources.iter().filter_map(|s| s.path.clone()).collect();
         let all: String = sources.iter().map(|s| s.text.as_str()).collect();
         let m = &self.inner.metrics;
         match &result {
@@ -350,10 +354,10 @@ impl Runtime {
         result
     }
 
-    /// The files the last load read (config files and imported files), for a watch.
+    /// The files the last load read (config files and imported files, whether the load
+    /// succeeded or not), for a watch.
     pub async fn source_files(&self) -> Vec<PathBuf> {
-        let st = self.inner.state.lock().await;
-        st.sources.iter().filter_map(|s| s.path.clone()).collect()
+        lock(&self.inner.last_files).clone()
     }
 
     async fn load_inner(&self, sources: &mut Vec<Source>) -> Result<(), LoadError> {

@@ -539,6 +539,15 @@ async fn import_file_of_a_file_follows_module_path_and_reloads() {
         err.starts_with(&format!("{lib}:4:3: unknown component \"bad.thing\"\n")),
         "{err}"
     );
+    // A rejected load still names the files it read (a watch follows them until fixed).
+    write(&dir.join("other.alloy"), "oops \"x\" { }\n");
+    write(
+        &config,
+        "import.file \"o\" {\n  filename = file.path_join(module_path, \"other.alloy\")\n}\n",
+    );
+    assert!(rt.reload().await.is_err());
+    assert!(rt.source_files().await.contains(&dir.join("other.alloy")));
+
     // A missing file is an error at the filename.
     write(
         &config,
