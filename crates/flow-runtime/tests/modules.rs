@@ -691,3 +691,20 @@ async fn evaluation_errors_inside_an_import_name_the_import() {
     let s = rt.component("lib.m.a/test.sum.s").await.unwrap();
     assert_eq!(s.health.state, flow_runtime::HealthState::Unhealthy);
 }
+
+#[tokio::test]
+async fn a_declare_may_import_modules_of_its_own() {
+    let src = format!(
+        "declare \"wrapper\" {{\n  import.string \"math\" {{\n    content = {}\n  }}\n\n  math.add \"inner\" {{\n    a = 20\n    b = 22\n  }}\n\n  export \"answer\" {{\n    value = math.add.inner.sum\n  }}\n}}\n\nwrapper \"w\" {{ }}\n",
+        river_parser::go_quote(LIB)
+    );
+    let (rt, _dir) = loaded(&src).await;
+    assert_eq!(export(&rt, "wrapper.w", "answer").await, Some(int(42)));
+    assert_eq!(ids(&rt).await, ["wrapper.w", "wrapper.w/math.add.inner"]);
+    // The import is local to the declare.
+    let err = rejected(&format!(
+        "{src}\nmath.add \"top\" {{\n  a = 1\n  b = 2\n}}\n"
+    ))
+    .await;
+    assert!(err.contains("unknown component \"math.add\""), "{err}");
+}
