@@ -182,18 +182,31 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Resp {
                 "lastLoadError": rt.last_load_error(),
             }),
         ),
-        p if get
-            && p.strip_prefix("/api/v0/web/components/")
-                .is_some_and(|r| r.contains('/')) =>
-        {
-            let rest = &p["/api/v0/web/components/".len()..];
-            let (id, name) = rest.split_once('/').unwrap_or((rest, ""));
-            resource(rt, &percent_decode(id), &percent_decode(name), query).await
+        p if get && p.starts_with("/api/v0/web/modules/") && p.ends_with("/components") => {
+            // Alloy's listing of one module's components (`NAME.LABEL`, nested with `/`).
+            let module =
+                percent_decode(&p["/api/v0/web/modules/".len()..p.len() - "/components".len()]);
+            let list: Vec<_> = rt
+                .components()
+                .await
+                .iter()
+                .filter(|c| c.module_id == module)
+                .map(|c| component_json(c, false))
+                .collect();
+            json_resp(StatusCode::OK, &serde_json::Value::Array(list))
         }
         p if get && p.starts_with("/api/v0/web/components/") => {
-            let id = percent_decode(&p["/api/v0/web/components/".len()..]);
-            match rt.component(&id).await {
-                Some(c) => json_resp(StatusCode::OK, &component_json(&c, true)),
+            // `{id}` (IDs inside modules hold `/`: `NAME.LABEL/inner.component.label`) or
+            // `{id}/{resource}`.
+            let rest = &p["/api/v0/web/components/".len()..];
+            let id = percent_decode(rest);
+            if let Some(c) = rt.component(&id).await {
+                return json_resp(StatusCode::OK, &component_json(&c, true));
+            }
+            match rest.rsplit_once('/') {
+                Some((id, name)) => {
+                    resource(rt, &percent_decode(id), &percent_decode(name), query).await
+                }
                 None => json_resp(
                     StatusCode::NOT_FOUND,
                     &json!({ "error": format!("component {id:?} not found") }),
@@ -362,8 +375,8 @@ fn object_as_body(v: &Value) -> serde_json::Value {
 fn component_json(c: &ComponentInfo, full: bool) -> serde_json::Value {
     let mut v = json!({
         "id": c.id,
-        "localID": c.id,
-        "moduleID": "",
+        "localID": c.local_id,
+        "moduleID": c.module_id,
         "name": c.name,
         "label": c.label,
         "type": "block",
@@ -371,6 +384,9 @@ fn component_json(c: &ComponentInfo, full: bool) -> serde_json::Value {
         "referencesTo": c.references_to,
         "referencedBy": c.referenced_by,
     });
+    if let (false, Some(obj)) = (c.created_modules.is_empty(), v.as_object_mut()) {
+        obj.insert("createdModuleIDs".into(), json!(c.created_modules));
+    }
     if let (true, Some(obj)) = (full, v.as_object_mut()) {
         obj.insert(
             "arguments".into(),

@@ -10,8 +10,10 @@ pub mod http;
 pub mod loader;
 pub mod logging;
 pub mod metrics;
+mod modules;
 pub mod registry;
 pub mod runtime;
+pub mod source;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod util;
@@ -23,3 +25,4 @@ pub use component::{
 };
 pub use registry::Registry;
 pub use runtime::{LoadError, ReloadFailure, Runtime, RuntimeOptions};
+pub use source::Source;

@@ -1,266 +1,257 @@
-//! The loader: turns a parsed River file into a component graph, or diagnostics.
+//! The loader: turns the parsed files of a configuration into one flat component graph, or
+//! diagnostics naming their file.
 //!
-//! A component ID is the block name plus its label (`discovery.docker.linux`). References are
-//! found by walking every expression for `ident(.ident)*` chains and taking the longest prefix
-//! that is a declared component ID. Errors (all with spans): missing or malformed label, unknown
-//! component name, duplicate ID (both positions), unknown references, self references and cycles
-//! (`cycle: a, b, c`, from strongly connected components).
+//! `modules.rs` expands modules first (custom components declared with `declare`, or
+//! imported with `import.string`/`import.file`): every use of a custom component becomes an
+//! instance node, an `argument` node per declared argument, the nodes of its body and an
+//! `export` node per export, all in one graph. A component ID is the block name plus its label
+//! (`discovery.docker.linux`); inside a module instance it is prefixed by the instance's ID and a
+//! slash (`profiling.feature/discovery.kubernetes.pods`), as Alloy names them.
+//!
+//! References are found by walking every expression for `ident(.ident)*` chains and taking the
+//! longest prefix that names something in the node's module. Errors (all with spans): missing or
+//! malformed label, unknown component name, duplicate ID (both positions), unknown references,
+//! self references and cycles (`cycle: a, b, c`, from strongly connected components).
 
+use crate::modules::Expander;
 use crate::registry::Registry;
+use crate::source::{FileDiagnostic, Source};
 use river_parser::ast::{Block, Expr, ExprKind, File, Stmt};
-use river_parser::{Diagnostic, Diagnostics, LineIndex, Span};
+use river_parser::{Diagnostic, Diagnostics, Span};
 use std::collections::{BTreeSet, HashMap};
 
-/// One component block of the file.
+/// What a node of the graph is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeKind {
+    /// A registered component.
+    Component,
+    /// A use of a custom component (`NAME "label"`, `NS.NAME "label"`): its body holds the
+    /// arguments (evaluated in the node's scope); `module` is the scope of the instance's body.
+    Instance { module: usize },
+    /// `argument "name"` of the module instance `instance`: the instance's attribute, or the
+    /// block's `default`, visible inside as `argument.name.value`.
+    Argument { name: String, instance: usize },
+    /// `export "name"` of the module instance `instance`: `value`, evaluated inside, visible
+    /// outside as `INSTANCE_ID.name`.
+    Export { name: String, instance: usize },
+}
+
+/// One node of the graph.
 #[derive(Debug, Clone)]
 pub struct NodeDef {
+    /// The global ID (`profiling.feature/pyroscope.ebpf.pods`; `argument.x` and `export.y`
+    /// nodes get `MODULE/argument.x`, `MODULE/export.y`).
     pub id: String,
+    /// The ID inside its module (`pyroscope.ebpf.pods`).
+    pub local_id: String,
+    /// The ID of the module instance it belongs to; empty at the top level.
+    pub module_id: String,
     pub name: String,
     pub label: String,
     pub block: Block,
-    /// Indexes of the components this one references (deduplicated, sorted).
+    /// Index of the source its block comes from.
+    pub file: usize,
+    /// The scope (module) its expressions are evaluated in; 0 is the main configuration.
+    pub scope: usize,
+    pub kind: NodeKind,
+    /// Indexes of the nodes this one references (deduplicated, sorted).
     pub refs: Vec<usize>,
 }
 
-/// The validated graph of one file.
+impl NodeDef {
+    /// Whether the API and the UI show it (components and custom component instances; the
+    /// argument and export nodes stand for their instance).
+    pub fn is_visible(&self) -> bool {
+        matches!(self.kind, NodeKind::Component | NodeKind::Instance { .. })
+    }
+}
+
+/// One module scope: the main configuration (index 0) or one module instance.
+#[derive(Debug, Clone, Default)]
+pub struct ModuleDef {
+    /// The instance's ID (empty for the main configuration).
+    pub id: String,
+    /// The value of `module_path` inside it, if known.
+    pub module_path: Option<String>,
+    /// The custom component it instantiates.
+    pub decl_name: Option<String>,
+}
+
+/// The validated graph of one configuration.
 #[derive(Debug, Clone, Default)]
 pub struct GraphDef {
-    /// Components in source order.
+    /// Nodes in source order (an instance's nodes right after it).
     pub nodes: Vec<NodeDef>,
     /// Node indexes in a topological order (dependencies first; source order among equals).
     pub order: Vec<usize>,
     /// For each node, the nodes referencing it.
     pub dependants: Vec<Vec<usize>>,
-    /// The top-level `logging` block, if any.
+    /// The top-level `logging` block, if any, and the index of its source.
     pub logging: Option<Block>,
+    pub logging_file: usize,
+    /// Module scopes; index 0 is the main configuration.
+    pub modules: Vec<ModuleDef>,
 }
 
 impl GraphDef {
     pub fn index_of(&self, id: &str) -> Option<usize> {
         self.nodes.iter().position(|n| n.id == id)
     }
+
+    /// The node the API shows for node `i`: itself, or the instance an argument or export node
+    /// belongs to.
+    pub fn visible_of(&self, i: usize) -> usize {
+        match &self.nodes[i].kind {
+            NodeKind::Argument { instance, .. } | NodeKind::Export { instance, .. } => *instance,
+            _ => i,
+        }
+    }
 }
 
-/// Top-level blocks that configure the runtime itself rather than declare components.
-const CONFIG_BLOCKS: &[&str] = &["logging"];
+/// Where the names of one module scope point: a local chain (`test.pulse.p`, `argument.x`,
+/// `mod.inst.out`) to the nodes a reference to it depends on.
+pub(crate) type NameTable = HashMap<String, Vec<usize>>;
 
-fn is_identifier(s: &str) -> bool {
+pub(crate) fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Builds the graph of `file`. `src` is used only to name positions in messages.
-///
-/// Four phases: `declare` the top-level blocks, `resolve_references` between components,
-/// `report_cycles`, and, when none of them found an error, `order` the graph.
+/// Builds the graph of one parsed file. `src` is used only to name positions in messages.
 pub fn load(file: &File, src: &str, registry: &Registry) -> Result<GraphDef, Diagnostics> {
-    let mut diags = Diagnostics::default();
-    let mut graph = declare(file, src, registry, &mut diags);
-    resolve_references(&mut graph, registry, &mut diags);
+    let mut sources = vec![Source::text("", src)];
+    load_parsed(vec![(0, file.clone())], &mut sources, registry, None)
+        .map_err(|d| crate::source::plain(&d))
+}
+
+/// Parses every source (one module: the main configuration) and builds its graph. Files that
+/// `import.file` and `import.string` bring in are appended to `sources`; diagnostics name the
+/// index of their source. `module_path` is the main configuration's directory.
+pub fn load_sources(
+    sources: &mut Vec<Source>,
+    registry: &Registry,
+    module_path: Option<String>,
+) -> Result<GraphDef, Vec<FileDiagnostic>> {
+    let mut files = Vec::with_capacity(sources.len());
+    let mut diags = Vec::new();
+    for (i, s) in sources.iter().enumerate() {
+        match river_parser::parse_file(&s.text) {
+            Ok(f) => files.push((i, f)),
+            Err(d) => diags.extend(d.0.into_iter().map(|diagnostic| FileDiagnostic {
+                file: i,
+                diagnostic,
+            })),
+        }
+    }
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    load_parsed(files, sources, registry, module_path)
+}
+
+/// Four phases: expand the modules and declare the nodes (`modules::Expander`), resolve references
+/// between them, report cycles and, when none of them found an error, order the graph.
+fn load_parsed(
+    files: Vec<(usize, File)>,
+    sources: &mut Vec<Source>,
+    registry: &Registry,
+    module_path: Option<String>,
+) -> Result<GraphDef, Vec<FileDiagnostic>> {
+    let body: Vec<(usize, Stmt)> = files
+        .into_iter()
+        .flat_map(|(i, f)| f.body.into_iter().map(move |s| (i, s)))
+        .collect();
+    let mut ex = Expander::new(registry, sources);
+    ex.expand_main(&body, module_path);
+    let (mut graph, tables, roots, mut diags) = ex.finish();
+    resolve_references(&mut graph, &tables, &roots, &mut diags);
     report_cycles(&graph, &mut diags);
     if !diags.is_empty() {
-        diags.0.sort_by_key(|d| d.span.start);
+        let mut seen = BTreeSet::new();
+        diags.retain(|d| {
+            seen.insert((
+                d.file,
+                d.diagnostic.span.start,
+                d.diagnostic.span.end,
+                d.diagnostic.message.clone(),
+            ))
+        });
+        diags.sort_by_key(|d| (d.file, d.diagnostic.span.start));
         return Err(diags);
     }
     order(&mut graph);
     Ok(graph)
 }
 
-/// Where each declared name (component ID or config block) was first seen, as `line:col` text
-/// for messages.
-struct Declared<'a> {
-    src: &'a str,
-    lines: LineIndex,
-    first: HashMap<String, Span>,
-}
-
-impl Declared<'_> {
-    fn pos(&self, span: Span) -> String {
-        let lc = self.lines.line_col(self.src, span.start);
-        format!("{}:{}", lc.line, lc.col)
-    }
-}
-
-/// Phase 1: turns the top-level statements into component nodes (source order, no references
-/// yet) and the `logging` block; reports attributes at the top level, unknown component names,
-/// missing or malformed labels and duplicate IDs or config blocks.
-fn declare(file: &File, src: &str, registry: &Registry, diags: &mut Diagnostics) -> GraphDef {
-    let mut declared = Declared {
-        src,
-        lines: LineIndex::new(src),
-        first: HashMap::new(),
-    };
-    let mut graph = GraphDef::default();
-    for stmt in &file.body {
-        match stmt {
-            Stmt::Attribute(a) => diags.push(Diagnostic::new(
-                a.name.span,
-                format!("unexpected attribute \"{}\" at the top level", a.name.name),
-            )),
-            Stmt::Block(block) if CONFIG_BLOCKS.contains(&block.full_name().as_str()) => {
-                if let Some(b) = declare_config_block(block, &mut declared, diags) {
-                    graph.logging = Some(b);
-                }
-            }
-            Stmt::Block(block) => {
-                if let Some(node) = declare_component(block, registry, &mut declared, diags) {
-                    graph.nodes.push(node);
-                }
-            }
-        }
-    }
-    graph
-}
-
-/// A runtime configuration block (`logging`): no label, at most one of each.
-fn declare_config_block(
-    block: &Block,
-    declared: &mut Declared<'_>,
-    diags: &mut Diagnostics,
-) -> Option<Block> {
-    let name = block.full_name();
-    if let Some(span) = block.label_span {
-        diags.push(Diagnostic::new(
-            span,
-            format!("block \"{name}\" does not take a label"),
-        ));
-        return None;
-    }
-    if let Some(prev) = declared.first.get(&name) {
-        diags.push(
-            Diagnostic::new(
-                block.name_span(),
-                format!("block \"{name}\" already declared"),
-            )
-            .with_hint(format!("first declared at {}", declared.pos(*prev))),
-        );
-        return None;
-    }
-    declared.first.insert(name, block.name_span());
-    Some(block.clone())
-}
-
-/// A component block: a registered name and a unique, identifier-shaped label.
-fn declare_component(
-    block: &Block,
-    registry: &Registry,
-    declared: &mut Declared<'_>,
-    diags: &mut Diagnostics,
-) -> Option<NodeDef> {
-    let name = block.full_name();
-    if !registry.contains(&name) {
-        diags.push(Diagnostic::new(
-            block.name_span(),
-            format!("unknown component \"{name}\""),
-        ));
-        return None;
-    }
-    let Some(label) = &block.label else {
-        diags.push(
-            Diagnostic::new(
-                block.name_span(),
-                format!("component \"{name}\" must have a label"),
-            )
-            .with_hint(format!("write it as {name} \"LABEL\" {{ ... }}")),
-        );
-        return None;
-    };
-    let label_span = block.label_span.unwrap_or(block.span);
-    if !is_identifier(label) {
-        diags.push(Diagnostic::new(
-            label_span,
-            format!(
-                "component label \"{label}\" must be a valid identifier (letters, digits and _, not starting with a digit)"
-            ),
-        ));
-        return None;
-    }
-    let id = format!("{name}.{label}");
-    let here = block.name_span().to(label_span);
-    if let Some(prev) = declared.first.get(&id) {
-        diags.push(
-            Diagnostic::new(
-                here,
-                format!(
-                    "component \"{id}\" already declared at {}",
-                    declared.pos(*prev)
-                ),
-            )
-            .with_hint(format!(
-                "also declared at {}; IDs must be unique",
-                declared.pos(here)
-            )),
-        );
-        diags.push(Diagnostic::new(
-            *prev,
-            format!(
-                "component \"{id}\" declared again at {}",
-                declared.pos(here)
-            ),
-        ));
-        return None;
-    }
-    declared.first.insert(id.clone(), here);
-    Some(NodeDef {
-        id,
-        name,
-        label: label.clone(),
-        block: block.clone(),
-        refs: Vec::new(),
-    })
-}
-
-/// Phase 2: fills every node's `refs` with the components its expressions name (the longest
-/// prefix of an `ident(.ident)*` chain that is a declared ID); reports self references and chains
-/// rooted at a component namespace that name no declared component.
-fn resolve_references(graph: &mut GraphDef, registry: &Registry, diags: &mut Diagnostics) {
-    let ids: HashMap<&str, usize> = graph
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.id.as_str(), i))
-        .collect();
-    // First segments of component names: a chain starting with one of these must resolve to a
-    // component. Other roots (`env`, `constants`, ...) are left to the evaluator.
-    let roots: BTreeSet<String> = registry
-        .names()
-        .chain(graph.nodes.iter().map(|n| n.name.as_str()))
-        .filter_map(|n| n.split('.').next())
-        .map(str::to_string)
-        .collect();
+/// Phase 2: fills every node's `refs` with the nodes its expressions name (the longest prefix
+/// of an `ident(.ident)*` chain found in its module's name table); reports self references and
+/// chains rooted at a component namespace that name nothing declared.
+fn resolve_references(
+    graph: &mut GraphDef,
+    tables: &[NameTable],
+    roots: &[BTreeSet<String>],
+    diags: &mut Vec<FileDiagnostic>,
+) {
     let mut all_refs = Vec::with_capacity(graph.nodes.len());
     for (i, node) in graph.nodes.iter().enumerate() {
+        let table = &tables[node.scope];
+        let roots = &roots[node.scope];
+        let module = &graph.modules[node.scope];
         let mut refs = BTreeSet::new();
         let mut self_ref = None;
+        let file = node.file;
+        let is_self = |j: usize| {
+            j == i
+                || matches!(&graph.nodes[j].kind, NodeKind::Export { instance, .. } if *instance == i)
+        };
         walk_body(&node.block.body, &mut |chain: &[&str], span: Span| {
             let found = (1..=chain.len())
                 .rev()
-                .find_map(|len| ids.get(chain[..len].join(".").as_str()).copied());
+                .find_map(|len| table.get(chain[..len].join(".").as_str()));
             match found {
-                Some(j) if j == i => {
+                Some(targets) if targets.iter().any(|&j| is_self(j)) => {
                     self_ref.get_or_insert(span);
                 }
-                Some(j) => {
-                    refs.insert(j);
-                }
-                None if chain.first().is_some_and(|root| roots.contains(*root)) => {
-                    diags.push(Diagnostic::new(
-                        span,
-                        format!(
-                            "component \"{}\" does not exist or is out of scope",
-                            chain.join(".")
+                Some(targets) => refs.extend(targets.iter().copied()),
+                None if chain.first() == Some(&"argument") && module.decl_name.is_some() => diags
+                    .push(FileDiagnostic {
+                        file,
+                        diagnostic: Diagnostic::new(
+                            span,
+                            format!(
+                                "argument \"{}\" is not declared in custom component \"{}\"",
+                                chain.get(1).copied().unwrap_or_default(),
+                                module.decl_name.as_deref().unwrap_or_default()
+                            ),
                         ),
-                    ))
+                    }),
+                None if chain.first().is_some_and(|root| roots.contains(*root)) => {
+                    diags.push(FileDiagnostic {
+                        file,
+                        diagnostic: Diagnostic::new(
+                            span,
+                            format!(
+                                "component \"{}\" does not exist or is out of scope",
+                                chain.join(".")
+                            ),
+                        ),
+                    })
                 }
                 None => {}
             }
         });
+        if let NodeKind::Argument { instance, .. } = &node.kind {
+            refs.insert(*instance);
+        }
         if let Some(span) = self_ref {
-            diags.push(Diagnostic::new(
-                span,
-                format!("component \"{}\" references itself", node.id),
-            ));
+            diags.push(FileDiagnostic {
+                file,
+                diagnostic: Diagnostic::new(
+                    span,
+                    format!("component \"{}\" references itself", node.local_id),
+                ),
+            });
         }
         all_refs.push(refs.into_iter().collect::<Vec<_>>());
     }
@@ -269,23 +260,29 @@ fn resolve_references(graph: &mut GraphDef, registry: &Registry, diags: &mut Dia
     }
 }
 
-/// Phase 3: reports every reference cycle (`cycle: a, b, c`, members in source order) at its
-/// first member's name.
-fn report_cycles(graph: &GraphDef, diags: &mut Diagnostics) {
+/// Phase 3: reports every reference cycle (`cycle: a, b, c`: the components and custom
+/// component instances in it, in source order) at its first member's name.
+fn report_cycles(graph: &GraphDef, diags: &mut Vec<FileDiagnostic>) {
     for mut members in strongly_connected(&graph.nodes) {
         if members.len() < 2 {
             continue;
         }
         members.sort_unstable();
-        let names: Vec<&str> = members
-            .iter()
-            .map(|&k| graph.nodes[k].id.as_str())
-            .collect();
+        let mut names: Vec<&str> = Vec::new();
+        for &k in &members {
+            let id = graph.nodes[graph.visible_of(k)].id.as_str();
+            if !names.contains(&id) {
+                names.push(id);
+            }
+        }
         let first = &graph.nodes[members[0]];
-        diags.push(Diagnostic::new(
-            first.block.name_span(),
-            format!("cycle: {}", names.join(", ")),
-        ));
+        diags.push(FileDiagnostic {
+            file: first.file,
+            diagnostic: Diagnostic::new(
+                first.block.name_span(),
+                format!("cycle: {}", names.join(", ")),
+            ),
+        });
     }
 }
 

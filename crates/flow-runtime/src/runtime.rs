@@ -14,9 +14,10 @@
 use crate::component::{
     CancellationToken, ExportsHandle, Health, HealthState, MetricsRegistry, Options,
 };
-use crate::loader::{self, GraphDef};
+use crate::loader::{self, GraphDef, NodeKind};
 use crate::metrics::RuntimeMetrics;
 use crate::registry::{AnyArgs, Builder, Instance, Registry};
+use crate::source::{self, FileDiagnostic, Source};
 use crate::util::lock;
 use river_parser::ast::Block;
 use river_parser::eval::{BodyValue, Scope};
@@ -27,6 +28,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::Instrument;
+
+mod nodes;
+use nodes::{evaluate_module_node, info, publish_target};
 
 /// How long [`Runtime::shutdown`] waits for components to stop, in order.
 pub const DEFAULT_SHUTDOWN_BUDGET: Duration = Duration::from_secs(30);
@@ -41,9 +45,10 @@ const HEALTH_HISTORY: usize = 20;
 pub struct RuntimeOptions {
     /// Parent of every component's data directory (`--storage.path`).
     pub storage_path: PathBuf,
-    /// Name of the config file, used in rendered diagnostics.
+    /// Name of the config file (or directory), used in rendered diagnostics.
     pub file_name: String,
-    /// The file `/-/reload`, SIGHUP and the file watch re-read (none: reload is refused).
+    /// The file `/-/reload`, SIGHUP and the file watch re-read (none: reload is refused). A
+    /// directory: every `*.alloy` and `*.river` file in it, loaded as one configuration.
     pub config_path: Option<PathBuf>,
 }
 
@@ -89,10 +94,16 @@ impl LoadError {
     }
 }
 
-/// A component as shown by the API.
+/// A component (or custom component instance) as shown by the API.
 #[derive(Debug, Clone)]
 pub struct ComponentInfo {
+    /// The global ID (`NAME.LABEL/inner.component.label` inside a module instance).
     pub id: String,
+    /// The ID inside its module, and the module's ID (empty at the top level).
+    pub local_id: String,
+    pub module_id: String,
+    /// For a custom component instance: the module it created (its own ID).
+    pub created_modules: Vec<String>,
     pub name: String,
     pub label: String,
     pub health: Health,
@@ -109,7 +120,14 @@ struct Node {
     name: String,
     label: String,
     block: Block,
-    builder: Arc<dyn Builder>,
+    /// What kind of node it is (a kept node must be of the same kind).
+    kind: Kind,
+    /// None for the nodes of modules (instances, arguments, exports): the runtime evaluates
+    /// them itself.
+    builder: Option<Arc<dyn Builder>>,
+    /// Where its exports go: a scope and a path in it (none for an instance, whose exports are
+    /// its export nodes').
+    target: Option<(usize, Vec<String>)>,
     instance: Option<Arc<dyn Instance>>,
     exports: ExportsHandle,
     /// The exports value last put into the scope (and propagated).
@@ -156,6 +174,26 @@ impl Node {
     }
 }
 
+/// The kinds of node, without their indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Component,
+    Instance,
+    Argument,
+    Export,
+}
+
+impl Kind {
+    fn of(kind: &NodeKind) -> Kind {
+        match kind {
+            NodeKind::Component => Kind::Component,
+            NodeKind::Instance { .. } => Kind::Instance,
+            NodeKind::Argument { .. } => Kind::Argument,
+            NodeKind::Export { .. } => Kind::Export,
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     graph: GraphDef,
@@ -164,8 +202,9 @@ struct State {
     index: HashMap<String, usize>,
     /// Position of each node in `graph.order`.
     topo_pos: Vec<usize>,
-    scope: Scope,
-    src: String,
+    /// One scope per module (`graph.modules`); 0 is the main configuration.
+    scopes: Vec<Scope>,
+    sources: Vec<Source>,
 }
 
 struct Inner {
@@ -177,6 +216,8 @@ struct Inner {
     metrics: RuntimeMetrics,
     logging: Mutex<Option<LoggingHook>>,
     last_error: Mutex<Option<String>>,
+    /// The files the last load read (whether it succeeded or not).
+    last_files: Mutex<Vec<PathBuf>>,
 }
 
 impl Drop for Inner {
@@ -215,6 +256,7 @@ impl Runtime {
                 metrics: RuntimeMetrics::new(),
                 logging: Mutex::new(None),
                 last_error: Mutex::new(None),
+                last_files: Mutex::new(Vec::new()),
             }),
         };
         let weak = Arc::downgrade(&rt.inner);
@@ -245,31 +287,53 @@ impl Runtime {
         lock(&self.inner.last_error).clone()
     }
 
-    /// Re-reads the config file and loads it.
+    /// Re-reads the config file (or every configuration file of the config directory) and
+    /// loads it.
     pub async fn reload(&self) -> Result<(), ReloadFailure> {
         let Some(path) = self.inner.opts.config_path.clone() else {
             return Err(ReloadFailure::Read("no config file to reload\n".into()));
         };
-        let src = match tokio::fs::read_to_string(&path).await {
-            Ok(s) => s,
+        let name = self.inner.opts.file_name.clone();
+        let read = tokio::task::spawn_blocking(move || source::read_path(&path, &name))
+            .await
+            .unwrap_or_else(|e| Err(format!("reading the configuration: {e}")));
+        match read {
+            Ok(sources) => self
+                .load_sources(sources)
+                .await
+                .map_err(ReloadFailure::Load),
             Err(e) => {
-                let msg = format!("reading {}: {e}\n", path.display());
+                let msg = format!("{e}\n");
                 self.inner.metrics.load_failed();
                 *lock(&self.inner.last_error) = Some(msg.clone());
-                return Err(ReloadFailure::Read(msg));
+                Err(ReloadFailure::Read(msg))
             }
-        };
-        self.load(&src).await.map_err(ReloadFailure::Load)
+        }
     }
 
-    /// Loads (or reloads) `src`. See the module documentation.
+    /// Loads (or reloads) `src` as the config file. See the module documentation.
     pub async fn load(&self, src: &str) -> Result<(), LoadError> {
+        let path = self.inner.opts.config_path.clone().filter(|p| !p.is_dir());
+        self.load_sources(vec![Source {
+            name: self.inner.opts.file_name.clone(),
+            text: src.to_string(),
+            path,
+        }])
+        .await
+    }
+
+    /// Loads (or reloads) a configuration made of several sources (the files of a directory),
+    /// as one module. See the module documentation.
+    pub async fn load_sources(&self, sources: Vec<Source>) -> Result<(), LoadError> {
         let started = Instant::now();
-        let result = self.load_inner(src).await;
+        let mut sources = sources;
+        let result = self.load_inner(&mut sources).await;
+        *lock(&self.inner.last_files) = sources.iter().filter_map(|s| s.path.clone()).collect();
+        let all: String = sources.iter().map(|s| s.text.as_str()).collect();
         let m = &self.inner.metrics;
         match &result {
             Ok(()) => {
-                m.load_succeeded(src);
+                m.load_succeeded(&all);
                 self.inner.ready.store(true, Ordering::SeqCst);
                 *lock(&self.inner.last_error) = None;
                 tracing::info!(
@@ -280,7 +344,7 @@ impl Runtime {
             Err(e) => {
                 if matches!(e, LoadError::Evaluation { .. }) {
                     // The graph is in place; the file is what runs now.
-                    m.set_hash(src);
+                    m.set_hash(&all);
                 }
                 m.load_failed();
                 *lock(&self.inner.last_error) = Some(e.rendered().to_string());
@@ -290,32 +354,58 @@ impl Runtime {
         result
     }
 
-    async fn load_inner(&self, src: &str) -> Result<(), LoadError> {
-        let file_name = &self.inner.opts.file_name;
-        let reject = |d: Diagnostics| LoadError::Rejected {
-            rendered: d.render(file_name, src),
-            diagnostics: d,
+    /// The files the last load read (config files and imported files, whether the load
+    /// succeeded or not), for a watch.
+    pub async fn source_files(&self) -> Vec<PathBuf> {
+        lock(&self.inner.last_files).clone()
+    }
+
+    async fn load_inner(&self, sources: &mut Vec<Source>) -> Result<(), LoadError> {
+        let reject = |d: Vec<FileDiagnostic>, sources: &[Source]| LoadError::Rejected {
+            rendered: source::render(&d, sources),
+            diagnostics: source::plain(&d),
         };
-        let file = river_parser::parse_file(src).map_err(reject)?;
-        let graph = loader::load(&file, src, &self.inner.registry).map_err(reject)?;
+        let module_path = self
+            .inner
+            .opts
+            .config_path
+            .as_deref()
+            .map(source::module_path_of);
+        let graph = match loader::load_sources(sources, &self.inner.registry, module_path.clone()) {
+            Ok(g) => g,
+            Err(d) => return Err(reject(d, sources)),
+        };
+        let in_file = |file: usize, d: Diagnostics| -> Vec<FileDiagnostic> {
+            d.0.into_iter()
+                .map(|diagnostic| FileDiagnostic { file, diagnostic })
+                .collect()
+        };
         // The loader accepted only registered names; looking the builders up before anything
         // changes (logging included) keeps even a registry/loader mismatch a rejected load.
-        let builders = graph
-            .nodes
-            .iter()
-            .map(|def| {
-                self.inner.registry.get(&def.name).cloned().ok_or_else(|| {
-                    Diagnostic::new(
+        let mut builders = Vec::with_capacity(graph.nodes.len());
+        for def in &graph.nodes {
+            if def.kind != NodeKind::Component {
+                builders.push(None);
+                continue;
+            }
+            match self.inner.registry.get(&def.name) {
+                Some(b) => builders.push(Some(b.clone())),
+                None => {
+                    let d = Diagnostic::new(
                         def.block.name_span(),
                         format!("unknown component \"{}\"", def.name),
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|d| reject(d.into()))?;
+                    );
+                    return Err(reject(in_file(def.file, d.into()), sources));
+                }
+            }
+        }
 
+        let logging_file = graph.logging_file;
         let logging = match &graph.logging {
-            Some(block) => Some(crate::logging::LoggingConfig::from_block(block).map_err(reject)?),
+            Some(block) => Some(
+                crate::logging::LoggingConfig::from_block(block)
+                    .map_err(|d| reject(in_file(logging_file, d), sources))?,
+            ),
             None => None,
         };
         if let Some(cfg) = &logging {
@@ -327,7 +417,10 @@ impl Runtime {
                         .as_ref()
                         .map(|b| b.name_span())
                         .unwrap_or_default();
-                    reject(Diagnostic::new(span, msg).into())
+                    reject(
+                        in_file(logging_file, Diagnostic::new(span, msg).into()),
+                        sources,
+                    )
                 })?;
             }
         }
@@ -335,15 +428,21 @@ impl Runtime {
         let mut guard = self.inner.state.lock().await;
         let st = &mut *guard;
 
-        // Stop removed components before anything new starts.
+        // Stop removed components (and those whose ID now names another kind of node) before
+        // anything new starts.
         let mut old: HashMap<String, Node> = std::mem::take(&mut st.nodes)
             .into_iter()
             .map(|n| (n.id.clone(), n))
             .collect();
         let removed: Vec<Node> = old
-            .keys()
-            .filter(|id| graph.index_of(id).is_none())
-            .cloned()
+            .iter()
+            .filter(|(id, n)| {
+                graph.index_of(id).is_none_or(|i| {
+                    let def = &graph.nodes[i];
+                    def.name != n.name || Kind::of(&def.kind) != n.kind
+                })
+            })
+            .map(|(id, _)| id.clone())
             .collect::<Vec<_>>()
             .into_iter()
             .filter_map(|id| old.remove(&id))
@@ -363,13 +462,16 @@ impl Runtime {
 
         // The new node table: kept nodes carry their instance, exports and last good state.
         let mut nodes = Vec::with_capacity(graph.nodes.len());
-        for (def, builder) in graph.nodes.iter().zip(builders) {
+        for (i, builder) in builders.into_iter().enumerate() {
+            let def = &graph.nodes[i];
+            let target = publish_target(&graph, i);
             let node = match old.remove(&def.id) {
                 Some(mut n) => {
                     n.block = def.block.clone();
+                    n.target = target;
                     n
                 }
-                None => self.new_node(def, builder),
+                None => self.new_node(def, builder, target),
             };
             nodes.push(node);
         }
@@ -383,44 +485,82 @@ impl Runtime {
             st.topo_pos[i] = pos;
         }
         st.nodes = nodes;
+        st.scopes = graph
+            .modules
+            .iter()
+            .map(|m| {
+                let mut scope = Scope::new();
+                if let Some(p) = &m.module_path {
+                    scope.set("module_path", Value::String(p.clone()));
+                }
+                scope
+            })
+            .collect();
         st.graph = graph;
-        st.src = src.to_string();
-        st.scope = Scope::new();
+        st.sources = std::mem::take(sources);
         for i in 0..st.nodes.len() {
-            let v = st.nodes[i].propagated.clone().unwrap_or_else(empty_object);
-            set_scope(&mut st.scope, &st.nodes[i].id, v);
+            let def = &st.graph.nodes[i];
+            if let NodeKind::Instance { .. } = def.kind {
+                // The object the instance's exports are set in.
+                let path: Vec<&str> = def.local_id.split('.').collect();
+                st.scopes[def.scope].set_path(&path, empty_object());
+            }
+            let initial = match def.kind {
+                NodeKind::Argument { .. } => {
+                    Value::Object([("value".to_string(), Value::Null)].into())
+                }
+                NodeKind::Export { .. } => Value::Null,
+                _ => empty_object(),
+            };
+            let v = st.nodes[i].propagated.clone().unwrap_or(initial);
+            if let Some((scope, path)) = &st.nodes[i].target {
+                let path: Vec<&str> = path.iter().map(String::as_str).collect();
+                st.scopes[*scope].set_path(&path, v);
+            }
         }
 
-        let mut diags = Diagnostics::default();
+        let mut diags = Vec::new();
         let order = st.graph.order.clone();
         for i in order {
             if let Err(d) = self.evaluate(st, i) {
-                diags.0.extend(d.0);
+                diags.extend(in_file(st.graph.nodes[i].file, d));
             }
         }
         // Exports changed by the evaluation above already reached the scope; pending
         // notifications for them are no-ops for the propagation task.
-        if diags.is_empty() {
+        let result = if diags.is_empty() {
             Ok(())
         } else {
             Err(LoadError::Evaluation {
-                rendered: diags.render(file_name, src),
-                diagnostics: diags,
+                rendered: source::render(&diags, &st.sources),
+                diagnostics: source::plain(&diags),
             })
-        }
+        };
+        // The caller hashes what was loaded.
+        sources.clone_from(&st.sources);
+        result
     }
 
-    fn new_node(&self, def: &loader::NodeDef, builder: Arc<dyn Builder>) -> Node {
+    fn new_node(
+        &self,
+        def: &loader::NodeDef,
+        builder: Option<Arc<dyn Builder>>,
+        target: Option<(usize, Vec<String>)>,
+    ) -> Node {
         let exports = ExportsHandle::new();
-        let pending = self.inner.pending.clone();
-        let id = def.id.clone();
-        exports.set_listener(Arc::new(move || pending.push(&id)));
+        if builder.is_some() {
+            let pending = self.inner.pending.clone();
+            let id = def.id.clone();
+            exports.set_listener(Arc::new(move || pending.push(&id)));
+        }
         Node {
             id: def.id.clone(),
             name: def.name.clone(),
             label: def.label.clone(),
             block: def.block.clone(),
+            kind: Kind::of(&def.kind),
             builder,
+            target,
             instance: None,
             exports,
             propagated: None,
@@ -458,10 +598,15 @@ impl Runtime {
     }
 
     fn evaluate_inner(&self, st: &mut State, i: usize) -> Result<(), Diagnostics> {
-        let body = river_parser::eval::eval_body(&st.nodes[i].block.body, &st.scope)?;
+        let def = &st.graph.nodes[i];
+        let scope = &st.scopes[def.scope];
+        let body = river_parser::eval::eval_body(&st.nodes[i].block.body, scope)?;
+        let Some(builder) = st.nodes[i].builder.clone() else {
+            return evaluate_module_node(st, i, body);
+        };
         let node = &mut st.nodes[i];
         let name_span = node.block.name_span();
-        let args = node.builder.decode(&body, name_span)?;
+        let args = builder.decode(&body, name_span)?;
         let _enter = node.span.clone().entered();
         match &node.instance {
             None => {
@@ -472,9 +617,8 @@ impl Runtime {
                     exports: node.exports.clone(),
                     metrics: node.metrics.clone(),
                 };
-                let instance = node
-                    .builder
-                    .build(opts, node.builder.decode(&body, name_span)?)
+                let instance = builder
+                    .build(opts, builder.decode(&body, name_span)?)
                     .map_err(|e| {
                         Diagnostic::new(name_span, format!("building component: {e:#}"))
                     })?;
@@ -506,10 +650,10 @@ impl Runtime {
                 let same = node
                     .args
                     .as_ref()
-                    .is_some_and(|old| node.builder.args_equal(old, &args));
+                    .is_some_and(|old| builder.args_equal(old, &args));
                 if !same {
                     instance
-                        .update(node.builder.decode(&body, name_span)?)
+                        .update(builder.decode(&body, name_span)?)
                         .map_err(|e| {
                             Diagnostic::new(name_span, format!("updating component: {e:#}"))
                         })?;
@@ -527,16 +671,23 @@ impl Runtime {
         Ok(())
     }
 
-    /// Summary of every component, in source order.
+    /// Summary of every component and custom component instance (modules' included), in
+    /// source order.
     pub async fn components(&self) -> Vec<ComponentInfo> {
         let st = self.inner.state.lock().await;
-        (0..st.nodes.len()).map(|i| info(&st, i, false)).collect()
+        (0..st.nodes.len())
+            .filter(|&i| st.graph.nodes[i].is_visible())
+            .map(|i| info(&st, i, false))
+            .collect()
     }
 
-    /// Details of one component.
+    /// Details of one component or custom component instance, by global ID.
     pub async fn component(&self, id: &str) -> Option<ComponentInfo> {
         let st = self.inner.state.lock().await;
-        st.index.get(id).map(|&i| info(&st, i, true))
+        st.index
+            .get(id)
+            .filter(|&&i| st.graph.nodes[i].is_visible())
+            .map(|&i| info(&st, i, true))
     }
 
     /// A component-specific resource ([`crate::Component::resource`]), computed on a blocking
@@ -628,12 +779,7 @@ fn empty_object() -> Value {
     Value::Object(Default::default())
 }
 
-fn set_scope(scope: &mut Scope, id: &str, v: Value) {
-    let path: Vec<&str> = id.split('.').collect();
-    scope.set_path(&path, v);
-}
-
-/// Moves node `i`'s current exports into the scope; true if they changed.
+/// Moves node `i`'s current exports into its scope; true if they changed.
 fn sync_exports(st: &mut State, i: usize) -> bool {
     let node = &mut st.nodes[i];
     let current = node.exports.get();
@@ -641,39 +787,11 @@ fn sync_exports(st: &mut State, i: usize) -> bool {
         return false;
     }
     node.propagated = current.clone();
-    let id = node.id.clone();
-    set_scope(&mut st.scope, &id, current.unwrap_or_else(empty_object));
-    true
-}
-
-fn info(st: &State, i: usize, full: bool) -> ComponentInfo {
-    let n = &st.nodes[i];
-    let def = &st.graph.nodes[i];
-    ComponentInfo {
-        id: n.id.clone(),
-        name: n.name.clone(),
-        label: n.label.clone(),
-        health: n.health(),
-        references_to: def.refs.iter().map(|&r| st.nodes[r].id.clone()).collect(),
-        referenced_by: st.graph.dependants[i]
-            .iter()
-            .map(|&r| st.nodes[r].id.clone())
-            .collect(),
-        arguments: if full { n.args_body.clone() } else { None },
-        exports: if full { n.propagated.clone() } else { None },
-        debug_info: if full {
-            n.instance
-                .as_ref()
-                .and_then(|i| n.span.in_scope(|| i.debug_info()))
-        } else {
-            None
-        },
-        health_history: if full {
-            n.history.iter().cloned().collect()
-        } else {
-            Vec::new()
-        },
+    if let Some((scope, path)) = &node.target {
+        let path: Vec<&str> = path.iter().map(String::as_str).collect();
+        st.scopes[*scope].set_path(&path, current.unwrap_or_else(empty_object));
     }
+    true
 }
 
 /// IDs of components that published exports since the propagation task last looked: a set, so

@@ -1,4 +1,5 @@
-//! `rill run FILE`: runs a River configuration with the Flow runtime, wired to the HTTP server,
+//! `rill run PATH`: runs a River configuration (a file, or every `*.alloy` and `*.river` file of
+//! a directory, as one configuration) with the Flow runtime, wired to the HTTP server,
 //! SIGHUP, the optional config-file watch and shutdown signals. The first load happens after the
 //! server is up (so `/-/ready` answers 503 meanwhile); if it fails the diagnostics are printed and
 //! the process exits non-zero.
@@ -12,7 +13,8 @@ use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// The River configuration file to run.
+    /// The River configuration file to run, or a directory: every `*.alloy` and `*.river` file
+    /// in it (not in subdirectories), loaded as one configuration.
     pub file: std::path::PathBuf,
     /// Address the HTTP server (UI, API, metrics, reload) listens on.
     #[arg(long = "server.http.listen-addr", default_value = "127.0.0.1:12345")]
@@ -34,7 +36,8 @@ pub struct RunArgs {
     /// Accepted for Alloy compatibility: rill never reports usage data.
     #[arg(long = "disable-reporting")]
     pub disable_reporting: bool,
-    /// Reload the configuration when the file changes (polled).
+    /// Reload the configuration when it changes (polled: the file, the directory's files and
+    /// every file `import.file` read).
     #[arg(long = "config.watch")]
     pub watch: bool,
     /// How often `--config.watch` checks the file.
@@ -84,6 +87,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     code
 }
 
+/// What `--config.watch` compares: the config (file or directory listing) and every file the
+/// last load read, imported files included.
+async fn snapshot(rt: &Runtime, path: &std::path::Path) -> Option<Vec<u8>> {
+    let files = rt.source_files().await;
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || flow_runtime::source::snapshot(&path, &files))
+        .await
+        .ok()
+        .flatten()
+}
+
 /// How long the tokio runtime waits for blocking tasks once the agent has returned.
 const RUNTIME_DROP_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -128,7 +142,7 @@ async fn serve(args: RunArgs, registry: Registry) -> anyhow::Result<ExitCode> {
 
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut last_seen = tokio::fs::read(&args.file).await.ok();
+    let mut last_seen = snapshot(&rt, &args.file).await;
     let mut watch = tokio::time::interval(watch_every.unwrap_or(Duration::from_secs(3600)));
     watch.tick().await;
     loop {
@@ -140,10 +154,10 @@ async fn serve(args: RunArgs, registry: Registry) -> anyhow::Result<ExitCode> {
                 if let Err(e) = rt.reload().await {
                     tracing::error!("reload failed:\n{e}");
                 }
-                last_seen = tokio::fs::read(&args.file).await.ok();
+                last_seen = snapshot(&rt, &args.file).await;
             }
             _ = watch.tick(), if watch_every.is_some() => {
-                let now = tokio::fs::read(&args.file).await.ok();
+                let now = snapshot(&rt, &args.file).await;
                 if now.is_some() && now != last_seen {
                     last_seen = now;
                     tracing::info!("config file changed: reloading");
