@@ -11,9 +11,8 @@
 #[path = "support/ebpf_mock.rs"]
 mod ebpf_mock;
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use components::pyroscope::appendable::AppendableRef;
@@ -21,8 +20,8 @@ use components::pyroscope::ebpf::{Arguments, EbpfOptions};
 use ebpf_mock::*;
 use ebpf_probe::pprof::folded;
 use ebpf_probe::probe::mock::MockSource;
-use ebpf_probe::probe::{LostCounters, ProbeConfig, ProbeError};
-use flow_runtime::HealthState;
+use ebpf_probe::probe::{LostCounters, ProbeConfig, ProbeError, SampleSource};
+use flow_runtime::{Component, HealthState};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_profile_per_target_with_labels_and_kernel_told_what_to_profile() {

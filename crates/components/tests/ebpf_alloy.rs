@@ -22,14 +22,16 @@ use ebpf_probe::probe::{ProbeConfig, ProbeError, SampleSource};
 use flow_runtime::{Component, HealthState};
 use river_parser::Value;
 
+/// A folded stack (root first), its sample labels and its sample count.
+type LabeledStack = (String, Vec<(String, String)>, i64);
+
 /// The sample labels of every sample, with its folded stack (root first), sorted.
-fn labeled_stacks(p: &Profile) -> Vec<(String, Vec<(String, String)>, i64)> {
+fn labeled_stacks(p: &Profile) -> Vec<LabeledStack> {
     let mut out: Vec<_> = p
         .sample
         .iter()
         .map(|s| {
-            let mut stack = p.stack_names(s);
-            stack.reverse();
+            let stack = p.stack_names(s); // root first
             let labels = s
                 .label
                 .iter()
@@ -219,7 +221,11 @@ async fn lazy_mode_loads_no_probe_until_targets_arrive() {
     let mut with_target = container_a_target(&rec);
     with_target.lazy_mode = true;
     r.update(with_target.clone()).await;
-    assert_eq!(loads.load(Ordering::SeqCst), 1, "loaded once targets arrive");
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        1,
+        "loaded once targets arrive"
+    );
     introduce(&r, &h, &[1001]).await;
     h.sample(1001, &[], &[K_LEAF], 2);
     r.collect().await;
@@ -237,7 +243,11 @@ async fn lazy_mode_loads_no_probe_until_targets_arrive() {
     // Without lazy_mode the probe loads at start, targets or not.
     let loads = Arc::new(AtomicUsize::new(0));
     let eager = Arguments::new(vec![rec.clone() as AppendableRef]);
-    let r = Running::start(eager, counting(MockSource::new().0, Arc::clone(&loads), &fx)).await;
+    let r = Running::start(
+        eager,
+        counting(MockSource::new().0, Arc::clone(&loads), &fx),
+    )
+    .await;
     r.collect().await;
     assert_eq!(loads.load(Ordering::SeqCst), 1);
     r.stop().await;
@@ -270,7 +280,10 @@ async fn languages_and_deprecated_arguments_are_in_the_debug_info() {
     assert_eq!(langs.len(), 7);
     assert_eq!(
         d.get("deprecated_arguments"),
-        Some(&Value::Array(vec![s("go_table_fallback"), s("pid_map_size")]))
+        Some(&Value::Array(vec![
+            s("go_table_fallback"),
+            s("pid_map_size")
+        ]))
     );
     assert_eq!(d.get("comm"), Some(&s("none")));
     // Applied on reload.
@@ -363,9 +376,11 @@ fn alloy_arguments_decode_with_their_defaults() {
     assert_eq!(decode(r#"  comm = "both""#).unwrap().comm, CommMode::Both);
     assert!(decode(r#"  comm = "label""#).unwrap().comm.label());
     // Agreeing names of the same switch are fine; Agent Flow's alone still works.
-    assert!(!decode("  kernel_frames = false\n  collect_kernel_profile = false")
-        .unwrap()
-        .kernel_stacks());
+    assert!(
+        !decode("  kernel_frames = false\n  collect_kernel_profile = false")
+            .unwrap()
+            .kernel_stacks()
+    );
     assert!(!decode("  collect_kernel_profile = false")
         .unwrap()
         .kernel_stacks());

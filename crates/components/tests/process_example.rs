@@ -59,7 +59,10 @@ impl Component for MockEbpf {
     }
 }
 
-fn targets_of(exports: &Option<Value>, field: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+fn targets_of(
+    exports: &Option<Value>,
+    field: &str,
+) -> Vec<std::collections::BTreeMap<String, String>> {
     let Some(Value::Object(m)) = exports else {
         return Vec::new();
     };
@@ -112,9 +115,15 @@ async fn the_process_example_profiles_the_programs_it_keeps() {
     let me = std::process::id().to_string();
     let deadline = Instant::now() + Duration::from_secs(60);
     let kept = loop {
-        let info = runtime.component("discovery.relabel.programs").await.expect("relabel");
+        let info = runtime
+            .component("discovery.relabel.programs")
+            .await
+            .expect("relabel");
         let kept = targets_of(&info.exports, "output");
-        let ebpf = runtime.component("pyroscope.ebpf.instance").await.expect("ebpf");
+        let ebpf = runtime
+            .component("pyroscope.ebpf.instance")
+            .await
+            .expect("ebpf");
         let ebpf_targets = match &ebpf.debug_info {
             Some(Value::Object(d)) => match d.get("targets") {
                 Some(Value::Number(Number::Uint(n))) => *n as usize,
@@ -138,7 +147,10 @@ async fn the_process_example_profiles_the_programs_it_keeps() {
     assert_eq!(mine["service_name"], format!("ebpf/local/{name}"));
     assert_eq!(mine["__meta_process_exe"], exe);
     assert!(mine.contains_key("user") || !mine.contains_key("__meta_process_username"));
-    assert!(!mine.contains_key("__container_id__"), "container_id = false");
+    assert!(
+        !mine.contains_key("__container_id__"),
+        "container_id = false"
+    );
     assert!(
         kept.iter().all(|t| t["__meta_process_exe"] == exe),
         "only this program is kept: {kept:?}"

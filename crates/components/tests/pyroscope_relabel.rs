@@ -68,8 +68,10 @@ fn runtime(tag: &str) -> Runtime {
     Runtime::new(
         components::registry().with::<Sink>("testing.sink"),
         RuntimeOptions {
-            storage_path: std::env::temp_dir()
-                .join(format!("rill-pyroscope-relabel-{tag}-{}", std::process::id())),
+            storage_path: std::env::temp_dir().join(format!(
+                "rill-pyroscope-relabel-{tag}-{}",
+                std::process::id()
+            )),
             file_name: "config.river".into(),
             config_path: None,
         },
@@ -109,7 +111,10 @@ fn l(pairs: &[(&str, &str)]) -> Labels {
 }
 
 async fn receiver_of(rt: &Runtime) -> AppendableRef {
-    let info = rt.component("pyroscope.relabel.r").await.expect("component");
+    let info = rt
+        .component("pyroscope.relabel.r")
+        .await
+        .expect("component");
     let Some(Value::Object(ex)) = info.exports else {
         panic!("no exports: {:?}", info.exports)
     };
@@ -130,7 +135,9 @@ fn push(r: &AppendableRef, labels: Labels) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relabels_profiles_between_components_and_follows_reloads() {
     let rt = runtime("ok");
-    rt.load(&config(RULES)).await.expect("the configuration loads");
+    rt.load(&config(RULES))
+        .await
+        .expect("the configuration loads");
     let r = receiver_of(&rt).await;
     push(&r, l(&[("service_name", "ebpf/web")]));
     push(&r, l(&[("service_name", "ebpf/noise")]));

@@ -174,6 +174,9 @@ struct MappingKey {
     file: String,
 }
 
+/// A stack (location IDs) with its sample labels (key and value string indexes).
+type LabeledStack = (Vec<u64>, Vec<(i64, i64)>);
+
 /// Builds one CPU profile (one target, one collect interval).
 #[derive(Debug)]
 pub struct ProfileBuilder {
@@ -184,7 +187,7 @@ pub struct ProfileBuilder {
     locations: HashMap<LocationKey, u64>,
     samples: HashMap<Vec<u64>, usize>,
     /// Samples with labels, by stack and (key, value) string indexes.
-    labeled: HashMap<(Vec<u64>, Vec<(i64, i64)>), usize>,
+    labeled: HashMap<LabeledStack, usize>,
     name_unknown: bool,
 }
 

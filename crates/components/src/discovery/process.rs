@@ -151,11 +151,7 @@ pub struct Discovered {
 /// Reads the processes under `fs.proc_root`, at most `limit` of them (lowest pids first).
 /// Like Alloy, a process whose `exe`, `cwd`, command line or cgroup cannot be read (when asked
 /// for) is left out; an unknown uid just has no user name.
-pub fn discover(
-    fs: &ProcFs,
-    cfg: &DiscoverConfig,
-    limit: usize,
-) -> std::io::Result<Discovered> {
+pub fn discover(fs: &ProcFs, cfg: &DiscoverConfig, limit: usize) -> std::io::Result<Discovered> {
     let mut pids: Vec<u32> = std::fs::read_dir(&fs.proc_root)?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
@@ -209,7 +205,10 @@ fn read_process(
         put(CWD, link(&dir.join("cwd"))?);
     }
     if cfg.commandline {
-        put(COMMANDLINE, command_line(&read_bounded(&dir.join("cmdline"))?));
+        put(
+            COMMANDLINE,
+            command_line(&read_bounded(&dir.join("cmdline"))?),
+        );
     }
     if cfg.uid || cfg.username {
         // Alloy logs a status it cannot read and keeps the process without these labels.
@@ -228,7 +227,10 @@ fn read_process(
     if cfg.container_id || cfg.cgroup_path {
         let cgroup = String::from_utf8_lossy(&read_bounded(&dir.join("cgroup"))?).into_owned();
         if cfg.container_id {
-            put(CONTAINER_ID, container_id_from_cgroup(&cgroup).unwrap_or_default());
+            put(
+                CONTAINER_ID,
+                container_id_from_cgroup(&cgroup).unwrap_or_default(),
+            );
         }
         if cfg.cgroup_path {
             let path = cgroup.lines().collect::<Vec<_>>().join("|");
@@ -279,8 +281,7 @@ fn read_passwd(path: &Path) -> HashMap<u32, String> {
     let mut users = HashMap::new();
     for line in content.lines() {
         let mut fields = line.split(':');
-        let (Some(name), Some(_), Some(uid)) = (fields.next(), fields.next(), fields.next())
-        else {
+        let (Some(name), Some(_), Some(uid)) = (fields.next(), fields.next(), fields.next()) else {
             continue;
         };
         if let Ok(uid) = uid.parse() {

@@ -37,8 +37,8 @@ use river_parser::{Number, Value};
 use tracing::{debug, error, info, warn};
 
 use crate::pyroscope::appendable::{Appendable, Fanout, FanoutMetrics, RawProfile};
-use policy::{Placement, TargetPolicy};
 use metrics::Metrics;
+use policy::{Placement, TargetPolicy};
 use targets::{Assignment, TargetSet};
 
 /// Creates the sample source (the kernel probe in production, a mock in tests).
@@ -630,9 +630,21 @@ impl Worker {
         st.unwind_maps = collected.collection.unwind_maps;
         let took_ms = started.elapsed().as_millis() as u64;
         if self.args.verbose_mode {
-            info!(samples = total, lost, profiles = sent, took_ms, "pyroscope.ebpf collected");
+            info!(
+                samples = total,
+                lost,
+                profiles = sent,
+                took_ms,
+                "pyroscope.ebpf collected"
+            );
         } else {
-            debug!(samples = total, lost, profiles = sent, took_ms, "pyroscope.ebpf collected");
+            debug!(
+                samples = total,
+                lost,
+                profiles = sent,
+                took_ms,
+                "pyroscope.ebpf collected"
+            );
         }
     }
 }
@@ -700,4 +712,3 @@ fn symbolizer_config(base: &SymbolizerConfig, args: &Arguments) -> SymbolizerCon
         ..base.clone()
     }
 }
-

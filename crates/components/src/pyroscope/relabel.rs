@@ -20,8 +20,7 @@ use river_parser::{Capsule, Validate, Value};
 use serde::Deserialize;
 
 use crate::discovery::relabel::{
-    compile_for_component, process, validate_rule_blocks, Labels, RuleArgs, Rules,
-    RULES_TYPE_NAME,
+    compile_for_component, process, validate_rule_blocks, Labels, RuleArgs, Rules, RULES_TYPE_NAME,
 };
 use crate::pyroscope::appendable::{
     to_capsule, AppendError, Appendable, AppendableRef, Fanout, FanoutMetrics, RawProfile,
@@ -52,7 +51,10 @@ impl Arguments {
     /// No rules, the default cache, these receivers.
     pub fn new(forward_to: Vec<AppendableRef>) -> Self {
         Arguments {
-            forward_to: forward_to.into_iter().map(|r| CapsuleRef(Arc::new(r))).collect(),
+            forward_to: forward_to
+                .into_iter()
+                .map(|r| CapsuleRef(Arc::new(r)))
+                .collect(),
             rules: Vec::new(),
             max_cache_size: DEFAULT_MAX_CACHE_SIZE,
         }
@@ -430,7 +432,10 @@ mod tests {
             panic!()
         };
         let again = crate::pyroscope::appendable::from_value(&ex2["receiver"]).unwrap();
-        assert!(Arc::ptr_eq(&receiver, &again), "the receiver stays the same object");
+        assert!(
+            Arc::ptr_eq(&receiver, &again),
+            "the receiver stays the same object"
+        );
     }
 
     #[test]
@@ -446,7 +451,10 @@ mod tests {
             ))
         );
         args.max_cache_size = 5;
-        args.rules = vec![RuleArgs::default(), rule("bogus", &[], "", "")];
+        args.rules = vec![
+            rule("replace", &["a"], "(.*)", "b"),
+            rule("bogus", &[], "", ""),
+        ];
         let err = args.validate().unwrap_err();
         assert_eq!(
             err,

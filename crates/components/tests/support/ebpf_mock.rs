@@ -13,19 +13,17 @@
 )]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use components::pyroscope::appendable::{AppendError, Appendable, AppendableRef, RawProfile};
 use components::pyroscope::ebpf::{Arguments, Ebpf, EbpfOptions};
-use ebpf_probe::pprof::{decode, folded, Profile};
+use ebpf_probe::pprof::{decode, Profile};
 use ebpf_probe::probe::mock::{MockHandle, MockSource};
-use ebpf_probe::probe::{LostCounters, ProbeConfig, ProbeError, SampleSource};
+use ebpf_probe::probe::{ProbeConfig, ProbeError, SampleSource};
 use ebpf_probe::symbolize::SymbolizerConfig;
-use flow_runtime::{
-    CancellationToken, Component, ExportsHandle, HealthState, MetricsRegistry, Options,
-};
+use flow_runtime::{CancellationToken, Component, ExportsHandle, MetricsRegistry, Options};
 use river_parser::{Number, Value};
 
 /// One append: labels and profiles.
@@ -291,4 +289,3 @@ pub fn profile_for<'a>(
     );
     matching[0]
 }
-

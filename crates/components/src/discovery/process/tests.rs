@@ -59,7 +59,10 @@ impl FakeProc {
         std::fs::write(d.join("cmdline"), cmdline).unwrap();
         std::fs::write(
             d.join("status"),
-            format!("Name:\t{}\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\nGid:\t0\t0\t0\t0\n", argv[0]),
+            format!(
+                "Name:\t{}\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\nGid:\t0\t0\t0\t0\n",
+                argv[0]
+            ),
         )
         .unwrap();
         std::fs::write(d.join("cgroup"), cgroup).unwrap();
@@ -82,11 +85,17 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 #[test]
 fn defaults_follow_alloy_docs() {
     let a = Arguments::default();
-    assert_eq!(a.refresh_interval.as_std(), std::time::Duration::from_secs(60));
+    assert_eq!(
+        a.refresh_interval.as_std(),
+        std::time::Duration::from_secs(60)
+    );
     assert!(a.join.is_empty());
-    let c = a.discover_config;
+    let c = a.discover_config.clone();
     assert!(c.exe && c.cwd && c.commandline && c.container_id);
-    assert!(c.uid && c.username, "docs say true (Alloy's code says false)");
+    assert!(
+        c.uid && c.username,
+        "docs say true (Alloy's code says false)"
+    );
     assert!(!c.cgroup_path);
     assert!(a.validate().is_ok());
     let zero = Arguments {
@@ -94,7 +103,13 @@ fn defaults_follow_alloy_docs() {
         ..Arguments::default()
     };
     let err = zero.validate().unwrap_err();
-    assert_eq!(err, Invalid::attr("refresh_interval", "refresh_interval must be greater than 0"));
+    assert_eq!(
+        err,
+        Invalid::attr(
+            "refresh_interval",
+            "refresh_interval must be greater than 0"
+        )
+    );
 }
 
 #[test]
@@ -206,9 +221,16 @@ fn vanished_and_unreadable_processes_are_skipped() {
         ..DiscoverConfig::default()
     };
     let got = discover(&fx.fs(), &no_exe, MAX_PROCESSES).unwrap();
-    let pids: Vec<&str> = got.targets.iter().map(|t| t[PROCESS_PID].as_str()).collect();
+    let pids: Vec<&str> = got
+        .targets
+        .iter()
+        .map(|t| t[PROCESS_PID].as_str())
+        .collect();
     assert_eq!(pids, ["2", "10", "12"]);
-    assert!(!got.targets[0].contains_key(COMMANDLINE), "empty cmdline: no label");
+    assert!(
+        !got.targets[0].contains_key(COMMANDLINE),
+        "empty cmdline: no label"
+    );
 }
 
 #[test]
@@ -238,7 +260,10 @@ fn join_merges_by_container_and_appends_the_join_targets() {
     let join_targets = vec![
         labels(&[
             ("pod", "pod-1"),
-            ("__meta_kubernetes_pod_container_id", &format!("containerd://{CID}")),
+            (
+                "__meta_kubernetes_pod_container_id",
+                &format!("containerd://{CID}"),
+            ),
         ]),
         labels(&[("pod", "pod-2"), ("__meta_docker_container_id", &cid2)]),
         labels(&[("pod", "shadowed"), (CONTAINER_ID, &cid2)]),
@@ -250,7 +275,10 @@ fn join_merges_by_container_and_appends_the_join_targets() {
             (PROCESS_PID, "1"),
             (CONTAINER_ID, CID),
             ("pod", "pod-1"),
-            ("__meta_kubernetes_pod_container_id", &format!("containerd://{CID}")),
+            (
+                "__meta_kubernetes_pod_container_id",
+                &format!("containerd://{CID}"),
+            ),
         ]),
         labels(&[(PROCESS_PID, "2")]),
         labels(&[
@@ -262,14 +290,23 @@ fn join_merges_by_container_and_appends_the_join_targets() {
     ];
     want.extend(join_targets.iter().cloned());
     assert_eq!(got, want);
-    assert_eq!(join(processes.clone(), &[]), processes, "no join: processes only");
+    assert_eq!(
+        join(processes.clone(), &[]),
+        processes,
+        "no join: processes only"
+    );
 }
 
 /// The real `/proc`: this test's own process, with its executable and command line.
 #[test]
 fn discovers_this_process_from_the_real_proc() {
     let me = std::process::id();
-    let got = discover(&ProcFs::default(), &DiscoverConfig::default(), MAX_PROCESSES).unwrap();
+    let got = discover(
+        &ProcFs::default(),
+        &DiscoverConfig::default(),
+        MAX_PROCESSES,
+    )
+    .unwrap();
     let mine = got
         .targets
         .iter()

@@ -125,4 +125,3 @@ impl Metrics {
         self.unwind.register(r);
     }
 }
-
