@@ -275,7 +275,10 @@ async fn languages_and_deprecated_arguments_are_in_the_debug_info() {
     let s = |v: &str| Value::String(v.to_string());
     assert_eq!(langs.get("hotspot"), Some(&s("shown as native frames")));
     assert_eq!(langs.get("v8"), Some(&s("shown as native frames")));
-    assert_eq!(langs.get("ruby"), Some(&s("disabled")));
+    assert_eq!(
+        langs.get("ruby"),
+        Some(&s("disabled (shown as native frames, as in Alloy)"))
+    );
     assert_eq!(langs.get("go"), Some(&s("unwound as native code")));
     assert_eq!(langs.len(), 7);
     assert_eq!(
@@ -300,6 +303,89 @@ async fn languages_and_deprecated_arguments_are_in_the_debug_info() {
     assert_eq!(d.get("deprecated_arguments"), Some(&Value::Array(vec![])));
     assert_eq!(d.get("comm"), Some(&s("label")));
     r.stop().await;
+}
+
+/// A log sink for `tracing_subscriber::fmt`.
+#[derive(Clone, Default)]
+struct LogBuf(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuf {
+    fn take(&self) -> String {
+        String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
+    }
+}
+
+#[test]
+fn deprecated_arguments_and_native_only_languages_are_logged_once_per_load() {
+    let fx = Fixture::new();
+    let log = LogBuf::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let mut args = Arguments::new(Vec::new());
+        args.cache_rounds = Some(3);
+        args.symbols_map_size = Some(16384);
+        args.php_enabled = false;
+        let c = components::pyroscope::ebpf::Ebpf::build_with(
+            options("pyroscope.ebpf.log"),
+            args.clone(),
+            fx.options(MockSource::new().0),
+        )
+        .unwrap();
+        let text = log.take();
+        assert_eq!(
+            text.matches("deprecated arguments are ignored").count(),
+            1,
+            "{text}"
+        );
+        assert!(
+            text.contains("arguments=cache_rounds, symbols_map_size"),
+            "{text}"
+        );
+        assert_eq!(text.matches("shown as native frames").count(), 1, "{text}");
+        assert!(
+            text.contains("languages=hotspot, perl, ruby, v8, dotnet"),
+            "{text}"
+        );
+
+        // A reload logs again, once; without deprecated arguments or those languages: nothing.
+        args.cache_rounds = None;
+        c.update(args.clone()).unwrap();
+        let text = log.take();
+        assert_eq!(
+            text.matches("deprecated arguments are ignored").count(),
+            1,
+            "{text}"
+        );
+        assert!(text.contains("arguments=symbols_map_size"), "{text}");
+        let mut quiet = Arguments::new(Vec::new());
+        for on in [
+            &mut quiet.hotspot_enabled,
+            &mut quiet.perl_enabled,
+            &mut quiet.php_enabled,
+            &mut quiet.ruby_enabled,
+            &mut quiet.v8_enabled,
+            &mut quiet.dotnet_enabled,
+        ] {
+            *on = false;
+        }
+        c.update(quiet).unwrap();
+        assert_eq!(log.take(), "");
+    });
 }
 
 /// Evaluates and decodes a `pyroscope.ebpf` body as the runtime does (`Validate` included).

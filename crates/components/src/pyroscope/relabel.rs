@@ -2,9 +2,10 @@
 //! `discovery.relabel`'s rules and engine, then forwards the profile to `forward_to`.
 //!
 //! As in Grafana Alloy: a profile that arrives without labels passes unchanged; one that a rule
-//! drops, or that has no label left after the rules, is dropped and counted
-//! (`pyroscope_relabel_profiles_dropped`); results are kept in an LRU of `max_cache_size` label
-//! sets, emptied when the rules change. Pprof sample labels inside the profiles are not touched.
+//! drops is dropped and counted (`pyroscope_relabel_profiles_dropped`), and so is one left
+//! without labels (as Alloy's docs say; its code would forward an empty label set); results are
+//! kept in an LRU of `max_cache_size` label sets, emptied when the rules change. Pprof sample
+//! labels inside the profiles are not touched.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;

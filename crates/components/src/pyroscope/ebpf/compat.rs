@@ -70,7 +70,7 @@ pub(super) fn debug_fields(args: &Arguments) -> BTreeMap<String, Value> {
             (Support::Native, true) => "unwound as native code",
             (Support::Native, false) => "unwound as native code (go_enabled = false is ignored)",
             (Support::NotUnwound, true) => "shown as native frames",
-            (Support::NotUnwound, false) => "disabled",
+            (Support::NotUnwound, false) => "disabled (shown as native frames, as in Alloy)",
         };
         langs.insert(name.to_string(), Value::String(what.to_string()));
     }
