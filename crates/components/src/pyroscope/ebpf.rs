@@ -8,6 +8,9 @@
 //! pids to profile (so unmatched processes cost nothing in user space), collects every
 //! interval, and forgets exited processes everywhere after their last samples are sent.
 //! Without privileges the component is unhealthy and idle; the rest of the graph keeps running.
+//! Alloy's arguments without an engine here (language switches, deprecated sizes) are
+//! accepted and reported once per load (module `compat`); `comm`/`pid_label` decorate samples
+//! (module `comm`); with `lazy_mode` the probe is loaded only once some process can be profiled.
 
 pub mod args;
 mod comm;

@@ -71,7 +71,8 @@ pub struct Arguments {
     /// Accepted; rill's probe checks no kernel version (it probes features instead).
     #[serde(default)]
     pub no_kernel_version_check: bool,
-    /// Language switches of Alloy's profiler; see [`super::compat::LANGUAGES`].
+    /// Language switches of Alloy's profiler: accepted; those rill does not unwind are shown
+    /// as native frames (docs/components/pyroscope.ebpf.md, Languages).
     #[serde(default = "yes")]
     pub go_enabled: bool,
     #[serde(default = "yes")]
