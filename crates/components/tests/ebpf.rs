@@ -3,10 +3,6 @@
 //! target matching, service_name inference, one profile per target, labels, what the kernel is
 //! told about each pid, exits, updates, health, metrics and argument validation through the
 //! runtime.
-#![allow(
-    clippy::unwrap_used,
-    reason = "test code outside #[test] functions (helpers, setup): a failure panics the test"
-)]
 
 #[path = "support/ebpf_mock.rs"]
 mod ebpf_mock;
