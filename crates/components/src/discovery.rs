@@ -4,5 +4,6 @@ pub mod component;
 pub mod docker;
 pub mod kubernetes;
 pub mod output;
+pub mod process;
 pub mod relabel;
 pub mod target;

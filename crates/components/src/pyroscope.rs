@@ -3,4 +3,5 @@
 pub mod appendable;
 pub mod ebpf;
 pub mod push_proto;
+pub mod relabel;
 pub mod write;

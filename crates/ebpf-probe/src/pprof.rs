@@ -175,6 +175,9 @@ struct MappingKey {
     file: String,
 }
 
+/// A stack (location IDs) with its sample labels (key and value string indexes).
+type LabeledStack = (Vec<u64>, Vec<(i64, i64)>);
+
 /// Builds one CPU profile (one target, one collect interval).
 #[derive(Debug)]
 pub struct ProfileBuilder {
@@ -185,6 +188,8 @@ pub struct ProfileBuilder {
     mappings: HashMap<MappingKey, u64>,
     locations: HashMap<LocationKey, u64>,
     samples: HashMap<Vec<u64>, usize>,
+    /// Samples with labels, by stack and (key, value) string indexes.
+    labeled: HashMap<LabeledStack, usize>,
     name_unknown: bool,
 }
 
@@ -211,6 +216,7 @@ impl ProfileBuilder {
             mappings: HashMap::new(),
             locations: HashMap::new(),
             samples: HashMap::new(),
+            labeled: HashMap::new(),
             name_unknown: true,
         };
         b.string(""); // index 0 must be ""
@@ -357,17 +363,7 @@ impl ProfileBuilder {
         if count == 0 {
             return;
         }
-        let ids: Vec<u64> = if frames.is_empty() {
-            let unknown = Frame {
-                address: 0,
-                name: Some("[unknown]".to_string()),
-                mapping: None,
-                source: None,
-            };
-            vec![self.location(&unknown)]
-        } else {
-            frames.iter().map(|f| self.location(f)).collect()
-        };
+        let ids = self.stack_ids(frames);
         let value = (count as i64).saturating_mul(self.profile.period);
         match self.samples.get(&ids) {
             Some(&i) => self.profile.sample[i].value[0] += value,
@@ -379,6 +375,60 @@ impl ProfileBuilder {
                     label: Vec::new(),
                 });
             }
+        }
+    }
+
+    /// [`Self::add_stack`] with pprof sample labels (string values, for example `comm` or
+    /// `pid`): samples of one stack with different labels stay apart.
+    pub fn add_stack_labeled(&mut self, frames: &[Frame], count: u64, labels: &[(&str, &str)]) {
+        if labels.is_empty() {
+            return self.add_stack(frames, count);
+        }
+        if count == 0 {
+            return;
+        }
+        let ids = self.stack_ids(frames);
+        let pairs: Vec<(i64, i64)> = labels
+            .iter()
+            .map(|(k, v)| (self.string(k), self.string(v)))
+            .collect();
+        let value = (count as i64).saturating_mul(self.profile.period);
+        let key = (ids, pairs);
+        match self.labeled.get(&key) {
+            Some(&i) => self.profile.sample[i].value[0] += value,
+            None => {
+                let label = key
+                    .1
+                    .iter()
+                    .map(|&(key, str)| Label {
+                        key,
+                        str,
+                        num: 0,
+                        num_unit: 0,
+                    })
+                    .collect();
+                self.profile.sample.push(Sample {
+                    location_id: key.0.clone(),
+                    value: vec![value],
+                    label,
+                });
+                self.labeled.insert(key, self.profile.sample.len() - 1);
+            }
+        }
+    }
+
+    /// Location IDs of a stack (leaf first); no frame at all is one `[unknown]` frame.
+    fn stack_ids(&mut self, frames: &[Frame]) -> Vec<u64> {
+        if frames.is_empty() {
+            let unknown = Frame {
+                address: 0,
+                name: Some("[unknown]".to_string()),
+                mapping: None,
+                source: None,
+            };
+            vec![self.location(&unknown)]
+        } else {
+            frames.iter().map(|f| self.location(f)).collect()
         }
     }
 

@@ -387,3 +387,43 @@ fn go_tool_pprof_shows_python_files_and_lines() {
         assert!(stdout.contains(want), "{want} not in:\n{stdout}");
     }
 }
+
+/// Sample labels (`comm`, `pid`): one stack with different labels stays apart, the same labels
+/// aggregate, no labels is `add_stack`; the labels survive encoding.
+#[test]
+fn labeled_samples_stay_apart_and_round_trip() {
+    let m = app_mapping();
+    let main = frame(0x5555_0000_1100, Some("main"), Some(m.clone()));
+    let leaf = frame(0x5555_0000_1400, Some("hot_leaf"), Some(m));
+    let stack = [leaf, main];
+    let mut b = ProfileBuilder::new(100, 0, 0);
+    b.add_stack_labeled(&stack, 2, &[("comm", "a"), ("pid", "1")]);
+    b.add_stack_labeled(&stack, 3, &[("comm", "a"), ("pid", "1")]);
+    b.add_stack_labeled(&stack, 4, &[("comm", "b"), ("pid", "2")]);
+    b.add_stack_labeled(&stack, 1, &[]);
+    b.add_stack(&stack, 1);
+    b.add_stack_labeled(&stack, 0, &[("comm", "c")]);
+    assert_eq!(b.sample_count(), 3);
+    let p = decode(&encode_gzip(&b.build())).expect("decode");
+    let mut got: Vec<(Vec<(String, String)>, i64)> = p
+        .sample
+        .iter()
+        .map(|s| {
+            let labels = s
+                .label
+                .iter()
+                .map(|l| (p.str(l.key).to_string(), p.str(l.str).to_string()))
+                .collect();
+            (labels, s.value[0] / p.period)
+        })
+        .collect();
+    got.sort();
+    let kv = |c: &str, pid: &str| {
+        vec![
+            ("comm".to_string(), c.to_string()),
+            ("pid".to_string(), pid.to_string()),
+        ]
+    };
+    assert_eq!(got, vec![(vec![], 2), (kv("a", "1"), 5), (kv("b", "2"), 4)]);
+    assert_eq!(folded(&p), "main;hot_leaf 11\n");
+}

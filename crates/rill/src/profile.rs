@@ -389,14 +389,13 @@ mod tests {
 
     fn component_policy(targets: &[BTreeMap<String, String>], targets_only: bool) -> TargetPolicy {
         let default = labels(&[(SERVICE_NAME_LABEL, "host".into())]);
-        TargetPolicy {
-            targets: Arc::new(TargetSet::new(targets, &default, targets_only, "test")),
-            generation: 0,
-            cgroups: ContainerIdCache::new("/nonexistent", 16, ContainerIdCacheMetrics::default()),
-            symbolizer: Symbolizer::new(SymbolizerConfig::default(), SymbolizerMetrics::default()),
-            user: true,
-            kernel: true,
-        }
+        TargetPolicy::new(
+            Arc::new(TargetSet::new(targets, &default, targets_only, "test")),
+            ContainerIdCache::new("/nonexistent", 16, ContainerIdCacheMetrics::default()),
+            Symbolizer::new(SymbolizerConfig::default(), SymbolizerMetrics::default()),
+            true,
+            true,
+        )
     }
 
     #[test]

@@ -615,7 +615,8 @@ impl std::fmt::Debug for Relabel {
     }
 }
 
-fn compile_for_component(args: &[RuleArgs]) -> anyhow::Result<Rules> {
+/// Compiles `rule` blocks, naming the failing block when there are several.
+pub fn compile_for_component(args: &[RuleArgs]) -> anyhow::Result<Rules> {
     compile_rules(args).map_err(|(i, e)| {
         if args.len() > 1 {
             anyhow::anyhow!("rule[{i}]: {e}")
@@ -704,16 +705,23 @@ impl flow_runtime::Component for Relabel {
 /// when no single attribute is at fault, or the attribute is not written).
 impl river_parser::Validate for Arguments {
     fn validate(&self) -> Result<(), river_parser::decode::Invalid> {
-        use river_parser::decode::Invalid;
-        for (i, args) in self.rules.iter().enumerate() {
-            if let Err(e) = Rule::new(args) {
-                let inv = match e.attribute() {
-                    Some(attr) => Invalid::attr(attr, e.to_string()),
-                    None => Invalid::body(e.to_string()),
-                };
-                return Err(inv.in_block("rule", i));
-            }
-        }
-        Ok(())
+        validate_rule_blocks(&self.rules)
     }
+}
+
+/// Checks `rule` blocks as a `Validate` impl does: the first invalid one is reported at its
+/// attribute, or at the block when no single attribute is at fault (shared by every component
+/// with `rule` blocks).
+pub fn validate_rule_blocks(rules: &[RuleArgs]) -> Result<(), river_parser::decode::Invalid> {
+    use river_parser::decode::Invalid;
+    for (i, args) in rules.iter().enumerate() {
+        if let Err(e) = Rule::new(args) {
+            let inv = match e.attribute() {
+                Some(attr) => Invalid::attr(attr, e.to_string()),
+                None => Invalid::body(e.to_string()),
+            };
+            return Err(inv.in_block("rule", i));
+        }
+    }
+    Ok(())
 }

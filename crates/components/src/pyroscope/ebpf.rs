@@ -8,13 +8,19 @@
 //! pids to profile (so unmatched processes cost nothing in user space), collects every
 //! interval, and forgets exited processes everywhere after their last samples are sent.
 //! Without privileges the component is unhealthy and idle; the rest of the graph keeps running.
+//! Alloy's arguments without an engine here (language switches, deprecated sizes) are
+//! accepted and reported once per load (module `compat`); `comm`/`pid_label` decorate samples
+//! (module `comm`); with `lazy_mode` the probe is loaded only once some process can be profiled.
 
 pub mod args;
+mod comm;
+mod compat;
+mod metrics;
 pub mod policy;
 pub mod recent;
 pub mod targets;
 
-pub use args::{Arguments, CacheSize, DemangleMode, Interval, SampleRate};
+pub use args::{Arguments, CacheSize, CommMode, DemangleMode, Interval, SampleRate};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -30,13 +36,11 @@ use ebpf_probe::session::{Owner, Session};
 use ebpf_probe::symbolize::{Symbolizer, SymbolizerConfig, SymbolizerMetrics, SymbolizerStats};
 use flow_runtime::util::{error_chain, lock};
 use flow_runtime::{CancellationToken, Component, Health, Options};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use river_parser::{Number, Value};
 use tracing::{debug, error, info, warn};
 
 use crate::pyroscope::appendable::{Appendable, Fanout, FanoutMetrics, RawProfile};
+use metrics::Metrics;
 use policy::{Placement, TargetPolicy};
 use targets::{Assignment, TargetSet};
 
@@ -84,126 +88,6 @@ impl Default for EbpfOptions {
     }
 }
 
-/// The component's own counters.
-#[derive(Debug, Clone, Default)]
-struct Metrics {
-    samples: Counter,
-    lost_samples: Counter,
-    profiles: Counter,
-    unwind: UnwindMetrics,
-}
-
-/// `pyroscope_ebpf_unwind_*`: how the in-kernel table walks of user stacks ended, and what the
-/// kernel holds for them.
-#[derive(Debug, Clone, Default)]
-struct UnwindMetrics {
-    walks: Family<Vec<(String, String)>, Counter>,
-    frame_pointer_walks: Counter,
-    stack_collisions: Counter,
-    stack_map_full: Counter,
-    reread_requests: Counter,
-    processes: Gauge,
-    tables: Gauge,
-    rows: Gauge,
-    mappings_frame_pointer: Gauge,
-}
-
-impl UnwindMetrics {
-    fn register(&self, r: &mut prometheus_client::registry::Registry) {
-        r.register(
-            "pyroscope_ebpf_unwind_walks",
-            "User stacks walked in the kernel with unwind tables, by how the walk ended (reason)",
-            self.walks.clone(),
-        );
-        r.register(
-            "pyroscope_ebpf_unwind_frame_pointer_walks",
-            "Table walks that took at least one frame-pointer step (code without unwind tables)",
-            self.frame_pointer_walks.clone(),
-        );
-        r.register(
-            "pyroscope_ebpf_unwind_stack_collisions",
-            "Walked user stacks whose hash was taken by another stack (sent whole instead)",
-            self.stack_collisions.clone(),
-        );
-        r.register(
-            "pyroscope_ebpf_unwind_stack_map_full",
-            "Walked user stacks that did not fit in the stack store (sent whole instead)",
-            self.stack_map_full.clone(),
-        );
-        r.register(
-            "pyroscope_ebpf_unwind_reread_requests",
-            "Requests from the kernel to re-read a process's mappings (a pc outside all of them)",
-            self.reread_requests.clone(),
-        );
-        r.register(
-            "pyroscope_ebpf_unwind_processes",
-            "Processes whose mappings the kernel walks with unwind tables",
-            self.processes.clone(),
-        );
-        r.register(
-            "pyroscope_ebpf_unwind_tables",
-            "Unwind tables (one per executable file) loaded in the kernel",
-            self.tables.clone(),
-        );
-        r.register(
-            "pyroscope_ebpf_unwind_rows",
-            "Unwind table rows in use in the kernel (8 bytes each)",
-            self.rows.clone(),
-        );
-        r.register(
-            "pyroscope_ebpf_unwind_mappings_frame_pointer",
-            "Executable mappings walked with frame pointers (no file, no unwind tables, no room)",
-            self.mappings_frame_pointer.clone(),
-        );
-    }
-
-    fn observe(&self, c: &ebpf_probe::probe::Collection) {
-        for end in WalkEnd::ALL {
-            let n = c.unwind.ended(end);
-            if n > 0 {
-                self.walks
-                    .get_or_create(&vec![("reason".to_string(), end.name().to_string())])
-                    .inc_by(n);
-            }
-        }
-        self.frame_pointer_walks.inc_by(c.unwind.frame_pointer_used);
-        self.stack_collisions.inc_by(c.unwind.ustack_collisions);
-        self.stack_map_full.inc_by(c.unwind.ustack_full);
-        self.reread_requests.inc_by(c.unwind.reread_requests);
-        let gauge = |g: &Gauge, v: u64| {
-            g.set(i64::try_from(v).unwrap_or(i64::MAX));
-        };
-        gauge(&self.processes, c.unwind_maps.processes);
-        gauge(&self.tables, c.unwind_maps.tables);
-        gauge(&self.rows, c.unwind_maps.rows_used);
-        gauge(
-            &self.mappings_frame_pointer,
-            c.unwind_maps.mappings_frame_pointer,
-        );
-    }
-}
-
-impl Metrics {
-    fn register(&self, r: &mut prometheus_client::registry::Registry) {
-        r.register(
-            "pyroscope_ebpf_samples",
-            "CPU samples collected from the kernel",
-            self.samples.clone(),
-        );
-        r.register(
-            "pyroscope_ebpf_lost_samples",
-            "CPU samples lost or degraded in the kernel (full maps, stack collisions, stack errors)",
-            self.lost_samples.clone(),
-        );
-        r.register(
-            "pyroscope_ebpf_profiles",
-            "Profiles sent to the receivers in forward_to",
-            self.profiles.clone(),
-        );
-        self.unwind.register(r);
-    }
-}
-
 /// What the UI and `health` show; written by the worker thread.
 #[derive(Debug, Clone, Default)]
 struct Status {
@@ -226,6 +110,10 @@ struct Status {
     unwind_maps: ebpf_probe::probe::UnwindMapStats,
     /// The last intervals' profiles per target, for the UI (bounded, see [`recent`]).
     recent: Arc<Mutex<recent::Recent>>,
+    /// Whether the probe is loaded (false while `lazy_mode` waits for targets).
+    probe_loaded: bool,
+    /// What the Alloy-only arguments do here ([`compat::debug_fields`]).
+    arguments: BTreeMap<String, Value>,
 }
 
 enum Command {
@@ -263,6 +151,7 @@ impl Ebpf {
             metrics.register(r);
         });
         let status = Arc::new(Mutex::new(Status::default()));
+        compat::log_load(&args);
         let fanout = Arc::new(Fanout::new(args.receivers(), fanout_metrics));
         let event_poll = options.event_poll;
         let worker = Worker::new(
@@ -334,6 +223,7 @@ impl Component for Ebpf {
     }
 
     fn update(&self, args: Arguments) -> anyhow::Result<()> {
+        compat::log_load(&args);
         if !self.send(Command::Update(Box::new(args))) {
             anyhow::bail!("pyroscope.ebpf worker has stopped");
         }
@@ -365,6 +255,8 @@ impl Component for Ebpf {
         let s = lock(&self.status).clone();
         let n = |v: u64| Value::Number(Number::Uint(v));
         let mut o = BTreeMap::new();
+        o.extend(s.arguments);
+        o.insert("probe_loaded".into(), Value::Bool(s.probe_loaded));
         o.insert("targets".into(), n(s.targets as u64));
         o.insert("targets_discarded".into(), n(s.targets_discarded as u64));
         o.insert("targets_matched".into(), n(s.targets_matched as u64));
@@ -473,7 +365,9 @@ impl Worker {
                 sym_metrics.clone(),
             ),
             user: args.collect_user_profile,
-            kernel: args.collect_kernel_profile,
+            kernel: args.kernel_stacks(),
+            comms: comm::CommCache::new(options.proc_root.clone()),
+            comm_wanted: args.comm != CommMode::None,
         };
         let w = Worker {
             opts,
@@ -554,10 +448,17 @@ impl Worker {
         if self.source.is_some() {
             return;
         }
+        if self.args.lazy_mode && !self.policy.targets.has_any() {
+            lock(&self.status).health = Some(Health::healthy(
+                "lazy_mode: the probe loads once there is a target",
+            ));
+            return;
+        }
         match (self.options.source)(&self.probe_config()) {
             Ok(mut source) => {
                 self.session.attach(source.as_mut());
                 self.source = Some(source);
+                lock(&self.status).probe_loaded = true;
                 info!(
                     sample_rate = self.args.sample_rate.0,
                     "pyroscope.ebpf profiling started"
@@ -606,10 +507,12 @@ impl Worker {
         if old.sample_rate != new.sample_rate {
             // A new rate needs a new perf event: reload the probe (its pid map starts empty).
             self.source = None;
+            lock(&self.status).probe_loaded = false;
             self.session.detach();
         }
         self.policy.user = new.collect_user_profile;
-        self.policy.kernel = new.collect_kernel_profile;
+        self.policy.kernel = new.kernel_stacks();
+        self.policy.comm_wanted = new.comm != CommMode::None;
         self.policy.set_targets(target_set(new, &self.opts.id));
         self.publish_targets();
         self.ensure_source();
@@ -621,6 +524,7 @@ impl Worker {
 
     fn publish_targets(&self) {
         let mut st = lock(&self.status);
+        st.arguments = compat::debug_fields(&self.args);
         st.targets = self.policy.targets.targets.len();
         st.targets_discarded = self.policy.targets.discarded.len();
     }
@@ -647,6 +551,7 @@ impl Worker {
         };
         let started = Instant::now();
         let rate = self.args.sample_rate.0;
+        let (comm_mode, pid_label) = (self.args.comm, self.args.pid_label);
         let last_collect = self.last_collect;
         let mut interval: Option<TimeRange> = None;
         let mut builders: HashMap<Slot, (Placement, ProfileBuilder)> = HashMap::new();
@@ -655,7 +560,11 @@ impl Worker {
                 .collect(source, &mut self.policy, |policy, collection, s, owner| {
                     let times =
                         *interval.get_or_insert_with(|| TimeRange::new(last_collect, collection));
-                    let frames = policy.symbolizer.symbolize_sample(s);
+                    let mut frames = policy.symbolizer.symbolize_sample(s);
+                    let labels =
+                        comm::decorate(&mut policy.comms, comm_mode, pid_label, s.pid, &mut frames);
+                    let labels: Vec<(&str, &str)> =
+                        labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
                     builders
                         .entry(Slot::of(&owner))
                         .or_insert_with(|| {
@@ -664,7 +573,7 @@ impl Worker {
                             (owner.target().clone(), builder)
                         })
                         .1
-                        .add_stack(&frames, s.count);
+                        .add_stack_labeled(&frames, s.count, &labels);
                 });
         let collected = match collected {
             Ok(c) => c,
@@ -722,13 +631,24 @@ impl Worker {
         st.last_collect = Some(now);
         st.unwind = collected.collection.unwind;
         st.unwind_maps = collected.collection.unwind_maps;
-        debug!(
-            samples = total,
-            lost,
-            profiles = sent,
-            took_ms = started.elapsed().as_millis() as u64,
-            "pyroscope.ebpf collected"
-        );
+        let took_ms = started.elapsed().as_millis() as u64;
+        if self.args.verbose_mode {
+            info!(
+                samples = total,
+                lost,
+                profiles = sent,
+                took_ms,
+                "pyroscope.ebpf collected"
+            );
+        } else {
+            debug!(
+                samples = total,
+                lost,
+                profiles = sent,
+                took_ms,
+                "pyroscope.ebpf collected"
+            );
+        }
     }
 }
 
@@ -795,6 +715,3 @@ fn symbolizer_config(base: &SymbolizerConfig, args: &Arguments) -> SymbolizerCon
         ..base.clone()
     }
 }
-
-// Rules are still checked in `build`/`update`; they move into this impl (issue 13).
-impl river_parser::Validate for Arguments {}

@@ -1,12 +1,15 @@
-//! Arguments of `pyroscope.ebpf`, with the reference page's names and defaults plus `demangle`.
-//! Invalid values (a zero sample rate or interval, sizes below one, an unknown demangle mode)
-//! fail while decoding, so the runtime reports them at the attribute.
+//! Arguments of `pyroscope.ebpf`, with the names and defaults of Grafana Agent Flow's reference
+//! page and of Grafana Alloy ≥ 1.11 (`comm`, `pid_label`, `kernel_frames`, `lazy_mode`, the
+//! language switches and the arguments Alloy keeps only for compatibility). Invalid values (a
+//! zero sample rate or interval, sizes below one, an unknown demangle or comm mode) fail while
+//! decoding; rules across arguments are in the [`Validate`] impl. Both point at the attribute.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use ebpf_probe::symbolize::Demangle;
-use river_parser::decode::{CapsuleRef, Duration};
+use river_parser::decode::{CapsuleRef, Duration, Invalid};
+use river_parser::Validate;
 use serde::{Deserialize, Deserializer};
 
 use crate::pyroscope::appendable::AppendableRef;
@@ -44,12 +47,59 @@ pub struct Arguments {
     /// Collect user-space stacks.
     #[serde(default = "yes")]
     pub collect_user_profile: bool,
-    /// Collect kernel stacks.
-    #[serde(default = "yes")]
-    pub collect_kernel_profile: bool,
+    /// Collect kernel stacks (Agent Flow's name; see [`Arguments::kernel_stacks`]).
+    #[serde(default)]
+    pub collect_kernel_profile: Option<bool>,
+    /// Collect kernel stacks (Alloy's name for `collect_kernel_profile`).
+    #[serde(default)]
+    pub kernel_frames: Option<bool>,
     /// C++/Rust demangling: `none`, `simplified`, `templates` or `full`.
     #[serde(default)]
     pub demangle: DemangleMode,
+    /// The process name as a `comm` sample label and/or a root frame.
+    #[serde(default)]
+    pub comm: CommMode,
+    /// The process ID as a `pid` sample label.
+    #[serde(default)]
+    pub pid_label: bool,
+    /// Load the probe only once there is a target to profile.
+    #[serde(default)]
+    pub lazy_mode: bool,
+    /// Log every collect at `info` (instead of `debug`).
+    #[serde(default)]
+    pub verbose_mode: bool,
+    /// Accepted; rill's probe checks no kernel version (it probes features instead).
+    #[serde(default)]
+    pub no_kernel_version_check: bool,
+    /// Language switches of Alloy's profiler: accepted; those rill does not unwind are shown
+    /// as native frames (docs/components/pyroscope.ebpf.md, Languages).
+    #[serde(default = "yes")]
+    pub go_enabled: bool,
+    #[serde(default = "yes")]
+    pub hotspot_enabled: bool,
+    #[serde(default = "yes")]
+    pub perl_enabled: bool,
+    #[serde(default = "yes")]
+    pub php_enabled: bool,
+    #[serde(default = "yes")]
+    pub ruby_enabled: bool,
+    #[serde(default = "yes")]
+    pub v8_enabled: bool,
+    #[serde(default = "yes")]
+    pub dotnet_enabled: bool,
+    /// Alloy keeps these for compatibility and ignores them; so does rill (with a warning).
+    #[serde(default)]
+    pub build_id_cache_size: Option<i64>,
+    #[serde(default)]
+    pub same_file_cache_size: Option<i64>,
+    #[serde(default)]
+    pub cache_rounds: Option<i64>,
+    #[serde(default)]
+    pub go_table_fallback: Option<bool>,
+    #[serde(default)]
+    pub symbols_map_size: Option<i64>,
+    #[serde(default)]
+    pub pid_map_size: Option<i64>,
 }
 
 fn yes() -> bool {
@@ -89,9 +139,51 @@ impl Arguments {
             elf_cache_size: default_elf_cache_size(),
             container_id_cache_size: default_container_id_cache_size(),
             collect_user_profile: true,
-            collect_kernel_profile: true,
+            collect_kernel_profile: None,
+            kernel_frames: None,
             demangle: DemangleMode::default(),
+            comm: CommMode::default(),
+            pid_label: false,
+            lazy_mode: false,
+            verbose_mode: false,
+            no_kernel_version_check: false,
+            go_enabled: true,
+            hotspot_enabled: true,
+            perl_enabled: true,
+            php_enabled: true,
+            ruby_enabled: true,
+            v8_enabled: true,
+            dotnet_enabled: true,
+            build_id_cache_size: None,
+            same_file_cache_size: None,
+            cache_rounds: None,
+            go_table_fallback: None,
+            symbols_map_size: None,
+            pid_map_size: None,
         }
+    }
+
+    /// Whether kernel stacks are collected: `kernel_frames`, else `collect_kernel_profile`,
+    /// else true (both default to true). [`Validate`] refuses the two when they disagree.
+    pub fn kernel_stacks(&self) -> bool {
+        self.kernel_frames
+            .or(self.collect_kernel_profile)
+            .unwrap_or(true)
+    }
+
+    /// The arguments Alloy keeps only for compatibility that this body sets.
+    pub fn deprecated_set(&self) -> Vec<&'static str> {
+        [
+            ("build_id_cache_size", self.build_id_cache_size.is_some()),
+            ("same_file_cache_size", self.same_file_cache_size.is_some()),
+            ("cache_rounds", self.cache_rounds.is_some()),
+            ("go_table_fallback", self.go_table_fallback.is_some()),
+            ("symbols_map_size", self.symbols_map_size.is_some()),
+            ("pid_map_size", self.pid_map_size.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
     }
 
     /// The receivers.
@@ -177,5 +269,80 @@ impl<'de> Deserialize<'de> for DemangleMode {
         s.parse::<Demangle>()
             .map(DemangleMode)
             .map_err(serde::de::Error::custom)
+    }
+}
+
+/// The `comm` argument: where the process name (`/proc/PID/comm`) goes. Alloy accepts `""` as
+/// `none`; so does rill.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CommMode {
+    /// Nowhere (the default).
+    #[default]
+    None,
+    /// A `comm` sample label.
+    Label,
+    /// A root frame named after the process.
+    Stackframe,
+    /// Both.
+    Both,
+}
+
+impl CommMode {
+    /// Whether samples get a `comm` label.
+    pub fn label(self) -> bool {
+        matches!(self, CommMode::Label | CommMode::Both)
+    }
+
+    /// Whether stacks get a root frame named after the process.
+    pub fn stackframe(self) -> bool {
+        matches!(self, CommMode::Stackframe | CommMode::Both)
+    }
+
+    /// The name as written in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommMode::None => "none",
+            CommMode::Label => "label",
+            CommMode::Stackframe => "stackframe",
+            CommMode::Both => "both",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CommMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(match s.as_str() {
+            "" | "none" => CommMode::None,
+            "label" => CommMode::Label,
+            "stackframe" => CommMode::Stackframe,
+            "both" => CommMode::Both,
+            other => {
+                return Err(serde::de::Error::custom(format!(
+                    "invalid comm mode {other:?}, valid values are: \"none\", \"label\", \"stackframe\", \"both\""
+                )))
+            }
+        })
+    }
+}
+
+/// `kernel_frames` (Alloy) and `collect_kernel_profile` (Agent Flow) name the same switch:
+/// written together they must agree (Alloy ignores `collect_kernel_profile`; rill does not know
+/// which one the author meant).
+impl Validate for Arguments {
+    fn validate(&self) -> Result<(), Invalid> {
+        if let (Some(frames), Some(collect)) = (self.kernel_frames, self.collect_kernel_profile) {
+            if frames != collect {
+                return Err(Invalid::attr(
+                    "kernel_frames",
+                    format!(
+                        "kernel_frames = {frames} contradicts collect_kernel_profile = {collect}: \
+                         both choose whether kernel stacks are collected; keep one (kernel_frames \
+                         is Alloy's name)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }

@@ -1,7 +1,7 @@
 //! How `pyroscope.ebpf` answers the profiling [`Session`](ebpf_probe::session::Session): a
 //! process goes to the target its pid or container matches ([`TargetSet::assign`]), its
 //! container ID is read once per process, its symbols are read as soon as it is profiled, and
-//! the symbol and container caches forget it when the session says so.
+//! the symbol, container and process-name caches forget it when the session says so.
 
 use std::sync::Arc;
 
@@ -9,6 +9,7 @@ use ebpf_probe::cgroup::ContainerIdCache;
 use ebpf_probe::session::{Decision, Forget, Policy};
 use ebpf_probe::symbolize::Symbolizer;
 
+use super::comm::CommCache;
 use super::targets::{Assignment, Target, TargetSet};
 
 /// A process's target: an assignment in one generation of the target set. It stays valid
@@ -43,11 +44,35 @@ pub struct TargetPolicy {
     pub symbolizer: Symbolizer,
     /// Collect user-space stacks (`collect_user_profile`).
     pub user: bool,
-    /// Collect kernel stacks (`collect_kernel_profile`).
+    /// Collect kernel stacks (`kernel_frames` / `collect_kernel_profile`).
     pub kernel: bool,
+    /// Process names (`comm`).
+    pub(super) comms: CommCache,
+    /// Read process names as processes start being profiled (`comm` is not `none`).
+    pub comm_wanted: bool,
 }
 
 impl TargetPolicy {
+    /// A policy over `targets` (generation 0) that reads no process names (`comm = "none"`).
+    pub fn new(
+        targets: Arc<TargetSet>,
+        cgroups: ContainerIdCache,
+        symbolizer: Symbolizer,
+        user: bool,
+        kernel: bool,
+    ) -> Self {
+        Self {
+            targets,
+            generation: 0,
+            cgroups,
+            symbolizer,
+            user,
+            kernel,
+            comms: super::comm::CommCache::new("/proc".into()),
+            comm_wanted: false,
+        }
+    }
+
     /// Replaces the targets (a new generation).
     pub fn set_targets(&mut self, targets: TargetSet) {
         self.targets = Arc::new(targets);
@@ -85,10 +110,15 @@ impl Policy for TargetPolicy {
             // Read its symbols now: it may exit before the next collect.
             self.symbolizer.preload(pid);
         }
+        if self.comm_wanted {
+            self.comms.preload(pid);
+        }
     }
 
     fn forget(&mut self, pid: u32, what: Forget) {
         self.symbolizer.forget_pid(pid);
+        // An exec renames the process too.
+        self.comms.forget(pid);
         if what == Forget::Process {
             self.cgroups.forget(pid);
         }

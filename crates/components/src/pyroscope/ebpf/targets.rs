@@ -179,6 +179,11 @@ impl TargetSet {
         }
     }
 
+    /// Whether any process can be profiled: a valid target, or `default_target`.
+    pub fn has_any(&self) -> bool {
+        !self.targets.is_empty() || self.default.is_some()
+    }
+
     /// Whether some target names a pid directly (then every process must be asked about).
     pub fn has_pid_targets(&self) -> bool {
         !self.by_pid.is_empty()
