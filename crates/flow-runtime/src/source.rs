@@ -74,6 +74,13 @@ pub fn read_path(path: &Path, display: &str) -> Result<Vec<Source>, String> {
         }]);
     }
     let files = config_files_in(path).map_err(|e| format!("reading {display}: {e}"))?;
+    // An empty directory is an error, not an empty configuration: replacing a configuration
+    // by an empty directory must not stop everything that runs.
+    if files.is_empty() {
+        return Err(format!(
+            "reading {display}: the directory has no *.alloy or *.river file"
+        ));
+    }
     let mut out = Vec::with_capacity(files.len());
     for file in files {
         let file_name = file
