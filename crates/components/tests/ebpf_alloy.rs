@@ -176,6 +176,42 @@ async fn kernel_frames_tells_the_kernel_and_applies_on_reload() {
     r.stop().await;
 }
 
+/// `python_enabled` reaches the probe's configuration, and changing it reloads the probe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_enabled_configures_the_probe_and_reloads_it() {
+    let fx = Fixture::new();
+    fx.process(901, Some(CID_A));
+    let configs = Arc::new(Mutex::new(Vec::new()));
+    let seen = configs.clone();
+    let sources = Mutex::new(vec![MockSource::new().0, MockSource::new().0]);
+    let options = EbpfOptions {
+        source: Arc::new(move |cfg: &ProbeConfig| {
+            seen.lock().unwrap().push(cfg.python);
+            sources
+                .lock()
+                .unwrap()
+                .pop()
+                .map(|s| Box::new(s) as Box<dyn SampleSource>)
+                .ok_or_else(|| ProbeError::Load {
+                    context: "no more mock sources".into(),
+                    source: None,
+                })
+        }),
+        ..fx.options(MockSource::new().0)
+    };
+    let rec = Arc::new(Recorder::default());
+    let mut args = container_a_target(&rec);
+    args.python_enabled = false;
+    let r = Running::start(args.clone(), options).await;
+    r.sync().await;
+    assert_eq!(*configs.lock().unwrap(), vec![false]);
+    args.python_enabled = true;
+    r.update(args).await;
+    r.sync().await;
+    assert_eq!(*configs.lock().unwrap(), vec![false, true]);
+    r.stop().await;
+}
+
 /// A source factory that counts how often the probe is loaded.
 fn counting(source: MockSource, loads: Arc<AtomicUsize>, fx: &Fixture) -> EbpfOptions {
     let slot = Mutex::new(Some(source));
@@ -280,7 +316,11 @@ async fn languages_and_deprecated_arguments_are_in_the_debug_info() {
         Some(&s("disabled (shown as native frames, as in Alloy)"))
     );
     assert_eq!(langs.get("go"), Some(&s("unwound as native code")));
-    assert_eq!(langs.len(), 7);
+    assert_eq!(
+        langs.get("python"),
+        Some(&s("Python frames with file and line (CPython 3.6-3.13)"))
+    );
+    assert_eq!(langs.len(), 8);
     assert_eq!(
         d.get("deprecated_arguments"),
         Some(&Value::Array(vec![
@@ -335,6 +375,11 @@ fn alloy_arguments_decode_with_their_defaults() {
     );
     assert!(a.deprecated_set().is_empty());
     assert_eq!(a.sample_rate.0, 97, "rill keeps Agent Flow's default");
+    assert!(
+        a.python_enabled,
+        "python_enabled defaults to true, as in Alloy"
+    );
+    assert!(!decode("  python_enabled = false\n").unwrap().python_enabled);
 
     let a = decode(
         r#"  comm = "stackframe"

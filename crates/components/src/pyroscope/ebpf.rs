@@ -108,6 +108,11 @@ struct Status {
     /// Table walks of the last interval by how they ended, and the kernel's table state.
     unwind: ebpf_probe::probe::UnwindCounters,
     unwind_maps: ebpf_probe::probe::UnwindMapStats,
+    /// CPython versions met that have no offsets (their stacks are native).
+    python_unsupported: Vec<String>,
+    /// Python frames the symbolizer named and could not name, since start.
+    python_named: u64,
+    python_unnamed: BTreeMap<&'static str, u64>,
     /// The last intervals' profiles per target, for the UI (bounded, see [`recent`]).
     recent: Arc<Mutex<recent::Recent>>,
     /// Whether the probe is loaded (false while `lazy_mode` waits for targets).
@@ -317,6 +322,29 @@ impl Component for Ebpf {
         );
         unwind.insert("table_errors".into(), n(s.unwind_maps.table_errors));
         o.insert("unwind".into(), Value::Object(unwind));
+        let mut python = BTreeMap::new();
+        python.insert("processes".into(), n(s.unwind_maps.python_processes));
+        python.insert("frames_last_interval".into(), n(s.unwind.python_frames));
+        python.insert("frames_named".into(), n(s.python_named));
+        python.insert(
+            "frames_not_named".into(),
+            Value::Object(
+                s.python_unnamed
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), n(*v)))
+                    .collect(),
+            ),
+        );
+        python.insert(
+            "unsupported_versions".into(),
+            Value::Array(
+                s.python_unsupported
+                    .into_iter()
+                    .map(Value::String)
+                    .collect(),
+            ),
+        );
+        o.insert("python".into(), Value::Object(python));
         Some(Value::Object(o))
     }
 }
@@ -439,6 +467,7 @@ impl Worker {
     fn probe_config(&self) -> ProbeConfig {
         ProbeConfig {
             sample_rate: u64::from(self.args.sample_rate.0),
+            python: self.args.python_enabled && self.options.probe.python,
             ..self.options.probe.clone()
         }
     }
@@ -480,7 +509,9 @@ impl Worker {
     fn update(&mut self, args: Arguments) {
         // Learn the exits that already happened: an exited process is not decided again.
         self.handle_events();
-        if args.sample_rate != self.args.sample_rate && self.source.is_some() {
+        let reload = args.sample_rate != self.args.sample_rate
+            || args.python_enabled != self.args.python_enabled;
+        if reload && self.source.is_some() {
             // The probe is about to be replaced: send what it counted so far (at the old rate,
             // to the old receivers), as a shutdown would.
             self.collect();
@@ -491,6 +522,7 @@ impl Worker {
         if old.pid_cache_size != new.pid_cache_size
             || old.elf_cache_size != new.elf_cache_size
             || old.demangle != new.demangle
+            || old.python_enabled != new.python_enabled
         {
             self.policy.symbolizer = Symbolizer::new(
                 symbolizer_config(&self.options.symbolizer, new),
@@ -504,8 +536,9 @@ impl Worker {
                 self.cid_metrics.clone(),
             );
         }
-        if old.sample_rate != new.sample_rate {
-            // A new rate needs a new perf event: reload the probe (its pid map starts empty).
+        if old.sample_rate != new.sample_rate || old.python_enabled != new.python_enabled {
+            // A new rate needs a new perf event, Python frames another program setup: reload
+            // the probe (its pid map starts empty).
             self.source = None;
             lock(&self.status).probe_loaded = false;
             self.session.detach();
@@ -631,6 +664,10 @@ impl Worker {
         st.last_collect = Some(now);
         st.unwind = collected.collection.unwind;
         st.unwind_maps = collected.collection.unwind_maps;
+        st.python_unsupported = collected.collection.python_unsupported.clone();
+        let py = self.policy.symbolizer.python_stats();
+        st.python_named = py.named;
+        st.python_unnamed = py.failed.clone();
         let took_ms = started.elapsed().as_millis() as u64;
         if self.args.verbose_mode {
             info!(
@@ -712,6 +749,7 @@ fn symbolizer_config(base: &SymbolizerConfig, args: &Arguments) -> SymbolizerCon
         pid_cache_size: args.pid_cache_size.0,
         elf_cache_size: args.elf_cache_size.0,
         demangle: args.demangle.0,
+        python: args.python_enabled && base.python,
         ..base.clone()
     }
 }

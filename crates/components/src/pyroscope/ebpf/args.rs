@@ -71,6 +71,10 @@ pub struct Arguments {
     /// Accepted; rill's probe checks no kernel version (it probes features instead).
     #[serde(default)]
     pub no_kernel_version_check: bool,
+    /// Record the Python functions CPython processes run (3.6–3.13), with file and line, in
+    /// place of the interpreter's eval-loop frames (Alloy's `python_enabled`, default true).
+    #[serde(default = "yes")]
+    pub python_enabled: bool,
     /// Language switches of Alloy's profiler: accepted; those rill does not unwind are shown
     /// as native frames (docs/components/pyroscope.ebpf.md, Languages).
     #[serde(default = "yes")]
@@ -147,6 +151,7 @@ impl Arguments {
             lazy_mode: false,
             verbose_mode: false,
             no_kernel_version_check: false,
+            python_enabled: true,
             go_enabled: true,
             hotspot_enabled: true,
             perl_enabled: true,

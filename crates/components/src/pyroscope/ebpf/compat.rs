@@ -65,6 +65,17 @@ pub(super) fn log_load(args: &Arguments) {
 /// `deprecated_arguments` (those set).
 pub(super) fn debug_fields(args: &Arguments) -> BTreeMap<String, Value> {
     let mut langs = BTreeMap::new();
+    langs.insert(
+        "python".to_string(),
+        Value::String(
+            if args.python_enabled {
+                "Python frames with file and line (CPython 3.6-3.13)"
+            } else {
+                "disabled (the interpreter's native frames)"
+            }
+            .to_string(),
+        ),
+    );
     for (name, enabled, support) in languages(args) {
         let what = match (support, enabled) {
             (Support::Native, true) => "unwound as native code",

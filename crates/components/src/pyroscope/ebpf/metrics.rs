@@ -24,6 +24,9 @@ pub(super) struct UnwindMetrics {
     stack_collisions: Counter,
     stack_map_full: Counter,
     reread_requests: Counter,
+    python_frames: Counter,
+    python_errors: Family<Vec<(String, String)>, Counter>,
+    python_processes: Gauge,
     processes: Gauge,
     tables: Gauge,
     rows: Gauge,
@@ -32,6 +35,21 @@ pub(super) struct UnwindMetrics {
 
 impl UnwindMetrics {
     pub(super) fn register(&self, r: &mut prometheus_client::registry::Registry) {
+        r.register(
+            "pyroscope_ebpf_unwind_python_frames",
+            "Python frames recorded by the table walk (CPython function, file, line)",
+            self.python_frames.clone(),
+        );
+        r.register(
+            "pyroscope_ebpf_unwind_python_errors",
+            "Walks whose Python frames stopped early, by reason (thread state not found, frame unreadable)",
+            self.python_errors.clone(),
+        );
+        r.register(
+            "pyroscope_ebpf_unwind_python_processes",
+            "CPython processes whose Python frames the kernel records",
+            self.python_processes.clone(),
+        );
         r.register(
             "pyroscope_ebpf_unwind_walks",
             "User stacks walked in the kernel with unwind tables, by how the walk ended (reason)",
@@ -92,10 +110,22 @@ impl UnwindMetrics {
         self.stack_collisions.inc_by(c.unwind.ustack_collisions);
         self.stack_map_full.inc_by(c.unwind.ustack_full);
         self.reread_requests.inc_by(c.unwind.reread_requests);
+        self.python_frames.inc_by(c.unwind.python_frames);
+        for (reason, n) in [
+            ("no_thread_state", c.unwind.python_no_thread),
+            ("read_failed", c.unwind.python_read_failed),
+        ] {
+            if n > 0 {
+                self.python_errors
+                    .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+                    .inc_by(n);
+            }
+        }
         let gauge = |g: &Gauge, v: u64| {
             g.set(i64::try_from(v).unwrap_or(i64::MAX));
         };
         gauge(&self.processes, c.unwind_maps.processes);
+        gauge(&self.python_processes, c.unwind_maps.python_processes);
         gauge(&self.tables, c.unwind_maps.tables);
         gauge(&self.rows, c.unwind_maps.rows_used);
         gauge(
