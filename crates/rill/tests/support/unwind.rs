@@ -289,12 +289,15 @@ pub fn parse_perf_script(text: &str, exe: &str) -> Vec<Stack> {
     stacks
 }
 
-/// `rill profile --duration SECSs --pid PID --sample-rate 499` to a pprof file, decoded into
-/// user stacks (kernel frames dropped).
+/// `rill profile --duration SECSs --pid PID --sample-rate 499 --python false` to a pprof file,
+/// decoded into user stacks (kernel frames dropped). Native frames only: perf, the oracle here,
+/// shows the interpreter's eval loop where rill would show Python functions (those are checked
+/// by ebpf-probe's tests/python_probe.rs).
 pub fn rill_stacks(pid: u32, secs: u64, out: &Path, exe: &str) -> (Vec<Stack>, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_rill"))
         .args(["profile", "--duration", &format!("{secs}s"), "--pid"])
         .arg(pid.to_string())
+        .args(["--python", "false"])
         .args(["--sample-rate", "499", "--output"])
         .arg(out)
         .stdin(Stdio::null())
