@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ebpf_probe::pprof::{decode, encode_gzip, ProfileBuilder};
-use ebpf_probe::symbolize::{Frame, MappingInfo};
+use ebpf_probe::symbolize::{Frame, MappingInfo, SourcePos};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 
@@ -24,6 +24,8 @@ struct InFrame {
     address: u16,
     name: Option<String>,
     mapping: Option<u8>,
+    /// An interpreted frame's line (its file is fixed).
+    line: Option<u8>,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -66,6 +68,10 @@ fuzz_target!(|input: Input| {
                 address: u64::from(f.address),
                 name: f.name.clone(),
                 mapping: f.mapping.map(|m| mappings[usize::from(m) % 3].clone()),
+                source: f.line.map(|l| SourcePos {
+                    file: "/app/walker.py".into(),
+                    line: i64::from(l),
+                }),
             })
             .collect();
         builder.add_stack(&frames, u64::from(*count));
