@@ -7,53 +7,13 @@
     reason = "test code outside #[test] functions (helpers, setup): a failure panics the test"
 )]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+#[path = "support/common_rel.rs"]
+mod common_rel;
+
+use common_rel::{free_addr, get, tmpdir, wait_until};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "rill-run-modules-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let (head, body) = buf.split_once("\r\n\r\n")?;
-    Some((head.split(' ').nth(1)?.parse().ok()?, body.to_string()))
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 struct Proc(Child);
 impl Drop for Proc {
@@ -104,27 +64,27 @@ fn a_directory_with_an_imported_module_runs_and_reloads_on_module_change() {
             .spawn()
             .unwrap(),
     );
-    wait_until("ready", || {
-        get(addr, "/-/ready").is_some_and(|(s, _)| s == 200)
+    wait_until("ready", 20, || {
+        get(addr, "/-/ready").is_some_and(|(s, _, _)| s == 200)
     });
-    let (status, body) = get(
+    let (status, _, body) = get(
         addr,
         "/api/v0/web/components/lib.double.d/test.passthrough.inner",
     )
     .unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"moduleID\":\"lib.double.d\""), "{body}");
-    let (_, seen) = get(addr, "/api/v0/web/components/test.passthrough.seen").unwrap();
+    let (_, _, seen) = get(addr, "/api/v0/web/components/test.passthrough.seen").unwrap();
     assert!(seen.contains("42"), "{seen}");
 
     // The watch notices the imported file's change.
     std::fs::write(&lib, LIB.replace("inner", "renamed")).unwrap();
-    wait_until("the renamed module component", || {
+    wait_until("the renamed module component", 20, || {
         get(
             addr,
             "/api/v0/web/components/lib.double.d/test.passthrough.renamed",
         )
-        .is_some_and(|(s, _)| s == 200)
+        .is_some_and(|(s, _, _)| s == 200)
     });
 }
 
