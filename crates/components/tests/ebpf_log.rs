@@ -1,5 +1,6 @@
-//! `pyroscope.ebpf` logs, once per load, the deprecated Alloy arguments set and the enabled
-//! languages rill shows as native frames. Alone in its test binary: tracing caches whether a
+//! `pyroscope.ebpf` logs, once per load, the deprecated Alloy arguments set, those without
+//! effect (probe profiling, trace correlation) and the enabled languages rill shows as native
+//! frames. Alone in its test binary: tracing caches whether a
 //! callsite is enabled, and a load on another test's thread (without a subscriber) racing with
 //! this test's scoped subscriber made the captured log miss events.
 #![allow(
@@ -98,7 +99,20 @@ fn deprecated_arguments_and_native_only_languages_are_logged_once_per_load() {
         ] {
             *on = false;
         }
-        c.update(quiet).unwrap();
+        c.update(quiet.clone()).unwrap();
         assert_eq!(log.take(), "");
+
+        // Probe profiling and trace correlation: one warning per load naming what was set.
+        quiet.load_probe = true;
+        quiet.probe_links = vec!["kprobe:do_wp_page".into()];
+        c.update(quiet).unwrap();
+        let text = log.take();
+        assert_eq!(
+            text.matches("rill has no probe profiling and no trace correlation")
+                .count(),
+            1,
+            "{text}"
+        );
+        assert!(text.contains("arguments=load_probe, probe_links"), "{text}");
     });
 }

@@ -1,6 +1,7 @@
 //! Arguments of `pyroscope.ebpf`, with the names and defaults of Grafana Agent Flow's reference
 //! page and of Grafana Alloy ≥ 1.11 (`comm`, `pid_label`, `kernel_frames`, `lazy_mode`, the
-//! language switches and the arguments Alloy keeps only for compatibility). Invalid values (a
+//! language switches, the arguments Alloy keeps only for compatibility, and those of probe
+//! profiling and trace correlation rill accepts without effect). Invalid values (a
 //! zero sample rate or interval, sizes below one, an unknown demangle or comm mode) fail while
 //! decoding; rules across arguments are in the [`Validate`] impl. Both point at the attribute.
 
@@ -104,6 +105,23 @@ pub struct Arguments {
     pub symbols_map_size: Option<i64>,
     #[serde(default)]
     pub pid_map_size: Option<i64>,
+    /// Alloy ≥ 1.12's probe profiling and ≥ 1.19's trace correlation: accepted (probe links
+    /// checked for their form), without effect here, named once per load
+    /// ([`Arguments::without_effect`]).
+    #[serde(default)]
+    pub load_probe: bool,
+    /// `kprobe:SYM`, `kretprobe:SYM`, `uprobe:PATH:SYM` or `uretprobe:PATH:SYM`.
+    #[serde(default)]
+    pub probe_links: Vec<String>,
+    /// Alloy 1.12's name of `probe_links` (deprecated there in favour of it).
+    #[serde(default)]
+    pub u_probe_links: Option<Vec<String>>,
+    /// The BPF file system Alloy pins its map shared with Beyla/OBI under.
+    #[serde(default)]
+    pub bpf_fs_root: Option<String>,
+    /// `trace_id`/`span_id` sample labels from OBI (Alloy's default: true).
+    #[serde(default)]
+    pub obi_process_context_enabled: Option<bool>,
 }
 
 fn yes() -> bool {
@@ -165,6 +183,11 @@ impl Arguments {
             go_table_fallback: None,
             symbols_map_size: None,
             pid_map_size: None,
+            load_probe: false,
+            probe_links: Vec::new(),
+            u_probe_links: None,
+            bpf_fs_root: None,
+            obi_process_context_enabled: None,
         }
     }
 
@@ -185,6 +208,30 @@ impl Arguments {
             ("go_table_fallback", self.go_table_fallback.is_some()),
             ("symbols_map_size", self.symbols_map_size.is_some()),
             ("pid_map_size", self.pid_map_size.is_some()),
+            ("u_probe_links", self.u_probe_links.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
+
+    /// The arguments set to something rill has no engine for: probe profiling (`load_probe`,
+    /// `probe_links`, `u_probe_links`) and the correlation with OBI traces (`bpf_fs_root`,
+    /// `obi_process_context_enabled = true`). Accepted so that Alloy's files load; no probe
+    /// profiles and no `trace_id`/`span_id` labels come of them.
+    pub fn without_effect(&self) -> Vec<&'static str> {
+        [
+            ("load_probe", self.load_probe),
+            ("probe_links", !self.probe_links.is_empty()),
+            (
+                "u_probe_links",
+                self.u_probe_links.as_ref().is_some_and(|l| !l.is_empty()),
+            ),
+            ("bpf_fs_root", self.bpf_fs_root.is_some()),
+            (
+                "obi_process_context_enabled",
+                self.obi_process_context_enabled == Some(true),
+            ),
         ]
         .into_iter()
         .filter_map(|(name, set)| set.then_some(name))
@@ -331,11 +378,50 @@ impl<'de> Deserialize<'de> for CommMode {
     }
 }
 
+/// Checks a probe link's form: `kprobe:SYM`, `kretprobe:SYM`, `uprobe:PATH:SYM` or
+/// `uretprobe:PATH:SYM` (the forms Alloy's profiler parses; PATH absolute).
+fn check_probe_link(link: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "invalid probe link {link:?}: {why} (expected kprobe:SYMBOL, kretprobe:SYMBOL, \
+             uprobe:/PATH:SYMBOL or uretprobe:/PATH:SYMBOL)"
+        ))
+    };
+    let Some((kind, rest)) = link.split_once(':') else {
+        return bad("no probe type");
+    };
+    match kind {
+        "kprobe" | "kretprobe" => {
+            if rest.is_empty() || rest.contains(':') {
+                return bad("a kernel probe names one symbol");
+            }
+        }
+        "uprobe" | "uretprobe" => {
+            let Some((path, symbol)) = rest.rsplit_once(':') else {
+                return bad("a user probe names a file and a symbol");
+            };
+            if !path.starts_with('/') || symbol.is_empty() {
+                return bad("a user probe names an absolute file path and a symbol");
+            }
+        }
+        _ => return bad("unknown probe type"),
+    }
+    Ok(())
+}
+
 /// `kernel_frames` (Alloy) and `collect_kernel_profile` (Agent Flow) name the same switch:
 /// written together they must agree (Alloy ignores `collect_kernel_profile`; rill does not know
-/// which one the author meant).
+/// which one the author meant). Probe links must have one of the forms Alloy parses.
 impl Validate for Arguments {
     fn validate(&self) -> Result<(), Invalid> {
+        for (name, links) in [
+            ("probe_links", Some(&self.probe_links)),
+            ("u_probe_links", self.u_probe_links.as_ref()),
+        ] {
+            for link in links.into_iter().flatten() {
+                check_probe_link(link).map_err(|msg| Invalid::attr(name, msg))?;
+            }
+        }
         if let (Some(frames), Some(collect)) = (self.kernel_frames, self.collect_kernel_profile) {
             if frames != collect {
                 return Err(Invalid::attr(

@@ -1,7 +1,9 @@
 //! What rill does with the arguments of Alloy's profiler it has no engine for: the language
 //! switches (those whose frames rill does not unwind are named once per load, and shown as
-//! native frames) and the arguments Alloy keeps only for compatibility (one deprecation
-//! warning per load). Both also appear in the component's debug information.
+//! native frames), the arguments Alloy keeps only for compatibility (one deprecation warning
+//! per load) and those of probe profiling and trace correlation (`load_probe`, `probe_links`,
+//! `bpf_fs_root`, `obi_process_context_enabled`: one warning per load, no effect). All appear in
+//! the component's debug information.
 
 use std::collections::BTreeMap;
 
@@ -52,6 +54,13 @@ pub(super) fn log_load(args: &Arguments) {
             "pyroscope.ebpf: deprecated arguments are ignored (Alloy keeps them only for compatibility)"
         );
     }
+    let without_effect = args.without_effect();
+    if !without_effect.is_empty() {
+        warn!(
+            arguments = %without_effect.join(", "),
+            "pyroscope.ebpf: rill has no probe profiling and no trace correlation; these arguments have no effect"
+        );
+    }
     let native = native_only(args);
     if !native.is_empty() {
         info!(
@@ -61,8 +70,8 @@ pub(super) fn log_load(args: &Arguments) {
     }
 }
 
-/// Debug information about these arguments: `languages` (name → what rill does) and
-/// `deprecated_arguments` (those set).
+/// Debug information about these arguments: `languages` (name → what rill does),
+/// `deprecated_arguments` and `arguments_without_effect` (those set).
 pub(super) fn debug_fields(args: &Arguments) -> BTreeMap<String, Value> {
     let mut langs = BTreeMap::new();
     langs.insert(
@@ -91,6 +100,15 @@ pub(super) fn debug_fields(args: &Arguments) -> BTreeMap<String, Value> {
         "deprecated_arguments".into(),
         Value::Array(
             args.deprecated_set()
+                .into_iter()
+                .map(|n| Value::String(n.to_string()))
+                .collect(),
+        ),
+    );
+    out.insert(
+        "arguments_without_effect".into(),
+        Value::Array(
+            args.without_effect()
                 .into_iter()
                 .map(|n| Value::String(n.to_string()))
                 .collect(),
