@@ -12,38 +12,76 @@
 //! message (an unknown attribute name), which is then reported. `Validate` failures located at
 //! such an attribute, or about the whole body when one was used, are not reported.
 //!
-//! Diagnostics are collected across the file: every syntax error the parser reports, every graph
+//! Diagnostics are collected across the files: every syntax error the parser reports, every graph
 //! error, then (only when the syntax and the graph are sound) the first argument error of each
-//! component, sorted by position.
+//! component, sorted by file and position. Components inside modules (declared or imported) are
+//! checked like those at the top level, in their module's scope (`module_path`, `argument.x`
+//! and the module's components), and their diagnostics name the module's file.
 
-use crate::loader::{self, NodeDef};
+use crate::loader::{self, GraphDef, NodeDef, NodeKind};
 use crate::registry::{Checked, Registry};
+use crate::source::{self, FileDiagnostic, Source};
 use river_parser::ast::{Body, Expr, Stmt};
 use river_parser::eval::{expr_references, BodyItem, BodyValue, Scope};
 use river_parser::{Diagnostics, Number, Span, Value};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
-/// Validates `src` against `registry`. `Err` holds every diagnostic found (see the module
-/// documentation), sorted by position.
+/// Validates the one-file configuration `src` against `registry` (no `module_path`). `Err`
+/// holds every diagnostic found (see the module documentation), sorted by position.
 pub fn validate_source(src: &str, registry: &Registry) -> Result<(), Diagnostics> {
-    let file = river_parser::parse_file(src)?;
-    let graph = loader::load(&file, src, registry)?;
-    let mut diags = Diagnostics::default();
+    let mut sources = vec![Source::text("", src)];
+    validate_sources(&mut sources, registry, None).map_err(|d| source::plain(&d))
+}
+
+/// Validates the configuration made of `sources` (one file, or the files of a directory), as
+/// `loader::load_sources` reads it: files that `import.file` and `import.string` bring in are
+/// appended to `sources`, and `module_path` is the main configuration's directory. `Err` holds
+/// every diagnostic found, each naming its source, sorted by source and position.
+pub fn validate_sources(
+    sources: &mut Vec<Source>,
+    registry: &Registry,
+    module_path: Option<String>,
+) -> Result<(), Vec<FileDiagnostic>> {
+    let graph = loader::load_sources(sources, registry, module_path)?;
+    let mut diags = Vec::new();
+    let in_file = |file: usize, d: Diagnostics| {
+        d.0.into_iter()
+            .map(move |diagnostic| FileDiagnostic { file, diagnostic })
+    };
     if let Some(block) = &graph.logging {
         if let Err(d) = crate::logging::LoggingConfig::from_block(block) {
-            diags.0.extend(d.0);
+            diags.extend(in_file(graph.logging_file, d));
         }
     }
-    let ids: HashSet<&str> = graph.nodes.iter().map(|n| n.id.as_str()).collect();
     for node in &graph.nodes {
-        check_component(node, &ids, registry, &mut diags);
+        let mut found = Diagnostics::default();
+        check_component(&graph, node, registry, &mut found);
+        diags.extend(in_file(node.file, found));
     }
     if diags.is_empty() {
         Ok(())
     } else {
-        diags.0.sort_by_key(|d| d.span.start);
+        diags.sort_by_key(|d| (d.file, d.diagnostic.span.start));
         Err(diags)
     }
+}
+
+/// The names by which `node`'s expressions reach the nodes it references (its resolved
+/// `refs`): a component's or argument's local ID (`discovery.relabel.a`, `argument.x`), an
+/// export's `INSTANCE.NAME` (`lib.double.d.y`).
+fn referenced_names(graph: &GraphDef, node: &NodeDef) -> Vec<String> {
+    node.refs
+        .iter()
+        .map(|&r| {
+            let target = &graph.nodes[r];
+            match &target.kind {
+                NodeKind::Export { name, instance } => {
+                    format!("{}.{name}", graph.nodes[*instance].local_id)
+                }
+                _ => target.local_id.clone(),
+            }
+        })
+        .collect()
 }
 
 /// Values tried, in order, for an attribute that depends on another component.
@@ -67,16 +105,23 @@ struct Unknown {
     messages: Vec<String>,
 }
 
-fn check_component(
-    node: &NodeDef,
-    ids: &HashSet<&str>,
-    registry: &Registry,
-    diags: &mut Diagnostics,
-) {
+fn check_component(graph: &GraphDef, node: &NodeDef, registry: &Registry, diags: &mut Diagnostics) {
+    if node.kind != NodeKind::Component {
+        return; // instances, arguments and exports: the loader checked them
+    }
     let Some(builder) = registry.get(&node.name) else {
         return; // the loader reported it
     };
-    let scope = Scope::new();
+    let names = referenced_names(graph, node);
+    let ids: &[String] = &names;
+    let mut scope = Scope::new();
+    if let Some(p) = graph
+        .modules
+        .get(node.scope)
+        .and_then(|m| m.module_path.as_ref())
+    {
+        scope.set("module_path", Value::String(p.clone()));
+    }
     let mut unknowns = Vec::new();
     let mut eval_errors = Diagnostics::default();
     collect_unknowns(&node.block.body, ids, &mut unknowns);
@@ -133,15 +178,19 @@ fn check_component(
     }
 }
 
-/// Whether `expr` reads the exports of a declared component.
-fn references_component(expr: &Expr, ids: &HashSet<&str>) -> bool {
-    expr_references(expr)
-        .iter()
-        .any(|r| (1..=r.path.len()).any(|len| ids.contains(r.path[..len].join(".").as_str())))
+/// Whether `expr` reads a node of the graph: the exports of a component, an argument of its
+/// module, an export of a module instance (`ids`: their names, [`referenced_names`]).
+fn references_component(expr: &Expr, ids: &[String]) -> bool {
+    expr_references(expr).iter().any(|r| {
+        (1..=r.path.len()).any(|len| {
+            let chain = r.path[..len].join(".");
+            ids.iter().any(|id| *id == chain)
+        })
+    })
 }
 
 /// The attributes of `body` (nested blocks included, in source order) that depend on a component.
-fn collect_unknowns(body: &Body, ids: &HashSet<&str>, out: &mut Vec<Unknown>) {
+fn collect_unknowns(body: &Body, ids: &[String], out: &mut Vec<Unknown>) {
     for stmt in body {
         match stmt {
             Stmt::Attribute(a) if references_component(&a.value, ids) => out.push(Unknown {
@@ -160,7 +209,7 @@ fn collect_unknowns(body: &Body, ids: &HashSet<&str>, out: &mut Vec<Unknown>) {
 fn evaluate(
     body: &Body,
     scope: &Scope,
-    ids: &HashSet<&str>,
+    ids: &[String],
     unknowns: &[Unknown],
     next: &mut usize,
     diags: &mut Diagnostics,

@@ -6,7 +6,8 @@
 
 use crate::alloy_flags::StabilityLevel;
 use anyhow::Context as _;
-use river_parser::{Diagnostics, Span};
+use flow_runtime::source::{module_path_of, render, Source};
+use flow_runtime::validate::validate_sources;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -40,13 +41,6 @@ pub fn config_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// One file of the configuration and where it starts in the combined source.
-struct Source {
-    name: String,
-    text: String,
-    offset: usize,
-}
-
 pub fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     tracing::debug!(
         stability_level = args.stability_level.as_str(),
@@ -67,72 +61,28 @@ pub fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
         vec![args.path.clone()]
     };
     let mut sources = Vec::with_capacity(paths.len());
-    let mut combined = String::new();
     for path in &paths {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         sources.push(Source {
             name: path.display().to_string(),
-            offset: combined.len(),
-            text: text.clone(),
+            text,
+            path: Some(path.clone()),
         });
-        combined.push_str(&text);
-        if !combined.ends_with('\n') {
-            combined.push('\n');
-        }
     }
-
-    // Syntax first, file by file (an unclosed block must not swallow the next file).
-    let syntax: Vec<String> = sources
-        .iter()
-        .filter_map(|s| {
-            river_parser::parse_file(&s.text)
-                .err()
-                .map(|d| d.render(&s.name, &s.text))
-        })
-        .collect();
-    let mut rendered = syntax.join("\n");
-    if rendered.is_empty() {
-        let registry = components::registry();
-        if let Err(d) = flow_runtime::validate::validate_source(&combined, &registry) {
-            rendered = render_split(&d, &sources);
-        }
-    }
-    if rendered.is_empty() {
+    // Every file is parsed on its own (an unclosed block does not swallow the next file), then
+    // the configuration is checked as `rill run` loads it: imports read, `module_path` set, the
+    // components of modules checked in their module.
+    let registry = components::registry();
+    let module_path = Some(module_path_of(&args.path));
+    let Err(diags) = validate_sources(&mut sources, &registry, module_path) else {
         return Ok(ExitCode::SUCCESS);
-    }
+    };
+    let rendered = render(&diags, &sources);
     eprint!("{rendered}");
     if !rendered.ends_with('\n') {
         eprintln!();
     }
     eprintln!("error: validation failed");
     Ok(ExitCode::FAILURE)
-}
-
-/// Renders diagnostics of the combined source against the file each one points into.
-fn render_split(diags: &Diagnostics, sources: &[Source]) -> String {
-    let mut out = Vec::new();
-    for (i, s) in sources.iter().enumerate() {
-        let end = sources.get(i + 1).map_or(usize::MAX, |n| n.offset);
-        let mine: Vec<_> = diags
-            .0
-            .iter()
-            .filter(|d| d.span.start >= s.offset && d.span.start < end)
-            .map(|d| {
-                let mut d = d.clone();
-                let start = d.span.start - s.offset;
-                let stop = d
-                    .span
-                    .end
-                    .saturating_sub(s.offset)
-                    .clamp(start, s.text.len());
-                d.span = Span::new(start, stop);
-                d
-            })
-            .collect();
-        if !mine.is_empty() {
-            out.push(Diagnostics(mine).render(&s.name, &s.text));
-        }
-    }
-    out.join("\n")
 }
