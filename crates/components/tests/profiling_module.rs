@@ -2,8 +2,8 @@
 //! `declare "profiling"` wrapping `discovery.kubernetes`, `discovery.relabel` and
 //! `pyroscope.ebpf`, instantiated once with the destinations), loaded with the real component
 //! registry: the graph builds (names, module IDs, references through the module's argument) and
-//! every component's arguments decode. Running it needs root and a Kubernetes API server
-//! (`kubernetes_example.rs` does that for the flat configuration), so this stays at validation.
+//! every component's arguments decode. Running it needs root and a Kubernetes API server:
+//! `crates/rill/tests/alloy_kubernetes.rs` runs the same file through `rill run`.
 
 #![allow(
     clippy::unwrap_used,
@@ -19,73 +19,9 @@ use river_parser::{Validate, Value};
 use serde::de::DeserializeOwned;
 
 /// The chart's module (feature-profiling `_module.alloy.tpl` with the eBPF section, as its
-/// snapshot tests render it) and its use in the chart's top-level configuration.
-const CONFIG: &str = r#"declare "profiling" {
-  argument "profiles_destinations" {
-    comment = "Must be a list of profile destinations where collected profiles should be forwarded to"
-  }
-  // Profiles: eBPF
-  discovery.kubernetes "ebpf_pods" {
-    role = "pod"
-    selectors {
-      role = "pod"
-      field = "spec.nodeName=" + sys.env("HOSTNAME")
-    }
-    namespaces {
-      names = ["default"]
-    }
-  }
-
-  discovery.relabel "ebpf_pods" {
-    targets = discovery.kubernetes.ebpf_pods.targets
-    rule {
-      source_labels = ["__meta_kubernetes_pod_phase"]
-      regex = "Succeeded|Failed|Completed"
-      action = "drop"
-    }
-    rule {
-      source_labels = ["__meta_kubernetes_namespace"]
-      target_label = "namespace"
-    }
-    rule {
-      source_labels = ["__meta_kubernetes_pod_name"]
-      target_label = "pod"
-    }
-    rule {
-      source_labels = ["__meta_kubernetes_pod_node_name"]
-      target_label = "node"
-    }
-    rule {
-      source_labels = ["__meta_kubernetes_pod_container_name"]
-      target_label = "container"
-    }
-    // provide arbitrary service_name label, otherwise it will be set to {__meta_kubernetes_namespace}/{__meta_kubernetes_pod_container_name}
-    rule {
-      source_labels = ["__meta_kubernetes_namespace", "__meta_kubernetes_pod_container_name"]
-      separator = "@"
-      regex = "(.*)@(.*)"
-      replacement = "ebpf/${1}/${2}"
-      target_label = "service_name"
-    }
-  }
-
-  pyroscope.ebpf "ebpf_pods" {
-    targets = discovery.relabel.ebpf_pods.output
-    demangle = "none"
-    forward_to = argument.profiles_destinations.value
-  }
-}
-
-profiling "feature" {
-  profiles_destinations = [pyroscope.write.pyroscope.receiver]
-}
-
-pyroscope.write "pyroscope" {
-  endpoint {
-    url = "http://pyroscope.monitoring.svc:4040"
-  }
-}
-"#;
+/// snapshot tests render it) and its use in the chart's top-level configuration; the same file
+/// runs end to end in `crates/rill/tests/alloy_kubernetes.rs`.
+const CONFIG: &str = include_str!("fixtures/alloy-current/helm-profiling.alloy");
 
 fn graph(src: &str) -> Result<GraphDef, String> {
     let mut sources = vec![Source::text("alloy-profiles.alloy", src)];
