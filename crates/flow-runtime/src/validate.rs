@@ -184,7 +184,7 @@ fn references_component(expr: &Expr, ids: &[String]) -> bool {
     expr_references(expr).iter().any(|r| {
         (1..=r.path.len()).any(|len| {
             let chain = r.path[..len].join(".");
-            ids.iter().any(|id| *id == chain)
+            ids.contains(&chain)
         })
     })
 }
