@@ -231,3 +231,59 @@ test.probe "b" {
     assert_eq!(got.len(), 1, "{got:#?}");
     assert!(got[0].starts_with("6:"), "{got:#?}");
 }
+
+const MODULE: &str = r#"declare "pair" {
+  argument "n" { }
+  test.probe "first" {
+    value = argument.n.value
+  }
+  test.probe "second" {
+    value = test.probe.first.count
+    name  = file.path_join(module_path, "second")
+  }
+  export "out" {
+    value = test.probe.second.count
+  }
+}
+
+pair "p" {
+  n = 1
+}
+
+test.probe "outside" {
+  value = pair.p.out
+}
+"#;
+
+#[test]
+fn components_inside_modules_are_checked_in_their_module() {
+    use super::validate_sources;
+    use crate::source::Source;
+    let run = |src: &str, module_path: Option<&str>| {
+        let mut sources = vec![Source::text("config.alloy", src)];
+        validate_sources(&mut sources, &registry(), module_path.map(str::to_string))
+            .map_err(|d| crate::source::render(&d, &sources))
+    };
+    // `argument.n`, the module's own component and an instance's export are references;
+    // `module_path` is the main configuration's directory.
+    assert_eq!(run(MODULE, Some("/etc/rill")), Ok(()));
+    let without = run(MODULE, None).unwrap_err();
+    assert!(
+        without.starts_with("config.alloy:8:28: identifier \"module_path\" does not exist"),
+        "{without}"
+    );
+    // An argument error inside the declare is reported at its position.
+    let bad = MODULE.replace(
+        "    value = argument.n.value\n",
+        "    value = argument.n.value\n    colour = 1\n",
+    );
+    let err = run(&bad, Some("/etc/rill")).unwrap_err();
+    assert!(
+        err.starts_with("config.alloy:5:5: unrecognized attribute name \"colour\""),
+        "{err}"
+    );
+    // So is a literal of the wrong type.
+    let bad = MODULE.replace("value = argument.n.value", "value = \"many\"");
+    let err = run(&bad, Some("/etc/rill")).unwrap_err();
+    assert!(err.starts_with("config.alloy:4:5: "), "{err}");
+}
