@@ -76,11 +76,27 @@ fn assert_reports(out: &Output, expected: &[(&Path, String, &str)]) {
     );
 }
 
-/// The modules fixture, copied to a fresh directory (returns the copy's root).
-fn modules_copy(tag: &str) -> std::path::PathBuf {
-    let dir = tmpdir(tag).join("modules");
+/// A temporary directory, removed on drop.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        Scratch(tmpdir(tag))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The modules fixture, copied to a fresh directory (`scratch.0/modules`).
+fn modules_copy(tag: &str) -> (Scratch, std::path::PathBuf) {
+    let scratch = Scratch::new(tag);
+    let dir = scratch.0.join("modules");
     copy_tree(&fixture("modules"), &dir, &[]);
-    dir
+    (scratch, dir)
 }
 
 #[test]
@@ -113,7 +129,7 @@ fn current_alloy_examples_and_fixtures_validate_silently() {
 
 #[test]
 fn argument_errors_in_two_module_files_are_both_reported_in_their_files() {
-    let dir = modules_copy("validate-module-args");
+    let (_scratch, dir) = modules_copy("validate-module-args");
     let discovery = dir.join("lib/discovery.alloy");
     let profiling = dir.join("lib/profiling.alloy");
     edit(
@@ -169,7 +185,7 @@ fn argument_errors_in_two_module_files_are_both_reported_in_their_files() {
 #[test]
 fn syntax_and_reference_errors_inside_modules_name_the_module_file() {
     // A syntax error in an imported file.
-    let dir = modules_copy("validate-module-syntax");
+    let (_scratch, dir) = modules_copy("validate-module-syntax");
     let discovery = dir.join("lib/discovery.alloy");
     edit(
         &discovery,
@@ -197,7 +213,7 @@ fn syntax_and_reference_errors_inside_modules_name_the_module_file() {
     assert!(out.stdout.is_empty());
 
     // A reference to a component the module does not have, and a wrong use in the main file.
-    let dir = modules_copy("validate-module-refs");
+    let (_scratch2, dir) = modules_copy("validate-module-refs");
     let profiling = dir.join("lib/profiling.alloy");
     let main = dir.join("config/main.alloy");
     edit(
@@ -230,8 +246,8 @@ fn syntax_and_reference_errors_inside_modules_name_the_module_file() {
 
 #[test]
 fn errors_inside_the_helm_charts_declare_are_reported_there() {
-    let dir = tmpdir("validate-helm");
-    let path = dir.join("alloy-profiles.alloy");
+    let scratch = Scratch::new("validate-helm");
+    let path = scratch.0.join("alloy-profiles.alloy");
     std::fs::copy(fixture("helm-profiling.alloy"), &path).unwrap();
     edit(&path, "demangle = \"none\"", "demangle = \"fancy\"");
     edit(
@@ -259,8 +275,8 @@ fn errors_inside_the_helm_charts_declare_are_reported_there() {
 
 #[test]
 fn badly_formed_alloy_arguments_of_an_example_are_reported_at_the_attribute() {
-    let dir = tmpdir("validate-probe-links");
-    let path = dir.join("docker.alloy");
+    let scratch = Scratch::new("validate-probe-links");
+    let path = scratch.0.join("docker.alloy");
     std::fs::copy(example("docker.alloy"), &path).unwrap();
     edit(
         &path,
