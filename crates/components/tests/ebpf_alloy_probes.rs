@@ -166,3 +166,47 @@ async fn arguments_without_effect_are_in_the_debug_info_and_follow_reloads() {
     );
     r.stop().await;
 }
+
+/// Every argument of Alloy's current `pyroscope.ebpf` reference (v1.19/v1.20 pages; besides
+/// `off_cpu_threshold`, issue #16) with a valid value, in one body: none is rejected as an
+/// unrecognized attribute.
+#[test]
+fn every_argument_of_alloys_current_reference_is_accepted() {
+    let body = r#"  targets                     = [{"__process_pid__" = "1", "service_name" = "init"}]
+  collect_interval            = "15s"
+  sample_rate                 = 19
+  demangle                    = "templates"
+  python_enabled              = true
+  go_enabled                  = true
+  hotspot_enabled             = true
+  perl_enabled                = true
+  php_enabled                 = true
+  ruby_enabled                = true
+  v8_enabled                  = true
+  dotnet_enabled              = true
+  load_probe                  = false
+  u_probe_links               = []
+  probe_links                 = ["kprobe:do_wp_page"]
+  verbose_mode                = false
+  lazy_mode                   = true
+  comm                        = "both"
+  pid_label                   = true
+  kernel_frames               = true
+  no_kernel_version_check     = false
+  bpf_fs_root                 = "/sys/fs/bpf/"
+  obi_process_context_enabled = true
+  pid_cache_size              = 32
+  build_id_cache_size         = 64
+  same_file_cache_size        = 8
+  cache_rounds                = 3
+  go_table_fallback           = false
+  symbols_map_size            = 16384
+  pid_map_size                = 2048
+  container_id_cache_size     = 1024
+  collect_user_profile        = true
+  collect_kernel_profile      = true"#;
+    let a = decode(body).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(a.sample_rate.0, 19);
+    assert!(a.lazy_mode && a.pid_label && a.kernel_stacks());
+    assert_eq!(a.targets.len(), 1);
+}
