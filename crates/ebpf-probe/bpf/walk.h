@@ -30,8 +30,9 @@
 #define MAPPING_SEARCH_STEPS 11 // ceil(log2(MAX_PROC_MAPPINGS + 1))
 #define MAX_TABLE_ROWS (1 << 24) // rows per table (user space keeps fewer)
 #define ROW_SEARCH_STEPS 25 // ceil(log2(MAX_TABLE_ROWS + 1))
-#define UNWIND_PAGE_SHIFT 12 // the page index has one entry per 4 KiB of file addresses
+#define UNWIND_PAGE_SHIFT 8 // the page index has one entry per 256 bytes of file addresses
 #define TABLE_FRAME_POINTER 0xffffffff // unwind_mapping.table: no table, follow frame pointers
+#define CFA_BLOCK_WORDS 8 // cfa_step reads ret and a saved rbp this close to the CFA at once
 #define REREAD_INTERVAL_NS 1000000000ULL // at most one EVENT_REREAD_MAPS per process a second
 
 // How a table walk ended (user_stack.reason).
@@ -166,6 +167,12 @@ struct walk_state {
 	__u64 map_end;
 	__u64 map_bias;
 	__u32 map_table;
+	// The mapping's table (unwind_tables[map_table]), by value.
+	__u32 table_first;
+	__u32 table_count;
+	__u32 table_page_base;
+	__u32 table_pages;
+	__u32 _table_pad;
 	// Python (python.h): the eval loop's ranges (py_eval_end == 0: not a CPython process), the
 	// thread pointer of the sampled task, and where the Python frames are.
 	__u64 py_eval_start;
@@ -234,23 +241,23 @@ static __always_inline struct unwind_mapping *find_mapping(__u32 first, __u32 co
 }
 
 // The row whose range holds `pc` (the last row with row.pc <= pc), or NULL.
-static __always_inline struct unwind_row *find_row(struct unwind_table *table, __u32 pc)
+static __always_inline struct unwind_row *find_row(struct walk_state *w, __u32 pc)
 {
-	__u32 pages = table->pages, page = pc >> UNWIND_PAGE_SHIFT, count = table->count;
-	__u32 first = table->first + pages, lo, hi, idx;
+	__u32 pages = w->table_pages, page = pc >> UNWIND_PAGE_SHIFT, count = w->table_count;
+	__u32 first = w->table_first + pages, lo, hi, idx;
 	struct unwind_page *entry;
 	struct unwind_row *row;
 
 	if (count > MAX_TABLE_ROWS)
 		count = MAX_TABLE_ROWS;
-	if (page < table->page_base)
+	if (page < w->table_page_base)
 		return NULL; // below the first row
-	page -= table->page_base;
+	page -= w->table_page_base;
 	if (page >= pages) {
 		lo = count; // above the last row's page: the last row holds it
 		hi = count;
 	} else {
-		idx = table->first + page;
+		idx = w->table_first + page;
 		entry = (struct unwind_page *)bpf_map_lookup_elem(&unwind_rows, &idx);
 		if (!entry)
 			return NULL;
@@ -373,6 +380,21 @@ static __always_inline int cfa_step(struct walk_state *w, struct unwind_row *row
 	}
 	if (cfa <= w->sp || cfa >= USER_ADDR_LIMIT)
 		return UNWIND_BAD_FRAME;
+	// The caller's rbp saved just below the return address (pushed with the callee-saved
+	// registers): one read of the 64 bytes below the CFA gets both. It may fail where the
+	// separate reads would not (a page below the frame not mapped): then they are made.
+	if (row->kind != UNW_CFA_PLT && row->rbp_offset >= -CFA_BLOCK_WORDS && row->rbp_offset <= -2) {
+		__u64 block[CFA_BLOCK_WORDS];
+
+		if (!bpf_probe_read_user(block, sizeof(block), (void *)(cfa - sizeof(block)))) {
+			w->bp = block[(CFA_BLOCK_WORDS + row->rbp_offset) & (CFA_BLOCK_WORDS - 1)];
+			w->bp_known = 1;
+			w->sp = cfa;
+			w->ip = block[CFA_BLOCK_WORDS - 1];
+			w->exact = 0;
+			return 0;
+		}
+	}
 	if (bpf_probe_read_user(&ret, sizeof(ret), (void *)(cfa - 8)))
 		return UNWIND_READ_FAILED;
 	if (row->kind != UNW_CFA_PLT && row->rbp_offset != 0) {
@@ -445,21 +467,31 @@ step:
 		w->map_start = mapping->start;
 		w->map_end = mapping->end;
 		w->map_bias = mapping->bias;
-		w->map_table = mapping->table;
+		table_id = mapping->table;
+		w->map_table = table_id;
+		if (table_id != TABLE_FRAME_POINTER) {
+			table = bpf_map_lookup_elem(&unwind_tables, &table_id);
+			if (!table) {
+				w->reason = UNWIND_NO_INFO;
+				return 1;
+			}
+			w->table_first = table->first;
+			w->table_count = table->count;
+			w->table_page_base = table->page_base;
+			w->table_pages = table->pages;
+		}
 	}
-	table_id = w->map_table;
-	if (table_id == TABLE_FRAME_POINTER) {
+	if (w->map_table == TABLE_FRAME_POINTER) {
 		end = fp_step(w);
 		goto out;
 	}
 	// Above the leaf the pc is a return address: the call is the instruction before it.
 	vaddr = w->ip - w->map_bias - (w->exact ? 0 : 1);
-	table = bpf_map_lookup_elem(&unwind_tables, &table_id);
-	if (!table || vaddr >> 32) {
+	if (vaddr >> 32) {
 		w->reason = UNWIND_NO_INFO;
 		return 1;
 	}
-	row = find_row(table, (__u32)vaddr);
+	row = find_row(w, (__u32)vaddr);
 	if (!row) {
 		w->reason = UNWIND_NO_INFO;
 		return 1;

@@ -12,7 +12,7 @@ pub const MAX_PROC_MAPPINGS: usize = 1024;
 /// Rows of one table the kernel searches (`MAX_TABLE_ROWS`).
 pub const MAX_TABLE_ROWS: usize = 1 << 24;
 /// The page index has one entry per `1 << UNWIND_PAGE_SHIFT` bytes of file addresses.
-pub const UNWIND_PAGE_SHIFT: u32 = 12;
+pub const UNWIND_PAGE_SHIFT: u32 = 8;
 /// `unwind_mapping.table` of a mapping without a table: the kernel follows frame pointers.
 pub const TABLE_FRAME_POINTER: u32 = u32::MAX;
 /// `user_stack.flags`: at least one frame came from a frame-pointer step.
@@ -328,8 +328,11 @@ mod tests {
         ];
         let rows: Vec<UnwindRow> = pcs.iter().map(|&pc| row(pc)).collect();
         let (base, pages) = page_index(&rows);
-        assert_eq!(base, 1);
-        assert_eq!(pages.len(), 0x200 - 1 + 1);
+        assert_eq!(base, 0x1000 >> UNWIND_PAGE_SHIFT);
+        assert_eq!(
+            pages.len() as u32,
+            (0x20_0000 >> UNWIND_PAGE_SHIFT) - (0x1000 >> UNWIND_PAGE_SHIFT) + 1
+        );
         for pc in (0..0x21_0000u32)
             .step_by(7)
             .chain(pcs.iter().flat_map(|&p| [p - 1, p, p + 1]))

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# In-kernel cost per sample of rill's perf_event program against BPF profilers measured in the
+# same run, on one busy interpreter (Debian's python3 by default; PYBIN=... for another).
+#
+# Cost is what `kernel.bpf_stats_enabled` charges: run_time_ns / run_cnt of each profiler's
+# perf_event programs between two snapshots taken while it runs. The program also runs for
+# every other sample of the host (the idle task, other processes), which return early; their
+# cost is measured in a first phase with a filter that matches only a sleeping process, and subtracted:
+#
+#   per workload sample = (run_time_B - (runs_B - n) * other_A) / n
+#
+# where n is the workload's expected samples in the window (its CPU time × the rate, from
+# /proc/PID/stat). The peer is bpftrace (`@[ustack, kstack] = count()`: user and kernel stacks
+# by the kernel's frame-pointer walk, bpf_get_stackid, what bcc's `profile` does too; bcc's
+# Python tools need kernel headers, which this kernel does not ship, so bcc itself cannot run
+# here). rill runs twice: the table walk with Python frames off and on. Each phase runs
+# ROUNDS times; the medians are printed with rill/peer ratios.
+#
+# RILL_BASE=/path/to/another/rill adds that build (python off) to the same run, to compare two
+# versions of the program.
+#
+# Needs root, bpftool, bpftrace and a build of rill (RILL=...).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+RILL=${RILL:-$TARGET_DIR/release/rill}
+PYBIN=${PYBIN:-/usr/bin/python3}
+RATE=${RATE:-997}
+WINDOW=${WINDOW:-6}
+ROUNDS=${ROUNDS:-3}
+WORK=$(mktemp -d /tmp/rill-bench-cost.XXXXXX)
+PIDS=()
+
+cleanup() {
+    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    sysctl -q kernel.bpf_stats_enabled="${OLD_STATS:-0}" || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+[ "$(id -u)" = 0 ] || { echo "bench-bpf-cost: needs root" >&2; exit 1; }
+for t in bpftool bpftrace "$PYBIN" python3; do
+    command -v "$t" >/dev/null || { echo "bench-bpf-cost: $t is required" >&2; exit 1; }
+done
+if [ ! -x "$RILL" ]; then
+    (cd "$ROOT" && cargo build --release -p rill)
+fi
+OLD_STATS=$(sysctl -n kernel.bpf_stats_enabled)
+sysctl -q kernel.bpf_stats_enabled=1
+
+"$PYBIN" -c 'while True: pass' &
+PY=$!
+PIDS+=("$PY")
+sleep 0.5
+# The first phase's filter: a process that exists but never runs.
+sleep 100000 &
+BOGUS=$!
+PIDS+=("$BOGUS")
+
+# Sum of run_time_ns and run_cnt of the perf_event programs whose name starts with $1.
+stats() {
+    bpftool prog show -j | python3 -c '
+import json, sys
+t = n = 0
+for p in json.load(sys.stdin):
+    if p.get("type") == "perf_event" and p.get("name", "").startswith(sys.argv[1]):
+        t += p.get("run_time_ns", 0); n += p.get("run_cnt", 0)
+print(t, n)' "$1"
+}
+# CPU ticks of the workload.
+ticks() { awk '{print $14 + $15}' "/proc/$PY/stat"; }
+
+# measure PROGPREFIX FN ARGS...: starts FN ARGS (a function that execs the profiler), waits for its program, snapshots over WINDOW s.
+# Prints "runtime runs workload_samples".
+measure() {
+    local prefix=$1
+    shift
+    ("$@") >"$WORK/out" 2>&1 &
+    local p=$!
+    local i
+    for i in $(seq 1 100); do
+        [ "$(stats "$prefix")" != "0 0" ] && break
+        sleep 0.1
+    done
+    sleep 1
+    read -r t0 n0 < <(stats "$prefix")
+    local k0
+    k0=$(ticks)
+    sleep "$WINDOW"
+    read -r t1 n1 < <(stats "$prefix")
+    local k1
+    k1=$(ticks)
+    kill -TERM "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+    local hz
+    hz=$(getconf CLK_TCK)
+    echo "$((t1 - t0)) $((n1 - n0)) $(python3 -c "print(round(($k1 - $k0) / $hz * $RATE))")"
+}
+
+rill_cmd() { # PID PYTHON [BINARY]
+    exec "${3:-$RILL}" profile --pid "$1" --duration "$((WINDOW + 30))s" --sample-rate "$RATE" \
+        --python "$2" --format folded -o /dev/null
+}
+bt_cmd() {
+    exec bpftrace -e "profile:hz:$RATE /pid == $1/ { @[ustack, kstack] = count(); }"
+}
+
+declare -A RESULT
+run_peer() { # LABEL PREFIX CMDFN [ARGS]
+    local label=$1 prefix=$2 fn=$3
+    shift 3
+    local round other per
+    for round in $(seq 1 "$ROUNDS"); do
+        read -r ta na _ < <(measure "$prefix" "$fn" "$BOGUS" "$@")
+        read -r tb nb ns < <(measure "$prefix" "$fn" "$PY" "$@")
+        read -r other per < <(python3 -c "
+ta, na, tb, nb, ns = $ta, $na, $tb, $nb, $ns
+o = ta / max(na, 1)
+print(round(o), round((tb - (nb - ns) * o) / max(ns, 1)))")
+        echo "  $label round $round: other samples $other ns, workload samples $per ns ($ns samples)"
+        RESULT[$label]="${RESULT[$label]:-} $per"
+    done
+}
+
+echo "bench-bpf-cost: $PYBIN busy loop, $RATE Hz, ${WINDOW}s windows, $ROUNDS rounds"
+run_peer "rill (tables, python off)" profile_cpu rill_cmd false
+run_peer "rill (tables, python on)" profile_cpu rill_cmd true
+LABELS=("rill (tables, python off)" "rill (tables, python on)")
+if [ -n "${RILL_BASE:-}" ]; then
+    run_peer "rill base (python off)" profile_cpu rill_cmd false "$RILL_BASE"
+    LABELS+=("rill base (python off)")
+fi
+run_peer "bpftrace (fp)" "$RATE" bt_cmd
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+echo
+echo "median in-kernel ns per workload sample:"
+LABELS+=("bpftrace (fp)")
+for k in "${LABELS[@]}"; do
+    printf '  %-28s %6s\n' "$k" "$(echo "${RESULT[$k]}" | median)"
+done
+r=$(echo "${RESULT["rill (tables, python off)"]}" | median)
+t=$(echo "${RESULT["bpftrace (fp)"]}" | median)
+p=$(echo "${RESULT["rill (tables, python on)"]}" | median)
+python3 -c "print('ratios: rill (python off)/bpftrace %.2f, rill (python on)/bpftrace %.2f' % ($r / $t, $p / $t))"
