@@ -29,7 +29,10 @@
 #define MAX_PROC_MAPPINGS 1024 // mappings per process (user space keeps fewer)
 #define MAPPING_SEARCH_STEPS 11 // ceil(log2(MAX_PROC_MAPPINGS + 1))
 #define MAX_TABLE_ROWS (1 << 24) // rows per table (user space keeps fewer)
-#define ROW_SEARCH_STEPS 25 // ceil(log2(MAX_TABLE_ROWS + 1))
+// Rows a page's search compares: the last row at or below the page's first address and the rows
+// inside it, at most 257 for rows at distinct pcs (user space merges equal ones).
+#define MAX_PAGE_ROWS 511
+#define ROW_SEARCH_STEPS 9 // ceil(log2(MAX_PAGE_ROWS + 1))
 #define UNWIND_PAGE_SHIFT 8 // the page index has one entry per 256 bytes of file addresses
 #define TABLE_FRAME_POINTER 0xffffffff // unwind_mapping.table: no table, follow frame pointers
 #define CFA_BLOCK_WORDS 8 // cfa_step reads ret and a saved rbp this close to the CFA at once
@@ -263,7 +266,7 @@ static __always_inline struct unwind_row *find_row(struct walk_state *w, __u32 p
 			return NULL;
 		lo = entry->first;
 		hi = entry->first + entry->count;
-		if (hi > count || lo > hi)
+		if (hi > count || lo > hi || entry->count > MAX_PAGE_ROWS)
 			return NULL;
 	}
 	// lo = number of rows that start at or below pc, once lo == hi.

@@ -11,6 +11,9 @@ pub const MAX_USER_FRAMES: usize = 512;
 pub const MAX_PROC_MAPPINGS: usize = 1024;
 /// Rows of one table the kernel searches (`MAX_TABLE_ROWS`).
 pub const MAX_TABLE_ROWS: usize = 1 << 24;
+/// Rows one page's search may compare (the kernel gives up on a page with more; rows at
+/// distinct pcs make at most 257 in a 256-byte page).
+pub const MAX_PAGE_ROWS: u32 = 511;
 /// The page index has one entry per `1 << UNWIND_PAGE_SHIFT` bytes of file addresses.
 pub const UNWIND_PAGE_SHIFT: u32 = 8;
 /// `unwind_mapping.table` of a mapping without a table: the kernel follows frame pointers.
@@ -182,7 +185,7 @@ pub fn find_row_indexed(
         Some(entry) => {
             let lo = entry.first as usize;
             let hi = lo + entry.count as usize;
-            if hi > rows.len() {
+            if hi > rows.len() || entry.count > MAX_PAGE_ROWS {
                 return None;
             }
             (lo, hi)
@@ -264,6 +267,11 @@ mod tests {
         assert_eq!(c_define("MAX_PROC_MAPPINGS"), MAX_PROC_MAPPINGS as u64);
         assert_eq!(c_define("MAX_TABLE_ROWS"), MAX_TABLE_ROWS as u64);
         assert_eq!(c_define("UNWIND_PAGE_SHIFT"), u64::from(UNWIND_PAGE_SHIFT));
+        assert_eq!(c_define("MAX_PAGE_ROWS"), u64::from(MAX_PAGE_ROWS));
+        // Every page's rows fit the kernel's search.
+        let steps = c_define("ROW_SEARCH_STEPS");
+        assert!((1u64 << steps) > u64::from(MAX_PAGE_ROWS), "{steps} steps");
+        assert!(u64::from(MAX_PAGE_ROWS) >= (1 << UNWIND_PAGE_SHIFT) + 1);
         assert_eq!(
             c_define("TABLE_FRAME_POINTER"),
             u64::from(TABLE_FRAME_POINTER)
@@ -289,7 +297,6 @@ mod tests {
         assert_eq!(WalkEnd::from_code(8), None);
         // 2^steps must exceed the largest count the kernel searches.
         assert!(1u64 << c_define("MAPPING_SEARCH_STEPS") > MAX_PROC_MAPPINGS as u64);
-        assert!(1u64 << c_define("ROW_SEARCH_STEPS") > MAX_TABLE_ROWS as u64);
         assert_eq!(std::mem::size_of::<UnwindProc>(), 16);
         assert_eq!(std::mem::size_of::<UnwindMapping>(), 32);
         assert_eq!(std::mem::size_of::<UnwindTable>(), 16);
