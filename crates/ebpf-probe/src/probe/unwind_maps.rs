@@ -195,18 +195,63 @@ pub fn load_segments(data: &[u8]) -> Result<Vec<(u64, u64, u64)>, object::Error>
         .collect())
 }
 
-/// [`load_segments`] of the file at `path`, reading only its head when that is enough.
+/// [`load_segments`] of the file at `path`, reading only its head and, when the program
+/// headers are elsewhere (lld may put them at the end: `librustc_driver` has them 80 MB in),
+/// those headers: never the whole file.
 pub fn read_load_segments(path: &std::path::Path) -> Result<Vec<(u64, u64, u64)>, String> {
     use std::io::Read;
+    use std::os::unix::fs::FileExt;
+    let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let file = std::fs::File::open(path).map_err(|e| err(&e))?;
     let mut head = Vec::with_capacity(HEAD_BYTES);
-    std::fs::File::open(path)
-        .and_then(|f| f.take(HEAD_BYTES as u64).read_to_end(&mut head))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    (&file)
+        .take(HEAD_BYTES as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| err(&e))?;
     if let Ok(segments) = load_segments(&head) {
         return Ok(segments);
     }
-    let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    load_segments(&data).map_err(|e| format!("{}: {e}", path.display()))
+    let (phoff, len) = program_header_range(&head).map_err(|e| err(&e))?;
+    let mut headers = vec![0u8; len];
+    file.read_exact_at(&mut headers, phoff)
+        .map_err(|e| err(&e))?;
+    load_segments_from_headers(&head, &headers).map_err(|e| err(&e))
+}
+
+/// Where the program headers of the ELF64 image starting with `head` are: (offset, bytes).
+fn program_header_range(head: &[u8]) -> Result<(u64, usize), String> {
+    use object::read::elf::FileHeader;
+    let header =
+        object::elf::FileHeader64::<object::Endianness>::parse(head).map_err(|e| e.to_string())?;
+    let endian = header.endian().map_err(|e| e.to_string())?;
+    let entry = usize::from(header.e_phentsize(endian));
+    if entry != std::mem::size_of::<object::elf::ProgramHeader64<object::Endianness>>() {
+        return Err("unexpected ELF program header size".into());
+    }
+    let count = usize::from(header.e_phnum(endian));
+    if count == usize::from(object::elf::PN_XNUM) {
+        return Err("too many ELF program headers".into());
+    }
+    Ok((header.e_phoff(endian), entry * count))
+}
+
+/// [`load_segments`] from the ELF header (`head`) and the program headers read apart.
+fn load_segments_from_headers(head: &[u8], headers: &[u8]) -> Result<Vec<(u64, u64, u64)>, String> {
+    use object::read::elf::{FileHeader, ProgramHeader};
+    let header =
+        object::elf::FileHeader64::<object::Endianness>::parse(head).map_err(|e| e.to_string())?;
+    let endian = header.endian().map_err(|e| e.to_string())?;
+    let count =
+        headers.len() / std::mem::size_of::<object::elf::ProgramHeader64<object::Endianness>>();
+    let (headers, _) = object::pod::slice_from_bytes::<
+        object::elf::ProgramHeader64<object::Endianness>,
+    >(headers, count)
+    .map_err(|()| "misaligned ELF program headers".to_string())?;
+    Ok(headers
+        .iter()
+        .filter(|p| p.p_type(endian) == object::elf::PT_LOAD)
+        .map(|p| (p.p_offset(endian), p.p_vaddr(endian), p.p_filesz(endian)))
+        .collect())
 }
 
 /// Bytes read to find the program headers (they follow the ELF header in practice).
@@ -367,9 +412,31 @@ pub struct UnwindState {
     mappings: RangeAlloc,
     table_ids: RangeAlloc,
     tables: HashMap<FileKey, TableSlot>,
+    /// Files that got no table, and when to try again. Every process that maps such a file
+    /// would otherwise read and parse it again: each `rustc` of a build maps the 150 MB
+    /// `librustc_driver`.
+    untabled: HashMap<FileKey, Retry>,
+    /// Tables whose last user went away, since start (room may have appeared).
+    released: u64,
     procs: HashMap<u32, ProcSlot>,
     stats: UnwindMapStats,
 }
+
+/// When a file without a table is tried again.
+#[derive(Debug, Clone, Copy)]
+enum Retry {
+    /// Not while it is the same file (no CFI, too many rows).
+    Never,
+    /// After this instant (building it failed).
+    After(Instant),
+    /// Once a table has been released since (`UnwindState::released` was this): no room.
+    Released(u64),
+}
+
+/// Files remembered in `UnwindState::untabled` (forgotten all at once past this).
+const MAX_UNTABLED: usize = 4096;
+/// When a file whose table failed to build is tried again.
+const RETRY_FAILED: Duration = Duration::from_secs(10);
 
 impl UnwindState {
     /// Empty state for maps of the given sizes (`unwind_rows`, `unwind_mappings`,
@@ -381,6 +448,8 @@ impl UnwindState {
             // Ids are below `tables` <= u32::MAX, so never TABLE_FRAME_POINTER.
             table_ids: RangeAlloc::new(tables),
             tables: HashMap::new(),
+            untabled: HashMap::new(),
+            released: 0,
             procs: HashMap::new(),
             stats: UnwindMapStats::default(),
         }
@@ -517,8 +586,19 @@ impl UnwindState {
             if let Some(slot) = self.tables.get_mut(key) {
                 slot.refs = slot.refs.saturating_sub(1);
                 slot.last_used = now;
+                if slot.refs == 0 {
+                    self.released += 1;
+                }
             }
         }
+    }
+
+    /// Remembers that `key` got no table (see `untabled`).
+    fn remember_untabled(&mut self, key: &FileKey, retry: Retry) {
+        if self.untabled.len() >= MAX_UNTABLED {
+            self.untabled.clear();
+        }
+        self.untabled.insert(key.clone(), retry);
     }
 
     /// The table id and load bias for a file mapping, uploading the table if needed; `None`
@@ -540,16 +620,27 @@ impl UnwindState {
             slot.last_used = now;
             return Ok(Some((slot.id, bias)));
         }
+        match self.untabled.get(key) {
+            Some(Retry::Never) => return Ok(None),
+            Some(Retry::After(at)) if now < *at => return Ok(None),
+            Some(Retry::Released(n)) if *n == self.released => return Ok(None),
+            _ => {}
+        }
         let table = match source.table(pid, entry) {
             Ok(Some(table)) => table,
-            Ok(None) => return Ok(None),
+            Ok(None) => {
+                self.remember_untabled(key, Retry::Never);
+                return Ok(None);
+            }
             Err(e) => {
                 tracing::debug!(pid, path = %entry.path, error = %e, "no unwind table, using frame pointers");
                 self.stats.table_errors += 1;
+                self.remember_untabled(key, Retry::After(now + RETRY_FAILED));
                 return Ok(None);
             }
         };
         if table.rows.is_empty() || table.rows.len() > MAX_TABLE_ROWS {
+            self.remember_untabled(key, Retry::Never);
             return Ok(None);
         }
         let Some(bias) = load_bias(entry, &table.segments) else {
@@ -561,8 +652,10 @@ impl UnwindState {
         let count = rows + pages.len() as u32;
         let Some((id, first)) = self.alloc_table(count, now) else {
             self.stats.tables_no_room += 1;
+            self.remember_untabled(key, Retry::Released(self.released));
             return Ok(None);
         };
+        self.untabled.remove(key);
         let described = UnwindTable {
             first,
             count: rows,

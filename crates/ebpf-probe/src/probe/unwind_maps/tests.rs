@@ -378,6 +378,13 @@ fn unused_tables_are_evicted_when_rows_run_out() {
         .unwrap();
     assert_eq!(maps.mappings_of(3)[0].table, TABLE_FRAME_POINTER);
     assert_eq!(state.stats().tables_no_room, 1);
+    // Until a table is released, another process mapping libz does not build it again.
+    state
+        .update_process(4, std::slice::from_ref(&libz), &mut source, &mut maps)
+        .unwrap();
+    let libz_builds = |s: &FakeSource| s.built.iter().filter(|p| *p == "/lib/libz.so").count();
+    assert_eq!(libz_builds(&source), 1);
+    state.remove_process(4, &mut maps).unwrap();
     // Once libc is unused for the grace period it is evicted for libz.
     state.remove_process(1, &mut maps).unwrap();
     std::thread::sleep(FREE_GRACE);
@@ -416,4 +423,64 @@ fn failed_writes_leave_the_previous_mappings() {
         tiny.update_process(1, &two, &mut source, &mut FakeMaps::default()),
         Err(UnwindMapError::MappingsFull(2))
     ));
+}
+
+#[test]
+fn load_segments_when_the_program_headers_are_far_from_the_head() {
+    // As lld lays out librustc_driver: the program headers after the first 4 KiB. A copy of
+    // this test binary's ELF header and program headers, those moved to 64 KiB.
+    let exe = std::fs::read("/proc/self/exe").unwrap();
+    let phoff = u64::from_le_bytes(exe[32..40].try_into().unwrap()) as usize;
+    let entry = u16::from_le_bytes(exe[54..56].try_into().unwrap()) as usize;
+    let count = u16::from_le_bytes(exe[56..58].try_into().unwrap()) as usize;
+    let moved = 64 << 10;
+    let mut image = exe[..64].to_vec();
+    image[32..40].copy_from_slice(&(moved as u64).to_le_bytes());
+    image.resize(moved, 0);
+    image.extend_from_slice(&exe[phoff..phoff + entry * count]);
+    let dir = std::env::temp_dir().join(format!("rill-phdrs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("far.so");
+    std::fs::write(&path, &image).unwrap();
+    let segments = read_load_segments(&path);
+    let truncated = dir.join("truncated.so");
+    std::fs::write(&truncated, &image[..moved + 10]).unwrap();
+    let short = read_load_segments(&truncated);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(segments.unwrap(), load_segments(&exe).unwrap());
+    // Program headers cut off by the end of the file: an error naming the file.
+    assert!(short.unwrap_err().contains("truncated.so"));
+}
+
+#[test]
+fn files_without_a_table_are_not_read_again_for_every_process() {
+    // Every rustc of a build maps the same large library: a file that got no table (no CFI,
+    // or its table failed to build) is not built again for the next process.
+    let mut state = UnwindState::new(1000, 100, 10);
+    let mut maps = FakeMaps::default();
+    let mut source = FakeSource::default();
+    let files = [
+        entry("5500000001000-5500000002000 r-xp 00001000 08:01 13 /usr/bin/nocfi"),
+        entry("7b0000001000-7b0000002000 r-xp 00001000 08:09 99 /broken/x"),
+    ];
+    for pid in 1..=5 {
+        state
+            .update_process(pid, &files, &mut source, &mut maps)
+            .unwrap();
+        assert!(maps
+            .mappings_of(pid)
+            .iter()
+            .all(|m| m.table == TABLE_FRAME_POINTER));
+    }
+    source.built.sort();
+    assert_eq!(source.built, ["/broken/x", "/usr/bin/nocfi"]);
+    assert_eq!(state.stats().table_errors, 1);
+    // The same path as another file (a new inode): built.
+    let replaced = [entry(
+        "5500000001000-5500000002000 r-xp 00001000 08:01 14 /usr/bin/nocfi",
+    )];
+    state
+        .update_process(6, &replaced, &mut source, &mut maps)
+        .unwrap();
+    assert_eq!(source.built.len(), 3);
 }
