@@ -78,6 +78,8 @@ pub struct PySymbolizer {
     processes: HashMap<u32, Tracked>,
     /// The code objects read.
     pub cache: CodeCache,
+    /// The interpreters' image symbols, by file.
+    symbols: detect::SymbolCache,
 }
 
 impl std::fmt::Debug for PySymbolizer {
@@ -96,6 +98,7 @@ impl PySymbolizer {
             proc_root: proc_root.to_path_buf(),
             processes: HashMap::new(),
             cache: CodeCache::new(capacity),
+            symbols: detect::SymbolCache::default(),
         }
     }
 
@@ -111,14 +114,15 @@ impl PySymbolizer {
             .ok_or(PyFrameError::Process("not tracked".into()))
     }
 
-    fn track(&self, pid: u32) -> Result<Tracked, PyFrameError> {
+    fn track(&mut self, pid: u32) -> Result<Tracked, PyFrameError> {
         let process_err = |e: String| PyFrameError::Process(e);
         let maps_path = self.proc_root.join(pid.to_string()).join("maps");
         let maps = std::fs::read_to_string(maps_path).map_err(|e| process_err(e.to_string()))?;
         let maps = crate::symbolize::procmaps::parse_maps(&maps);
         let mem = ProcMemory::open(&self.proc_root, pid).map_err(|e| process_err(e.to_string()))?;
-        let process = PythonProcess::detect(pid, &self.proc_root, &maps, &mem)
-            .map_err(|e| process_err(e.to_string()))?;
+        let process =
+            PythonProcess::detect_with(pid, &self.proc_root, &maps, &mem, &mut self.symbols)
+                .map_err(|e| process_err(e.to_string()))?;
         Ok(Tracked { process, mem })
     }
 

@@ -238,6 +238,7 @@ impl Unwinder {
             not_python: StdHashMap::new(),
             unsupported: std::collections::BTreeSet::new(),
             unsupported_seen: 0,
+            symbols: Default::default(),
         });
         Ok(())
     }
@@ -315,6 +316,8 @@ struct PythonProcs {
     unsupported: std::collections::BTreeSet<String>,
     /// Processes of an unsupported version, since start.
     unsupported_seen: u64,
+    /// The images' symbols, by file.
+    symbols: crate::python::detect::SymbolCache,
 }
 
 impl PythonProcs {
@@ -339,10 +342,11 @@ impl PythonProcs {
         let detected = ProcMemory::open(proc_root, pid)
             .map_err(|e| e.to_string())
             .and_then(|mem| {
-                PythonProcess::detect(pid, proc_root, entries, &mem).map_err(|e| match e {
-                    DetectError::Version(v) => format!("{UNSUPPORTED}{v}"),
-                    e => e.to_string(),
-                })
+                PythonProcess::detect_with(pid, proc_root, entries, &mem, &mut self.symbols)
+                    .map_err(|e| match e {
+                        DetectError::Version(v) => format!("{UNSUPPORTED}{v}"),
+                        e => e.to_string(),
+                    })
             });
         let process = match detected {
             Ok(process) => process,

@@ -12,6 +12,7 @@ use object::{Object, ObjectSymbol};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 use thiserror::Error;
 
 /// Why a process is not walkable as CPython.
@@ -121,6 +122,51 @@ pub struct PySymbols {
     pub tls_segment: Option<(u64, u64)>,
     /// `PT_LOAD` (file offset, vaddr) pairs.
     pub loads: Vec<(u64, u64)>,
+}
+
+/// [`PySymbols`] of image files by identity (device, inode, size, modification time), so that
+/// each new process of an interpreter does not read and parse its whole image again.
+#[derive(Debug, Default)]
+pub struct SymbolCache {
+    files: HashMap<(u64, u64, u64, i64, i64), Arc<PySymbols>>,
+}
+
+/// Images [`SymbolCache`] keeps (forgotten all at once past this).
+const MAX_CACHED_IMAGES: usize = 64;
+
+impl SymbolCache {
+    /// The symbols of the file at `path`, read and parsed unless that file was before.
+    pub fn get(&mut self, path: &Path) -> Result<Arc<PySymbols>, String> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+        let key = (
+            meta.dev(),
+            meta.ino(),
+            meta.size(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+        );
+        if let Some(syms) = self.files.get(&key) {
+            return Ok(Arc::clone(syms));
+        }
+        let data = std::fs::read(path).map_err(|e| e.to_string())?;
+        let syms = Arc::new(PySymbols::parse(&data).map_err(|e| e.to_string())?);
+        if self.files.len() >= MAX_CACHED_IMAGES {
+            self.files.clear();
+        }
+        self.files.insert(key, Arc::clone(&syms));
+        Ok(syms)
+    }
+
+    /// Images cached.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
 }
 
 /// The names looked up in `.symtab` and `.dynsym`.
@@ -282,6 +328,18 @@ impl PythonProcess {
         maps: &[MapEntry],
         mem: &dyn Memory,
     ) -> Result<Self, DetectError> {
+        Self::detect_with(pid, proc_root, maps, mem, &mut SymbolCache::default())
+    }
+
+    /// [`detect`](Self::detect), with the image's symbols from `cache` when the same file was
+    /// read before (every interpreter of a host is usually one of a few files).
+    pub fn detect_with(
+        pid: u32,
+        proc_root: &Path,
+        maps: &[MapEntry],
+        mem: &dyn Memory,
+        cache: &mut SymbolCache,
+    ) -> Result<Self, DetectError> {
         let proc_dir = proc_root.join(pid.to_string());
         let exe = std::fs::read_link(proc_dir.join("exe")).ok();
         let exe = exe.as_ref().and_then(|p| p.to_str());
@@ -291,8 +349,7 @@ impl PythonProcess {
             path: image.to_string(),
             message,
         };
-        let data = std::fs::read(&file).map_err(|e| image_err(e.to_string()))?;
-        let syms = PySymbols::parse(&data).map_err(|e| image_err(e.to_string()))?;
+        let syms = cache.get(&file).map_err(image_err)?;
         let own: Vec<&MapEntry> = maps.iter().filter(|m| m.path == image).collect();
         let bias = syms
             .bias(&own)
@@ -583,5 +640,31 @@ mod tests {
         let maps = parse_maps("00401000-00402000 r-xp 00001000 08:01 10 /usr/bin/python3.11\n");
         let refs: Vec<&MapEntry> = maps.iter().collect();
         assert_eq!(exe.bias(&refs), Some(0));
+    }
+
+    #[test]
+    fn symbol_cache_reads_a_file_once_until_it_changes() {
+        let dir = std::env::temp_dir().join(format!("rill-pysyms-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("python3.x");
+        std::fs::copy("/proc/self/exe", &path).unwrap();
+        let mut cache = SymbolCache::default();
+        let first = cache.get(&path).unwrap();
+        let again = cache.get(&path).unwrap();
+        // The same parse, not a second one.
+        let same = Arc::ptr_eq(&first, &again);
+        // A new file under the same name (new inode): parsed again.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::copy("/proc/self/exe", &path).unwrap();
+        let replaced = cache.get(&path).unwrap();
+        let not_elf = dir.join("not-elf");
+        std::fs::write(&not_elf, b"#!/bin/sh\n").unwrap();
+        let bad = cache.get(&not_elf);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(same);
+        assert!(!Arc::ptr_eq(&first, &replaced));
+        assert_eq!(first.loads, replaced.loads);
+        assert_eq!(cache.len(), 2);
+        assert!(bad.is_err());
     }
 }
