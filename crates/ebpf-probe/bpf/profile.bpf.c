@@ -556,5 +556,5 @@ int on_process_exec(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
-// Off-CPU profiles (offcpu_switch, offcpu_resume, offcpu_resume_unwind).
+// Off-CPU profiles (offcpu_switch, offcpu_switch_unwind).
 #include "offcpu.h"

@@ -649,9 +649,10 @@ impl Worker {
         self.metrics.samples.inc_by(total);
         self.metrics.lost_samples.inc_by(lost);
         self.metrics.unwind.observe(&collected.collection);
-        self.metrics
-            .off_cpu
-            .observe(&collected.collection.off_cpu, collected.unattributed_off_cpu_nanos);
+        self.metrics.off_cpu.observe(
+            &collected.collection.off_cpu,
+            collected.unattributed_off_cpu_nanos,
+        );
 
         let matched = builders
             .keys()

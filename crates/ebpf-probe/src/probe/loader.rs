@@ -19,12 +19,12 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tracing::{debug, warn, Instrument};
 
-use super::offcpu::{self, OffCpu, OffCpuThreshold};
 use super::abi::{
     apply_counters, counter_deltas, parse_record, sample_counters, splice_leaf_caller,
     unwind_counters, Counters, PidConfigValue, Record, SampleKey, C_NUM_COUNTERS, PID_PENDING,
     STORE_USTACKS,
 };
+use super::offcpu::{self, OffCpu, OffCpuThreshold};
 use super::sys::{self, BatchError};
 use super::unwind_abi::{UserStack, WalkEnd};
 use super::unwind_bpf::{
@@ -36,7 +36,6 @@ use super::{
     stack_samples, Collection, LostCounters, PidConfig, ProbeConfig, ProbeError, ProbeEvent,
     SampleSource, StackCounts,
 };
-use super::{OffCpuCollection, StackSample};
 
 /// The committed BPF object, embedded so that `cargo build` needs no clang.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/profile.bpf.o");
@@ -79,8 +78,6 @@ struct Ring {
     raw: StackCounts,
     /// Processes that exited: the table walk forgets them after the next collect.
     exits: HashSet<u32>,
-    /// Off-CPU values that arrived whole (recorded nanoseconds, unscaled).
-    off_cpu_raw: StackCounts,
 }
 
 impl Shared {
@@ -89,12 +86,7 @@ impl Shared {
     fn drain(&self) -> MutexGuard<'_, Ring> {
         // A panic elsewhere cannot leave the ring half-updated: take it even if poisoned.
         let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
-        let Ring {
-            buffer,
-            raw,
-            exits,
-            off_cpu_raw,
-        } = &mut *ring;
+        let Ring { buffer, raw, exits } = &mut *ring;
         let reread = |pid: u32| {
             if let Some(queue) = &self.rereads {
                 // The worker ends only with the probe.
@@ -102,12 +94,6 @@ impl Shared {
             }
         };
         while let Some(item) = buffer.next() {
-            if let Some(r) = offcpu::parse_record(&item) {
-                *off_cpu_raw
-                    .entry((r.pid, r.user, r.kernel, r.user_end))
-                    .or_default() += r.nanos;
-                continue;
-            }
             match parse_record(&item) {
                 Some(Record::Event(event)) => {
                     match event {
@@ -322,7 +308,6 @@ impl Probe {
                 buffer: ring,
                 raw: StackCounts::new(),
                 exits: HashSet::new(),
-                off_cpu_raw: StackCounts::new(),
             }),
             events: tx,
             rereads,
@@ -476,7 +461,11 @@ impl Probe {
             .map_err(|e| map_error(MAP_CONTROL, e))?;
         std::thread::sleep(HALF_SWITCH_GRACE);
 
-        let counts = drain_count_map(&mut self.counts[old], MAP_COUNTS[old], &mut self.batch_supported)?;
+        let counts = drain_count_map(
+            &mut self.counts[old],
+            MAP_COUNTS[old],
+            &mut self.batch_supported,
+        )?;
         let off_counts = drain_count_map(
             self.off_cpu.counts(old),
             offcpu::MAP_OFFCPU_COUNTS[old],
@@ -487,19 +476,18 @@ impl Probe {
             Some(stores) => stores.drain_ustacks(old)?,
             None => StdHashMap::new(),
         };
-        let (raw, exits, off_raw) = {
+        let (raw, exits) = {
             let mut ring = self.shared.drain();
             (
                 std::mem::take(&mut ring.raw),
                 std::mem::take(&mut ring.exits),
-                std::mem::take(&mut ring.off_cpu_raw),
             )
         };
 
         let mut lost = LostCounters::default();
         let merged = resolve_counts(counts, raw, &stacks, &ustacks, &mut lost.missing_stacks);
         let samples = stack_samples(merged);
-        let off_cpu = self.off_cpu_collection(off_counts, off_raw, &stacks, &ustacks)?;
+        let off_cpu = self.off_cpu.collect(off_counts, self.half as usize)?;
         // Exited processes leave the table walk (new mappings reach it through the re-read
         // worker as soon as the kernel asks).
         for &pid in &exits {
@@ -547,35 +535,6 @@ impl Probe {
     /// Threads of profiled processes recorded as off CPU that have not run again yet.
     pub fn off_cpu_sleeping(&self) -> usize {
         self.off_cpu.sleeping()
-    }
-
-    /// The off-CPU profile of the interval: counts resolved like the CPU samples', values
-    /// scaled by the threshold.
-    fn off_cpu_collection(
-        &mut self,
-        counts: Vec<(SampleKey, u64)>,
-        raw: StackCounts,
-        stacks: &StdHashMap<i32, Vec<u64>>,
-        ustacks: &StdHashMap<u64, UserStack>,
-    ) -> Result<OffCpuCollection, ProbeError> {
-        let (mut counters, mut lost) = self.off_cpu.interval_counters()?;
-        let merged = resolve_counts(counts, raw, stacks, ustacks, &mut lost.missing_stacks);
-        let threshold = self.off_cpu.threshold();
-        counters.recorded_nanos = merged.values().sum();
-        let samples = stack_samples(merged)
-            .into_iter()
-            .map(|s| StackSample {
-                count: threshold.estimate(s.count),
-                ..s
-            })
-            .filter(|s| s.count > 0)
-            .collect();
-        Ok(OffCpuCollection {
-            threshold,
-            samples,
-            counters,
-            lost,
-        })
     }
 
     fn drain_stacks(&mut self, half: usize) -> Result<StdHashMap<i32, Vec<u64>>, ProbeError> {

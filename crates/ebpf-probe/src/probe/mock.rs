@@ -173,8 +173,16 @@ impl MockHandle {
                 }
             }
             Some(config) if config.profile => {
-                let user = if config.user { user.to_vec() } else { Vec::new() };
-                let kernel = if config.kernel { kernel.to_vec() } else { Vec::new() };
+                let user = if config.user {
+                    user.to_vec()
+                } else {
+                    Vec::new()
+                };
+                let kernel = if config.kernel {
+                    kernel.to_vec()
+                } else {
+                    Vec::new()
+                };
                 *state.off_cpu.entry((pid, user, kernel, None)).or_default() += nanos;
             }
             Some(_) => {}

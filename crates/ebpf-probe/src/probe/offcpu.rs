@@ -1,54 +1,59 @@
-//! Off-CPU profiles, the kernel side's user half (`bpf/offcpu.h`): the threshold
-//! ([`OffCpuThreshold`], a probability kept as the kernel's 32-bit draw bound), loading and
-//! attaching `offcpu_switch` (`tp_btf/sched_switch`) and `offcpu_resume[_unwind]` (a kprobe on
-//! `finish_task_switch`), draining the double-buffered `offcpu_counts0/1`, decoding
-//! `EVENT_OFFCPU_SAMPLE` ring-buffer records, and the loss counters. The values are scaled here:
-//! recorded nanoseconds / probability estimate the real off-CPU time.
+//! Off-CPU profiles, the user half of `bpf/offcpu.h`: the threshold ([`OffCpuThreshold`], a
+//! probability kept as the kernel's 32-bit draw bound), loading and attaching
+//! `offcpu_switch[_unwind]` (`tp_btf/sched_switch`), draining the double-buffered
+//! `offcpu_counts0/1`, resolving their keys in the off-CPU stack stores (which are not double
+//! buffered: an entry goes once no record or count used it for two collects), and the loss
+//! counters. Values are scaled here: recorded nanoseconds / probability estimate the real
+//! off-CPU time.
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray};
-use aya::programs::{BtfTracePoint, KProbe};
+use std::collections::{HashMap as StdHashMap, HashSet};
+
+use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, StackTraceMap};
+use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf, EbpfLoader};
 use tracing::debug;
 
-use super::abi::SampleKey;
-use super::unwind_abi::{WalkEnd, MAX_USER_FRAMES};
-use super::{ProbeConfig, ProbeError, StackSample, MAX_STACK_DEPTH};
+use super::abi::{splice_leaf_caller, SampleKey, STORE_USTACKS};
+use super::unwind_abi::{UserStack, WalkEnd};
+use super::{stack_samples, ProbeConfig, ProbeError, StackCounts, StackSample};
 
 pub(crate) const MAP_OFFCPU_CONFIG: &str = "offcpu_config";
 pub(crate) const MAP_OFFCPU_SLEEPING: &str = "offcpu_sleeping";
 pub(crate) const MAP_OFFCPU_COUNTS: [&str; 2] = ["offcpu_counts0", "offcpu_counts1"];
+pub(crate) const MAP_OFFCPU_STACKS: &str = "offcpu_stacks";
+pub(crate) const MAP_OFFCPU_USTACKS: &str = "offcpu_ustacks";
 pub(crate) const MAP_OFFCPU_COUNTERS: &str = "offcpu_counters";
 const PROG_SWITCH: &str = "offcpu_switch";
-const PROG_RESUME: &str = "offcpu_resume";
-const PROG_RESUME_UNWIND: &str = "offcpu_resume_unwind";
+const PROG_SWITCH_UNWIND: &str = "offcpu_switch_unwind";
 
-// Mirrors of bpf/offcpu.h (checked by a test below).
-pub(crate) const EVENT_OFFCPU_SAMPLE: u32 = 7;
+// Mirrors of bpf/offcpu.h (checked by a test).
 const OC_RECORDED: usize = 0;
 const OC_COUNTED: usize = 1;
-const OC_RECOVERED: usize = 2;
-const OC_START_FULL: usize = 3;
-const OC_OVERWRITTEN: usize = 4;
+const OC_START_FULL: usize = 2;
+const OC_OVERWRITTEN: usize = 3;
+const OC_STACK_LOST: usize = 4;
 const OC_STALE: usize = 5;
 const OC_NOT_PROFILED: usize = 6;
 const OC_COUNTS_FULL: usize = 7;
-const OC_SEND_LOST: usize = 8;
-const OC_LOST_NS: usize = 9;
-const OC_DROPPED_NS: usize = 10;
-const OC_USER_STACK_ERROR: usize = 11;
-const OC_KERNEL_STACK_ERROR: usize = 12;
+const OC_LOST_NS: usize = 8;
+const OC_DROPPED_NS: usize = 9;
+const OC_USER_STACK_ERROR: usize = 10;
+const OC_KERNEL_STACK_ERROR: usize = 11;
 const OC_NUM_COUNTERS: usize = 16;
 
-// `struct offcpu_sample`.
-const SAMPLE_USER_LEN_OFFSET: usize = 8;
-const SAMPLE_KERNEL_LEN_OFFSET: usize = 12;
-const SAMPLE_REASON_OFFSET: usize = 16;
-const SAMPLE_VALUE_OFFSET: usize = 24;
-const SAMPLE_LEAF_CALLER_OFFSET: usize = 32;
-const SAMPLE_USER_OFFSET: usize = 40;
-const SAMPLE_KERNEL_OFFSET: usize = SAMPLE_USER_OFFSET + MAX_USER_FRAMES * 8;
-#[cfg(test)]
-const SAMPLE_SIZE: usize = SAMPLE_KERNEL_OFFSET + MAX_STACK_DEPTH * 8;
+/// `struct offcpu_record` as six u64: ts, start_time, tgid | pad, then the sample key.
+type Record = [u64; 6];
+
+/// The sample key of a record.
+fn record_key(r: &Record) -> SampleKey {
+    SampleKey {
+        pid: r[3] as u32,
+        user_stack: (r[3] >> 32) as u32 as i32,
+        kernel_stack: r[4] as u32 as i32,
+        user_store: (r[4] >> 32) as u32,
+        leaf_caller: r[5],
+    }
+}
 
 /// The probability that one off-CPU event (a thread leaving a CPU until it runs again) is
 /// recorded, as the kernel applies it: recorded when a uniform 32-bit random number is below
@@ -107,8 +112,6 @@ pub struct OffCpuCounters {
     pub recorded: u64,
     /// Switch-ins whose off-CPU time went into the counts map.
     pub counted: u64,
-    /// Switch-ins sent whole through the ring buffer (stack collision or full stack store).
-    pub recovered: u64,
     /// Recorded (unscaled) off-CPU nanoseconds in the interval's samples.
     pub recorded_nanos: u64,
 }
@@ -120,11 +123,12 @@ pub struct OffCpuLost {
     pub sleeping_map_full: u64,
     /// Records replaced before their switch-in was seen.
     pub overwritten: u64,
+    /// Switch-outs not recorded: their stack collided with another in the off-CPU stack
+    /// stores, or the stores were full.
+    pub stack_store_full: u64,
     /// Switch-ins lost: the counts map was full.
     pub counts_map_full: u64,
-    /// Switch-ins lost: they had to go through the ring buffer and it was full.
-    pub ring_full: u64,
-    /// Recorded nanoseconds of the switch-ins lost (the two above).
+    /// Recorded nanoseconds of the switch-ins lost (the one above).
     pub lost_nanos: u64,
     /// Records of a thread that exited whose id a new thread now has (dropped, never added
     /// to the new thread).
@@ -144,7 +148,7 @@ pub struct OffCpuLost {
 impl OffCpuLost {
     /// Off-CPU events lost outright (their time is in no profile).
     pub fn events(&self) -> u64 {
-        self.sleeping_map_full + self.overwritten + self.counts_map_full + self.ring_full
+        self.sleeping_map_full + self.overwritten + self.stack_store_full + self.counts_map_full
     }
 
     /// Everything lost or degraded, for a single metric.
@@ -174,95 +178,68 @@ impl OffCpuCollection {
     }
 }
 
-/// An off-CPU value that arrived whole through the ring buffer.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct RawOffCpu {
-    pub(crate) pid: u32,
-    pub(crate) user: Vec<u64>,
-    pub(crate) kernel: Vec<u64>,
-    pub(crate) user_end: Option<WalkEnd>,
-    pub(crate) nanos: u64,
-}
-
-fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn read_u64s(bytes: &[u8], at: usize, n: usize) -> Option<Vec<u64>> {
-    let raw = bytes.get(at..at + n * 8)?;
-    raw.chunks_exact(8)
-        .map(|c| c.try_into().ok().map(u64::from_ne_bytes))
-        .collect()
-}
-
-/// Decodes an `EVENT_OFFCPU_SAMPLE` record; `None` for any other record.
-pub(crate) fn parse_record(bytes: &[u8]) -> Option<RawOffCpu> {
-    if read_u32(bytes, 0)? != EVENT_OFFCPU_SAMPLE {
-        return None;
-    }
-    let pid = read_u32(bytes, 4)?;
-    let reason = *bytes.get(SAMPLE_REASON_OFFSET)?;
-    let limit = if reason == 0 {
-        MAX_STACK_DEPTH
-    } else {
-        MAX_USER_FRAMES
-    };
-    let user_len = (read_u32(bytes, SAMPLE_USER_LEN_OFFSET)? as usize).min(limit);
-    let kernel_len = (read_u32(bytes, SAMPLE_KERNEL_LEN_OFFSET)? as usize).min(MAX_STACK_DEPTH);
-    let nanos = read_u64s(bytes, SAMPLE_VALUE_OFFSET, 1)?[0];
-    let leaf_caller = read_u64s(bytes, SAMPLE_LEAF_CALLER_OFFSET, 1)?[0];
-    let mut user = read_u64s(bytes, SAMPLE_USER_OFFSET, user_len)?;
-    let kernel = read_u64s(bytes, SAMPLE_KERNEL_OFFSET, kernel_len)?;
-    let user_end = if reason == 0 {
-        super::abi::splice_leaf_caller(&mut user, leaf_caller);
-        None
-    } else {
-        Some(WalkEnd::from_code(reason)?)
-    };
-    Some(RawOffCpu {
-        pid,
-        user,
-        kernel,
-        user_end,
-        nanos,
-    })
-}
-
-/// Sizes the off-CPU maps (one entry each when off-CPU profiling is off at load).
+/// Sizes the off-CPU maps (one entry each when off-CPU profiling is off at load): records and
+/// counts `off_cpu_map_size`, kernel/frame-pointer stacks half of it, walked stacks a quarter.
 pub(crate) fn size_maps(loader: &mut EbpfLoader<'_>, config: &ProbeConfig) {
     let n = if config.off_cpu_threshold.is_off() {
         1
     } else {
         config.off_cpu_map_size
     };
+    let walked = if config.unwind { (n / 4).max(1) } else { 1 };
     loader
         .map_max_entries(MAP_OFFCPU_SLEEPING, n)
         .map_max_entries(MAP_OFFCPU_COUNTS[0], n)
-        .map_max_entries(MAP_OFFCPU_COUNTS[1], n);
+        .map_max_entries(MAP_OFFCPU_COUNTS[1], n)
+        .map_max_entries(MAP_OFFCPU_STACKS, (n / 2).max(1))
+        .map_max_entries(MAP_OFFCPU_USTACKS, walked);
 }
 
-/// The off-CPU maps and programs of a loaded probe.
+/// A stack store entry: a stack id or a walked stack's hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum StoreKey {
+    Stack(u32),
+    Walked(u64),
+}
+
+fn store_keys(key: &SampleKey, out: &mut HashSet<StoreKey>) {
+    if key.user_store == STORE_USTACKS {
+        out.insert(StoreKey::Walked(key.leaf_caller));
+    } else if key.user_stack >= 0 {
+        out.insert(StoreKey::Stack(key.user_stack as u32));
+    }
+    if key.kernel_stack >= 0 {
+        out.insert(StoreKey::Stack(key.kernel_stack as u32));
+    }
+}
+
+/// The off-CPU maps and program of a loaded probe.
 pub(crate) struct OffCpu {
     config: Array<MapData, u64>,
     counts: [HashMap<MapData, SampleKey, u64>; 2],
-    sleeping: HashMap<MapData, u32, [u64; 3]>,
+    sleeping: HashMap<MapData, u32, Record>,
+    stacks: StackTraceMap<MapData>,
+    ustacks: HashMap<MapData, u64, UserStack>,
     counters: PerCpuArray<MapData, u64>,
     threshold: OffCpuThreshold,
-    /// Whether the programs are attached (they stay attached once they are).
+    /// Whether the program is attached (it stays attached once it is).
     attached: bool,
-    /// The switch-in program to attach (the table walk's when the probe walks tables).
-    resume: &'static str,
+    /// The program to attach (the table walk's when the probe walks tables).
+    program: &'static str,
     last: [u64; OC_NUM_COUNTERS],
+    /// Store entries no record or count used at the last collect (removed at the next one if
+    /// still unused).
+    unused: HashSet<StoreKey>,
 }
 
-fn map_error(map: &'static str, e: aya::maps::MapError) -> ProbeError {
+fn map_error(map: &'static str, e: MapError) -> ProbeError {
     ProbeError::Map {
         map,
         source: Box::new(e),
     }
 }
 
-fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
     ebpf: &mut Ebpf,
     name: &'static str,
 ) -> Result<T, ProbeError> {
@@ -274,7 +251,7 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
 }
 
 impl OffCpu {
-    /// Takes the maps and, for a threshold above 0, loads and attaches the programs.
+    /// Takes the maps and, for a threshold above 0, loads and attaches the program.
     pub(crate) fn take(
         ebpf: &mut Ebpf,
         config: &ProbeConfig,
@@ -287,35 +264,33 @@ impl OffCpu {
                 take(ebpf, MAP_OFFCPU_COUNTS[1])?,
             ],
             sleeping: take(ebpf, MAP_OFFCPU_SLEEPING)?,
+            stacks: take(ebpf, MAP_OFFCPU_STACKS)?,
+            ustacks: take(ebpf, MAP_OFFCPU_USTACKS)?,
             counters: take(ebpf, MAP_OFFCPU_COUNTERS)?,
             threshold: OffCpuThreshold::OFF,
             attached: false,
-            resume: if unwinding {
-                PROG_RESUME_UNWIND
+            program: if unwinding {
+                PROG_SWITCH_UNWIND
             } else {
-                PROG_RESUME
+                PROG_SWITCH
             },
             last: [0; OC_NUM_COUNTERS],
+            unused: HashSet::new(),
         };
         off_cpu.last = off_cpu.read_counters()?;
         off_cpu.set_threshold(ebpf, config.off_cpu_threshold)?;
         Ok(off_cpu)
     }
 
-    /// The threshold in force.
-    pub(crate) fn threshold(&self) -> OffCpuThreshold {
-        self.threshold
-    }
-
-    /// Applies a new threshold: attaches the programs the first time it is above 0, then
-    /// writes it for the kernel's draw (0 keeps them attached, recording nothing).
+    /// Applies a new threshold: attaches the program the first time it is above 0, then
+    /// writes it for the kernel's draw (0 keeps it attached, recording nothing).
     pub(crate) fn set_threshold(
         &mut self,
         ebpf: &mut Ebpf,
         threshold: OffCpuThreshold,
     ) -> Result<(), ProbeError> {
         if !threshold.is_off() && !self.attached {
-            attach(ebpf, self.resume)?;
+            attach(ebpf, self.program)?;
             self.attached = true;
         }
         self.config
@@ -335,6 +310,118 @@ impl OffCpu {
         self.sleeping.keys().filter(Result::is_ok).count()
     }
 
+    /// The interval's profile from the counts drained from the old half (`active` is the
+    /// half written now), then the removal of store entries unused for two collects.
+    pub(crate) fn collect(
+        &mut self,
+        counts: Vec<(SampleKey, u64)>,
+        active: usize,
+    ) -> Result<OffCpuCollection, ProbeError> {
+        let (mut counters, mut lost) = self.interval_counters()?;
+        let mut merged: StackCounts = StdHashMap::new();
+        let mut cache: StdHashMap<u32, Option<Vec<u64>>> = StdHashMap::new();
+        let mut used = HashSet::new();
+        for (key, nanos) in counts {
+            store_keys(&key, &mut used);
+            let (user, user_end) = if key.user_store == STORE_USTACKS {
+                match self.ustacks.get(&key.leaf_caller, 0) {
+                    Ok(stack) => (stack.ips().to_vec(), WalkEnd::from_code(stack.reason)),
+                    Err(_) => {
+                        lost.missing_stacks += 1;
+                        (Vec::new(), None)
+                    }
+                }
+            } else {
+                let mut user = self.stack(key.user_stack, &mut cache, &mut lost.missing_stacks);
+                splice_leaf_caller(&mut user, key.leaf_caller);
+                (user, None)
+            };
+            let kernel = self.stack(key.kernel_stack, &mut cache, &mut lost.missing_stacks);
+            *merged.entry((key.pid, user, kernel, user_end)).or_default() += nanos;
+        }
+        counters.recorded_nanos = merged.values().sum();
+        let threshold = self.threshold;
+        let samples = stack_samples(merged)
+            .into_iter()
+            .map(|s| StackSample {
+                count: threshold.estimate(s.count),
+                ..s
+            })
+            .filter(|s| s.count > 0)
+            .collect();
+        self.collect_garbage(used, active)?;
+        Ok(OffCpuCollection {
+            threshold,
+            samples,
+            counters,
+            lost,
+        })
+    }
+
+    fn stack(
+        &self,
+        id: i32,
+        cache: &mut StdHashMap<u32, Option<Vec<u64>>>,
+        missing: &mut u64,
+    ) -> Vec<u64> {
+        if id < 0 {
+            return Vec::new();
+        }
+        let found = cache.entry(id as u32).or_insert_with(|| {
+            self.stacks
+                .get(&(id as u32), 0)
+                .ok()
+                .map(|t| t.frames().iter().map(|f| f.ip).collect())
+        });
+        match found {
+            Some(ips) => ips.clone(),
+            None => {
+                *missing += 1;
+                Vec::new()
+            }
+        }
+    }
+
+    /// Removes the store entries that neither the drained counts (`used`), nor a record, nor
+    /// the active half's counts use, and that were unused at the previous collect too.
+    fn collect_garbage(
+        &mut self,
+        mut used: HashSet<StoreKey>,
+        active: usize,
+    ) -> Result<(), ProbeError> {
+        for (_, record) in self.sleeping.iter().filter_map(Result::ok) {
+            store_keys(&record_key(&record), &mut used);
+        }
+        for key in self.counts[active].keys().filter_map(Result::ok) {
+            store_keys(&key, &mut used);
+        }
+        let ids: Vec<u32> = self.stacks.stack_ids().filter_map(Result::ok).collect();
+        let hashes: Vec<u64> = self.ustacks.keys().filter_map(Result::ok).collect();
+        let entries = ids
+            .into_iter()
+            .map(StoreKey::Stack)
+            .chain(hashes.into_iter().map(StoreKey::Walked));
+        let mut unused = HashSet::new();
+        for entry in entries.filter(|e| !used.contains(e)) {
+            if !self.unused.contains(&entry) {
+                unused.insert(entry);
+                continue;
+            }
+            let (map, removed) = match entry {
+                StoreKey::Stack(id) => (MAP_OFFCPU_STACKS, self.stacks.remove(&id)),
+                StoreKey::Walked(hash) => (MAP_OFFCPU_USTACKS, self.ustacks.remove(&hash)),
+            };
+            match removed {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(map_error(map, e)),
+            }
+        }
+        self.unused = unused;
+        Ok(())
+    }
+
     fn read_counters(&self) -> Result<[u64; OC_NUM_COUNTERS], ProbeError> {
         let mut totals = [0u64; OC_NUM_COUNTERS];
         for (index, total) in totals.iter_mut().enumerate() {
@@ -348,7 +435,7 @@ impl OffCpu {
     }
 
     /// The counters since the previous call.
-    pub(crate) fn interval_counters(&mut self) -> Result<(OffCpuCounters, OffCpuLost), ProbeError> {
+    fn interval_counters(&mut self) -> Result<(OffCpuCounters, OffCpuLost), ProbeError> {
         let now = self.read_counters()?;
         let mut d = [0u64; OC_NUM_COUNTERS];
         for (i, v) in d.iter_mut().enumerate() {
@@ -364,14 +451,13 @@ fn counters_from(d: &[u64; OC_NUM_COUNTERS]) -> (OffCpuCounters, OffCpuLost) {
         OffCpuCounters {
             recorded: d[OC_RECORDED],
             counted: d[OC_COUNTED],
-            recovered: d[OC_RECOVERED],
             recorded_nanos: 0,
         },
         OffCpuLost {
             sleeping_map_full: d[OC_START_FULL],
             overwritten: d[OC_OVERWRITTEN],
+            stack_store_full: d[OC_STACK_LOST],
             counts_map_full: d[OC_COUNTS_FULL],
-            ring_full: d[OC_SEND_LOST],
             lost_nanos: d[OC_LOST_NS],
             stale: d[OC_STALE],
             not_profiled: d[OC_NOT_PROFILED],
@@ -390,62 +476,23 @@ fn load_error(context: String, e: impl std::error::Error + Send + Sync + 'static
     }
 }
 
-/// The kernel symbol of `finish_task_switch` (compilers rename it, `finish_task_switch.isra.0`).
-fn finish_task_switch_symbol() -> Result<String, ProbeError> {
-    let text = std::fs::read_to_string("/proc/kallsyms")
-        .map_err(|e| load_error("reading /proc/kallsyms".into(), e))?;
-    symbol_in(&text).ok_or_else(|| ProbeError::Load {
-        context: "finish_task_switch not found in /proc/kallsyms".into(),
-        source: None,
-    })
-}
-
-/// `finish_task_switch`, else its first renamed copy (`.isra.0`, `.part.0`), in kallsyms text.
-fn symbol_in(kallsyms: &str) -> Option<String> {
-    let mut renamed = None;
-    for name in kallsyms.lines().filter_map(|l| l.split_whitespace().nth(2)) {
-        if name == "finish_task_switch" {
-            return Some(name.to_string());
-        }
-        if renamed.is_none() && name.starts_with("finish_task_switch.") {
-            renamed = Some(name.to_string());
-        }
-    }
-    renamed
-}
-
-fn attach(ebpf: &mut Ebpf, resume: &'static str) -> Result<(), ProbeError> {
+fn attach(ebpf: &mut Ebpf, name: &'static str) -> Result<(), ProbeError> {
     let btf = Btf::from_sys_fs().map_err(|e| load_error("reading the kernel BTF".into(), e))?;
-    let switch: &mut BtfTracePoint = ebpf
-        .program_mut(PROG_SWITCH)
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut(name)
         .ok_or_else(|| ProbeError::Load {
-            context: format!("program {PROG_SWITCH} missing from the BPF object"),
+            context: format!("program {name} missing from the BPF object"),
             source: None,
         })?
         .try_into()
-        .map_err(|e| load_error(PROG_SWITCH.into(), e))?;
-    switch
+        .map_err(|e| load_error(name.into(), e))?;
+    program
         .load("sched_switch", &btf)
-        .map_err(|e| load_error(format!("loading {PROG_SWITCH}"), e))?;
-    switch
+        .map_err(|e| load_error(format!("loading {name}"), e))?;
+    program
         .attach()
         .map_err(|e| load_error("attaching to sched_switch".into(), e))?;
-    let symbol = finish_task_switch_symbol()?;
-    let program: &mut KProbe = ebpf
-        .program_mut(resume)
-        .ok_or_else(|| ProbeError::Load {
-            context: format!("program {resume} missing from the BPF object"),
-            source: None,
-        })?
-        .try_into()
-        .map_err(|e| load_error(resume.into(), e))?;
-    program
-        .load()
-        .map_err(|e| load_error(format!("loading {resume}"), e))?;
-    program
-        .attach(&symbol, 0)
-        .map_err(|e| load_error(format!("attaching a kprobe to {symbol}"), e))?;
-    debug!(%symbol, program = resume, "off-CPU programs attached");
+    debug!(program = name, "off-CPU program attached");
     Ok(())
 }
 

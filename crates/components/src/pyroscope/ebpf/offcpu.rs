@@ -139,7 +139,10 @@ impl Status {
     pub(super) fn debug_info(&self) -> Value {
         let n = |v: u64| Value::Number(Number::Uint(v));
         let mut o = BTreeMap::new();
-        o.insert("threshold".into(), Value::Number(Number::Float(self.threshold)));
+        o.insert(
+            "threshold".into(),
+            Value::Number(Number::Float(self.threshold)),
+        );
         o.insert("nanoseconds_last_interval".into(), n(self.nanos));
         o.insert("events_last_interval".into(), n(self.recorded));
         o.insert("lost_last_interval".into(), n(self.lost));
