@@ -42,6 +42,10 @@
 #define OC_KERNEL_STACK_ERROR 11 // kernel stacks that failed (recorded without one)
 #define OC_NUM_COUNTERS 16
 
+// Kernel frames of the tracepoint itself at the top of the kernel stack (the program and
+// bpf_trace_run4), skipped so that the stack starts at __schedule.
+#define OFFCPU_SKIP_FRAMES 2
+
 struct offcpu_config {
 	// A switch-out is recorded when bpf_get_prandom_u32() < threshold: probability
 	// threshold / 2^32 (2^32: every one; 0: none).
@@ -248,7 +252,7 @@ static __always_inline void offcpu_leave(__u64 *ctx, struct task_struct___offcpu
 		}
 	}
 	if (cfg->kernel) {
-		id = bpf_get_stackid(ctx, &offcpu_stacks, 0);
+		id = bpf_get_stackid(ctx, &offcpu_stacks, OFFCPU_SKIP_FRAMES & BPF_F_SKIP_FIELD_MASK);
 		if (id >= 0) {
 			record.key.kernel_stack = id;
 		} else if (id == -EEXIST) {

@@ -4,8 +4,10 @@
 //! driven over the DevTools protocol (`--remote-debugging-pipe`, through two FIFOs), opens the
 //! `pyroscope.ebpf.local` page, finds `hot_leaf` in the flame graph, hovers it (tooltip), searches
 //! it (highlight), clicks it (zoom) and saves screenshots into `test-output/`. The download link
-//! serves a `.pb.gz` that `go tool pprof -top` reads with `hot_leaf` on top. FAILS (does not
-//! skip) without root, chromium, gcc or go.
+//! serves a `.pb.gz` that `go tool pprof -top` reads with `hot_leaf` on top. The example's
+//! off-CPU profiles (`off_cpu_threshold`) are behind the panel's type selector: picking
+//! Off-CPU draws one, with its values as time. FAILS (does not skip) without root, chromium,
+//! gcc or go.
 
 #![allow(
     clippy::unwrap_used,
@@ -276,8 +278,10 @@ fn flame_graph_in_the_ui() {
         if let Some((200, body)) = get(addr, &list_path) {
             let v: Value = serde_json::from_slice(&body).unwrap();
             if let Some(t) = v["targets"].as_array().and_then(|ts| {
-                ts.iter()
-                    .find(|t| t["labels"]["service_name"] == "workload")
+                ts.iter().find(|t| {
+                    t["labels"]["service_name"] == "workload"
+                        && t["labels"]["__name__"] == "process_cpu"
+                })
             }) {
                 break t["key"].as_str().unwrap().to_string();
             }
@@ -438,6 +442,25 @@ fn flame_graph_in_the_ui() {
         "{all} {last}"
     );
     assert!(all["intervals"].as_u64().unwrap() >= 1);
+
+    // Off-CPU: the type selector lists it, and picking it draws an off-CPU flame graph.
+    cdp.wait_for(
+        "the off-CPU profile type",
+        "(() => { const s = document.getElementById('fg-type'); if (!s) return null; \
+         const o = [...s.options].find(o => o.value === 'offcpu'); if (!o) return null; \
+         if (s.value !== 'offcpu') { s.value = 'offcpu'; s.dispatchEvent(new Event('change')); } \
+         return o.textContent; })()",
+        60,
+    );
+    let info = cdp.wait_for(
+        "an off-CPU flame graph",
+        "(() => { const i = document.getElementById('fg-info').textContent; \
+         const f = document.querySelectorAll('#flamegraph g.frame').length; \
+         return i.includes('off CPU') && f > 1 ? i : null; })()",
+        60,
+    );
+    assert!(info.as_str().unwrap().contains(" over "), "{info}");
+    cdp.screenshot(&output_dir().join("flamegraph-offcpu.png"));
     drop(workload);
 }
 
