@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Cost of rill's off-CPU profiles under a context-switch storm.
+#
+# The storm is `perf bench sched pipe` (two processes passing a token through pipes: two
+# context switches per operation). It runs RUNS times (default 5, at least 3) in each setup:
+#   none       no profiler
+#   rill-1     `rill profile --off-cpu --off-cpu-threshold 1.0` on the whole host (every process
+#              profiled, so every switch of the storm is drawn and recorded)
+#   rill-0.01  the same at 0.01
+#   offcputime libbpf-tools' offcputime on the whole host (bcc's tool on CO-RE; the Python
+#              offcputime-bpfcc needs kernel headers)
+# and prints the median storm time of each, its ratio to `none` (the slowdown), and the
+# in-kernel cost of rill's sched_switch program (kernel.bpf_stats_enabled: run time / runs).
+# The setups are interleaved run by run so that a change in the machine's load hits all of
+# them alike.
+#
+# Needs root, perf, bpftool, /usr/sbin/offcputime and a release build of rill (built here if
+# missing; RILL=/path/to/rill to use another binary, CARGO_TARGET_DIR is honoured).
+# LOOPS (default 200000) sets the storm's operations.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+RUNS=${RUNS:-5}
+LOOPS=${LOOPS:-200000}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+RILL=${RILL:-$TARGET_DIR/release/rill}
+OFFCPUTIME=${OFFCPUTIME:-/usr/sbin/offcputime}
+WORK=$(mktemp -d /tmp/rill-bench-offcpu.XXXXXX)
+PROFILER=
+
+stop_profiler() {
+    if [ -n "$PROFILER" ]; then
+        kill -INT "$PROFILER" 2>/dev/null || true
+        wait "$PROFILER" 2>/dev/null || true
+        PROFILER=
+    fi
+}
+cleanup() {
+    stop_profiler
+    sysctl -q kernel.bpf_stats_enabled=0 || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+[ "$(id -u)" = 0 ] || { echo "bench-offcpu: needs root" >&2; exit 1; }
+[ "$RUNS" -ge 3 ] || { echo "bench-offcpu: RUNS must be at least 3" >&2; exit 1; }
+for t in perf bpftool python3 "$OFFCPUTIME"; do
+    command -v "$t" >/dev/null || { echo "bench-offcpu: $t is required" >&2; exit 1; }
+done
+if [ ! -x "$RILL" ]; then
+    (cd "$ROOT" && cargo build --release -p rill)
+fi
+
+# One storm: its total time in seconds.
+storm() {
+    perf bench sched pipe -l "$LOOPS" 2>/dev/null | awk '/Total time:/ {print $3}'
+}
+
+# Waits until a BPF program with this name is loaded.
+wait_program() {
+    for _ in $(seq 200); do
+        bpftool prog show name "$1" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "bench-offcpu: program $1 never appeared" >&2
+    exit 1
+}
+
+# "run_time_ns run_cnt" of the loaded program with this name.
+prog_stats() {
+    bpftool -j prog show name "$1" 2>/dev/null |
+        python3 -c 'import json,sys
+d=json.load(sys.stdin)
+d=d[0] if isinstance(d,list) else d
+print(d.get("run_time_ns",0), d.get("run_cnt",0))'
+}
+
+start_profiler() {
+    case "$1" in
+    none) ;;
+    rill-*)
+        "$RILL" profile --off-cpu --off-cpu-threshold "${1#rill-}" --duration 10m \
+            --format folded --output "$WORK/out.folded" 2>"$WORK/rill.log" &
+        PROFILER=$!
+        wait_program offcpu_switch_unwind
+        sleep 2 # the whole host's first maps and tables
+        ;;
+    offcputime)
+        "$OFFCPUTIME" >"$WORK/offcputime.out" 2>&1 &
+        PROFILER=$!
+        wait_program sched_switch
+        sleep 1
+        ;;
+    esac
+}
+
+SETUPS=(none rill-1.0 rill-0.01 offcputime)
+sysctl -q kernel.bpf_stats_enabled=1
+declare -A TIMES NS
+for run in $(seq "$RUNS"); do
+    for setup in "${SETUPS[@]}"; do
+        start_profiler "$setup"
+        before=$( [ "${setup#rill-}" != "$setup" ] && prog_stats offcpu_switch_unwind || echo "0 0")
+        t=$(storm)
+        after=$( [ "${setup#rill-}" != "$setup" ] && prog_stats offcpu_switch_unwind || echo "0 0")
+        stop_profiler
+        TIMES[$setup]="${TIMES[$setup]:-} $t"
+        read -r b_ns b_cnt <<<"$before"
+        read -r a_ns a_cnt <<<"$after"
+        if [ "$a_cnt" -gt "$b_cnt" ]; then
+            NS[$setup]="${NS[$setup]:-} $(( (a_ns - b_ns) / (a_cnt - b_cnt) ))"
+        fi
+        echo "run $run $setup: ${t}s" >&2
+    done
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+base=$(echo "${TIMES[none]}" | median)
+echo
+echo "perf bench sched pipe -l $LOOPS ($((LOOPS * 2)) context switches), median of $RUNS runs"
+printf '%-12s %10s %10s %16s\n' setup "time(s)" slowdown "ns/run (kernel)"
+for setup in "${SETUPS[@]}"; do
+    m=$(echo "${TIMES[$setup]}" | median)
+    ns=$( [ -n "${NS[$setup]:-}" ] && echo "${NS[$setup]}" | median || echo "-")
+    printf '%-12s %10s %10s %16s\n' "$setup" "$m" "$(python3 -c "print(f'{$m/$base:.3f}')")" "$ns"
+done
