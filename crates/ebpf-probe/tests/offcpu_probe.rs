@@ -430,3 +430,99 @@ async fn the_threshold_changes_live_and_cannot_be_turned_on_without_the_programs
     let err = SampleSource::set_off_cpu_threshold(&mut off, OffCpuThreshold::ALL).unwrap_err();
     assert!(err.to_string().contains("off_cpu_threshold"), "{err}");
 }
+
+const PYTHON_NAPS: &str = r#"
+import sys, time
+
+def nap():
+    time.sleep(0.005)
+
+def waiter(seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        nap()
+
+print("ready", flush=True)
+sys.stdin.readline()
+start = time.monotonic()
+waiter(float(sys.argv[1]))
+print("wall=%d" % int((time.monotonic() - start) * 1e9), flush=True)
+sys.stdin.readline()
+"#;
+
+/// A CPython thread sleeping in `time.sleep` from Python functions: its off-CPU stacks have the
+/// Python frames (the same walk as the CPU samples), under `waiter` → `nap`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and eBPF, Debian python3"]
+async fn python_frames_in_off_cpu_stacks() {
+    use std::io::{BufRead, BufReader, Write};
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("naps.py");
+    std::fs::write(&script, PYTHON_NAPS).unwrap();
+    let mut probe = load(1.0);
+    assert!(probe.unwinding(), "this kernel runs the table walk");
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .arg(&script)
+        .arg("2")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("/usr/bin/python3 (apt-get install python3)");
+    let pid = child.id();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    probe.set_pid_config(pid, ALL).unwrap();
+    let mut sym = Symbolizer::new(SymbolizerConfig::default(), SymbolizerMetrics::default());
+    assert!(sym.preload(pid));
+    stdin.write_all(b"go\n").unwrap();
+    stdin.flush().unwrap();
+    let (wall, mut stdout) = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        (line, stdout)
+    })
+    .await
+    .unwrap();
+    let wall: u64 = wall.trim().trim_start_matches("wall=").parse().unwrap();
+    let (c, _probe) = collect(probe).await;
+    // Python frames are named from the live process's code objects: it waits until then.
+    let (mut total, mut napping) = (0u64, 0u64);
+    let mut example = String::new();
+    for s in c.off_cpu.samples.iter().filter(|s| s.pid == pid) {
+        let names: Vec<String> = sym
+            .symbolize_sample(s)
+            .iter()
+            .map(|f| f.display_name())
+            .collect();
+        total += s.count;
+        let (n, w) = (
+            names.iter().position(|n| n == "nap"),
+            names.iter().position(|n| n == "waiter"),
+        );
+        if matches!((n, w), (Some(n), Some(w)) if n < w) {
+            napping += s.count;
+        }
+        if example.is_empty() || s.count > total / 2 {
+            example = names.join(" <- ");
+        }
+    }
+    drop(stdin);
+    let _ = stdout.read_line(&mut String::new());
+    let _ = child.wait();
+    eprintln!(
+        "python: {:.1} ms off CPU, {:.1} ms under waiter -> nap, measured {:.1} ms; e.g. {example}",
+        ms(total),
+        ms(napping),
+        ms(wall)
+    );
+    assert!(
+        within(napping, wall, 0.15),
+        "{:.1} ms under nap",
+        ms(napping)
+    );
+    assert!(napping as f64 >= 0.9 * total as f64);
+}
