@@ -240,21 +240,34 @@ fn flame_graph_in_the_ui() {
         .success());
     let workload = Kill(Command::new(&bin).arg("cpu").spawn().unwrap());
     let pid = workload.0.id();
+    // A process that is off CPU nearly all the time, for the off-CPU flame graph.
+    let waiter = Kill(
+        Command::new("sh")
+            .args(["-c", "while :; do sleep 0.05; done"])
+            .spawn()
+            .unwrap(),
+    );
+    let waiter_pid = waiter.0.id();
 
-    // The example, with a short interval and the workload as its own target.
+    // The example, with a short interval, the workload and the waiter as its only targets (the
+    // whole host's processes would all be decided and given unwind tables: slow in a debug
+    // build) and every off-CPU event recorded.
     let example = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/river/local.river"),
     )
     .unwrap();
     assert!(example.contains("collect_interval = \"10s\""));
     assert!(example.contains("targets_only     = false"));
+    assert!(example.contains("off_cpu_threshold = 0.02"));
     let config = example
         .replace("collect_interval = \"10s\"", "collect_interval = \"2s\"")
+        .replace("off_cpu_threshold = 0.02", "off_cpu_threshold = 1")
         .replace(
             "targets_only     = false",
             &format!(
-                "targets_only     = false\n  targets          = [{{\"__process_pid__\" = \"{pid}\", \
-                 \"service_name\" = \"workload\"}}]"
+                "targets_only     = true\n  targets          = [{{\"__process_pid__\" = \"{pid}\", \
+                 \"service_name\" = \"workload\"}}, {{\"__process_pid__\" = \"{waiter_pid}\", \
+                 \"service_name\" = \"waiter\"}}]"
             ),
         );
     let config_path = dir.join("local.river");
@@ -462,6 +475,7 @@ fn flame_graph_in_the_ui() {
     assert!(info.as_str().unwrap().contains(" over "), "{info}");
     cdp.screenshot(&output_dir().join("flamegraph-offcpu.png"));
     drop(workload);
+    drop(waiter);
 }
 
 fn urlencode(s: &str) -> String {
