@@ -147,7 +147,8 @@ impl OffCpuTime {
             "{OFFCPUTIME} missing: apt-get install libbpf-tools (scripts/setup.sh)"
         );
         let child = Command::new(OFFCPUTIME)
-            .args(["-p", &pid.to_string()])
+            // Room for every stack (the default 1024 drops the rarer ones on a busy run).
+            .args(["-p", &pid.to_string(), "--stack-storage-size=65536"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -181,7 +182,8 @@ impl OffCpuTime {
     }
 }
 
-/// Sums offcputime's blocks (frames, a `-  comm (pid)` line, microseconds) per chain.
+/// Sums offcputime's blocks (frames, a `-  comm (pid)` line, microseconds) per chain, in
+/// nanoseconds; every block's time under `"all"`.
 pub fn parse_offcputime(text: &str) -> HashMap<&'static str, u64> {
     let mut out = HashMap::new();
     for block in text.split("\n\n") {
@@ -196,6 +198,7 @@ pub fn parse_offcputime(text: &str) -> HashMap<&'static str, u64> {
         let Ok(us) = last.parse::<u64>() else {
             continue;
         };
+        *out.entry("all").or_default() += us * 1000;
         let frames: Vec<String> = rest
             .iter()
             .take_while(|l| !l.starts_with('-'))
@@ -217,5 +220,6 @@ fn offcputime_output_parses() {
     let chains = parse_offcputime(text);
     assert_eq!(chains.get("sleep"), Some(&1_500_000));
     assert_eq!(chains.get("read"), Some(&20_000));
-    assert_eq!(chains.len(), 2);
+    assert_eq!(chains.get("all"), Some(&1_520_007_000));
+    assert_eq!(chains.len(), 3);
 }
