@@ -1,33 +1,36 @@
 #!/usr/bin/env bash
 # Cost of rill's off-CPU profiles under a context-switch storm.
 #
-# The storm is `perf bench sched pipe` (two processes passing a token through pipes: two
-# context switches per operation). It runs RUNS times (default 5, at least 3) in each setup:
+# The storm is scripts/bench/pingpong.c: two threads of one process pass a byte back and forth
+# through two pipes, ROUNDS times (default 200000; every round wakes each thread once, and on a
+# busy machine switches contexts twice). It runs RUNS times (default 5, at least 3) in each
+# setup, with the profiler told the storm's pid (the storm is profiled, the rest of the host
+# is not):
 #   none       no profiler
-#   rill-1     `rill profile --off-cpu --off-cpu-threshold 1.0` on the whole host (every process
-#              profiled, so every switch of the storm is drawn and recorded)
+#   rill-1.0   `rill profile --off-cpu --off-cpu-threshold 1.0 --pid PID` (every switch-out of
+#              the storm recorded with its stacks)
 #   rill-0.01  the same at 0.01
-#   offcputime libbpf-tools' offcputime on the whole host (bcc's tool on CO-RE; the Python
+#   offcputime libbpf-tools' offcputime -p PID (bcc's tool on CO-RE; the Python
 #              offcputime-bpfcc needs kernel headers)
 # and prints the median storm time of each, its ratio to `none` (the slowdown), and the
-# in-kernel cost of rill's sched_switch program (kernel.bpf_stats_enabled: run time / runs).
-# The setups are interleaved run by run so that a change in the machine's load hits all of
-# them alike.
+# in-kernel cost of rill's sched_switch program (kernel.bpf_stats_enabled: run time / runs over
+# the storm; the program runs on every context switch of the host, profiled or not). The
+# setups are interleaved run by run so that a change in the machine's load hits all of them.
 #
-# Needs root, perf, bpftool, /usr/sbin/offcputime and a release build of rill (built here if
-# missing; RILL=/path/to/rill to use another binary, CARGO_TARGET_DIR is honoured).
-# LOOPS (default 200000) sets the storm's operations.
+# Needs root, gcc, bpftool, python3, /usr/sbin/offcputime and a release build of rill (built
+# here if missing; RILL=/path/to/rill to use another binary, CARGO_TARGET_DIR is honoured).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=${RUNS:-5}
-LOOPS=${LOOPS:-200000}
+ROUNDS=${ROUNDS:-200000}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 RILL=${RILL:-$TARGET_DIR/release/rill}
 OFFCPUTIME=${OFFCPUTIME:-/usr/sbin/offcputime}
 WORK=$(mktemp -d /tmp/rill-bench-offcpu.XXXXXX)
 PROFILER=
 
+STORM=
 stop_profiler() {
     if [ -n "$PROFILER" ]; then
         kill -INT "$PROFILER" 2>/dev/null || true
@@ -37,6 +40,7 @@ stop_profiler() {
 }
 cleanup() {
     stop_profiler
+    [ -n "$STORM" ] && kill "$STORM" 2>/dev/null || true
     sysctl -q kernel.bpf_stats_enabled=0 || true
     rm -rf "$WORK"
 }
@@ -44,16 +48,40 @@ trap cleanup EXIT
 
 [ "$(id -u)" = 0 ] || { echo "bench-offcpu: needs root" >&2; exit 1; }
 [ "$RUNS" -ge 3 ] || { echo "bench-offcpu: RUNS must be at least 3" >&2; exit 1; }
-for t in perf bpftool python3 "$OFFCPUTIME"; do
+for t in gcc bpftool python3 "$OFFCPUTIME"; do
     command -v "$t" >/dev/null || { echo "bench-offcpu: $t is required" >&2; exit 1; }
 done
 if [ ! -x "$RILL" ]; then
     (cd "$ROOT" && cargo build --release -p rill)
 fi
 
-# One storm: its total time in seconds.
-storm() {
-    perf bench sched pipe -l "$LOOPS" 2>/dev/null | awk '/Total time:/ {print $3}'
+gcc -O2 -pthread -o "$WORK/pingpong" "$ROOT/scripts/bench/pingpong.c"
+
+# Starts the storm, waiting for its go: STORM is its pid, fd 3 its standard input.
+start_storm() {
+    rm -f "$WORK/in" "$WORK/storm.out"
+    mkfifo "$WORK/in"
+    "$WORK/pingpong" "$ROUNDS" <"$WORK/in" >"$WORK/storm.out" &
+    STORM=$!
+    exec 3<>"$WORK/in"
+    for _ in $(seq 100); do grep -q ready "$WORK/storm.out" 2>/dev/null && return 0; sleep 0.05; done
+    echo "bench-offcpu: the storm did not start" >&2
+    exit 1
+}
+
+# Runs the storm: prints its seconds.
+run_storm() {
+    echo go >&3
+    for _ in $(seq 6000); do
+        [ "$(wc -l <"$WORK/storm.out")" -ge 2 ] && break
+        sleep 0.01
+    done
+    sed -n 2p "$WORK/storm.out"
+}
+
+end_storm() {
+    exec 3>&-
+    wait "$STORM" 2>/dev/null || true
 }
 
 # Waits until a BPF program with this name is loaded.
@@ -79,14 +107,14 @@ start_profiler() {
     case "$1" in
     none) ;;
     rill-*)
-        "$RILL" profile --off-cpu --off-cpu-threshold "${1#rill-}" --duration 10m \
+        "$RILL" profile --off-cpu --off-cpu-threshold "${1#rill-}" --pid "$STORM" --duration 10m \
             --format folded --output "$WORK/out.folded" 2>"$WORK/rill.log" &
         PROFILER=$!
         wait_program offcpu_switch_unwind
-        sleep 2 # the whole host's first maps and tables
+        sleep 1 # the storm's maps and tables
         ;;
     offcputime)
-        "$OFFCPUTIME" >"$WORK/offcputime.out" 2>&1 &
+        "$OFFCPUTIME" -p "$STORM" >"$WORK/offcputime.out" 2>&1 &
         PROFILER=$!
         wait_program sched_switch
         sleep 1
@@ -99,11 +127,13 @@ sysctl -q kernel.bpf_stats_enabled=1
 declare -A TIMES NS
 for run in $(seq "$RUNS"); do
     for setup in "${SETUPS[@]}"; do
+        start_storm
         start_profiler "$setup"
         before=$( [ "${setup#rill-}" != "$setup" ] && prog_stats offcpu_switch_unwind || echo "0 0")
-        t=$(storm)
+        t=$(run_storm)
         after=$( [ "${setup#rill-}" != "$setup" ] && prog_stats offcpu_switch_unwind || echo "0 0")
         stop_profiler
+        end_storm
         TIMES[$setup]="${TIMES[$setup]:-} $t"
         read -r b_ns b_cnt <<<"$before"
         read -r a_ns a_cnt <<<"$after"
@@ -117,7 +147,7 @@ done
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 base=$(echo "${TIMES[none]}" | median)
 echo
-echo "perf bench sched pipe -l $LOOPS ($((LOOPS * 2)) context switches), median of $RUNS runs"
+echo "pingpong $ROUNDS rounds, median of $RUNS runs (load average $(cut -d' ' -f1 /proc/loadavg))"
 printf '%-12s %10s %10s %16s\n' setup "time(s)" slowdown "ns/run (kernel)"
 for setup in "${SETUPS[@]}"; do
     m=$(echo "${TIMES[$setup]}" | median)

@@ -158,19 +158,20 @@ static __always_inline void offcpu_add(void *counts, struct sample_key *key, __u
 }
 
 // `next` runs again: adds its time off CPU if it was recorded.
-static __always_inline void offcpu_arrive(struct task_struct___offcpu *next, __u64 now)
+static __always_inline void offcpu_arrive(struct task_struct___offcpu *next)
 {
 	struct offcpu_record *found, record;
 	struct pid_config *cfg;
 	__u32 tid = next->pid, zero = 0;
 	__u32 *half;
-	__u64 ns;
+	__u64 now, ns;
 
 	found = bpf_map_lookup_elem(&offcpu_sleeping, &tid);
 	if (!found)
 		return;
 	record = *found;
 	bpf_map_delete_elem(&offcpu_sleeping, &tid);
+	now = bpf_ktime_get_ns();
 	ns = now > record.ts ? now - record.ts : 0;
 	if (record.tgid != (__u32)next->tgid || record.start_time != next->start_time) {
 		offcpu_count(OC_STALE, 1);
@@ -191,8 +192,7 @@ static __always_inline void offcpu_arrive(struct task_struct___offcpu *next, __u
 }
 
 // `prev` (the current task) leaves: draws, and records it with its stacks.
-static __always_inline void offcpu_leave(__u64 *ctx, struct task_struct___offcpu *prev, __u64 now,
-					 int unwind)
+static __always_inline void offcpu_leave(__u64 *ctx, struct task_struct___offcpu *prev, int unwind)
 {
 	struct offcpu_record record = {};
 	struct offcpu_config *config;
@@ -262,7 +262,7 @@ static __always_inline void offcpu_leave(__u64 *ctx, struct task_struct___offcpu
 			offcpu_count(OC_KERNEL_STACK_ERROR, 1);
 		}
 	}
-	record.ts = now;
+	record.ts = bpf_ktime_get_ns();
 	record.start_time = prev->start_time;
 	record.tgid = tgid;
 	err = bpf_map_update_elem(&offcpu_sleeping, &tid, &record, BPF_NOEXIST);
@@ -282,10 +282,10 @@ static __always_inline int offcpu_switch_task(__u64 *ctx, int unwind)
 {
 	struct task_struct___offcpu *prev = (struct task_struct___offcpu *)ctx[1];
 	struct task_struct___offcpu *next = (struct task_struct___offcpu *)ctx[2];
-	__u64 now = bpf_ktime_get_ns();
 
-	offcpu_arrive(next, now);
-	offcpu_leave(ctx, prev, now, unwind);
+	// Clock reads only where a record is taken or made (most switches do neither).
+	offcpu_arrive(next);
+	offcpu_leave(ctx, prev, unwind);
 	return 0;
 }
 
