@@ -10,12 +10,16 @@
 #   rill-1.0   `rill profile --off-cpu --off-cpu-threshold 1.0 --pid PID` (every switch-out of
 #              the storm recorded with its stacks)
 #   rill-0.01  the same at 0.01
+#   rill-cpu   `rill profile --pid PID` without --off-cpu (the CPU sampler and rill's user space
+#              alone: what the off-CPU program adds is rill-0.01 against this)
 #   offcputime libbpf-tools' offcputime -p PID (bcc's tool on CO-RE; the Python
 #              offcputime-bpfcc needs kernel headers)
-# and prints the median storm time of each, its ratio to `none` (the slowdown), and the
-# in-kernel cost of rill's sched_switch program (kernel.bpf_stats_enabled: run time / runs over
-# the storm; the program runs on every context switch of the host, profiled or not). The
-# setups are interleaved run by run so that a change in the machine's load hits all of them.
+# and prints the median storm time of each and its ratio to `none` (the slowdown). The setups
+# are interleaved run by run so that a change in the machine's load hits all of them. Then, in
+# runs of their own (the statistics cost two clock reads per program run, so they are off
+# while the storm is timed), the in-kernel cost of rill's sched_switch program
+# (kernel.bpf_stats_enabled: run time / runs over a storm; the program runs on every context
+# switch of the host, profiled or not).
 #
 # Needs root, gcc, bpftool, python3, /usr/sbin/offcputime and a release build of rill (built
 # here if missing; RILL=/path/to/rill to use another binary, CARGO_TARGET_DIR is honoured).
@@ -106,6 +110,13 @@ print(d.get("run_time_ns",0), d.get("run_cnt",0))'
 start_profiler() {
     case "$1" in
     none) ;;
+    rill-cpu)
+        "$RILL" profile --pid "$STORM" --duration 10m --format folded \
+            --output "$WORK/out.folded" 2>"$WORK/rill.log" &
+        PROFILER=$!
+        wait_program profile_cpu_unwind
+        sleep 1
+        ;;
     rill-*)
         "$RILL" profile --off-cpu --off-cpu-threshold "${1#rill-}" --pid "$STORM" --duration 10m \
             --format folded --output "$WORK/out.folded" 2>"$WORK/rill.log" &
@@ -122,27 +133,36 @@ start_profiler() {
     esac
 }
 
-SETUPS=(none rill-1.0 rill-0.01 offcputime)
-sysctl -q kernel.bpf_stats_enabled=1
+SETUPS=(none rill-cpu rill-1.0 rill-0.01 offcputime)
 declare -A TIMES NS
+sysctl -q kernel.bpf_stats_enabled=0
 for run in $(seq "$RUNS"); do
     for setup in "${SETUPS[@]}"; do
         start_storm
         start_profiler "$setup"
-        before=$( [ "${setup#rill-}" != "$setup" ] && prog_stats offcpu_switch_unwind || echo "0 0")
         t=$(run_storm)
-        after=$( [ "${setup#rill-}" != "$setup" ] && prog_stats offcpu_switch_unwind || echo "0 0")
         stop_profiler
         end_storm
         TIMES[$setup]="${TIMES[$setup]:-} $t"
-        read -r b_ns b_cnt <<<"$before"
-        read -r a_ns a_cnt <<<"$after"
-        if [ "$a_cnt" -gt "$b_cnt" ]; then
-            NS[$setup]="${NS[$setup]:-} $(( (a_ns - b_ns) / (a_cnt - b_cnt) ))"
-        fi
         echo "run $run $setup: ${t}s" >&2
     done
 done
+sysctl -q kernel.bpf_stats_enabled=1
+for run in 1 2 3; do
+    for setup in rill-1.0 rill-0.01; do
+        start_storm
+        start_profiler "$setup"
+        read -r b_ns b_cnt <<<"$(prog_stats offcpu_switch_unwind)"
+        run_storm >/dev/null
+        read -r a_ns a_cnt <<<"$(prog_stats offcpu_switch_unwind)"
+        stop_profiler
+        end_storm
+        if [ "$a_cnt" -gt "$b_cnt" ]; then
+            NS[$setup]="${NS[$setup]:-} $(( (a_ns - b_ns) / (a_cnt - b_cnt) ))"
+        fi
+    done
+done
+sysctl -q kernel.bpf_stats_enabled=0
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 base=$(echo "${TIMES[none]}" | median)
