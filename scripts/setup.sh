@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs and starts what rill's tests need on a fresh Debian machine (run as root):
 # clang + libbpf for the BPF object, Docker engine, Go (go tool pprof), Chromium (UI tests),
-# perf and bpftrace (peers), kubectl (the Kubernetes fixture test and `kubectl kustomize` of
+# perf and bpftrace (peers), bcc's offcputime (bpfcc-tools, and libbpf-tools' CO-RE build of it,
+# which runs where the Python one cannot compile: kernels without headers), kubectl (the Kubernetes fixture test and `kubectl kustomize` of
 # deploy/kubernetes), static libc for FROM-scratch test images.
 set -euo pipefail
 
@@ -15,6 +16,8 @@ have chromium || need+=(chromium)
 have perf || need+=(linux-perf)
 have bpftrace || need+=(bpftrace)
 have bpftool || need+=(bpftool)
+[ -x /usr/sbin/offcputime-bpfcc ] || need+=(bpfcc-tools)
+[ -x /usr/sbin/offcputime ] || need+=(libbpf-tools)
 # Debian's kubernetes-client ships /usr/bin/kubectl.
 have kubectl || need+=(kubernetes-client)
 have objcopy || need+=(binutils)

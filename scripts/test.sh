@@ -2,7 +2,7 @@
 # Runs every rill test on a fresh machine: installs missing prerequisites, checks that each one
 # works, checks the committed BPF object against its source, then runs the whole workspace's
 # tests with every tier included (`--include-ignored`: root and eBPF, Docker, Go, Chromium, perf,
-# bpftrace, kubectl and the soak). A missing prerequisite fails the run, it never skips a tier.
+# bpftrace, offcputime, kubectl and the soak). A missing prerequisite fails the run, it never skips a tier.
 #
 # Plain `cargo test --workspace` (no root, no Docker, no peers) runs only the tests that need
 # none of these: every other test is `#[ignore = "needs ..."]`, naming its need. Run this as root.
@@ -31,6 +31,8 @@ check "Chromium" timeout 60 chromium --headless --no-sandbox --disable-gpu --dum
 check "perf" perf --version
 check "bpftrace" bpftrace --version
 check "bpftool" bpftool version
+check "bcc tools (bpfcc-tools)" test -x /usr/sbin/offcputime-bpfcc
+check "libbpf-tools offcputime (the off-CPU tests compare with it)" /usr/sbin/offcputime --help
 check "kubectl" kubectl version --client
 check "Debian's python3" test -x /usr/bin/python3
 # The Python tests run pyenv's interpreters 3.6-3.13 (this machine image has them).

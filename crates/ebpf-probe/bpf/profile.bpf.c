@@ -555,3 +555,6 @@ int on_process_exec(struct bpf_raw_tracepoint_args *ctx)
 	bpf_ringbuf_submit(event, 0);
 	return 0;
 }
+
+// Off-CPU profiles (offcpu_switch, offcpu_switch_unwind).
+#include "offcpu.h"

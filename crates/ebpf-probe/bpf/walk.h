@@ -573,35 +573,19 @@ static __always_inline int same_stack(struct user_stack *a, struct user_stack *b
 	return 1;
 }
 
-// Walks the user stack of the sampled task into the per-CPU scratch; NULL if it cannot start.
-static __always_inline struct user_stack *walk_user_stack(struct bpf_perf_event_data *ctx,
-							  struct unwind_proc *proc, __u32 tgid,
-							  __u64 *hash)
+// Walks the user stack of the current task from its user registers (ip, sp, bp) into the
+// per-CPU scratch; NULL if it cannot start. Shared by the sampler and the off-CPU program.
+static __always_inline struct user_stack *walk_user_regs(struct unwind_proc *proc, __u32 tgid,
+							 __u64 ip, __u64 sp, __u64 bp,
+							 __u64 *hash)
 {
-	struct walk_state w = { .exact = 1, .bp_known = 1 };
+	struct walk_state w = { .exact = 1, .bp_known = 1, .ip = ip, .sp = sp, .bp = bp };
 	struct user_stack *stack;
-	struct pt_regs regs;
 	__u32 zero = 0;
-	long saved;
-
-	// Read every context field up front: clang must not derive pointers into the context.
-	__u64 cs = ctx->regs.cs, ip = ctx->regs.rip, sp = ctx->regs.rsp, bp = ctx->regs.rbp;
 
 	stack = bpf_map_lookup_elem(&walk_scratch, &zero);
 	if (!stack)
 		return NULL;
-	if ((cs & 3) == 3) {
-		w.ip = ip;
-		w.sp = sp;
-		w.bp = bp;
-	} else {
-		saved = bpf_task_pt_regs(bpf_get_current_task_btf());
-		if (!saved || bpf_probe_read_kernel(&regs, sizeof(regs), (void *)saved))
-			return NULL;
-		w.ip = regs.rip;
-		w.sp = regs.rsp;
-		w.bp = regs.rbp;
-	}
 	w.proc_first = proc->first;
 	w.proc_count = proc->count;
 	w.tgid = tgid;
@@ -624,6 +608,29 @@ static __always_inline struct user_stack *walk_user_stack(struct bpf_perf_event_
 	w.hash ^= w.hash >> 33;
 	*hash = w.hash;
 	return stack;
+}
+
+// Walks the user stack of the sampled task (the interrupted registers for a sample in user
+// mode, the ones saved at kernel entry otherwise); NULL if it cannot start.
+static __always_inline struct user_stack *walk_user_stack(struct bpf_perf_event_data *ctx,
+							  struct unwind_proc *proc, __u32 tgid,
+							  __u64 *hash)
+{
+	struct pt_regs regs;
+	long saved;
+
+	// Read every context field up front: clang must not derive pointers into the context.
+	__u64 cs = ctx->regs.cs, ip = ctx->regs.rip, sp = ctx->regs.rsp, bp = ctx->regs.rbp;
+
+	if ((cs & 3) != 3) {
+		saved = bpf_task_pt_regs(bpf_get_current_task_btf());
+		if (!saved || bpf_probe_read_kernel(&regs, sizeof(regs), (void *)saved))
+			return NULL;
+		ip = regs.rip;
+		sp = regs.rsp;
+		bp = regs.rbp;
+	}
+	return walk_user_regs(proc, tgid, ip, sp, bp, hash);
 }
 
 // Stores a walked stack in the given ustacks map: 0 if it is there under `hash`, else the

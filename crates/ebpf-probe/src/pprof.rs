@@ -5,7 +5,9 @@
 //! profile with sample/period type `cpu`/`nanoseconds`, period `1e9 / sample_rate`, values
 //! `count × period`, real mappings (start, limit, offset, file, build ID), locations with
 //! addresses and functions with names; [`encode_gzip`]/[`decode`] convert to and from the wire
-//! format, and [`folded`] renders `a;b;c count` lines (root first).
+//! format, and [`folded`] renders `a;b;c count` lines (root first). [`ProfileBuilder::off_cpu`]
+//! builds the off-CPU profile instead: sample type `offcpu`/`nanoseconds`, period 1, no period
+//! type, values in nanoseconds (as Alloy's `pyroscope.ebpf` writes it).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -205,21 +207,45 @@ impl std::fmt::Debug for MappingKey {
     }
 }
 
+/// The sample type of off-CPU profiles (their unit is `nanoseconds`).
+pub const OFF_CPU_SAMPLE_TYPE: &str = "offcpu";
+
+/// Whether a profile is an off-CPU profile (its first sample type is [`OFF_CPU_SAMPLE_TYPE`]).
+pub fn is_off_cpu(profile: &Profile) -> bool {
+    profile
+        .sample_type
+        .first()
+        .is_some_and(|t| profile.str(t.r#type) == OFF_CPU_SAMPLE_TYPE)
+}
+
 impl ProfileBuilder {
+    /// An off-CPU profile starting at `time_nanos` (Unix ns) lasting `duration_nanos`: the
+    /// `count` of [`ProfileBuilder::add_stack`] is nanoseconds off CPU (period 1).
+    pub fn off_cpu(time_nanos: i64, duration_nanos: i64) -> Self {
+        let mut b = Self::empty(time_nanos, duration_nanos);
+        let offcpu = b.string(OFF_CPU_SAMPLE_TYPE);
+        let ns = b.string("nanoseconds");
+        b.profile.sample_type.push(ValueType {
+            r#type: offcpu,
+            unit: ns,
+        });
+        b.profile.period = 1;
+        b
+    }
+
+    /// A builder of the same kind as `profile` (CPU at its rate, or off-CPU), for merging.
+    pub fn like(profile: &Profile, time_nanos: i64, duration_nanos: i64) -> Self {
+        if is_off_cpu(profile) {
+            return Self::off_cpu(time_nanos, duration_nanos);
+        }
+        let rate = (1_000_000_000 / profile.period.max(1)).clamp(1, i64::from(u32::MAX)) as u32;
+        Self::new(rate, time_nanos, duration_nanos)
+    }
+
     /// A profile sampled at `sample_rate` Hz starting at `time_nanos` (Unix ns) lasting
     /// `duration_nanos`.
     pub fn new(sample_rate: u32, time_nanos: i64, duration_nanos: i64) -> Self {
-        let mut b = Self {
-            profile: Profile::default(),
-            strings: HashMap::new(),
-            functions: HashMap::new(),
-            mappings: HashMap::new(),
-            locations: HashMap::new(),
-            samples: HashMap::new(),
-            labeled: HashMap::new(),
-            name_unknown: true,
-        };
-        b.string(""); // index 0 must be ""
+        let mut b = Self::empty(time_nanos, duration_nanos);
         let cpu = b.string("cpu");
         let ns = b.string("nanoseconds");
         b.profile.sample_type.push(ValueType {
@@ -231,6 +257,21 @@ impl ProfileBuilder {
             unit: ns,
         });
         b.profile.period = 1_000_000_000 / i64::from(sample_rate.max(1));
+        b
+    }
+
+    fn empty(time_nanos: i64, duration_nanos: i64) -> Self {
+        let mut b = Self {
+            profile: Profile::default(),
+            strings: HashMap::new(),
+            functions: HashMap::new(),
+            mappings: HashMap::new(),
+            locations: HashMap::new(),
+            samples: HashMap::new(),
+            labeled: HashMap::new(),
+            name_unknown: true,
+        };
+        b.string(""); // index 0 must be ""
         b.profile.time_nanos = time_nanos;
         b.profile.duration_nanos = duration_nanos;
         b

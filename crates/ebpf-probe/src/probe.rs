@@ -13,6 +13,7 @@
 mod abi;
 mod loader;
 pub mod mock;
+mod offcpu;
 pub mod python_bpf;
 mod sys;
 pub mod unwind_abi;
@@ -25,6 +26,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 pub use abi::MAX_STACK_DEPTH;
 pub use loader::Probe;
+pub use offcpu::{OffCpuCollection, OffCpuCounters, OffCpuLost, OffCpuThreshold};
 pub use unwind_abi::{WalkEnd, MAX_USER_FRAMES};
 pub use unwind_maps::{FileTables, TableProvider, UnwindMapStats};
 
@@ -59,6 +61,12 @@ pub struct ProbeConfig {
     /// Record the Python frames of CPython processes walked with tables (their eval loop's
     /// native frames are replaced by the Python functions they run).
     pub python: bool,
+    /// Off-CPU profiles: the probability that a thread leaving a CPU is recorded (off: no
+    /// off-CPU programs are loaded). Change it while loaded with
+    /// [`SampleSource::set_off_cpu_threshold`] (a probe loaded with it off cannot turn it on).
+    pub off_cpu_threshold: OffCpuThreshold,
+    /// Threads recorded as off CPU at once, and distinct off-CPU stacks per interval and half.
+    pub off_cpu_map_size: u32,
 }
 
 impl Default for ProbeConfig {
@@ -75,6 +83,8 @@ impl Default for ProbeConfig {
             unwind_tables: 16384,
             ustack_map_size: 4096,
             python: true,
+            off_cpu_threshold: OffCpuThreshold::OFF,
+            off_cpu_map_size: 16384,
         }
     }
 }
@@ -95,6 +105,7 @@ impl ProbeConfig {
             ("unwind_mappings", self.unwind_mappings),
             ("unwind_tables", self.unwind_tables),
             ("ustack_map_size", self.ustack_map_size),
+            ("off_cpu_map_size", self.off_cpu_map_size),
         ] {
             if value == 0 {
                 return Err(ProbeError::Config(format!("{name} must be greater than 0")));
@@ -265,6 +276,8 @@ pub struct Collection {
     pub duration: Duration,
     /// CPython versions met since load that have no offsets (their stacks stay native).
     pub python_unsupported: Vec<String>,
+    /// The off-CPU profile of the interval (empty when off).
+    pub off_cpu: OffCpuCollection,
 }
 
 impl Collection {
@@ -346,6 +359,14 @@ pub trait SampleSource: Send {
     fn take_events(&mut self) -> Option<UnboundedReceiver<ProbeEvent>>;
     /// Pids reported as unknown and not answered yet (to resynchronise after lost events).
     fn pending_pids(&self) -> Result<Vec<u32>, ProbeError>;
+    /// Changes the off-CPU threshold; it applies to switch-outs from now on (collect first so
+    /// that an interval has one threshold). Sources without off-CPU profiles refuse.
+    fn set_off_cpu_threshold(&mut self, threshold: OffCpuThreshold) -> Result<(), ProbeError> {
+        Err(ProbeError::Config(format!(
+            "this sample source has no off-CPU profiles (threshold {})",
+            threshold.probability()
+        )))
+    }
 }
 
 #[cfg(test)]

@@ -72,6 +72,15 @@ impl<'a, T> Owner<'a, T> {
     }
 }
 
+/// Which profile of an interval a sample belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProfileKind {
+    /// [`Collection::samples`]: counts of CPU samples.
+    Cpu,
+    /// [`Collection::off_cpu`]: estimated off-CPU nanoseconds.
+    OffCpu,
+}
+
 /// The result of [`Session::collect`].
 #[derive(Debug, Clone, Default)]
 pub struct Collected {
@@ -79,6 +88,8 @@ pub struct Collected {
     pub collection: Collection,
     /// Samples of processes with no target, current or retired.
     pub unattributed: u64,
+    /// Off-CPU nanoseconds of processes with no target, current or retired.
+    pub unattributed_off_cpu_nanos: u64,
 }
 
 /// What the session knows about one process.
@@ -230,24 +241,45 @@ impl<P: Policy> Session<P> {
         policy: &mut P,
         mut each: impl FnMut(&mut P, &Collection, &StackSample, Owner<'_, P::Target>),
     ) -> Result<Collected, ProbeError> {
+        self.collect_profiles(source, policy, |policy, collection, kind, sample, owner| {
+            if kind == ProfileKind::Cpu {
+                each(policy, collection, sample, owner);
+            }
+        })
+    }
+
+    /// [`Session::collect`] for every profile of the interval: the CPU samples, then the
+    /// off-CPU samples (`count` in nanoseconds), each with its [`ProfileKind`].
+    pub fn collect_profiles(
+        &mut self,
+        source: &mut dyn SampleSource,
+        policy: &mut P,
+        mut each: impl FnMut(&mut P, &Collection, ProfileKind, &StackSample, Owner<'_, P::Target>),
+    ) -> Result<Collected, ProbeError> {
         self.handle_events(source, policy);
         let collection = source.collect()?;
         if collection.lost.events > 0 || collection.lost.pid_map_full > 0 {
             self.resync(source, policy);
         }
-        let mut unattributed = 0u64;
-        for sample in &collection.samples {
-            let owner = match self.target(sample.pid) {
-                Some(target) => Owner::Current(target),
-                None => match self.retired.get(&sample.pid) {
-                    Some(target) => Owner::Retired(target),
-                    None => {
-                        unattributed += sample.count;
-                        continue;
-                    }
-                },
-            };
-            each(policy, &collection, sample, owner);
+        let mut unattributed = [0u64; 2];
+        let kinds = [
+            (ProfileKind::Cpu, &collection.samples),
+            (ProfileKind::OffCpu, &collection.off_cpu.samples),
+        ];
+        for (i, (kind, samples)) in kinds.into_iter().enumerate() {
+            for sample in samples {
+                let owner = match self.target(sample.pid) {
+                    Some(target) => Owner::Current(target),
+                    None => match self.retired.get(&sample.pid) {
+                        Some(target) => Owner::Retired(target),
+                        None => {
+                            unattributed[i] += sample.count;
+                            continue;
+                        }
+                    },
+                };
+                each(policy, &collection, kind, sample, owner);
+            }
         }
         self.retired.clear();
         // Exited processes: their last samples are out; forget them everywhere.
@@ -260,7 +292,8 @@ impl<P: Policy> Session<P> {
         }
         Ok(Collected {
             collection,
-            unattributed,
+            unattributed: unattributed[0],
+            unattributed_off_cpu_nanos: unattributed[1],
         })
     }
 

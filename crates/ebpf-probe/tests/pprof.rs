@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use ebpf_probe::pprof::{decode, encode_gzip, folded, ProfileBuilder};
+use ebpf_probe::pprof::{decode, encode_gzip, folded, is_off_cpu, ProfileBuilder};
 use ebpf_probe::symbolize::{Frame, MappingInfo};
 
 fn app_mapping() -> Arc<MappingInfo> {
@@ -136,6 +136,50 @@ fn unnamed_frames_can_be_left_for_server_side_symbolization() {
     assert!(p.location[0].line.is_empty());
     assert!(!p.mapping[0].has_functions);
     assert_eq!(folded(&p), "0x555500002010 1\n");
+}
+
+/// The off-CPU profile: sample type `offcpu`/`nanoseconds`, period 1, no period type, values
+/// in nanoseconds; `go tool pprof` shows it as time (`Type: offcpu`).
+#[test]
+#[ignore = "needs Go toolchain"]
+fn off_cpu_profile_round_trips_and_go_tool_pprof_reads_it() {
+    let map = app_mapping();
+    let mut b = ProfileBuilder::off_cpu(1_000, 15_000_000_000);
+    let leaf = frame(0x3010, Some("nanosleep"), Some(map.clone()));
+    let main = frame(0x2010, Some("main"), Some(map));
+    b.add_stack(&[leaf.clone(), main.clone()], 1_250_000_000);
+    b.add_stack(&[leaf, main], 250_000_000);
+    let p = decode(&encode_gzip(&b.build())).unwrap();
+    assert!(is_off_cpu(&p));
+    assert_eq!(p.str(p.sample_type[0].r#type), "offcpu");
+    assert_eq!(p.str(p.sample_type[0].unit), "nanoseconds");
+    assert_eq!(p.period, 1);
+    assert!(p.period_type.is_none());
+    assert_eq!(folded(&p), "main;nanosleep 1500000000\n");
+    assert!(!is_off_cpu(&build()));
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("offcpu.pb.gz");
+    std::fs::write(&path, encode_gzip(&p)).unwrap();
+    let out = std::process::Command::new("go")
+        .args(["tool", "pprof", "-top", "-symbolize=none"])
+        .arg(&path)
+        .env("HOME", dir.path())
+        .env("PPROF_TMPDIR", dir.path())
+        .output()
+        .expect("`go` must be installed (golang-go)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Type: offcpu"), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.trim_end().ends_with("nanosleep"))
+        .unwrap();
+    assert!(line.trim_start().starts_with("1.50s"), "{line}");
 }
 
 #[test]

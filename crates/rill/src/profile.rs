@@ -6,6 +6,8 @@
 //! reads it) or folded stacks (`a;b;c count`, for flamegraph.pl, inferno, speedscope), followed
 //! by a top-functions summary on standard error. The per-process bookkeeping (decisions, exits,
 //! execs, the resync after lost events) is the same [`Session`] `pyroscope.ebpf` uses.
+//! `--off-cpu` records the off-CPU profile instead (where threads waited: sample type
+//! `offcpu`/`nanoseconds`, every switch recorded unless `--off-cpu-threshold` says less).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -15,9 +17,9 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use components::pyroscope::ebpf::recent::top_functions;
 use ebpf_probe::cgroup::{normalize_container_id, ContainerIdCache, ContainerIdCacheMetrics};
-use ebpf_probe::pprof::{encode_gzip, folded, Profile, ProfileBuilder};
-use ebpf_probe::probe::{Probe, ProbeConfig};
-use ebpf_probe::session::{Decision, Forget, Policy, Session};
+use ebpf_probe::pprof::{encode_gzip, folded, is_off_cpu, Profile, ProfileBuilder};
+use ebpf_probe::probe::{OffCpuThreshold, Probe, ProbeConfig};
+use ebpf_probe::session::{Decision, Forget, Policy, ProfileKind, Session};
 use ebpf_probe::symbolize::{Symbolizer, SymbolizerConfig, SymbolizerMetrics};
 
 /// Output formats.
@@ -57,6 +59,26 @@ pub struct ProfileArgs {
     /// Show the Python functions CPython processes run (`pyroscope.ebpf`'s `python_enabled`).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub python: bool,
+    /// Record an off-CPU profile (time threads spent off CPU: sleeping, blocked, waiting for a
+    /// CPU, by stack) instead of a CPU profile. Default output: `offcpu.pb.gz`.
+    #[arg(long)]
+    pub off_cpu: bool,
+    /// With `--off-cpu`: the probability that a thread leaving a CPU is recorded (values are
+    /// scaled back by it; lower it for less overhead under heavy context switching).
+    #[arg(long, default_value_t = 1.0, value_parser = parse_probability, requires = "off_cpu")]
+    pub off_cpu_threshold: f64,
+}
+
+/// Parses a probability in (0, 1].
+fn parse_probability(s: &str) -> Result<f64, String> {
+    let p: f64 = s.parse().map_err(|_| format!("invalid number {s:?}"))?;
+    if p > 0.0 && p <= 1.0 {
+        Ok(p)
+    } else {
+        Err(format!(
+            "the threshold must be above 0 and at most 1, got {s}"
+        ))
+    }
 }
 
 /// Parses `500ms`, `10s`, `2m` (a bare number is seconds).
@@ -172,9 +194,20 @@ pub fn profile(args: ProfileArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn record(args: &ProfileArgs, filter: Filter) -> anyhow::Result<Profile> {
+    let off_cpu_threshold = if args.off_cpu {
+        OffCpuThreshold::from_probability(args.off_cpu_threshold)?
+    } else {
+        OffCpuThreshold::OFF
+    };
+    let kind = if args.off_cpu {
+        ProfileKind::OffCpu
+    } else {
+        ProfileKind::Cpu
+    };
     let mut probe = Probe::load(ProbeConfig {
         sample_rate: u64::from(args.sample_rate),
         python: args.python,
+        off_cpu_threshold,
         ..ProbeConfig::default()
     })
     .context("loading the eBPF probe (rill profile needs root or CAP_BPF + CAP_PERFMON)")?;
@@ -187,14 +220,20 @@ async fn record(args: &ProfileArgs, filter: Filter) -> anyhow::Result<Profile> {
     let mut policy = FilterPolicy::new(filter, "/proc");
     let start = SystemTime::now();
     let t0 = Instant::now();
-    let mut builder = ProfileBuilder::new(
-        args.sample_rate,
-        start
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as i64,
-        args.duration.as_nanos() as i64,
-    );
+    let start_nanos = start
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as i64;
+    let mut builder = match kind {
+        ProfileKind::Cpu => ProfileBuilder::new(
+            args.sample_rate,
+            start_nanos,
+            args.duration.as_nanos() as i64,
+        ),
+        ProfileKind::OffCpu => {
+            ProfileBuilder::off_cpu(start_nanos, args.duration.as_nanos() as i64)
+        }
+    };
     // The target process may already be running: configure it up front.
     if let Some(pid) = target_pid {
         session.add(&mut probe, &mut policy, pid);
@@ -211,12 +250,18 @@ async fn record(args: &ProfileArgs, filter: Filter) -> anyhow::Result<Profile> {
         let done = now >= deadline || interrupted;
         session.handle_events(&mut probe, &mut policy);
         if done || now >= next_collect {
-            let c = session.collect(&mut probe, &mut policy, |policy, _, s, _| {
+            let c = session.collect_profiles(&mut probe, &mut policy, |policy, _, k, s, _| {
+                if k != kind {
+                    return;
+                }
                 total += s.count;
                 let frames = policy.symbolizer.symbolize_sample(s);
                 builder.add_stack(&frames, s.count);
             })?;
-            lost += c.collection.lost.samples();
+            lost += match kind {
+                ProfileKind::Cpu => c.collection.lost.samples(),
+                ProfileKind::OffCpu => c.collection.off_cpu.lost.events(),
+            };
             next_collect += Duration::from_secs(1);
         }
         if done {
@@ -233,7 +278,11 @@ async fn record(args: &ProfileArgs, filter: Filter) -> anyhow::Result<Profile> {
         }
     }
     if lost > 0 {
-        eprintln!("warning: {lost} samples lost (kernel maps full)");
+        let what = match kind {
+            ProfileKind::Cpu => "samples",
+            ProfileKind::OffCpu => "off-CPU events",
+        };
+        eprintln!("warning: {lost} {what} lost (kernel maps full)");
     }
     let mut p = builder.build();
     p.duration_nanos = t0.elapsed().as_nanos() as i64;
@@ -247,6 +296,7 @@ fn write_output(args: &ProfileArgs, profile: &Profile) -> anyhow::Result<()> {
     };
     let path = match (&args.output, args.format) {
         (Some(p), _) => Some(p.clone()),
+        (None, Format::Pprof) if args.off_cpu => Some(PathBuf::from("offcpu.pb.gz")),
         (None, Format::Pprof) => Some(PathBuf::from("profile.pb.gz")),
         (None, Format::Folded) => None,
     };
@@ -267,20 +317,39 @@ fn write_output(args: &ProfileArgs, profile: &Profile) -> anyhow::Result<()> {
 fn summary(profile: &Profile, top: usize) -> String {
     let (all, rows) = top_functions(profile);
     let secs = profile.duration_nanos as f64 / 1e9;
-    let mut out = format!("{all} samples in {secs:.1}s\n");
+    let off_cpu = is_off_cpu(profile);
+    let mut out = if off_cpu {
+        format!("{:.3}s off CPU in {secs:.1}s\n", all as f64 / 1e9)
+    } else {
+        format!("{all} samples in {secs:.1}s\n")
+    };
     if all == 0 {
-        out.push_str("no samples: was the process on CPU?\n");
+        out.push_str(if off_cpu {
+            "no off-CPU time: did the process wait?\n"
+        } else {
+            "no samples: was the process on CPU?\n"
+        });
         return out;
     }
     let pct = |n: u64| 100.0 * n as f64 / all as f64;
+    // Off-CPU values are nanoseconds: shown in milliseconds.
+    let value = |n: u64| {
+        if off_cpu {
+            format!("{:.1}ms", n as f64 / 1e6)
+        } else {
+            n.to_string()
+        }
+    };
     out.push_str(&format!(
-        "{:>8} {:>7} {:>8} {:>7}  function\n",
+        "{:>10} {:>7} {:>10} {:>7}  function\n",
         "self", "self%", "total", "total%"
     ));
     for (name, s, t) in rows.iter().take(top) {
         out.push_str(&format!(
-            "{s:>8} {:>6.2}% {t:>8} {:>6.2}%  {name}\n",
+            "{:>10} {:>6.2}% {:>10} {:>6.2}%  {name}\n",
+            value(*s),
             pct(*s),
+            value(*t),
             pct(*t)
         ));
     }

@@ -4,8 +4,10 @@
 //! driven over the DevTools protocol (`--remote-debugging-pipe`, through two FIFOs), opens the
 //! `pyroscope.ebpf.local` page, finds `hot_leaf` in the flame graph, hovers it (tooltip), searches
 //! it (highlight), clicks it (zoom) and saves screenshots into `test-output/`. The download link
-//! serves a `.pb.gz` that `go tool pprof -top` reads with `hot_leaf` on top. FAILS (does not
-//! skip) without root, chromium, gcc or go.
+//! serves a `.pb.gz` that `go tool pprof -top` reads with `hot_leaf` on top. The example's
+//! off-CPU profiles (`off_cpu_threshold`) are behind the panel's type selector: picking
+//! Off-CPU draws one, with its values as time. FAILS (does not skip) without root, chromium,
+//! gcc or go.
 
 #![allow(
     clippy::unwrap_used,
@@ -238,21 +240,34 @@ fn flame_graph_in_the_ui() {
         .success());
     let workload = Kill(Command::new(&bin).arg("cpu").spawn().unwrap());
     let pid = workload.0.id();
+    // A process that is off CPU nearly all the time, for the off-CPU flame graph.
+    let waiter = Kill(
+        Command::new("sh")
+            .args(["-c", "while :; do sleep 0.05; done"])
+            .spawn()
+            .unwrap(),
+    );
+    let waiter_pid = waiter.0.id();
 
-    // The example, with a short interval and the workload as its own target.
+    // The example, with a short interval, the workload and the waiter as its only targets (the
+    // whole host's processes would all be decided and given unwind tables: slow in a debug
+    // build) and every off-CPU event recorded.
     let example = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/river/local.river"),
     )
     .unwrap();
     assert!(example.contains("collect_interval = \"10s\""));
     assert!(example.contains("targets_only     = false"));
+    assert!(example.contains("off_cpu_threshold = 0.02"));
     let config = example
         .replace("collect_interval = \"10s\"", "collect_interval = \"2s\"")
+        .replace("off_cpu_threshold = 0.02", "off_cpu_threshold = 1")
         .replace(
             "targets_only     = false",
             &format!(
-                "targets_only     = false\n  targets          = [{{\"__process_pid__\" = \"{pid}\", \
-                 \"service_name\" = \"workload\"}}]"
+                "targets_only     = true\n  targets          = [{{\"__process_pid__\" = \"{pid}\", \
+                 \"service_name\" = \"workload\"}}, {{\"__process_pid__\" = \"{waiter_pid}\", \
+                 \"service_name\" = \"waiter\"}}]"
             ),
         );
     let config_path = dir.join("local.river");
@@ -276,8 +291,10 @@ fn flame_graph_in_the_ui() {
         if let Some((200, body)) = get(addr, &list_path) {
             let v: Value = serde_json::from_slice(&body).unwrap();
             if let Some(t) = v["targets"].as_array().and_then(|ts| {
-                ts.iter()
-                    .find(|t| t["labels"]["service_name"] == "workload")
+                ts.iter().find(|t| {
+                    t["labels"]["service_name"] == "workload"
+                        && t["labels"]["__name__"] == "process_cpu"
+                })
             }) {
                 break t["key"].as_str().unwrap().to_string();
             }
@@ -438,7 +455,27 @@ fn flame_graph_in_the_ui() {
         "{all} {last}"
     );
     assert!(all["intervals"].as_u64().unwrap() >= 1);
+
+    // Off-CPU: the type selector lists it, and picking it draws an off-CPU flame graph.
+    cdp.wait_for(
+        "the off-CPU profile type",
+        "(() => { const s = document.getElementById('fg-type'); if (!s) return null; \
+         const o = [...s.options].find(o => o.value === 'offcpu'); if (!o) return null; \
+         if (s.value !== 'offcpu') { s.value = 'offcpu'; s.dispatchEvent(new Event('change')); } \
+         return o.textContent; })()",
+        60,
+    );
+    let info = cdp.wait_for(
+        "an off-CPU flame graph",
+        "(() => { const i = document.getElementById('fg-info').textContent; \
+         const f = document.querySelectorAll('#flamegraph g.frame').length; \
+         return i.includes('off CPU') && f > 1 ? i : null; })()",
+        60,
+    );
+    assert!(info.as_str().unwrap().contains(" over "), "{info}");
+    cdp.screenshot(&output_dir().join("flamegraph-offcpu.png"));
     drop(workload);
+    drop(waiter);
 }
 
 fn urlencode(s: &str) -> String {

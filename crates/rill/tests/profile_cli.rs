@@ -1,8 +1,9 @@
 //! `rill profile` end to end, as root: a static C program (`main → outer → middle → hot_leaf`
 //! 75% / `cold_leaf` 25%, frame pointers; the pyroscope.ebpf test fixture) runs; `rill profile
 //! --duration 5s --pid PID` writes a pprof that `go tool pprof -top` reads with `hot_leaf` on
-//! top, and `--format folded` prints lines that parse as `frames count`. FAILS (does not skip)
-//! without root, gcc or go.
+//! top, and `--format folded` prints lines that parse as `frames count`. `--off-cpu` on a shell
+//! loop that waits for `sleep` children gives about the run's wall time off CPU, in `wait4`.
+//! FAILS (does not skip) without root, gcc or go.
 
 #![allow(
     clippy::unwrap_used,
@@ -185,6 +186,74 @@ fn profile_pid_pprof_and_folded() {
         "hot_leaf share {best:?} of {total}"
     );
     std::fs::write(output_dir().join("rill-profile-workload.folded"), &folded).unwrap();
+    drop(w);
+}
+
+#[test]
+#[ignore = "needs root and eBPF, Go toolchain"]
+fn profile_off_cpu_of_a_waiting_shell() {
+    require_root();
+    let dir = tmpdir("offcpu");
+    // One thread that is off CPU nearly all the time, waiting for its `sleep` children.
+    let w = Kill(
+        Command::new("sh")
+            .args(["-c", "while :; do sleep 0.05; done"])
+            .spawn()
+            .unwrap(),
+    );
+    let pid = w.0.id().to_string();
+    let pb = dir.join("offcpu.pb.gz");
+    let out = rill(&[
+        "profile",
+        "--off-cpu",
+        "--duration",
+        "3s",
+        "--pid",
+        &pid,
+        "--output",
+        pb.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "rill profile --off-cpu failed: {stderr}"
+    );
+    let secs: f64 = stderr
+        .lines()
+        .find(|l| l.contains(" off CPU in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.trim_end_matches('s').parse().ok())
+        .unwrap_or(0.0);
+    // The run lasts 3 s (plus the probe's load): the shell waited about that long.
+    assert!((2.2..=4.0).contains(&secs), "{secs} s off CPU:\n{stderr}");
+    let (_, text) = pprof_top(&pb);
+    assert!(text.contains("wait4"), "go tool pprof -top:\n{text}");
+    std::fs::copy(&pb, output_dir().join("rill-profile-offcpu.pb.gz")).unwrap();
+    let out = rill(&[
+        "profile",
+        "--off-cpu",
+        "--duration",
+        "2s",
+        "--pid",
+        &pid,
+        "--format",
+        "folded",
+    ]);
+    assert!(out.status.success());
+    let folded = String::from_utf8(out.stdout).unwrap();
+    let nanos: u64 = folded
+        .lines()
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum();
+    assert!(
+        (1_400_000_000..=2_800_000_000).contains(&nanos),
+        "{nanos} ns:\n{folded}"
+    );
+    assert!(folded.contains("wait4"), "{folded}");
+    let out = rill(&["profile", "--off-cpu-threshold", "0.5"]);
+    assert!(!out.status.success(), "the threshold needs --off-cpu");
+    let out = rill(&["profile", "--off-cpu", "--off-cpu-threshold", "1.5"]);
+    assert!(!out.status.success(), "out of range");
     drop(w);
 }
 

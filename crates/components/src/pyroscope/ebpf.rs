@@ -11,11 +11,14 @@
 //! Alloy's arguments without an engine here (language switches, deprecated sizes) are
 //! accepted and reported once per load (module `compat`); `comm`/`pid_label` decorate samples
 //! (module `comm`); with `lazy_mode` the probe is loaded only once some process can be profiled.
+//! With `off_cpu_threshold` above 0 each target also gets an off-CPU profile per interval
+//! (`__name__ = "offcpu"`, sample type `offcpu`/`nanoseconds`, module `offcpu`).
 
 pub mod args;
 mod comm;
 mod compat;
 mod metrics;
+mod offcpu;
 pub mod policy;
 pub mod recent;
 pub mod targets;
@@ -32,7 +35,7 @@ use ebpf_probe::cgroup::{ContainerIdCache, ContainerIdCacheMetrics};
 use ebpf_probe::pprof::{encode_gzip, ProfileBuilder};
 use ebpf_probe::probe::WalkEnd;
 use ebpf_probe::probe::{Collection, Probe, ProbeConfig, ProbeError, SampleSource};
-use ebpf_probe::session::{Owner, Session};
+use ebpf_probe::session::{Owner, ProfileKind, Session};
 use ebpf_probe::symbolize::{Symbolizer, SymbolizerConfig, SymbolizerMetrics, SymbolizerStats};
 use flow_runtime::util::{error_chain, lock};
 use flow_runtime::{CancellationToken, Component, Health, Options};
@@ -119,6 +122,8 @@ struct Status {
     probe_loaded: bool,
     /// What the Alloy-only arguments do here ([`compat::debug_fields`]).
     arguments: BTreeMap<String, Value>,
+    /// The off-CPU profile of the last interval.
+    off_cpu: offcpu::Status,
 }
 
 enum Command {
@@ -345,6 +350,7 @@ impl Component for Ebpf {
             ),
         );
         o.insert("python".into(), Value::Object(python));
+        o.insert("off_cpu".into(), s.off_cpu.debug_info());
         Some(Value::Object(o))
     }
 }
@@ -468,6 +474,7 @@ impl Worker {
         ProbeConfig {
             sample_rate: u64::from(self.args.sample_rate.0),
             python: self.args.python_enabled && self.options.probe.python,
+            off_cpu_threshold: offcpu::threshold(&self.args),
             ..self.options.probe.clone()
         }
     }
@@ -485,6 +492,7 @@ impl Worker {
         }
         match (self.options.source)(&self.probe_config()) {
             Ok(mut source) => {
+                offcpu::apply(source.as_mut(), &self.args);
                 self.session.attach(source.as_mut());
                 self.source = Some(source);
                 lock(&self.status).probe_loaded = true;
@@ -510,8 +518,10 @@ impl Worker {
         // Learn the exits that already happened: an exited process is not decided again.
         self.handle_events();
         let reload = args.sample_rate != self.args.sample_rate
-            || args.python_enabled != self.args.python_enabled;
-        if reload && self.source.is_some() {
+            || args.python_enabled != self.args.python_enabled
+            || offcpu::needs_reload(&self.args, &args);
+        let new_threshold = args.off_cpu_threshold != self.args.off_cpu_threshold;
+        if (reload || new_threshold) && self.source.is_some() {
             // The probe is about to be replaced: send what it counted so far (at the old rate,
             // to the old receivers), as a shutdown would.
             self.collect();
@@ -536,12 +546,16 @@ impl Worker {
                 self.cid_metrics.clone(),
             );
         }
-        if old.sample_rate != new.sample_rate || old.python_enabled != new.python_enabled {
-            // A new rate needs a new perf event, Python frames another program setup: reload
-            // the probe (its pid map starts empty).
+        if reload {
+            // A new rate needs a new perf event, Python frames another program setup, off-CPU
+            // profiles turned on or off their programs and maps: reload the probe (its pid
+            // map starts empty).
             self.source = None;
             lock(&self.status).probe_loaded = false;
             self.session.detach();
+        } else if let Some(source) = self.source.as_deref_mut() {
+            // A new off-CPU probability applies from here (the interval before was sent).
+            offcpu::apply(source, new);
         }
         self.policy.user = new.collect_user_profile;
         self.policy.kernel = new.kernel_stacks();
@@ -587,27 +601,36 @@ impl Worker {
         let (comm_mode, pid_label) = (self.args.comm, self.args.pid_label);
         let last_collect = self.last_collect;
         let mut interval: Option<TimeRange> = None;
-        let mut builders: HashMap<Slot, (Placement, ProfileBuilder)> = HashMap::new();
-        let collected =
-            self.session
-                .collect(source, &mut self.policy, |policy, collection, s, owner| {
-                    let times =
-                        *interval.get_or_insert_with(|| TimeRange::new(last_collect, collection));
-                    let mut frames = policy.symbolizer.symbolize_sample(s);
-                    let labels =
-                        comm::decorate(&mut policy.comms, comm_mode, pid_label, s.pid, &mut frames);
-                    let labels: Vec<(&str, &str)> =
-                        labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                    builders
-                        .entry(Slot::of(&owner))
-                        .or_insert_with(|| {
-                            let builder =
-                                ProfileBuilder::new(rate, times.time_nanos, times.duration_nanos);
-                            (owner.target().clone(), builder)
-                        })
-                        .1
-                        .add_stack_labeled(&frames, s.count, &labels);
-                });
+        let mut builders: HashMap<(Slot, ProfileKind), (Placement, ProfileBuilder)> =
+            HashMap::new();
+        let collected = self.session.collect_profiles(
+            source,
+            &mut self.policy,
+            |policy, collection, kind, s, owner| {
+                let times =
+                    *interval.get_or_insert_with(|| TimeRange::new(last_collect, collection));
+                let mut frames = policy.symbolizer.symbolize_sample(s);
+                let labels =
+                    comm::decorate(&mut policy.comms, comm_mode, pid_label, s.pid, &mut frames);
+                let labels: Vec<(&str, &str)> =
+                    labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                builders
+                    .entry((Slot::of(&owner), kind))
+                    .or_insert_with(|| {
+                        let builder = match kind {
+                            ProfileKind::Cpu => {
+                                ProfileBuilder::new(rate, times.time_nanos, times.duration_nanos)
+                            }
+                            ProfileKind::OffCpu => {
+                                ProfileBuilder::off_cpu(times.time_nanos, times.duration_nanos)
+                            }
+                        };
+                        (owner.target().clone(), builder)
+                    })
+                    .1
+                    .add_stack_labeled(&frames, s.count, &labels);
+            },
+        );
         let collected = match collected {
             Ok(c) => c,
             Err(e) => {
@@ -626,18 +649,26 @@ impl Worker {
         self.metrics.samples.inc_by(total);
         self.metrics.lost_samples.inc_by(lost);
         self.metrics.unwind.observe(&collected.collection);
+        self.metrics.off_cpu.observe(
+            &collected.collection.off_cpu,
+            collected.unattributed_off_cpu_nanos,
+        );
 
-        let matched = builders.len();
+        let matched = builders
+            .keys()
+            .filter(|(_, kind)| *kind == ProfileKind::Cpu)
+            .count();
         let mut sent = 0u64;
         let recent = Arc::clone(&lock(&self.status).recent);
-        for (placement, builder) in builders.into_values() {
+        for ((_, kind), (placement, builder)) in builders {
             let Some(target) = placement.target() else {
                 continue;
             };
+            let labels = offcpu::labels(&target.labels, kind);
             let raw = encode_gzip(&builder.build());
-            lock(&recent).push(&target.labels, raw.clone());
+            lock(&recent).push(&labels, raw.clone());
             match self.fanout.append(
-                target.labels.clone(),
+                labels.clone(),
                 vec![RawProfile {
                     raw,
                     id: String::new(),
@@ -665,6 +696,7 @@ impl Worker {
         st.unwind = collected.collection.unwind;
         st.unwind_maps = collected.collection.unwind_maps;
         st.python_unsupported = collected.collection.python_unsupported.clone();
+        st.off_cpu = offcpu::Status::of(&collected);
         let py = self.policy.symbolizer.python_stats();
         st.python_named = py.named;
         st.python_unnamed = py.failed.clone();

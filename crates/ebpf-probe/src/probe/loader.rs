@@ -24,6 +24,7 @@ use super::abi::{
     unwind_counters, Counters, PidConfigValue, Record, SampleKey, C_NUM_COUNTERS, PID_PENDING,
     STORE_USTACKS,
 };
+use super::offcpu::{self, OffCpu, OffCpuThreshold};
 use super::sys::{self, BatchError};
 use super::unwind_abi::{UserStack, WalkEnd};
 use super::unwind_bpf::{
@@ -146,6 +147,8 @@ pub struct Probe {
     batch_supported: bool,
     last_counters: Counters,
     last_collect: Instant,
+    /// The off-CPU maps and programs.
+    off_cpu: OffCpu,
 }
 
 impl std::fmt::Debug for Probe {
@@ -174,7 +177,9 @@ impl Probe {
         // Without the table walk its maps stay as small as the kernel allows.
         let sized = |n: u32| if config.unwind { n } else { 1 };
         let sized_python = |n: u32| if config.unwind && config.python { n } else { 1 };
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        offcpu::size_maps(&mut loader, &config);
+        let mut ebpf = loader
             .map_max_entries(MAP_UNWIND_PROCS, sized(config.pid_map_size))
             .map_max_entries(MAP_UNWIND_MAPPINGS, sized(config.unwind_mappings))
             .map_max_entries(MAP_UNWIND_TABLES, sized(config.unwind_tables))
@@ -269,6 +274,7 @@ impl Probe {
         } else {
             (None, None, None)
         };
+        let off_cpu = OffCpu::take(&mut ebpf, &config, unwinding)?;
         let profile: &mut PerfEvent = ebpf
             .program_mut(program)
             .ok_or_else(|| missing("program", program))?
@@ -330,6 +336,7 @@ impl Probe {
             batch_supported: true,
             last_counters: [0; C_NUM_COUNTERS],
             last_collect: Instant::now(),
+            off_cpu,
         };
         probe.last_counters = probe.read_counters()?;
         Ok(probe)
@@ -454,7 +461,16 @@ impl Probe {
             .map_err(|e| map_error(MAP_CONTROL, e))?;
         std::thread::sleep(HALF_SWITCH_GRACE);
 
-        let counts = self.drain_counts(old)?;
+        let counts = drain_count_map(
+            &mut self.counts[old],
+            MAP_COUNTS[old],
+            &mut self.batch_supported,
+        )?;
+        let off_counts = drain_count_map(
+            self.off_cpu.counts(old),
+            offcpu::MAP_OFFCPU_COUNTS[old],
+            &mut self.batch_supported,
+        )?;
         let stacks = self.drain_stacks(old)?;
         let ustacks = match self.ustacks.as_mut() {
             Some(stores) => stores.drain_ustacks(old)?,
@@ -469,22 +485,9 @@ impl Probe {
         };
 
         let mut lost = LostCounters::default();
-        let mut merged: StackCounts = StdHashMap::new();
-        for (key, count) in counts {
-            let (user, user_end) = if key.user_store == STORE_USTACKS {
-                resolve_user_stack(&ustacks, key.leaf_caller, &mut lost)
-            } else {
-                let mut user = resolve_stack(&stacks, key.user_stack, &mut lost);
-                splice_leaf_caller(&mut user, key.leaf_caller);
-                (user, None)
-            };
-            let kernel = resolve_stack(&stacks, key.kernel_stack, &mut lost);
-            *merged.entry((key.pid, user, kernel, user_end)).or_default() += count;
-        }
-        for (key, count) in raw {
-            *merged.entry(key).or_default() += count;
-        }
+        let merged = resolve_counts(counts, raw, &stacks, &ustacks, &mut lost.missing_stacks);
         let samples = stack_samples(merged);
+        let off_cpu = self.off_cpu.collect(off_counts, self.half as usize)?;
         // Exited processes leave the table walk (new mappings reach it through the re-read
         // worker as soon as the kernel asks).
         for &pid in &exits {
@@ -514,39 +517,24 @@ impl Probe {
                 .as_ref()
                 .map(|u| lock(u).python_unsupported())
                 .unwrap_or_default(),
+            off_cpu,
         })
     }
 
-    fn drain_counts(&mut self, half: usize) -> Result<Vec<(SampleKey, u64)>, ProbeError> {
-        let map = &mut self.counts[half];
-        if self.batch_supported {
-            let fd = map.map().fd().as_fd().as_raw_fd();
-            match sys::lookup_and_delete_batch(fd, BATCH_SIZE) {
-                Ok(entries) => return Ok(entries),
-                Err(BatchError::Unsupported(e)) => {
-                    warn!(error = %e, "BPF_MAP_LOOKUP_AND_DELETE_BATCH unsupported, reading counts one by one");
-                    self.batch_supported = false;
-                }
-                Err(e @ BatchError::Io(_)) => {
-                    return Err(ProbeError::Map {
-                        map: MAP_COUNTS[half],
-                        source: Box::new(e),
-                    })
-                }
-            }
+    /// Changes the off-CPU threshold of a probe loaded with one above 0 (off keeps the
+    /// programs attached, recording nothing); a probe loaded with it off refuses to turn it on.
+    pub fn set_off_cpu_threshold(&mut self, threshold: OffCpuThreshold) -> Result<(), ProbeError> {
+        if self.config.off_cpu_threshold.is_off() && !threshold.is_off() {
+            return Err(ProbeError::Config(
+                "the probe was loaded without off-CPU profiles: load it with off_cpu_threshold above 0".into(),
+            ));
         }
-        let keys: Vec<SampleKey> = map
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(|e| map_error(MAP_COUNTS[half], e))?;
-        let mut entries = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Ok(count) = map.get(&key, 0) {
-                entries.push((key, count));
-            }
-            let _ = map.remove(&key);
-        }
-        Ok(entries)
+        self.off_cpu.set_threshold(&mut self.ebpf, threshold)
+    }
+
+    /// Threads of profiled processes recorded as off CPU that have not run again yet.
+    pub fn off_cpu_sleeping(&self) -> usize {
+        self.off_cpu.sleeping()
     }
 
     fn drain_stacks(&mut self, half: usize) -> Result<StdHashMap<i32, Vec<u64>>, ProbeError> {
@@ -603,16 +591,83 @@ impl SampleSource for Probe {
     fn pending_pids(&self) -> Result<Vec<u32>, ProbeError> {
         Probe::pending_pids(self)
     }
+
+    fn set_off_cpu_threshold(&mut self, threshold: OffCpuThreshold) -> Result<(), ProbeError> {
+        Probe::set_off_cpu_threshold(self, threshold)
+    }
 }
 
-fn resolve_stack(stacks: &StdHashMap<i32, Vec<u64>>, id: i32, lost: &mut LostCounters) -> Vec<u64> {
+/// Reads and deletes every entry of a counts map (in batches where the kernel can).
+fn drain_count_map(
+    map: &mut HashMap<MapData, SampleKey, u64>,
+    name: &'static str,
+    batch_supported: &mut bool,
+) -> Result<Vec<(SampleKey, u64)>, ProbeError> {
+    if *batch_supported {
+        let fd = map.map().fd().as_fd().as_raw_fd();
+        match sys::lookup_and_delete_batch(fd, BATCH_SIZE) {
+            Ok(entries) => return Ok(entries),
+            Err(BatchError::Unsupported(e)) => {
+                warn!(error = %e, "BPF_MAP_LOOKUP_AND_DELETE_BATCH unsupported, reading counts one by one");
+                *batch_supported = false;
+            }
+            Err(e @ BatchError::Io(_)) => {
+                return Err(ProbeError::Map {
+                    map: name,
+                    source: Box::new(e),
+                })
+            }
+        }
+    }
+    let keys: Vec<SampleKey> = map
+        .keys()
+        .collect::<Result<_, _>>()
+        .map_err(|e| map_error(name, e))?;
+    let mut entries = Vec::with_capacity(keys.len());
+    for key in keys {
+        if let Ok(count) = map.get(&key, 0) {
+            entries.push((key, count));
+        }
+        let _ = map.remove(&key);
+    }
+    Ok(entries)
+}
+
+/// The stacks of the counted keys (a missing stack counted in `missing` and kept empty), plus
+/// what arrived whole through the ring buffer, aggregated.
+fn resolve_counts(
+    counts: Vec<(SampleKey, u64)>,
+    raw: StackCounts,
+    stacks: &StdHashMap<i32, Vec<u64>>,
+    ustacks: &StdHashMap<u64, UserStack>,
+    missing: &mut u64,
+) -> StackCounts {
+    let mut merged: StackCounts = StdHashMap::new();
+    for (key, count) in counts {
+        let (user, user_end) = if key.user_store == STORE_USTACKS {
+            resolve_user_stack(ustacks, key.leaf_caller, missing)
+        } else {
+            let mut user = resolve_stack(stacks, key.user_stack, missing);
+            splice_leaf_caller(&mut user, key.leaf_caller);
+            (user, None)
+        };
+        let kernel = resolve_stack(stacks, key.kernel_stack, missing);
+        *merged.entry((key.pid, user, kernel, user_end)).or_default() += count;
+    }
+    for (key, count) in raw {
+        *merged.entry(key).or_default() += count;
+    }
+    merged
+}
+
+fn resolve_stack(stacks: &StdHashMap<i32, Vec<u64>>, id: i32, missing: &mut u64) -> Vec<u64> {
     if id < 0 {
         return Vec::new();
     }
     match stacks.get(&id) {
         Some(ips) => ips.clone(),
         None => {
-            lost.missing_stacks += 1;
+            *missing += 1;
             Vec::new()
         }
     }
@@ -623,12 +678,12 @@ fn resolve_stack(stacks: &StdHashMap<i32, Vec<u64>>, id: i32, lost: &mut LostCou
 fn resolve_user_stack(
     ustacks: &StdHashMap<u64, UserStack>,
     hash: u64,
-    lost: &mut LostCounters,
+    missing: &mut u64,
 ) -> (Vec<u64>, Option<WalkEnd>) {
     match ustacks.get(&hash) {
         Some(stack) => (stack.ips().to_vec(), WalkEnd::from_code(stack.reason)),
         None => {
-            lost.missing_stacks += 1;
+            *missing += 1;
             (Vec::new(), None)
         }
     }
@@ -793,12 +848,12 @@ mod tests {
     fn stacks_resolve_or_count_missing() {
         let mut stacks = StdHashMap::new();
         stacks.insert(3, vec![1, 2, 3]);
-        let mut lost = LostCounters::default();
-        assert_eq!(resolve_stack(&stacks, 3, &mut lost), vec![1, 2, 3]);
-        assert_eq!(resolve_stack(&stacks, -1, &mut lost), Vec::<u64>::new());
-        assert_eq!(lost.missing_stacks, 0);
-        assert_eq!(resolve_stack(&stacks, 4, &mut lost), Vec::<u64>::new());
-        assert_eq!(lost.missing_stacks, 1);
+        let mut missing = 0;
+        assert_eq!(resolve_stack(&stacks, 3, &mut missing), vec![1, 2, 3]);
+        assert_eq!(resolve_stack(&stacks, -1, &mut missing), Vec::<u64>::new());
+        assert_eq!(missing, 0);
+        assert_eq!(resolve_stack(&stacks, 4, &mut missing), Vec::<u64>::new());
+        assert_eq!(missing, 1);
     }
 
     #[tokio::test]

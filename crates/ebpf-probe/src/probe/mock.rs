@@ -11,8 +11,8 @@ use std::time::Duration;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::{
-    stack_samples, Collection, LostCounters, PidConfig, ProbeError, ProbeEvent, SampleCounters,
-    SampleSource, StackCounts,
+    stack_samples, Collection, LostCounters, OffCpuCollection, OffCpuThreshold, PidConfig,
+    ProbeError, ProbeEvent, SampleCounters, SampleSource, StackCounts,
 };
 
 #[derive(Debug, Default)]
@@ -24,6 +24,9 @@ struct State {
     counters: SampleCounters,
     collects: usize,
     fail_next_collect: Option<String>,
+    /// Off-CPU values of the interval (estimated nanoseconds, as the probe reports them).
+    off_cpu: StackCounts,
+    off_cpu_threshold: OffCpuThreshold,
 }
 
 #[derive(Debug)]
@@ -94,8 +97,14 @@ impl SampleSource for MockSource {
             });
         }
         let samples = stack_samples(std::mem::take(&mut state.counts));
+        let off_cpu = OffCpuCollection {
+            threshold: state.off_cpu_threshold,
+            samples: stack_samples(std::mem::take(&mut state.off_cpu)),
+            ..OffCpuCollection::default()
+        };
         Ok(Collection {
             samples,
+            off_cpu,
             lost: std::mem::take(&mut state.lost),
             counters: std::mem::take(&mut state.counters),
             duration: Duration::ZERO,
@@ -112,6 +121,11 @@ impl SampleSource for MockSource {
             inner: Arc::clone(&self.inner),
         }
         .pending())
+    }
+
+    fn set_off_cpu_threshold(&mut self, threshold: OffCpuThreshold) -> Result<(), ProbeError> {
+        self.inner.state().off_cpu_threshold = threshold;
+        Ok(())
     }
 }
 
@@ -142,6 +156,42 @@ impl MockHandle {
                 *state.counts.entry((pid, user, kernel, None)).or_default() += count;
             }
         }
+    }
+
+    /// `nanos` of off-CPU time of `pid` with these stacks, counted only for a profiled pid
+    /// (with the stacks its configuration asks for) while the threshold is above 0; an
+    /// unknown pid is reported as by [`MockHandle::sample`].
+    pub fn off_cpu(&self, pid: u32, user: &[u64], kernel: &[u64], nanos: u64) {
+        let mut state = self.inner.state();
+        if state.off_cpu_threshold.is_off() {
+            return;
+        }
+        match state.configs.get(&pid).copied() {
+            None => {
+                if state.pending.insert(pid) {
+                    let _ = self.inner.events.send(ProbeEvent::UnknownPid(pid));
+                }
+            }
+            Some(config) if config.profile => {
+                let user = if config.user {
+                    user.to_vec()
+                } else {
+                    Vec::new()
+                };
+                let kernel = if config.kernel {
+                    kernel.to_vec()
+                } else {
+                    Vec::new()
+                };
+                *state.off_cpu.entry((pid, user, kernel, None)).or_default() += nanos;
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// The off-CPU threshold the code under test set.
+    pub fn off_cpu_threshold(&self) -> OffCpuThreshold {
+        self.inner.state().off_cpu_threshold
     }
 
     /// The process exits: reported if the source knew it (configured or pending).

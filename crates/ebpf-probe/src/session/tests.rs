@@ -312,3 +312,46 @@ fn a_new_source_starts_without_decisions() {
     );
     assert!(s.mock.pid_config(10).unwrap().profile);
 }
+
+#[test]
+fn off_cpu_samples_come_with_their_kind_and_owner() {
+    let mut s = setup(&[(10, "a"), (12, "b")]);
+    s.source
+        .set_off_cpu_threshold(crate::probe::OffCpuThreshold::ALL)
+        .unwrap();
+    for pid in [10, 11, 12] {
+        s.mock.sample(pid, &[1], &[], 1);
+    }
+    assert!(s.events());
+    s.mock.sample(10, &[1], &[], 2);
+    s.mock.off_cpu(10, &[7], &[], 5_000);
+    s.mock.off_cpu(11, &[7], &[], 9); // no target: not profiled, dropped by the "kernel"
+    s.mock.off_cpu(12, &[8], &[], 1_000);
+    // 12 loses its target before the collect: its off-CPU time goes to the retired one.
+    s.policy.targets.remove(&12);
+    s.session.redecide(&mut s.source, &mut s.policy);
+    let mut got = Vec::new();
+    let collected = s
+        .session
+        .collect_profiles(&mut s.source, &mut s.policy, |_, _, kind, sample, owner| {
+            let retired = matches!(owner, Owner::Retired(_));
+            got.push((kind, sample.pid, *owner.target(), retired, sample.count));
+        })
+        .unwrap();
+    got.sort_by_key(|g| (g.1, g.0 == ProfileKind::OffCpu));
+    assert_eq!(
+        got,
+        vec![
+            (ProfileKind::Cpu, 10, "a", false, 2),
+            (ProfileKind::OffCpu, 10, "a", false, 5_000),
+            (ProfileKind::OffCpu, 12, "b", true, 1_000),
+        ]
+    );
+    assert_eq!(collected.unattributed, 0);
+    assert_eq!(collected.unattributed_off_cpu_nanos, 0);
+    // `collect` hands out the CPU samples only.
+    s.mock.sample(10, &[1], &[], 4);
+    s.mock.off_cpu(10, &[7], &[], 6_000);
+    let (cpu, _) = s.collect();
+    assert_eq!(cpu, vec![(10, "a", false, 4)]);
+}

@@ -1,5 +1,7 @@
 // rill web UI: the profile panel of components that serve a `profile` resource
-// (pyroscope.ebpf). Per target: the last interval (or the aggregate of the kept intervals) as
+// (pyroscope.ebpf). A profile type selector (CPU, off-CPU: the target's `__name__`, process_cpu
+// or offcpu) picks which targets are listed; off-CPU values are shown as time. Per target: the
+// last interval (or the aggregate of the kept intervals) as
 // an interactive flame graph (SVG; click to zoom, click the root or "Reset zoom" to zoom out,
 // hover for function, samples and share, search highlights matches), a top-functions table
 // (self and total) and a .pb.gz download for `go tool pprof`. Every name is inserted as text.
@@ -10,7 +12,7 @@
   const SVGNS = "http://www.w3.org/2000/svg";
   const ROW = 18;
   const state = {
-    id: null, panel: null, key: null, range: "last", zoom: [], search: "",
+    id: null, panel: null, key: null, type: "process_cpu", range: "last", zoom: [], search: "",
     data: null, stamp: null, targets: [], width: 1200,
   };
 
@@ -31,6 +33,15 @@
     return e;
   }
   const pct = (n, d) => (d > 0 ? (100 * n / d).toFixed(2) : "0.00") + "%";
+  const TYPES = { process_cpu: "CPU", offcpu: "Off-CPU" };
+  const typeOf = (t) => (t.labels && t.labels.__name__) || "process_cpu";
+  const offCpu = () => !!state.data && state.data.sampleType === "offcpu";
+  // A value of the profile: samples, or off-CPU nanoseconds shown as time.
+  const fmt = (v) => {
+    if (!offCpu()) return String(v);
+    if (v >= 1e9) return (v / 1e9).toFixed(2) + " s";
+    return (v / 1e6).toFixed(1) + " ms";
+  };
   const base = () => "/api/v0/web/components/" + encodeURIComponent(state.id) + "/profile";
   const query = (fmt) => "?target=" + encodeURIComponent(state.key) + "&range=" + state.range +
     "&format=" + fmt;
@@ -48,6 +59,7 @@
     p.append(
       h("h2", {}, "Profiles"),
       h("div", { class: "fg-controls" },
+        h("label", {}, "Type ", h("select", { id: "fg-type" })),
         h("label", {}, "Target ", h("select", { id: "fg-target" })),
         h("label", {}, "Range ", h("select", { id: "fg-range" },
           h("option", { value: "last" }, "last interval"),
@@ -61,6 +73,9 @@
       h("table", { id: "fg-top" }, h("thead", {}, h("tr", {},
         h("th", {}, "Function"), h("th", { class: "num" }, "Self"), h("th", { class: "num" }, "Self %"),
         h("th", { class: "num" }, "Total"), h("th", { class: "num" }, "Total %"))), h("tbody")));
+    p.querySelector("#fg-type").addEventListener("change", (e) => {
+      state.type = e.target.value; state.key = null; state.zoom = []; state.stamp = null; refresh();
+    });
     p.querySelector("#fg-target").addEventListener("change", (e) => {
       state.key = e.target.value; state.zoom = []; state.stamp = null; refresh();
     });
@@ -84,7 +99,15 @@
       state.panel.querySelector("#fg-info").textContent = "Profiles unavailable: " + e.message;
       return;
     }
-    state.targets = list.targets || [];
+    const all = list.targets || [];
+    const types = [...new Set(all.map(typeOf))].sort();
+    const tsel = state.panel.querySelector("#fg-type");
+    if (tsel.options.length !== types.length || types.some((t, i) => tsel.options[i].value !== t)) {
+      tsel.replaceChildren(...types.map((t) => h("option", { value: t }, TYPES[t] || t)));
+    }
+    if (types.length && !types.includes(state.type)) state.type = types.includes("process_cpu") ? "process_cpu" : types[0];
+    tsel.value = state.type;
+    state.targets = all.filter((t) => typeOf(t) === state.type);
     const sel = state.panel.querySelector("#fg-target");
     const keys = state.targets.map((t) => t.key);
     if (sel.options.length !== keys.length || keys.some((k, i) => sel.options[i].value !== k)) {
@@ -113,7 +136,8 @@
     const dl = state.panel.querySelector("#fg-download");
     dl.setAttribute("href", base() + query("pprof"));
     const d = state.data;
-    state.panel.querySelector("#fg-info").textContent = d.samples + " samples over " +
+    const what = d.sampleType === "offcpu" ? fmt(d.samples) + " off CPU (estimated)" : d.samples + " samples";
+    state.panel.querySelector("#fg-info").textContent = what + " over " +
       (d.durationNanos / 1e9).toFixed(1) + " s (" + d.intervals + " interval" +
       (d.intervals === 1 ? "" : "s") + "; the last " + list.intervalsKept +
       " intervals per target are kept, at most " + (list.maxBytes / 1048576) + " MiB in all)";
@@ -132,8 +156,8 @@
         draw();
       });
       return h("tr", { "data-name": t.name }, h("td", {}, name),
-        h("td", { class: "num" }, String(t.self)), h("td", { class: "num" }, pct(t.self, d.samples)),
-        h("td", { class: "num" }, String(t.total)), h("td", { class: "num" }, pct(t.total, d.samples)));
+        h("td", { class: "num" }, fmt(t.self)), h("td", { class: "num" }, pct(t.self, d.samples)),
+        h("td", { class: "num" }, fmt(t.total)), h("td", { class: "num" }, pct(t.total, d.samples)));
     }));
   }
 
@@ -201,7 +225,8 @@
       frame.addEventListener("mousemove", (e) => {
         const own = (r.n.c || []).reduce((a, c) => a - c.v, r.n.v);
         tip.replaceChildren(h("strong", { class: "mono" }, name), h("br"),
-          r.n.v + " samples, " + pct(r.n.v, all) + " of all, " + pct(r.n.v, focus.v) + " of view; self " + own);
+          (offCpu() ? fmt(r.n.v) + " off CPU, " : r.n.v + " samples, ") + pct(r.n.v, all) + " of all, " +
+          pct(r.n.v, focus.v) + " of view; self " + fmt(own));
         tip.hidden = false;
         const box = wrap.getBoundingClientRect();
         tip.style.left = Math.min(e.clientX - box.left + 12, width - 260) + "px";
@@ -223,7 +248,8 @@
     if (old) old.replaceWith(g); else wrap.insertBefore(g, tip);
     let m = state.panel.querySelector("#fg-matched");
     if (!m) { m = h("p", { id: "fg-matched", class: "muted" }); wrap.after(m); }
-    m.textContent = term === "" ? "" : "Matched: " + matched + " samples (" + pct(matched, all) + ")";
+    m.textContent = term === "" ? "" : "Matched: " + (offCpu() ? fmt(matched) : matched + " samples") +
+      " (" + pct(matched, all) + ")";
   }
 
   // Called by app.js after each render of a component page.

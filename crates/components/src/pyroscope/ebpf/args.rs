@@ -92,6 +92,11 @@ pub struct Arguments {
     pub v8_enabled: bool,
     #[serde(default = "yes")]
     pub dotnet_enabled: bool,
+    /// Off-CPU profiles: the probability (0 to 1) that a thread of a profiled process leaving
+    /// a CPU is recorded, as in Alloy; 0 (the default) turns them off. Out of range is a load
+    /// error at this attribute.
+    #[serde(default)]
+    pub off_cpu_threshold: f64,
     /// Alloy keeps these for compatibility and ignores them; so does rill (with a warning).
     #[serde(default)]
     pub build_id_cache_size: Option<i64>,
@@ -177,6 +182,7 @@ impl Arguments {
             ruby_enabled: true,
             v8_enabled: true,
             dotnet_enabled: true,
+            off_cpu_threshold: 0.0,
             build_id_cache_size: None,
             same_file_cache_size: None,
             cache_rounds: None,
@@ -409,7 +415,8 @@ fn check_probe_link(link: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `kernel_frames` (Alloy) and `collect_kernel_profile` (Agent Flow) name the same switch:
+/// `off_cpu_threshold` is a probability. `kernel_frames` (Alloy) and `collect_kernel_profile`
+/// (Agent Flow) name the same switch:
 /// written together they must agree (Alloy ignores `collect_kernel_profile`; rill does not know
 /// which one the author meant). Probe links must have one of the forms Alloy parses.
 impl Validate for Arguments {
@@ -421,6 +428,16 @@ impl Validate for Arguments {
             for link in links.into_iter().flatten() {
                 check_probe_link(link).map_err(|msg| Invalid::attr(name, msg))?;
             }
+        }
+        if !(0.0..=1.0).contains(&self.off_cpu_threshold) {
+            return Err(Invalid::attr(
+                "off_cpu_threshold",
+                format!(
+                    "off_cpu_threshold must be between 0 and 1 (the probability that an off-CPU \
+                     event is recorded; 0 turns off-CPU profiles off), got {}",
+                    self.off_cpu_threshold
+                ),
+            ));
         }
         if let (Some(frames), Some(collect)) = (self.kernel_frames, self.collect_kernel_profile) {
             if frames != collect {

@@ -13,6 +13,7 @@ pub(super) struct Metrics {
     pub(super) lost_samples: Counter,
     pub(super) profiles: Counter,
     pub(super) unwind: UnwindMetrics,
+    pub(super) off_cpu: super::offcpu::OffCpuMetrics,
 }
 
 /// `pyroscope_ebpf_unwind_*`: how the in-kernel table walks of user stacks ended, and what the
@@ -153,5 +154,6 @@ impl Metrics {
             self.profiles.clone(),
         );
         self.unwind.register(r);
+        self.off_cpu.register(r);
     }
 }

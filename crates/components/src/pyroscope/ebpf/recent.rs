@@ -4,7 +4,9 @@
 //! With the default 15 s interval that is the last 2.5 minutes. Served by the component's
 //! `profile` resource (`/api/v0/web/components/{id}/profile`): the target list, one target's
 //! last or aggregated profile as a call tree with a top-functions table (JSON), or as
-//! `.pb.gz`.
+//! `.pb.gz`. A target's CPU and off-CPU profiles are kept apart (their labels differ in
+//! `__name__`, `process_cpu` or `offcpu`); the JSON says which (`sampleType`, `unit`), so the UI
+//! shows off-CPU values as time.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -207,15 +209,13 @@ pub fn merge(profiles: &[Profile]) -> Profile {
     let Some(first) = profiles.first() else {
         return ProfileBuilder::new(1, 0, 0).build();
     };
-    let period = first.period.max(1);
-    let rate = (1_000_000_000 / period).max(1) as u32;
     let start = profiles.iter().map(|p| p.time_nanos).min().unwrap_or(0);
     let end = profiles
         .iter()
         .map(|p| p.time_nanos + p.duration_nanos)
         .max()
         .unwrap_or(0);
-    let mut b = ProfileBuilder::new(rate, start, end - start);
+    let mut b = ProfileBuilder::like(first, start, end - start);
     for p in profiles {
         let mappings: Vec<Arc<MappingInfo>> = p
             .mapping
@@ -354,8 +354,14 @@ pub fn profile_json_tree(profile: &Profile) -> (Json, Json, u64) {
 
 fn profile_json(profile: &Profile, ring: &Ring, intervals: usize) -> Json {
     let (tree, top, all) = profile_json_tree(profile);
+    let (sample_type, unit) = profile
+        .sample_type
+        .first()
+        .map_or(("", ""), |t| (profile.str(t.r#type), profile.str(t.unit)));
     json!({
         "labels": ring.labels,
+        "sampleType": sample_type,
+        "unit": unit,
         "intervals": intervals,
         "samples": all,
         "periodNanos": profile.period,
@@ -470,6 +476,43 @@ mod tests {
             top_functions(&decode(&last_pb.body).unwrap()).0,
             hot_last + 1
         );
+    }
+
+    #[test]
+    fn off_cpu_profiles_merge_as_off_cpu_time() {
+        let mut r = Recent::default();
+        let mut off = labels("a");
+        off.insert("__name__".into(), "offcpu".into());
+        for ns in [1_500_000_000u64, 500_000_000] {
+            let mut b = ProfileBuilder::off_cpu(1, 2);
+            b.add_stack(&[frame("nanosleep", 0x1500), frame("main", 0x1100)], ns);
+            r.push(&off, encode_gzip(&b.build()));
+        }
+        r.push(&labels("a"), profile(3, 1));
+        let list = json_of(r.resource(&q(&[])).unwrap());
+        assert_eq!(
+            list["targets"].as_array().unwrap().len(),
+            2,
+            "CPU and off-CPU apart"
+        );
+        let key = target_key(&off);
+        let last = json_of(r.resource(&q(&[("target", key.as_str())])).unwrap());
+        assert_eq!(last["sampleType"], "offcpu");
+        assert_eq!(last["unit"], "nanoseconds");
+        assert_eq!(last["samples"], 500_000_000u64);
+        let all = json_of(
+            r.resource(&q(&[("target", key.as_str()), ("range", "all")]))
+                .unwrap(),
+        );
+        assert_eq!(all["sampleType"], "offcpu", "the aggregate stays off-CPU");
+        assert_eq!(all["samples"], 2_000_000_000u64);
+        assert_eq!(all["tree"]["c"][0]["c"][0]["n"], "nanosleep");
+        let cpu = json_of(
+            r.resource(&q(&[("target", target_key(&labels("a")).as_str())]))
+                .unwrap(),
+        );
+        assert_eq!(cpu["sampleType"], "cpu");
+        assert_eq!(cpu["samples"], 4);
     }
 
     #[test]

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# Cost of rill's off-CPU profiles under a context-switch storm.
+#
+# The storm is scripts/bench/pingpong.c: two threads of one process pass a byte back and forth
+# through two pipes, ROUNDS times (default 200000; every round wakes each thread once, and on a
+# busy machine switches contexts twice). It runs RUNS times (default 5, at least 3) in each
+# setup, with the profiler told the storm's pid (the storm is profiled, the rest of the host
+# is not):
+#   none       no profiler
+#   rill-1.0   `rill profile --off-cpu --off-cpu-threshold 1.0 --pid PID` (every switch-out of
+#              the storm recorded with its stacks)
+#   rill-0.01  the same at 0.01
+#   rill-cpu   `rill profile --pid PID` without --off-cpu (the CPU sampler and rill's user space
+#              alone: what the off-CPU program adds is rill-0.01 against this)
+#   offcputime libbpf-tools' offcputime -p PID (bcc's tool on CO-RE; the Python
+#              offcputime-bpfcc needs kernel headers)
+# and prints the median storm time of each and its ratio to `none` (the slowdown). The setups
+# are interleaved run by run so that a change in the machine's load hits all of them. Then, in
+# runs of their own (the statistics cost two clock reads per program run, so they are off
+# while the storm is timed), the in-kernel cost of rill's sched_switch program
+# (kernel.bpf_stats_enabled: run time / runs over a storm; the program runs on every context
+# switch of the host, profiled or not).
+#
+# Needs root, gcc, bpftool, python3, /usr/sbin/offcputime and a release build of rill (built
+# here if missing; RILL=/path/to/rill to use another binary, CARGO_TARGET_DIR is honoured).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+RUNS=${RUNS:-5}
+ROUNDS=${ROUNDS:-200000}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+RILL=${RILL:-$TARGET_DIR/release/rill}
+OFFCPUTIME=${OFFCPUTIME:-/usr/sbin/offcputime}
+WORK=$(mktemp -d /tmp/rill-bench-offcpu.XXXXXX)
+PROFILER=
+
+STORM=
+stop_profiler() {
+    if [ -n "$PROFILER" ]; then
+        kill -INT "$PROFILER" 2>/dev/null || true
+        wait "$PROFILER" 2>/dev/null || true
+        PROFILER=
+    fi
+}
+cleanup() {
+    stop_profiler
+    [ -n "$STORM" ] && kill "$STORM" 2>/dev/null || true
+    sysctl -q kernel.bpf_stats_enabled=0 || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+[ "$(id -u)" = 0 ] || { echo "bench-offcpu: needs root" >&2; exit 1; }
+[ "$RUNS" -ge 3 ] || { echo "bench-offcpu: RUNS must be at least 3" >&2; exit 1; }
+for t in gcc bpftool python3 "$OFFCPUTIME"; do
+    command -v "$t" >/dev/null || { echo "bench-offcpu: $t is required" >&2; exit 1; }
+done
+if [ ! -x "$RILL" ]; then
+    (cd "$ROOT" && cargo build --release -p rill)
+fi
+
+gcc -O2 -pthread -o "$WORK/pingpong" "$ROOT/scripts/bench/pingpong.c"
+
+# Starts the storm, waiting for its go: STORM is its pid, fd 3 its standard input.
+start_storm() {
+    rm -f "$WORK/in" "$WORK/storm.out"
+    mkfifo "$WORK/in"
+    "$WORK/pingpong" "$ROUNDS" <"$WORK/in" >"$WORK/storm.out" &
+    STORM=$!
+    exec 3<>"$WORK/in"
+    for _ in $(seq 100); do grep -q ready "$WORK/storm.out" 2>/dev/null && return 0; sleep 0.05; done
+    echo "bench-offcpu: the storm did not start" >&2
+    exit 1
+}
+
+# Runs the storm: prints its seconds.
+run_storm() {
+    echo go >&3
+    for _ in $(seq 6000); do
+        [ "$(wc -l <"$WORK/storm.out")" -ge 2 ] && break
+        sleep 0.01
+    done
+    sed -n 2p "$WORK/storm.out"
+}
+
+end_storm() {
+    exec 3>&-
+    wait "$STORM" 2>/dev/null || true
+}
+
+# Waits until a BPF program with this name is loaded.
+wait_program() {
+    for _ in $(seq 200); do
+        bpftool prog show name "$1" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "bench-offcpu: program $1 never appeared" >&2
+    exit 1
+}
+
+# "run_time_ns run_cnt" of the loaded program with this name.
+prog_stats() {
+    bpftool -j prog show name "$1" 2>/dev/null |
+        python3 -c 'import json,sys
+d=json.load(sys.stdin)
+d=d[0] if isinstance(d,list) else d
+print(d.get("run_time_ns",0), d.get("run_cnt",0))'
+}
+
+start_profiler() {
+    case "$1" in
+    none) ;;
+    rill-cpu)
+        "$RILL" profile --pid "$STORM" --duration 10m --format folded \
+            --output "$WORK/out.folded" 2>"$WORK/rill.log" &
+        PROFILER=$!
+        wait_program profile_cpu_unwind
+        sleep 1
+        ;;
+    rill-*)
+        "$RILL" profile --off-cpu --off-cpu-threshold "${1#rill-}" --pid "$STORM" --duration 10m \
+            --format folded --output "$WORK/out.folded" 2>"$WORK/rill.log" &
+        PROFILER=$!
+        wait_program offcpu_switch_unwind
+        sleep 1 # the storm's maps and tables
+        ;;
+    offcputime)
+        "$OFFCPUTIME" -p "$STORM" >"$WORK/offcputime.out" 2>&1 &
+        PROFILER=$!
+        wait_program sched_switch
+        sleep 1
+        ;;
+    esac
+}
+
+SETUPS=(none rill-cpu rill-1.0 rill-0.01 offcputime)
+declare -A TIMES NS
+sysctl -q kernel.bpf_stats_enabled=0
+for run in $(seq "$RUNS"); do
+    for setup in "${SETUPS[@]}"; do
+        start_storm
+        start_profiler "$setup"
+        t=$(run_storm)
+        stop_profiler
+        end_storm
+        TIMES[$setup]="${TIMES[$setup]:-} $t"
+        echo "run $run $setup: ${t}s" >&2
+    done
+done
+sysctl -q kernel.bpf_stats_enabled=1
+for run in 1 2 3; do
+    for setup in rill-1.0 rill-0.01; do
+        start_storm
+        start_profiler "$setup"
+        read -r b_ns b_cnt <<<"$(prog_stats offcpu_switch_unwind)"
+        run_storm >/dev/null
+        read -r a_ns a_cnt <<<"$(prog_stats offcpu_switch_unwind)"
+        stop_profiler
+        end_storm
+        if [ "$a_cnt" -gt "$b_cnt" ]; then
+            NS[$setup]="${NS[$setup]:-} $(( (a_ns - b_ns) / (a_cnt - b_cnt) ))"
+        fi
+    done
+done
+sysctl -q kernel.bpf_stats_enabled=0
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+base=$(echo "${TIMES[none]}" | median)
+echo
+echo "pingpong $ROUNDS rounds, median of $RUNS runs (load average $(cut -d' ' -f1 /proc/loadavg))"
+printf '%-12s %10s %10s %16s\n' setup "time(s)" slowdown "ns/run (kernel)"
+for setup in "${SETUPS[@]}"; do
+    m=$(echo "${TIMES[$setup]}" | median)
+    ns=$( [ -n "${NS[$setup]:-}" ] && echo "${NS[$setup]}" | median || echo "-")
+    printf '%-12s %10s %10s %16s\n' "$setup" "$m" "$(python3 -c "print(f'{$m/$base:.3f}')")" "$ns"
+done
