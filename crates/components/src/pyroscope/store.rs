@@ -19,6 +19,7 @@ pub mod proto;
 pub mod query;
 pub mod retention;
 pub mod selector;
+pub mod synth;
 pub mod tree;
 
 pub use args::{Arguments, ByteSize, DEFAULT_MAX_SIZE, DEFAULT_RETENTION};

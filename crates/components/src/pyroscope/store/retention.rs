@@ -127,7 +127,10 @@ impl Writer {
             .conn
             .query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
         if free > 0 {
-            self.conn.execute_batch("PRAGMA incremental_vacuum;")?;
+            // Each step of the statement frees pages: run it to the end.
+            let mut st = self.conn.prepare("PRAGMA incremental_vacuum")?;
+            let mut rows = st.query([])?;
+            while rows.next()?.is_some() {}
         }
         // Busy (a long read) is not an error: the next pass checkpoints.
         let _busy: i64 = self
