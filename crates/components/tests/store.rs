@@ -4,6 +4,11 @@
 //! it unhealthy with the cause while a fanout's other receivers keep getting profiles; the
 //! JSON API answers with what was pushed and refuses bad queries with 400.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions (helpers, setup): a failure panics the test"
+)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

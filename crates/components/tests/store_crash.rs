@@ -3,6 +3,11 @@
 //! and `PRAGMA integrity_check` is `ok`. The child is this test binary run again (an
 //! environment variable makes the `child_writer` test do the writing).
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions (helpers, setup): a failure panics the test"
+)]
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

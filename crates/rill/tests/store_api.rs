@@ -4,6 +4,11 @@
 //! with a Connect error; a corrupt and an unwritable store are unhealthy with their cause
 //! while the rest of the graph keeps running.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code outside #[test] functions (helpers, setup): a failure panics the test"
+)]
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
