@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ebpf_probe::pprof::{self, Profile};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::codec::{encode_nodes, encode_samples, CodecError};
+use super::codec::{encode_nodes, encode_samples, stack_key, CodecError, FastMap};
 use crate::pyroscope::appendable::RawProfile;
 
 /// The database file inside the component's directory.
@@ -25,7 +25,7 @@ pub const SCHEMA_VERSION: i64 = 1;
 /// How long one stack dictionary (chunk) is written to before a new one starts.
 pub const CHUNK_SPAN: Duration = Duration::from_secs(3600);
 /// Nodes one chunk may hold before a new one starts early (bounds the writer's memory).
-const MAX_CHUNK_NODES: u32 = 2_000_000;
+const MAX_CHUNK_NODES: u32 = 1_000_000;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -139,7 +139,9 @@ pub struct Writer {
 struct Chunk {
     id: i64,
     started_ms: i64,
-    nodes: HashMap<(u32, u32), u32>,
+    nodes: FastMap<(u32, u32), u32>,
+    /// Stack (hash of its frames, root first) → leaf node.
+    leaves: FastMap<u128, u32>,
     next_id: u32,
     pending: Vec<(u32, u32)>,
     pending_first: u32,
@@ -203,7 +205,8 @@ impl Writer {
             chunk: Chunk {
                 id: 0,
                 started_ms: 0,
-                nodes: HashMap::new(),
+                nodes: FastMap::default(),
+                leaves: FastMap::default(),
                 next_id: 1,
                 pending: Vec::new(),
                 pending_first: 1,
@@ -264,7 +267,8 @@ impl Writer {
         self.chunk = Chunk {
             id: self.conn.last_insert_rowid(),
             started_ms: now_ms,
-            nodes: HashMap::new(),
+            nodes: FastMap::default(),
+            leaves: FastMap::default(),
             next_id: 1,
             pending: Vec::new(),
             pending_first: 1,
@@ -423,17 +427,40 @@ impl Writer {
             }
             loc_frames.push(f);
         }
-        // Each sample's leaf node and its string labels (as string-table indexes).
-        let mut leaves = Vec::with_capacity(p.sample.len());
+        // Each sample's frames, root first, in one buffer.
+        let mut flat: Vec<u32> = Vec::new();
+        let mut spans: Vec<(usize, usize)> = Vec::with_capacity(p.sample.len());
         for s in &p.sample {
-            let mut node = 0u32;
+            let start = flat.len();
             for &lid in s.location_id.iter().rev() {
-                if let Some(frames) = lid.checked_sub(1).and_then(|i| loc_frames.get(i as usize)) {
+                if let Some(frames) = lid.checked_sub(1).and_then(|i| loc_frames.get(i as usize))
+                {
+                    flat.extend_from_slice(frames);
+                }
+            }
+            spans.push((start, flat.len()));
+        }
+        // A stack seen before in this chunk is one lookup of its frames' hash; a new one walks
+        // the dictionary from the root.
+        let mut leaf = vec![0u32; p.sample.len()];
+        for (i, &(a, b)) in spans.iter().enumerate() {
+            let frames = &flat[a..b];
+            let key = stack_key(frames);
+            leaf[i] = match self.chunk.leaves.get(&key) {
+                Some(&node) => node,
+                None => {
+                    let mut node = 0u32;
                     for &f in frames {
                         node = self.child(node, f);
                     }
+                    self.chunk.leaves.insert(key, node);
+                    node
                 }
-            }
+            };
+        }
+        // Each sample's leaf node and its string labels (as string-table indexes).
+        let mut leaves = Vec::with_capacity(p.sample.len());
+        for (s, &node) in p.sample.iter().zip(&leaf) {
             let mut key: Vec<(i64, i64)> = s
                 .label
                 .iter()

@@ -341,7 +341,7 @@ impl Reader {
             self.chunks.retain(|id, _| acc.contains_key(id));
         }
         let mut tree = Tree::new();
-        let mut names: HashMap<u32, u32> = HashMap::new();
+        let mut names: super::codec::FastMap<u32, u32> = super::codec::FastMap::default();
         let mut chunk_ids: Vec<i64> = acc.keys().copied().collect();
         chunk_ids.sort_unstable();
         for chunk in chunk_ids {

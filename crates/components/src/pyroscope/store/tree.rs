@@ -31,7 +31,7 @@ pub struct Tree {
     pub names: Vec<Arc<str>>,
     pub nodes: Vec<Node>,
     name_index: HashMap<Arc<str>, u32>,
-    children: HashMap<(u32, u32), u32>,
+    children: super::codec::FastMap<(u32, u32), u32>,
 }
 
 impl Default for Tree {
@@ -63,7 +63,7 @@ impl Tree {
                 total: 0,
             }],
             name_index: HashMap::from([(root, 0)]),
-            children: HashMap::new(),
+            children: super::codec::FastMap::default(),
         }
     }
 
