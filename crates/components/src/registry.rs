@@ -9,6 +9,7 @@ pub fn registry() -> flow_runtime::Registry {
     r.register::<crate::discovery::relabel::Relabel>("discovery.relabel");
     r.register::<crate::pyroscope::ebpf::Ebpf>("pyroscope.ebpf");
     r.register::<crate::pyroscope::relabel::Relabel>("pyroscope.relabel");
+    r.register::<crate::pyroscope::store::Store>("pyroscope.store");
     r.register::<crate::pyroscope::write::Write>("pyroscope.write");
     r
 }

@@ -26,8 +26,10 @@
 //!    component removed from the file is cancelled and awaited before new ones start.
 //!
 //! Optional: override [`Component::health`] to report your own health (merged with the runtime's
-//! view: evaluation failures and exits win) and [`Component::debug_info`] to show a River value on
-//! the component's page in the UI and the API (`debugInfo`).
+//! view: evaluation failures and exits win), [`Component::debug_info`] to show a River value on
+//! the component's page in the UI and the API (`debugInfo`), and [`Component::serve_http`] to
+//! serve an HTTP API under `/api/v0/component/{id}/` (as Alloy's HTTP components do), optionally
+//! also at root paths named by [`Component::http_root_prefixes`].
 //!
 //! # Example
 //!
@@ -114,6 +116,85 @@ pub trait Component: Send + Sync + Sized + 'static {
     ) -> Result<Resource, ResourceError> {
         let _ = query;
         Err(ResourceError::NotFound(format!("no resource {name:?}")))
+    }
+
+    /// Serves an HTTP request sent to `/api/v0/component/{id}/...` (any method; `req.path` is
+    /// the part after the ID, starting with `/`), or to a root path this component claims with
+    /// [`Component::http_root_prefixes`] (`req.path` is then the whole path). Called on a
+    /// blocking thread. `None` (the default): the component serves no HTTP, answered with 404.
+    fn serve_http(&self, req: &HttpRequest) -> Option<HttpResponse> {
+        let _ = req;
+        None
+    }
+
+    /// Path prefixes at the server's root (for example `/querier.v1.QuerierService/`) that this
+    /// component also serves through [`Component::serve_http`]. The server routes a request
+    /// there only when exactly one component claims its path; with several it answers 409
+    /// naming them (each stays reachable under `/api/v0/component/{id}/`).
+    fn http_root_prefixes(&self) -> &'static [&'static str] {
+        &[]
+    }
+}
+
+/// An HTTP request routed to a component (see [`Component::serve_http`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HttpRequest {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// The path below the component's base, starting with `/` (percent-decoded).
+    pub path: String,
+    /// The raw query string (without `?`; empty when there is none).
+    pub query: String,
+    /// Request headers, names in lower case, in the order received.
+    pub headers: Vec<(String, String)>,
+    /// The request body (bounded by the server).
+    pub body: Vec<u8>,
+}
+
+impl HttpRequest {
+    /// The first value of header `name` (matched case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The query string as a map (`+` and `%XX` decoded; the last of repeated keys wins).
+    pub fn query_map(&self) -> BTreeMap<String, String> {
+        crate::http::parse_query(&self.query)
+    }
+}
+
+/// A component's answer to an [`HttpRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// The HTTP status code.
+    pub status: u16,
+    /// Response headers (`Content-Type` among them).
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// A response with one `Content-Type` header.
+    pub fn new(status: u16, content_type: &str, body: Vec<u8>) -> Self {
+        HttpResponse {
+            status,
+            headers: vec![("content-type".into(), content_type.into())],
+            body,
+        }
+    }
+
+    /// A JSON response.
+    pub fn json(status: u16, v: &serde_json::Value) -> Self {
+        Self::new(status, "application/json", v.to_string().into_bytes())
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
     }
 }
 

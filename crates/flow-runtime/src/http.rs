@@ -1,9 +1,10 @@
 //! The HTTP server (hyper 1): `/-/ready`, `/-/healthy`, `/-/reload`, `/metrics`, the JSON API
-//! `/api/v0/web/components[/{id}]` in Alloy's shape, and the embedded web UI. Request heads are
+//! `/api/v0/web/components[/{id}]` in Alloy's shape, the embedded web UI, and the HTTP APIs of
+//! components (`/api/v0/component/{id}/...`, plus the root paths a single component claims). Request heads are
 //! bounded (hyper's read buffer and header-read timeout), request bodies are read through a
 //! size limit, and UI pages carry a restrictive Content-Security-Policy.
 
-use crate::component::{Health, ResourceError};
+use crate::component::{Health, HttpRequest, HttpResponse, ResourceError};
 use crate::runtime::{ComponentInfo, LoadError, ReloadFailure, Runtime};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -23,6 +24,8 @@ use tracing::Instrument;
 
 /// Largest request body accepted (the API takes none; this only bounds what is drained).
 const MAX_BODY: usize = 64 * 1024;
+/// Largest request body accepted by a component's HTTP API.
+const MAX_COMPONENT_BODY: usize = 1 << 20;
 /// Largest request head (request line plus headers) hyper will buffer.
 const MAX_HEAD: usize = 16 * 1024;
 
@@ -128,14 +131,35 @@ fn asset(content_type: &'static str, body: &'static str) -> Resp {
 async fn handle(rt: &Runtime, req: Request<Incoming>) -> Resp {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let query = req.uri().query().map(parse_query).unwrap_or_default();
-    // Drain (bounded) any request body so keep-alive works and oversize bodies are refused.
-    if Limited::new(req.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .is_err()
-    {
-        return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+    let raw_query = req.uri().query().unwrap_or_default().to_string();
+    let query = parse_query(&raw_query);
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    let builtin = BUILTIN.contains(&path.as_str()) || path.starts_with("/api/v0/web/");
+    let limit = if builtin {
+        MAX_BODY
+    } else {
+        MAX_COMPONENT_BODY
+    };
+    // Read (bounded) any request body so keep-alive works and oversize bodies are refused.
+    let body = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"),
+    };
+    if !builtin {
+        let req = HttpRequest {
+            method: method.as_str().to_string(),
+            path: percent_decode(&path),
+            query: raw_query,
+            headers,
+            body: body.to_vec(),
+        };
+        if let Some(r) = component_http(rt, req).await {
+            return r;
+        }
     }
     let get = method == Method::GET || method == Method::HEAD;
     match path.as_str() {
@@ -213,16 +237,14 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Resp {
                 ),
             }
         }
-        "/"
-        | "/index.html"
-        | "/ui/app.js"
-        | "/ui/style.css"
-        | "/ui/flamegraph.js"
-        | "/-/ready"
-        | "/-/healthy"
-        | "/metrics"
-        | "/api/v0/web/components"
-        | "/api/v0/web/status" => {
+        "/" | "/index.html" | "/ui/app.js" | "/ui/style.css" | "/ui/flamegraph.js" | "/-/ready"
+        | "/-/healthy" | "/metrics" => {
+            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            r.headers_mut()
+                .insert("allow", HeaderValue::from_static("GET, HEAD"));
+            r
+        }
+        "/api/v0/web/components" | "/api/v0/web/status" => {
             let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
             r.headers_mut()
                 .insert("allow", HeaderValue::from_static("GET, HEAD"));
@@ -231,6 +253,77 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Resp {
         "/-/reload" => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// The server's own paths (besides `/api/v0/web/...`); anything else may be a component's.
+const BUILTIN: &[&str] = &[
+    "/",
+    "/index.html",
+    "/ui/app.js",
+    "/ui/style.css",
+    "/ui/flamegraph.js",
+    "/-/ready",
+    "/-/healthy",
+    "/-/reload",
+    "/metrics",
+];
+
+/// `/api/v0/component/{id}/...` and the root paths claimed by components; `None` when the path
+/// is neither (the caller answers 404).
+async fn component_http(rt: &Runtime, mut req: HttpRequest) -> Option<Resp> {
+    let id = if let Some(rest) = req.path.strip_prefix("/api/v0/component/") {
+        let Some(route) = rt.component_route(rest).await else {
+            return Some(json_resp(
+                StatusCode::NOT_FOUND,
+                &json!({ "error": format!("no component for {:?}", req.path) }),
+            ));
+        };
+        req.path = route.path;
+        route.id
+    } else {
+        let mut owners = rt.root_http_owners(&req.path).await;
+        match owners.len() {
+            0 => return None,
+            1 => owners.remove(0),
+            _ => {
+                let msg = format!(
+                    "several components serve {}: {}; use /api/v0/component/{{id}}{} instead",
+                    req.path,
+                    owners.join(", "),
+                    req.path
+                );
+                return Some(json_resp(
+                    StatusCode::CONFLICT,
+                    &json!({ "code": "failed_precondition", "message": msg }),
+                ));
+            }
+        }
+    };
+    let what = format!("{id} serves no HTTP at {:?}", req.path);
+    Some(match rt.component_http(&id, req).await {
+        Some(r) => component_resp(r),
+        None => json_resp(StatusCode::NOT_FOUND, &json!({ "error": what })),
+    })
+}
+
+fn component_resp(r: HttpResponse) -> Resp {
+    let mut resp = Response::new(Full::new(Bytes::from(r.body)));
+    *resp.status_mut() =
+        StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = resp.headers_mut();
+    for (k, v) in &r.headers {
+        if let (Ok(name), Ok(value)) = (
+            hyper::header::HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            h.append(name, value);
+        }
+    }
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
 }
 
 /// `/api/v0/web/components/{id}/{name}`: a component-specific resource.
@@ -287,7 +380,7 @@ async fn resource(
 }
 
 /// Parses `a=b&c=d` (with `+` and `%XX` decoding); the last of repeated keys wins.
-fn parse_query(q: &str) -> std::collections::BTreeMap<String, String> {
+pub(crate) fn parse_query(q: &str) -> std::collections::BTreeMap<String, String> {
     q.split('&')
         .filter(|kv| !kv.is_empty())
         .map(|kv| {

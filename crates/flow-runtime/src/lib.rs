@@ -20,8 +20,8 @@ pub mod util;
 pub mod validate;
 
 pub use component::{
-    CancellationToken, Component, ExportsHandle, Health, HealthState, MetricsRegistry, Options,
-    Resource, ResourceError,
+    CancellationToken, Component, ExportsHandle, Health, HealthState, HttpRequest, HttpResponse,
+    MetricsRegistry, Options, Resource, ResourceError,
 };
 pub use registry::Registry;
 pub use runtime::{LoadError, ReloadFailure, Runtime, RuntimeOptions};

@@ -10,7 +10,10 @@
 //! }
 //! ```
 
-use crate::component::{CancellationToken, Component, Health, Options, Resource, ResourceError};
+use crate::component::{
+    CancellationToken, Component, Health, HttpRequest, HttpResponse, Options, Resource,
+    ResourceError,
+};
 use river_parser::eval::BodyValue;
 use river_parser::{Diagnostic, Diagnostics, Span, Validate as _, Value};
 use std::any::Any;
@@ -54,6 +57,8 @@ pub(crate) trait Instance: Send + Sync {
         name: &str,
         query: &BTreeMap<String, String>,
     ) -> Result<Resource, ResourceError>;
+    fn serve_http(&self, req: &HttpRequest) -> Option<HttpResponse>;
+    fn http_root_prefixes(&self) -> &'static [&'static str];
 }
 
 struct TypedBuilder<C>(std::marker::PhantomData<fn() -> C>);
@@ -119,6 +124,14 @@ impl<C: Component> Instance for TypedInstance<C> {
         query: &BTreeMap<String, String>,
     ) -> Result<Resource, ResourceError> {
         self.0.resource(name, query)
+    }
+
+    fn serve_http(&self, req: &HttpRequest) -> Option<HttpResponse> {
+        self.0.serve_http(req)
+    }
+
+    fn http_root_prefixes(&self) -> &'static [&'static str] {
+        self.0.http_root_prefixes()
     }
 }
 

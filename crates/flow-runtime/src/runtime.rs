@@ -29,7 +29,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
+mod component_http;
 mod nodes;
+pub use component_http::ComponentRoute;
 use nodes::{evaluate_module_node, info, publish_target};
 
 /// How long [`Runtime::shutdown`] waits for components to stop, in order.

@@ -48,6 +48,10 @@ pub enum AppendError {
     /// The receiver has shut down.
     #[error("receiver is closed")]
     Closed,
+    /// The receiver cannot take profiles now (for example `pyroscope.store` whose database
+    /// cannot be opened); the message says why.
+    #[error("{0}")]
+    Unavailable(String),
     /// Several receivers of a fanout failed; each message is kept.
     #[error("{}", .0.join("; "))]
     Multiple(Vec<String>),
