@@ -446,3 +446,69 @@ fn flame_graph_renders_100k_nodes() {
     drop(b);
     drop(rill);
 }
+
+/// The README's first command: `examples/river/local.river` as it is (only the address and the
+/// storage path are given on the command line) is healthy within seconds with no server, the
+/// store fills with the host's profiles split by program (a busy process's name is a root
+/// frame), and the Profiles page shows them (screenshot docs/img/profiles-host.png).
+#[test]
+#[ignore = "needs root, eBPF and Chromium"]
+fn local_example_fills_the_profiles_page() {
+    let dir = tmpdir("profiles-local");
+    // A busy program with a name of its own: a copy of `yes`.
+    let busy = dir.join("rillbusyloop");
+    std::fs::copy("/usr/bin/yes", &busy).unwrap();
+    let mut spin = Command::new(&busy)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/river/local.river");
+    let text = std::fs::read_to_string(&example).unwrap();
+    assert!(!text.contains("pyroscope.write"), "local.river needs no server");
+    assert!(text.contains("comm             = \"stackframe\""));
+    std::fs::copy(&example, dir.join("local.river")).unwrap();
+    let addr = free_addr();
+    let rill = Rill::spawn(rill_cmd(Path::new(BIN), &dir.join("local.river"), addr));
+    let healthy = |id: &str| {
+        get(addr, &format!("/api/v0/web/components/{id}")).is_some_and(|(s, _, b)| {
+            s == 200
+                && serde_json::from_str::<Value>(&b).unwrap()["health"]["state"] == "healthy"
+        })
+    };
+    wait_until("both components healthy", 15, || {
+        healthy("pyroscope.store.local") && healthy("pyroscope.ebpf.local")
+    });
+    let tree = |addr| {
+        let (s, _, b) = get(
+            addr,
+            "/api/v0/component/pyroscope.store.local/v1/profile?selector=%7Bservice_name%3D%22host%22%7D&from=now-10m&max_nodes=2000",
+        )?;
+        (s == 200).then(|| serde_json::from_str::<Value>(&b).unwrap())
+    };
+    let mut programs = Vec::new();
+    wait_until("the busy program in the store", 180, || {
+        programs = tree(addr).map_or(Vec::new(), |v| {
+            v["tree"]["c"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["n"].as_str().unwrap().to_string())
+                .collect()
+        });
+        programs.iter().any(|p| p == "rillbusyloop")
+    });
+    assert!(programs.len() >= 2, "{programs:?}");
+    let mut b = Browser::open(&dir, &format!("http://{addr}/#/profiles?from=now-15m"));
+    wait_ready(&mut b, 0);
+    let f = flame(&mut b);
+    assert!(f["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x["name"] == "rillbusyloop" && x["depth"] == 1));
+    b.screenshot(&img_dir().join("profiles-host.png"));
+    let _ = spin.kill();
+    let _ = spin.wait();
+    drop(b);
+    drop(rill);
+}
