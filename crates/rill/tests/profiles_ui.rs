@@ -437,12 +437,12 @@ fn flame_graph_renders_100k_nodes() {
     let ms = |k: &str| r[k].as_f64().unwrap();
     // Only the visible frames are drawn: far fewer than the tree holds.
     assert!(r["drawn"].as_u64().unwrap() < 20_000, "{r}");
-    assert!(r["skipped"].as_u64().unwrap() > 50_000, "{r}");
+    assert!(r["skipped"].as_u64().unwrap() > 90_000, "{r}");
     assert!(r["matched"].as_u64().unwrap() > 0 && r["matched"].as_u64() < r["total"].as_u64());
     // Generous bounds (a shared 2-core machine): a first render in well under a second.
     assert!(ms("firstMs") < 1000.0, "{r}");
     assert!(ms("redrawMs") < 250.0, "{r}");
-    assert!(ms("searchMs") < 500.0, "{r}");
+    assert!(ms("searchMs") < 1000.0, "{r}");
     drop(b);
     drop(rill);
 }
@@ -464,15 +464,17 @@ fn local_example_fills_the_profiles_page() {
         .unwrap();
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/river/local.river");
     let text = std::fs::read_to_string(&example).unwrap();
-    assert!(!text.contains("pyroscope.write"), "local.river needs no server");
+    assert!(
+        !text.contains("pyroscope.write"),
+        "local.river needs no server"
+    );
     assert!(text.contains("comm             = \"stackframe\""));
     std::fs::copy(&example, dir.join("local.river")).unwrap();
     let addr = free_addr();
     let rill = Rill::spawn(rill_cmd(Path::new(BIN), &dir.join("local.river"), addr));
     let healthy = |id: &str| {
         get(addr, &format!("/api/v0/web/components/{id}")).is_some_and(|(s, _, b)| {
-            s == 200
-                && serde_json::from_str::<Value>(&b).unwrap()["health"]["state"] == "healthy"
+            s == 200 && serde_json::from_str::<Value>(&b).unwrap()["health"]["state"] == "healthy"
         })
     };
     wait_until("both components healthy", 15, || {
