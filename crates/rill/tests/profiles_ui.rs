@@ -380,6 +380,30 @@ fn profiles_page_selects_ranges_diffs_and_downloads() {
     assert_eq!(again["d"]["mode"], "diff");
     assert_eq!(again["d"]["leftTotal"], diff["d"]["leftTotal"]);
     assert_eq!(again["d"]["rightTotal"], diff["d"]["rightTotal"]);
+
+    // A custom range from a link: the first half only, shown as "Custom…" with its from/until.
+    let seq = b.eval("Number(document.getElementById('profiles-page').dataset.seq)");
+    b.eval(&format!(
+        "location.hash = '#/profiles?from={}&until={}'",
+        t0,
+        t0 + 15 * MINUTE
+    ));
+    wait_ready(&mut b, seq.as_u64().unwrap());
+    let custom = flame(&mut b);
+    assert_eq!(custom["d"]["mode"], "single");
+    assert_eq!(
+        custom["d"]["total"],
+        json!((15 * 40 * PERIOD).to_string()),
+        "{custom}"
+    );
+    assert_eq!(
+        b.eval("document.getElementById('pf-range').value"),
+        json!("custom")
+    );
+    assert_eq!(
+        b.eval("document.getElementById('pf-custom').hidden"),
+        json!(false)
+    );
     drop(b);
     drop(rill);
 }
