@@ -14,7 +14,7 @@
   const KEYS = ["store", "type", "selector", "from", "until", "sel", "diff", "base", "comp", "search", "mode"];
   const st = {
     page: null, p: {}, stores: [], series: null, profile: null, detail: null, diffData: null,
-    fg: null, tl: null, sort: { key: "self", desc: true }, seq: 0, timer: null, loading: false,
+    fg: null, tl: null, sort: { key: "self", desc: true }, seq: 0, lastTick: 0,
   };
 
   function h(tag, attrs, ...kids) {
@@ -450,7 +450,7 @@
   };
   // Auto-refresh (app.js calls this instead of re-rendering): relative ranges move with time.
   window.rillProfilesTick = function () {
-    if (!st.page || st.loading || !/^now/.test(st.p.until || "now")) return;
+    if (!st.page || !/^now/.test(st.p.until || "now")) return;
     if (Date.now() - (st.lastTick || 0) < 15000) return;
     st.lastTick = Date.now();
     load("series");
