@@ -36,6 +36,8 @@ const INDEX_HTML: &str = include_str!("ui/index.html");
 const APP_JS: &str = include_str!("ui/app.js");
 const STYLE_CSS: &str = include_str!("ui/style.css");
 const FLAMEGRAPH_JS: &str = include_str!("ui/flamegraph.js");
+const FLAME_JS: &str = include_str!("ui/flame.js");
+const PROFILES_JS: &str = include_str!("ui/profiles.js");
 
 type Resp = Response<Full<Bytes>>;
 
@@ -167,6 +169,8 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Resp {
         "/ui/app.js" if get => asset("text/javascript; charset=utf-8", APP_JS),
         "/ui/style.css" if get => asset("text/css; charset=utf-8", STYLE_CSS),
         "/ui/flamegraph.js" if get => asset("text/javascript; charset=utf-8", FLAMEGRAPH_JS),
+        "/ui/flame.js" if get => asset("text/javascript; charset=utf-8", FLAME_JS),
+        "/ui/profiles.js" if get => asset("text/javascript; charset=utf-8", PROFILES_JS),
         "/-/ready" if get => {
             if rt.is_ready() {
                 text(StatusCode::OK, "rill is ready.\n")
@@ -237,8 +241,8 @@ async fn handle(rt: &Runtime, req: Request<Incoming>) -> Resp {
                 ),
             }
         }
-        "/" | "/index.html" | "/ui/app.js" | "/ui/style.css" | "/ui/flamegraph.js" | "/-/ready"
-        | "/-/healthy" | "/metrics" => {
+        "/" | "/index.html" | "/ui/app.js" | "/ui/style.css" | "/ui/flamegraph.js"
+        | "/ui/flame.js" | "/ui/profiles.js" | "/-/ready" | "/-/healthy" | "/metrics" => {
             let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
             r.headers_mut()
                 .insert("allow", HeaderValue::from_static("GET, HEAD"));
@@ -262,6 +266,8 @@ const BUILTIN: &[&str] = &[
     "/ui/app.js",
     "/ui/style.css",
     "/ui/flamegraph.js",
+    "/ui/flame.js",
+    "/ui/profiles.js",
     "/-/ready",
     "/-/healthy",
     "/-/reload",

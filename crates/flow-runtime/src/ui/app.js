@@ -1,4 +1,4 @@
-// rill web UI: component list, component detail, DAG graph, reload button.
+// rill web UI: component list, component detail, DAG graph, Profiles page (profiles.js), reload button.
 // Every value coming from the config or from components is inserted with textContent or as an
 // SVG text node, never as HTML, so labels such as "<script>" show up as text.
 "use strict";
@@ -66,7 +66,7 @@ function bodyText(body, indent) {
 }
 
 function setActive(name) {
-  for (const id of ["nav-components", "nav-graph"]) {
+  for (const id of ["nav-components", "nav-graph", "nav-profiles"]) {
     document.getElementById(id).classList.toggle("active", id === name);
   }
 }
@@ -198,6 +198,10 @@ async function route() {
   try {
     if (h.startsWith("#/component/")) await renderComponent(decodeURIComponent(h.slice("#/component/".length)));
     else if (h === "#/graph") await renderGraph();
+    else if (h === "#/profiles" || h.startsWith("#/profiles?")) {
+      setActive("nav-profiles");
+      window.rillProfilesPage(main, h);
+    }
     else await renderList();
   } catch (e) {
     main.replaceChildren(el("p", { class: "error" }, "Error: " + e.message));
@@ -230,7 +234,12 @@ document.getElementById("reload").addEventListener("click", async () => {
 
 function schedule() {
   clearInterval(timer);
-  if (document.getElementById("auto-refresh").checked) timer = setInterval(route, 3000);
+  if (!document.getElementById("auto-refresh").checked) return;
+  // The Profiles page keeps its state (zoom, search, selection) and refreshes itself.
+  timer = setInterval(() => {
+    if ((location.hash || "").startsWith("#/profiles")) window.rillProfilesTick();
+    else route();
+  }, 3000);
 }
 document.getElementById("auto-refresh").addEventListener("change", schedule);
 window.addEventListener("hashchange", route);
