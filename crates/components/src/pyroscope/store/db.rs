@@ -433,8 +433,7 @@ impl Writer {
         for s in &p.sample {
             let start = flat.len();
             for &lid in s.location_id.iter().rev() {
-                if let Some(frames) = lid.checked_sub(1).and_then(|i| loc_frames.get(i as usize))
-                {
+                if let Some(frames) = lid.checked_sub(1).and_then(|i| loc_frames.get(i as usize)) {
                     flat.extend_from_slice(frames);
                 }
             }
