@@ -25,7 +25,7 @@ impl Hasher for FastHasher {
     }
 
     fn write_u64(&mut self, i: u64) {
-        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7cc1_b727_220a_95);
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x517c_c1b7_2722_0a95);
     }
 
     fn write_u128(&mut self, i: u128) {
@@ -48,7 +48,7 @@ pub fn stack_key(frames: &[u32]) -> u128 {
     let mut b = 0x1319_8a2e_0370_7344u64 ^ frames.len() as u64;
     for &f in frames {
         let f = u64::from(f);
-        a = (a.rotate_left(5) ^ f).wrapping_mul(0x51_7cc1_b727_220a_95);
+        a = (a.rotate_left(5) ^ f).wrapping_mul(0x517c_c1b7_2722_0a95);
         b = (b ^ f).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(23);
     }
     (u128::from(a) << 64) | u128::from(b)
