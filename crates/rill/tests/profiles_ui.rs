@@ -507,7 +507,8 @@ fn local_example_fills_the_profiles_page() {
     let tree = |addr| {
         let (s, _, b) = get(
             addr,
-            "/api/v0/component/pyroscope.store.local/v1/profile?selector=%7Bservice_name%3D%22host%22%7D&from=now-10m&max_nodes=2000",
+            // local.river records off-CPU profiles too: the CPU type is named.
+            "/api/v0/component/pyroscope.store.local/v1/profile?selector=%7Bservice_name%3D%22host%22%7D&profile_type=process_cpu:cpu:nanoseconds:cpu:nanoseconds&from=now-10m&max_nodes=2000",
         )?;
         (s == 200).then(|| serde_json::from_str::<Value>(&b).unwrap())
     };
@@ -524,7 +525,12 @@ fn local_example_fills_the_profiles_page() {
         programs.iter().any(|p| p == "rillbusyloop")
     });
     assert!(programs.len() >= 2, "{programs:?}");
-    let mut b = Browser::open(&dir, &format!("http://{addr}/#/profiles?from=now-15m"));
+    let mut b = Browser::open(
+        &dir,
+        &format!(
+            "http://{addr}/#/profiles?type=process_cpu:cpu:nanoseconds:cpu:nanoseconds&from=now-15m"
+        ),
+    );
     wait_ready(&mut b, 0);
     let f = flame(&mut b);
     assert!(f["frames"]
