@@ -184,21 +184,29 @@ pub fn load_bias(entry: &MapEntry, segments: &[(u64, u64, u64)]) -> Option<u64> 
 /// `(p_offset, p_vaddr, p_filesz)` of the `PT_LOAD` segments of an ELF64 image; `data` may be
 /// just the head of the file as long as it holds the program headers.
 pub fn load_segments(data: &[u8]) -> Result<Vec<(u64, u64, u64)>, object::Error> {
-    use object::read::elf::{FileHeader, ProgramHeader};
+    use object::read::elf::FileHeader;
     let header = object::elf::FileHeader64::<object::Endianness>::parse(data)?;
     let endian = header.endian()?;
-    Ok(header
-        .program_headers(endian, data)?
+    Ok(pt_loads(header.program_headers(endian, data)?, endian))
+}
+
+/// The `PT_LOAD` entries among `headers`, as [`load_segments`] gives them.
+fn pt_loads(headers: &[Phdr], endian: object::Endianness) -> Vec<(u64, u64, u64)> {
+    use object::read::elf::ProgramHeader;
+    headers
         .iter()
         .filter(|p| p.p_type(endian) == object::elf::PT_LOAD)
         .map(|p| (p.p_offset(endian), p.p_vaddr(endian), p.p_filesz(endian)))
-        .collect())
+        .collect()
 }
+
+type Phdr = object::elf::ProgramHeader64<object::Endianness>;
 
 /// [`load_segments`] of the file at `path`, reading only its head and, when the program
 /// headers are elsewhere (lld may put them at the end: `librustc_driver` has them 80 MB in),
 /// those headers: never the whole file.
 pub fn read_load_segments(path: &std::path::Path) -> Result<Vec<(u64, u64, u64)>, String> {
+    use object::read::elf::FileHeader;
     use std::io::Read;
     use std::os::unix::fs::FileExt;
     let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
@@ -211,47 +219,23 @@ pub fn read_load_segments(path: &std::path::Path) -> Result<Vec<(u64, u64, u64)>
     if let Ok(segments) = load_segments(&head) {
         return Ok(segments);
     }
-    let (phoff, len) = program_header_range(&head).map_err(|e| err(&e))?;
-    let mut headers = vec![0u8; len];
-    file.read_exact_at(&mut headers, phoff)
+    // The program headers are past the head: read just them.
+    let header = object::elf::FileHeader64::<object::Endianness>::parse(head.as_slice())
         .map_err(|e| err(&e))?;
-    load_segments_from_headers(&head, &headers).map_err(|e| err(&e))
-}
-
-/// Where the program headers of the ELF64 image starting with `head` are: (offset, bytes).
-fn program_header_range(head: &[u8]) -> Result<(u64, usize), String> {
-    use object::read::elf::FileHeader;
-    let header =
-        object::elf::FileHeader64::<object::Endianness>::parse(head).map_err(|e| e.to_string())?;
-    let endian = header.endian().map_err(|e| e.to_string())?;
-    let entry = usize::from(header.e_phentsize(endian));
-    if entry != std::mem::size_of::<object::elf::ProgramHeader64<object::Endianness>>() {
-        return Err("unexpected ELF program header size".into());
+    let endian = header.endian().map_err(|e| err(&e))?;
+    if usize::from(header.e_phentsize(endian)) != std::mem::size_of::<Phdr>() {
+        return Err(err(&"unexpected ELF program header size"));
     }
     let count = usize::from(header.e_phnum(endian));
     if count == usize::from(object::elf::PN_XNUM) {
-        return Err("too many ELF program headers".into());
+        return Err(err(&"too many ELF program headers"));
     }
-    Ok((header.e_phoff(endian), entry * count))
-}
-
-/// [`load_segments`] from the ELF header (`head`) and the program headers read apart.
-fn load_segments_from_headers(head: &[u8], headers: &[u8]) -> Result<Vec<(u64, u64, u64)>, String> {
-    use object::read::elf::{FileHeader, ProgramHeader};
-    let header =
-        object::elf::FileHeader64::<object::Endianness>::parse(head).map_err(|e| e.to_string())?;
-    let endian = header.endian().map_err(|e| e.to_string())?;
-    let count =
-        headers.len() / std::mem::size_of::<object::elf::ProgramHeader64<object::Endianness>>();
-    let (headers, _) = object::pod::slice_from_bytes::<
-        object::elf::ProgramHeader64<object::Endianness>,
-    >(headers, count)
-    .map_err(|()| "misaligned ELF program headers".to_string())?;
-    Ok(headers
-        .iter()
-        .filter(|p| p.p_type(endian) == object::elf::PT_LOAD)
-        .map(|p| (p.p_offset(endian), p.p_vaddr(endian), p.p_filesz(endian)))
-        .collect())
+    let mut bytes = vec![0u8; count * std::mem::size_of::<Phdr>()];
+    file.read_exact_at(&mut bytes, header.e_phoff(endian))
+        .map_err(|e| err(&e))?;
+    let (headers, _) = object::pod::slice_from_bytes::<Phdr>(&bytes, count)
+        .map_err(|()| err(&"misaligned ELF program headers"))?;
+    Ok(pt_loads(headers, endian))
 }
 
 /// Bytes read to find the program headers (they follow the ELF header in practice).
