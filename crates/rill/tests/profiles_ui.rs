@@ -471,6 +471,16 @@ fn flame_graph_renders_100k_nodes() {
     drop(rill);
 }
 
+/// Parses a profile tree, which nests one level per frame: the host's deepest stacks (rill
+/// unwinds to 256 user frames and more) go past serde_json's default recursion limit of 128.
+fn deep_json(text: &str) -> Value {
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.disable_recursion_limit();
+    let v = serde::Deserialize::deserialize(&mut de).unwrap();
+    de.end().unwrap();
+    v
+}
+
 /// The README's first command: `examples/river/local.river` as it is (only the address and the
 /// storage path are given on the command line) is healthy within seconds with no server, the
 /// store fills with the host's profiles split by program (a busy process's name is a root
@@ -482,10 +492,21 @@ fn local_example_fills_the_profiles_page() {
     // A busy program with a name of its own: a copy of `yes`.
     let busy = dir.join("rillbusyloop");
     std::fs::copy("/usr/bin/yes", &busy).unwrap();
-    let mut spin = Command::new(&busy)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    // Killed on drop, so a failed assertion does not leave it spinning (and holding the test
+    // harness's stderr open).
+    struct Spin(std::process::Child);
+    impl Drop for Spin {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let spin = Spin(
+        Command::new(&busy)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/river/local.river");
     let text = std::fs::read_to_string(&example).unwrap();
     assert!(
@@ -510,7 +531,7 @@ fn local_example_fills_the_profiles_page() {
             // local.river records off-CPU profiles too: the CPU type is named.
             "/api/v0/component/pyroscope.store.local/v1/profile?selector=%7Bservice_name%3D%22host%22%7D&profile_type=process_cpu:cpu:nanoseconds:cpu:nanoseconds&from=now-10m&max_nodes=2000",
         )?;
-        (s == 200).then(|| serde_json::from_str::<Value>(&b).unwrap())
+        (s == 200).then(|| deep_json(&b))
     };
     let mut programs = Vec::new();
     wait_until("the busy program in the store", 180, || {
@@ -539,8 +560,7 @@ fn local_example_fills_the_profiles_page() {
         .iter()
         .any(|x| x["name"] == "rillbusyloop" && x["depth"] == 1));
     b.screenshot(&img_dir().join("profiles-host.png"));
-    let _ = spin.kill();
-    let _ = spin.wait();
+    drop(spin);
     drop(b);
     drop(rill);
 }
