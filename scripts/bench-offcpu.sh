@@ -2,7 +2,7 @@
 # Cost of rill's off-CPU profiles under a context-switch storm.
 #
 # The storm is scripts/bench/pingpong.c: two threads of one process pass a byte back and forth
-# through two pipes, ROUNDS times (default 200000; every round wakes each thread once, and on a
+# through two pipes, ROUNDS times (default 500000; every round wakes each thread once, and on a
 # busy machine switches contexts twice). It runs RUNS times (default 5, at least 3) in each
 # setup, with the profiler told the storm's pid (the storm is profiled, the rest of the host
 # is not):
@@ -21,13 +21,16 @@
 # (kernel.bpf_stats_enabled: run time / runs over a storm; the program runs on every context
 # switch of the host, profiled or not).
 #
-# Needs root, gcc, bpftool, python3, /usr/sbin/offcputime and a release build of rill (built
+# RILL_BASE=/path/to/another/rill adds a setup base-0.01 (that binary at 0.01) for an A/B.
+# PLACEMENTS (default "spread pinned") chooses where the storm's threads run (see measure).
+#
+# Needs root, gcc, taskset, bpftool, python3, /usr/sbin/offcputime and a release build of rill (built
 # here if missing; RILL=/path/to/rill to use another binary, CARGO_TARGET_DIR is honoured).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=${RUNS:-5}
-ROUNDS=${ROUNDS:-200000}
+ROUNDS=${ROUNDS:-500000}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 RILL=${RILL:-$TARGET_DIR/release/rill}
 OFFCPUTIME=${OFFCPUTIME:-/usr/sbin/offcputime}
@@ -35,6 +38,8 @@ WORK=$(mktemp -d /tmp/rill-bench-offcpu.XXXXXX)
 PROFILER=
 
 STORM=
+PIN=
+PROFILER_PIN=
 stop_profiler() {
     if [ -n "$PROFILER" ]; then
         kill -INT "$PROFILER" 2>/dev/null || true
@@ -52,7 +57,7 @@ trap cleanup EXIT
 
 [ "$(id -u)" = 0 ] || { echo "bench-offcpu: needs root" >&2; exit 1; }
 [ "$RUNS" -ge 3 ] || { echo "bench-offcpu: RUNS must be at least 3" >&2; exit 1; }
-for t in gcc bpftool python3 "$OFFCPUTIME"; do
+for t in gcc taskset bpftool python3 "$OFFCPUTIME"; do
     command -v "$t" >/dev/null || { echo "bench-offcpu: $t is required" >&2; exit 1; }
 done
 if [ ! -x "$RILL" ]; then
@@ -61,30 +66,37 @@ fi
 
 gcc -O2 -pthread -o "$WORK/pingpong" "$ROOT/scripts/bench/pingpong.c"
 
-# Starts the storm, waiting for its go: STORM is its pid, fd 3 its standard input.
+# Starts the storm and waits for its "ready": STORM is its pid, fd 3 its standard input, fd 4
+# its standard output. Both are FIFOs read and written by bash's builtins, so that waiting for
+# the storm starts no process: a polling loop of `wc`/`sed` would start a hundred processes a
+# second, which the profilers (rill discovers and decides every new process) would then pay for
+# inside the timed storm.
 start_storm() {
-    rm -f "$WORK/in" "$WORK/storm.out"
-    mkfifo "$WORK/in"
-    "$WORK/pingpong" "$ROUNDS" <"$WORK/in" >"$WORK/storm.out" &
+    rm -f "$WORK/in" "$WORK/out"
+    mkfifo "$WORK/in" "$WORK/out"
+    $PIN "$WORK/pingpong" "$ROUNDS" <"$WORK/in" >"$WORK/out" &
     STORM=$!
-    exec 3<>"$WORK/in"
-    for _ in $(seq 100); do grep -q ready "$WORK/storm.out" 2>/dev/null && return 0; sleep 0.05; done
-    echo "bench-offcpu: the storm did not start" >&2
-    exit 1
+    exec 3>"$WORK/in" 4<"$WORK/out"
+    local line
+    if ! read -r -t 10 line <&4 || [ "$line" != ready ]; then
+        echo "bench-offcpu: the storm did not start" >&2
+        exit 1
+    fi
 }
 
 # Runs the storm: prints its seconds.
 run_storm() {
+    local t
     echo go >&3
-    for _ in $(seq 6000); do
-        [ "$(wc -l <"$WORK/storm.out")" -ge 2 ] && break
-        sleep 0.01
-    done
-    sed -n 2p "$WORK/storm.out"
+    if ! read -r -t 120 t <&4; then
+        echo "bench-offcpu: the storm did not finish" >&2
+        exit 1
+    fi
+    echo "$t"
 }
 
 end_storm() {
-    exec 3>&-
+    exec 3>&- 4<&-
     wait "$STORM" 2>/dev/null || true
 }
 
@@ -111,21 +123,23 @@ start_profiler() {
     case "$1" in
     none) ;;
     rill-cpu)
-        "$RILL" profile --pid "$STORM" --duration 10m --format folded \
+        $PROFILER_PIN "$RILL" profile --pid "$STORM" --duration 10m --format folded \
             --output "$WORK/out.folded" 2>"$WORK/rill.log" &
         PROFILER=$!
         wait_program profile_cpu_unwind
         sleep 1
         ;;
-    rill-*)
-        "$RILL" profile --off-cpu --off-cpu-threshold "${1#rill-}" --pid "$STORM" --duration 10m \
+    rill-* | base-*)
+        local bin=$RILL
+        [ "${1%%-*}" = base ] && bin=$RILL_BASE
+        $PROFILER_PIN "$bin" profile --off-cpu --off-cpu-threshold "${1#*-}" --pid "$STORM" --duration 10m \
             --format folded --output "$WORK/out.folded" 2>"$WORK/rill.log" &
         PROFILER=$!
         wait_program offcpu_switch_unwind
         sleep 1 # the storm's maps and tables
         ;;
     offcputime)
-        "$OFFCPUTIME" -p "$STORM" >"$WORK/offcputime.out" 2>&1 &
+        $PROFILER_PIN "$OFFCPUTIME" -p "$STORM" >"$WORK/offcputime.out" 2>&1 &
         PROFILER=$!
         wait_program sched_switch
         sleep 1
@@ -134,43 +148,64 @@ start_profiler() {
 }
 
 SETUPS=(none rill-cpu rill-1.0 rill-0.01 offcputime)
-declare -A TIMES NS
-sysctl -q kernel.bpf_stats_enabled=0
-for run in $(seq "$RUNS"); do
-    for setup in "${SETUPS[@]}"; do
-        start_storm
-        start_profiler "$setup"
-        t=$(run_storm)
-        stop_profiler
-        end_storm
-        TIMES[$setup]="${TIMES[$setup]:-} $t"
-        echo "run $run $setup: ${t}s" >&2
-    done
-done
-sysctl -q kernel.bpf_stats_enabled=1
-for run in 1 2 3; do
-    for setup in rill-1.0 rill-0.01; do
-        start_storm
-        start_profiler "$setup"
-        read -r b_ns b_cnt <<<"$(prog_stats offcpu_switch_unwind)"
-        run_storm >/dev/null
-        read -r a_ns a_cnt <<<"$(prog_stats offcpu_switch_unwind)"
-        stop_profiler
-        end_storm
-        if [ "$a_cnt" -gt "$b_cnt" ]; then
-            NS[$setup]="${NS[$setup]:-} $(( (a_ns - b_ns) / (a_cnt - b_cnt) ))"
-        fi
-    done
-done
-sysctl -q kernel.bpf_stats_enabled=0
-
+# RILL_BASE=/path/to/an/older/rill adds its 0.01 run beside the others (an A/B of a change).
+[ -n "${RILL_BASE:-}" ] && SETUPS+=(base-0.01)
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-base=$(echo "${TIMES[none]}" | median)
-echo
-echo "pingpong $ROUNDS rounds, median of $RUNS runs (load average $(cut -d' ' -f1 /proc/loadavg))"
-printf '%-12s %10s %10s %16s\n' setup "time(s)" slowdown "ns/run (kernel)"
-for setup in "${SETUPS[@]}"; do
-    m=$(echo "${TIMES[$setup]}" | median)
-    ns=$( [ -n "${NS[$setup]:-}" ] && echo "${NS[$setup]}" | median || echo "-")
-    printf '%-12s %10s %10s %16s\n' "$setup" "$m" "$(python3 -c "print(f'{$m/$base:.3f}')")" "$ns"
+
+# One placement of the storm: "spread" (the scheduler's choice: the threads on both CPUs, every
+# round two cross-CPU wake-ups and switches to and from idle, as `perf bench sched pipe` runs by
+# default) or "pinned" (both threads on CPU 0 with taskset: every round two switches between
+# them and nothing else, the densest storm and the in-kernel program's worst case; the
+# profiler's own threads on CPU 1, so that what slows the storm is the programs on its switches
+# and samples, not the profiler's user space taking its CPU).
+measure() {
+    local placement=$1
+    case "$placement" in
+    spread) PIN= PROFILER_PIN= ;;
+    pinned) PIN="taskset -c 0" PROFILER_PIN="taskset -c 1" ;;
+    *) echo "bench-offcpu: unknown placement $placement" >&2; exit 1 ;;
+    esac
+    declare -A TIMES NS
+    sysctl -q kernel.bpf_stats_enabled=0
+    for run in $(seq "$RUNS"); do
+        for setup in "${SETUPS[@]}"; do
+            start_storm
+            start_profiler "$setup"
+            t=$(run_storm)
+            stop_profiler
+            end_storm
+            TIMES[$setup]="${TIMES[$setup]:-} $t"
+            echo "$placement run $run $setup: ${t}s" >&2
+        done
+    done
+    sysctl -q kernel.bpf_stats_enabled=1
+    for run in 1 2 3; do
+        for setup in rill-1.0 rill-0.01; do
+            start_storm
+            start_profiler "$setup"
+            read -r b_ns b_cnt <<<"$(prog_stats offcpu_switch_unwind)"
+            run_storm >/dev/null
+            read -r a_ns a_cnt <<<"$(prog_stats offcpu_switch_unwind)"
+            stop_profiler
+            end_storm
+            if [ "$a_cnt" -gt "$b_cnt" ]; then
+                NS[$setup]="${NS[$setup]:-} $(( (a_ns - b_ns) / (a_cnt - b_cnt) ))"
+            fi
+        done
+    done
+    sysctl -q kernel.bpf_stats_enabled=0
+    local base m ns
+    base=$(echo "${TIMES[none]}" | median)
+    echo
+    echo "pingpong $ROUNDS rounds, $placement, median of $RUNS runs (load average $(cut -d' ' -f1 /proc/loadavg))"
+    printf '%-12s %10s %10s %16s\n' setup "time(s)" slowdown "ns/run (kernel)"
+    for setup in "${SETUPS[@]}"; do
+        m=$(echo "${TIMES[$setup]}" | median)
+        ns=$( [ -n "${NS[$setup]:-}" ] && echo "${NS[$setup]}" | median || echo "-")
+        printf '%-12s %10s %10s %16s\n' "$setup" "$m" "$(python3 -c "print(f'{$m/$base:.3f}')")" "$ns"
+    done
+}
+
+for placement in ${PLACEMENTS:-spread pinned}; do
+    measure "$placement"
 done
