@@ -12,6 +12,8 @@
 #   rill-0.01  the same at 0.01
 #   rill-cpu   `rill profile --pid PID` without --off-cpu (the CPU sampler and rill's user space
 #              alone: what the off-CPU program adds is rill-0.01 against this)
+#   hook       an empty program on the same hook (scripts/bench/empty_switch.bpf.c, attached
+#              by scripts/bench/attach.c with libbpf): the floor any sched_switch program pays
 #   offcputime libbpf-tools' offcputime -p PID (bcc's tool on CO-RE; the Python
 #              offcputime-bpfcc needs kernel headers)
 # and prints the median storm time of each and its ratio to `none` (the slowdown). The setups
@@ -24,8 +26,8 @@
 # RILL_BASE=/path/to/another/rill adds a setup base-0.01 (that binary at 0.01) for an A/B.
 # PLACEMENTS (default "spread pinned") chooses where the storm's threads run (see measure).
 #
-# Needs root, gcc, taskset, bpftool, python3, /usr/sbin/offcputime and a release build of rill (built
-# here if missing; RILL=/path/to/rill to use another binary, CARGO_TARGET_DIR is honoured).
+# Needs root, gcc, clang and libbpf-dev, taskset, bpftool, python3, /usr/sbin/offcputime and a
+# release build of rill (built here if missing; RILL=/path/to/rill to use another binary, CARGO_TARGET_DIR is honoured).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -57,7 +59,7 @@ trap cleanup EXIT
 
 [ "$(id -u)" = 0 ] || { echo "bench-offcpu: needs root" >&2; exit 1; }
 [ "$RUNS" -ge 3 ] || { echo "bench-offcpu: RUNS must be at least 3" >&2; exit 1; }
-for t in gcc taskset bpftool python3 "$OFFCPUTIME"; do
+for t in gcc clang taskset bpftool python3 "$OFFCPUTIME"; do
     command -v "$t" >/dev/null || { echo "bench-offcpu: $t is required" >&2; exit 1; }
 done
 if [ ! -x "$RILL" ]; then
@@ -65,6 +67,9 @@ if [ ! -x "$RILL" ]; then
 fi
 
 gcc -O2 -pthread -o "$WORK/pingpong" "$ROOT/scripts/bench/pingpong.c"
+gcc -O2 -o "$WORK/attach" "$ROOT/scripts/bench/attach.c" -lbpf
+clang -O2 -g -target bpf -I/usr/include/x86_64-linux-gnu -c "$ROOT/scripts/bench/empty_switch.bpf.c" \
+    -o "$WORK/empty_switch.bpf.o"
 
 # Starts the storm and waits for its "ready": STORM is its pid, fd 3 its standard input, fd 4
 # its standard output. Both are FIFOs read and written by bash's builtins, so that waiting for
@@ -138,6 +143,11 @@ start_profiler() {
         wait_program offcpu_switch_unwind
         sleep 1 # the storm's maps and tables
         ;;
+    hook)
+        $PROFILER_PIN "$WORK/attach" "$WORK/empty_switch.bpf.o" >"$WORK/attach.out" 2>&1 &
+        PROFILER=$!
+        wait_program empty_switch
+        ;;
     offcputime)
         $PROFILER_PIN "$OFFCPUTIME" -p "$STORM" >"$WORK/offcputime.out" 2>&1 &
         PROFILER=$!
@@ -147,7 +157,7 @@ start_profiler() {
     esac
 }
 
-SETUPS=(none rill-cpu rill-1.0 rill-0.01 offcputime)
+SETUPS=(none hook rill-cpu rill-1.0 rill-0.01 offcputime)
 # RILL_BASE=/path/to/an/older/rill adds its 0.01 run beside the others (an A/B of a change).
 [ -n "${RILL_BASE:-}" ] && SETUPS+=(base-0.01)
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
