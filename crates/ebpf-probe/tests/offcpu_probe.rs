@@ -41,6 +41,14 @@ fn load(threshold: f64) -> Probe {
     .unwrap_or_else(|e| panic!("loading the probe needs root and eBPF: {e}"))
 }
 
+/// Profiles `pid` (every stack) and gives a symbolizer that has read its mappings.
+fn profile_pid(probe: &mut Probe, pid: u32) -> Symbolizer {
+    probe.set_pid_config(pid, ALL).unwrap();
+    let mut sym = Symbolizer::new(SymbolizerConfig::default(), SymbolizerMetrics::default());
+    assert!(sym.preload(pid));
+    sym
+}
+
 async fn collect(probe: Probe) -> (Collection, Probe) {
     tokio::task::spawn_blocking(move || {
         let mut probe = probe;
@@ -97,9 +105,7 @@ async fn run_mix(
     let mut probe = load(threshold);
     let mut work = Workload::start(&built, "mix", seconds);
     let pid = work.pid();
-    probe.set_pid_config(pid, ALL).unwrap();
-    let mut sym = Symbolizer::new(SymbolizerConfig::default(), SymbolizerMetrics::default());
-    assert!(sym.preload(pid));
+    let mut sym = profile_pid(&mut probe, pid);
     let offcputime = with_offcputime.then(|| workload::OffCpuTime::start(pid));
     // Nothing of the process before the run (it was blocked on stdin since before it was
     // configured: that switch-out was not recorded).
@@ -254,9 +260,7 @@ async fn a_thread_blocked_when_its_process_exits_is_counted_once() {
     let mut probe = load(1.0);
     let mut work = Workload::start(&built, "exit", 1.0);
     let pid = work.pid();
-    probe.set_pid_config(pid, ALL).unwrap();
-    let mut sym = Symbolizer::new(SymbolizerConfig::default(), SymbolizerMetrics::default());
-    assert!(sym.preload(pid));
+    let mut sym = profile_pid(&mut probe, pid);
     work.go();
     let blocked_wall = work.results()["blocked_wall"];
     let _ = work.child.wait();
@@ -348,9 +352,7 @@ async fn a_reused_pid_gets_nothing_of_the_process_that_had_it() {
         }
     }
     assert!(unknown, "the reused pid was not reported as unknown");
-    probe.set_pid_config(pid, ALL).unwrap();
-    let mut sym = Symbolizer::new(SymbolizerConfig::default(), SymbolizerMetrics::default());
-    assert!(sym.preload(pid));
+    let mut sym = profile_pid(&mut probe, pid);
     second.go();
     let long_wall = second.results()["long_wall"];
     let (c2, _probe) = collect(probe).await;
@@ -392,9 +394,7 @@ async fn a_sleep_across_intervals_belongs_to_the_interval_it_ends_in() {
     let mut probe = load(1.0);
     let mut work = Workload::start(&built, "longsleep", 1.5);
     let pid = work.pid();
-    probe.set_pid_config(pid, ALL).unwrap();
-    let mut sym = Symbolizer::new(SymbolizerConfig::default(), SymbolizerMetrics::default());
-    assert!(sym.preload(pid));
+    let mut sym = profile_pid(&mut probe, pid);
     work.go();
     let mut long = Vec::new();
     for _ in 0..2 {
@@ -491,9 +491,7 @@ async fn python_frames_in_off_cpu_stacks() {
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ready");
-    probe.set_pid_config(pid, ALL).unwrap();
-    let mut sym = Symbolizer::new(SymbolizerConfig::default(), SymbolizerMetrics::default());
-    assert!(sym.preload(pid));
+    let mut sym = profile_pid(&mut probe, pid);
     stdin.write_all(b"go\n").unwrap();
     stdin.flush().unwrap();
     let (wall, mut stdout) = tokio::task::spawn_blocking(move || {
