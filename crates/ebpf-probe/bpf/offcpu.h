@@ -151,6 +151,14 @@ static __always_inline void offcpu_count(__u32 index, __u64 n)
 		*value += n; // per-CPU slot, no other writer
 }
 
+// The count of `tid`'s slot in offcpu_pending (NULL never happens: the index is masked).
+static __always_inline __u32 *pending_slot(__u32 tid)
+{
+	__u32 slot = tid & (OFFCPU_PENDING_SLOTS - 1);
+
+	return bpf_map_lookup_elem(&offcpu_pending, &slot);
+}
+
 // A uniform 32-bit draw for the switch-out's coin: xorshift64* (Marsaglia's xorshift with
 // Vigna's multiplier, the high half of the product) on a per-CPU state seeded once from
 // bpf_get_prandom_u32. The helper itself costs about 45 ns a call on this machine (bpf_stats,
@@ -206,11 +214,11 @@ static __always_inline void offcpu_arrive(struct task_struct___offcpu *next)
 {
 	struct offcpu_record *found, record;
 	struct pid_config *cfg;
-	__u32 tid = next->pid, zero = 0, slot = tid & (OFFCPU_PENDING_SLOTS - 1);
+	__u32 tid = next->pid, zero = 0;
 	__u32 *half, *pending;
 	__u64 now, ns;
 
-	pending = bpf_map_lookup_elem(&offcpu_pending, &slot);
+	pending = pending_slot(tid);
 	if (!pending || !*pending)
 		return;
 	found = bpf_map_lookup_elem(&offcpu_sleeping, &tid);
@@ -248,7 +256,7 @@ static __always_inline void offcpu_leave(__u64 *ctx, struct task_struct___offcpu
 	struct unwind_proc *proc;
 	struct user_stack *stack;
 	struct pid_config *cfg;
-	__u32 zero = 0, tid, tgid, why, slot, *pending;
+	__u32 zero = 0, tid, tgid, why, *pending;
 	struct pt_regs regs;
 	__u64 hash = 0;
 	long saved, id, err;
@@ -314,8 +322,7 @@ static __always_inline void offcpu_leave(__u64 *ctx, struct task_struct___offcpu
 	record.ts = bpf_ktime_get_ns();
 	record.start_time = prev->start_time;
 	record.tgid = tgid;
-	slot = tid & (OFFCPU_PENDING_SLOTS - 1);
-	pending = bpf_map_lookup_elem(&offcpu_pending, &slot);
+	pending = pending_slot(tid);
 	if (!pending)
 		return;
 	err = bpf_map_update_elem(&offcpu_sleeping, &tid, &record, BPF_NOEXIST);
