@@ -324,7 +324,8 @@ static __always_inline int returns_from_call_to(__u64 ret, __u64 ip)
 	return 0;
 }
 
-static __always_inline __u64 find_leaf_caller(__u64 ip, __u64 sp, __u64 bp)
+// A global function: the verifier checks its unrolled scan once, not at each call.
+__attribute__((noinline)) __u64 find_leaf_caller(__u64 ip, __u64 sp, __u64 bp)
 {
 	__u64 fp_ret = 0;
 	__u64 word;

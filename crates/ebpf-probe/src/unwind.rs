@@ -14,7 +14,7 @@ pub mod cache;
 pub mod cfi;
 mod convert;
 pub mod eval;
-mod sparse;
+pub(crate) mod sparse;
 pub mod table;
 
 pub use convert::UnsupportedCounts;

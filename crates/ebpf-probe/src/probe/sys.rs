@@ -1,11 +1,12 @@
 //! The probe's only unsafe code, each piece behind a safe function: the `aya::Pod` promises for
 //! the structs shared with the C program, `sysconf`/`setrlimit`, registering the ring buffer's
-//! descriptor with tokio, and the bpf(2) `BPF_MAP_LOOKUP_AND_DELETE_BATCH` and
-//! `BPF_MAP_UPDATE_BATCH` commands (aya has no wrapper for them).
+//! descriptor with tokio, the bpf(2) `BPF_MAP_LOOKUP_AND_DELETE_BATCH` and
+//! `BPF_MAP_UPDATE_BATCH` commands (aya has no wrapper for them), and writes through a memory
+//! mapping of a `BPF_F_MMAPABLE` array.
 
 #![allow(
     unsafe_code,
-    reason = "aya::Pod impls, setrlimit(2), sysconf(3), AsyncFd registration and the bpf(2) batch commands have no safe wrapper; every unsafe block carries its own SAFETY note"
+    reason = "aya::Pod impls, setrlimit(2), sysconf(3), AsyncFd registration, the bpf(2) batch commands and mmap(2) of a map have no safe wrapper; every unsafe block carries its own SAFETY note"
 )]
 
 use std::io;
@@ -222,6 +223,56 @@ pub(crate) fn update_array_batch(
             });
         }
         done += n;
+    }
+    Ok(())
+}
+
+/// Writes `values` at byte offset `offset` of the values of a `BPF_F_MMAPABLE` array map,
+/// through a shared mapping of just the pages they cover (unmapped again before returning, so
+/// that the pages do not stay in the process's resident set). The kernel's copy of each value
+/// on `BPF_MAP_UPDATE_BATCH` (a `copy_from_user` with its checks per 8-byte row) was a third of
+/// a whole-host start-up; this is one `memcpy`. An error (the map is not mmapable, or the range
+/// is beyond it) leaves the map unchanged.
+pub(crate) fn write_mmapable_array(fd: RawFd, offset: usize, values: &[u8]) -> io::Result<()> {
+    if values.is_empty() {
+        return Ok(());
+    }
+    let page = page_size();
+    let start = offset - offset % page;
+    let end = offset
+        .checked_add(values.len())
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let len = end.div_ceil(page) * page - start;
+    let file_offset =
+        libc::off_t::try_from(start).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: a new shared mapping chosen by the kernel (no address hint, nothing else is
+    // mapped there); the kernel refuses it (EINVAL) if the map is not mmapable or `start + len`
+    // is beyond its values.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            file_offset,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `base..base + len` is the mapping made above, writable, and `offset - start +
+    // values.len() <= len`; `values` is a separate allocation of the process (no overlap).
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            values.as_ptr(),
+            base.cast::<u8>().add(offset - start),
+            values.len(),
+        );
+    }
+    // SAFETY: unmaps exactly the mapping made above, which nothing else refers to.
+    if unsafe { libc::munmap(base, len) } != 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

@@ -60,6 +60,8 @@ pub(crate) struct BpfUnwindMaps {
     rows: Array<MapData, UnwindRow>,
     /// BPF_MAP_UPDATE_BATCH works (else entries are written one by one).
     batch: bool,
+    /// Writing through a mapping of the map works (else BPF_MAP_UPDATE_BATCH is used).
+    mmap: bool,
 }
 
 /// The bytes of a value as the C program lays it out (native endian, no padding).
@@ -98,13 +100,30 @@ impl Bytes for UnwindMapping {
 
 /// Writes `values` at `first..` of an array map in batches; `Ok(false)` when the kernel has no
 /// batch updates (the caller writes one by one).
-fn write_batch<T: Bytes>(map: &MapData, first: u32, values: &[T]) -> Result<bool, MapError> {
+fn write_batch<T: Bytes>(
+    map: &MapData,
+    first: u32,
+    values: &[T],
+    mmap: &mut bool,
+) -> Result<bool, MapError> {
     use std::os::fd::{AsFd, AsRawFd};
     let mut bytes = Vec::with_capacity(values.len() * T::SIZE);
     for value in values {
         value.put(&mut bytes);
     }
-    match sys::update_array_batch(map.fd().as_fd().as_raw_fd(), first, &bytes, T::SIZE) {
+    let fd = map.fd().as_fd().as_raw_fd();
+    // The maps are BPF_F_MMAPABLE (5.5) with their values T::SIZE apart (a multiple of 8, as
+    // the kernel lays an array's values out).
+    if *mmap {
+        match sys::write_mmapable_array(fd, first as usize * T::SIZE, &bytes) {
+            Ok(()) => return Ok(true),
+            Err(e) => {
+                tracing::warn!(error = %e, "mmap of an unwind map failed, writing with BPF_MAP_UPDATE_BATCH");
+                *mmap = false;
+            }
+        }
+    }
+    match sys::update_array_batch(fd, first, &bytes, T::SIZE) {
         Ok(()) => Ok(true),
         Err(BatchError::Unsupported(e)) => {
             tracing::warn!(error = %e, "BPF_MAP_UPDATE_BATCH unsupported, writing unwind maps one entry at a time");
@@ -121,7 +140,7 @@ impl UnwindMaps for BpfUnwindMaps {
     type Error = MapError;
 
     fn write_rows(&mut self, first: u32, rows: &[UnwindRow]) -> Result<(), MapError> {
-        if self.batch && write_batch(self.rows.map(), first, rows)? {
+        if self.batch && write_batch(self.rows.map(), first, rows, &mut self.mmap)? {
             return Ok(());
         }
         self.batch = false;
@@ -132,7 +151,7 @@ impl UnwindMaps for BpfUnwindMaps {
     }
 
     fn write_pages(&mut self, first: u32, pages: &[UnwindPage]) -> Result<(), MapError> {
-        if self.batch && write_batch(self.rows.map(), first, pages)? {
+        if self.batch && write_batch(self.rows.map(), first, pages, &mut self.mmap)? {
             return Ok(());
         }
         self.batch = false;
@@ -155,7 +174,7 @@ impl UnwindMaps for BpfUnwindMaps {
     }
 
     fn write_mappings(&mut self, first: u32, mappings: &[UnwindMapping]) -> Result<(), MapError> {
-        if self.batch && write_batch(self.mappings.map(), first, mappings)? {
+        if self.batch && write_batch(self.mappings.map(), first, mappings, &mut self.mmap)? {
             return Ok(());
         }
         self.batch = false;
@@ -220,6 +239,7 @@ impl Unwinder {
             tables: take(ebpf, MAP_UNWIND_TABLES, Array::try_from)?,
             rows: take(ebpf, MAP_UNWIND_ROWS, Array::try_from)?,
             batch: true,
+            mmap: true,
         };
         Ok(Unwinder {
             maps,

@@ -149,7 +149,7 @@ impl SymbolCache {
         if let Some(syms) = self.files.get(&key) {
             return Ok(Arc::clone(syms));
         }
-        let data = std::fs::read(path).map_err(|e| e.to_string())?;
+        let data = crate::unwind::sparse::read_for_symbols(path).map_err(|e| e.to_string())?;
         let syms = Arc::new(PySymbols::parse(&data).map_err(|e| e.to_string())?);
         if self.files.len() >= MAX_CACHED_IMAGES {
             self.files.clear();

@@ -34,13 +34,35 @@ const TRAMPOLINE_FDE_MAX: u64 = 64;
 /// Bytes read at the start of a small FDE's code.
 const CODE_PREFIX: u64 = 16;
 
+/// The symbol tables and their strings (what [`read_for_symbols`] reads).
+const SYMBOL_SECTIONS: [&str; 4] = [".symtab", ".strtab", ".dynsym", ".dynstr"];
+
 /// The file at `path` as the table builder reads it (see the module documentation).
 pub(crate) fn read_for_unwind(path: &Path) -> Result<Vec<u8>, UnwindError> {
     read_sparse_above(path, SPARSE_ABOVE)
 }
 
+/// The file at `path` with only its headers, program headers and symbol tables read (the rest
+/// zero and never resident): enough to look up symbols and segments. An interpreter's shared
+/// library is 23 MB with its debug information; its symbol tables are a tenth of that.
+pub(crate) fn read_for_symbols(path: &Path) -> Result<Vec<u8>, UnwindError> {
+    read_sections(path, 0, &SYMBOL_SECTIONS, false)
+}
+
 /// [`read_for_unwind`] with the size above which the file is read sparsely.
 fn read_sparse_above(path: &Path, above: u64) -> Result<Vec<u8>, UnwindError> {
+    read_sections(path, above, &SECTIONS, true)
+}
+
+/// A buffer of the file's length holding the ELF headers, the section name table, every note
+/// and the sections named in `names` (the whole file when it is at most `above` bytes); with
+/// `fde_code`, also the first bytes of each small FDE's code.
+fn read_sections(
+    path: &Path,
+    above: u64,
+    names: &[&str],
+    fde_code: bool,
+) -> Result<Vec<u8>, UnwindError> {
     let io = |source| UnwindError::Io {
         path: path.to_path_buf(),
         source,
@@ -110,7 +132,7 @@ fn read_sparse_above(path: &Path, above: u64) -> Result<Vec<u8>, UnwindError> {
             for section in sections.iter() {
                 let name = sections.section_name(endian, section).unwrap_or_default();
                 let is_note = section.sh_type(endian) == SHT_NOTE;
-                if is_note || SECTIONS.iter().any(|s| s.as_bytes() == name) {
+                if is_note || names.iter().any(|s| s.as_bytes() == name) {
                     wanted.push((section.sh_offset(endian), section.sh_size(endian)));
                 }
             }
@@ -121,9 +143,11 @@ fn read_sparse_above(path: &Path, above: u64) -> Result<Vec<u8>, UnwindError> {
     }
 
     // The first bytes of each small FDE's code, for the signal-trampoline check.
-    let starts = small_fde_offsets(&image)?;
-    for offset in starts {
-        fill(&mut image, offset, CODE_PREFIX)?;
+    if fde_code {
+        let starts = small_fde_offsets(&image)?;
+        for offset in starts {
+            fill(&mut image, offset, CODE_PREFIX)?;
+        }
     }
     Ok(image)
 }
@@ -161,6 +185,36 @@ mod tests {
     use super::*;
     use crate::unwind::cfi::DebugSearch;
     use crate::unwind::table::build_from_data_at;
+
+    /// Symbols and segments read from the symbol-only image are those of the whole file, for
+    /// libc (`.dynsym` only) and this test binary (`.symtab`), and most of it was not read.
+    #[test]
+    fn symbol_reads_give_the_same_symbols() {
+        use object::{Object, ObjectSegment, ObjectSymbol};
+        let me = std::env::current_exe().unwrap();
+        for path in [Path::new("/lib/x86_64-linux-gnu/libc.so.6"), me.as_path()] {
+            let whole = std::fs::read(path).unwrap();
+            let sparse = read_for_symbols(path).unwrap();
+            assert_eq!(sparse.len(), whole.len());
+            let list = |data: &[u8]| {
+                let file = object::File::parse(data).unwrap();
+                let symbols: Vec<(String, u64, u64)> = file
+                    .symbols()
+                    .chain(file.dynamic_symbols())
+                    .map(|s| (s.name().unwrap_or("?").to_string(), s.address(), s.size()))
+                    .collect();
+                let segments: Vec<(u64, u64)> =
+                    file.segments().map(|s| (s.address(), s.size())).collect();
+                (symbols, segments)
+            };
+            let (a, b) = (list(&whole), list(&sparse));
+            assert!(a.0.len() > 1000, "{path:?}: {} symbols", a.0.len());
+            assert_eq!(a, b, "{path:?}");
+            let read = sparse.iter().filter(|&&b| b != 0).count();
+            let nonzero = whole.iter().filter(|&&b| b != 0).count();
+            assert!(read * 2 < nonzero, "{path:?}: {read} of {nonzero} bytes read");
+        }
+    }
 
     /// The table from the sparse image is the table from the whole file, for libc (a signal
     /// trampoline, PLT rows) and for this test binary (large, Rust).
