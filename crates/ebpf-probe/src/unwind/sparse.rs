@@ -212,7 +212,10 @@ mod tests {
             assert_eq!(a, b, "{path:?}");
             let read = sparse.iter().filter(|&&b| b != 0).count();
             let nonzero = whole.iter().filter(|&&b| b != 0).count();
-            assert!(read * 2 < nonzero, "{path:?}: {read} of {nonzero} bytes read");
+            assert!(
+                read * 2 < nonzero,
+                "{path:?}: {read} of {nonzero} bytes read"
+            );
         }
     }
 
