@@ -553,10 +553,31 @@ static __always_inline int send_unwound_sample(struct bpf_perf_event_data *ctx, 
 	return 0;
 }
 
-// Whether two walked stacks are the same. A global function, checked once by the verifier
-// (its loop, inline in both halves of the sampler, was a third of the program's verification).
+// What same_frame compares (pointers on the caller's stack, as bpf_loop callbacks want them).
+struct stack_pair {
+	struct user_stack *a;
+	struct user_stack *b;
+	int differ;
+};
+
+// bpf_loop callback: whether frame `i` of both stacks is the same (1 ends the loop).
+static long same_frame(__u64 i, void *data)
+{
+	struct stack_pair *p = data;
+
+	if (p->a->frames[i & (MAX_USER_FRAMES - 1)] != p->b->frames[i & (MAX_USER_FRAMES - 1)]) {
+		p->differ = 1;
+		return 1;
+	}
+	return 0;
+}
+
+// Whether two walked stacks are the same. A global function with its loop in bpf_loop: the
+// verifier checks it once (an unrolled loop of 512 steps, in both halves of the sampler, was
+// a third of the program's verification).
 __attribute__((noinline)) int same_stack(struct user_stack *a, struct user_stack *b)
 {
+	struct stack_pair pair = { .a = a, .b = b };
 	__u32 len;
 
 	if (!a || !b)
@@ -564,13 +585,10 @@ __attribute__((noinline)) int same_stack(struct user_stack *a, struct user_stack
 	len = a->len;
 	if (len != b->len || a->reason != b->reason || a->flags != b->flags)
 		return 0;
-	for (int i = 0; i < MAX_USER_FRAMES; i++) {
-		if (i >= len)
-			break;
-		if (a->frames[i] != b->frames[i])
-			return 0;
-	}
-	return 1;
+	if (len > MAX_USER_FRAMES)
+		return 0;
+	bpf_loop(len, same_frame, &pair, 0);
+	return !pair.differ;
 }
 
 // Walks the user stack of the current task from its user registers (ip, sp, bp) into the

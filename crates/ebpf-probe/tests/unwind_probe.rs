@@ -203,7 +203,12 @@ fn symbols(binary: &Path) -> HashMap<String, (u64, u64)> {
 /// symbol lookup (`ip → name` for the program's own functions).
 /// `readelf`: tables from the test's readelf provider, else the probe's default (the crate's
 /// gimli-based CFI tables).
-async fn profile(mode: &str, readelf: bool) -> (Vec<StackSample>, impl Fn(u64) -> Option<String>) {
+/// The program's samples, a symbol lookup for its addresses, and the walked stacks found under
+/// a stored stack's hash but different from it (`ustack_collisions`).
+async fn profile(
+    mode: &str,
+    readelf: bool,
+) -> (Vec<StackSample>, impl Fn(u64) -> Option<String>, u64) {
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("prog.c");
     std::fs::write(&source, PROGRAM_C).unwrap();
@@ -256,9 +261,11 @@ async fn profile(mode: &str, readelf: bool) -> (Vec<StackSample>, impl Fn(u64) -
     stdin.write_all(b"g").unwrap();
     stdin.flush().unwrap();
     let mut samples = Vec::new();
+    let mut collisions = 0;
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let collection = probe.collect().unwrap();
+        collisions += collection.unwind.ustack_collisions;
         eprintln!(
             "{mode}: unwind {:?} maps {:?} lost {:?}",
             collection.unwind, collection.unwind_maps, collection.lost
@@ -289,7 +296,7 @@ async fn profile(mode: &str, readelf: bool) -> (Vec<StackSample>, impl Fn(u64) -
             .find(|(_, &(lo, hi))| lo <= vaddr && vaddr < hi)
             .map(|(name, _)| name.clone())
     };
-    (samples, lookup)
+    (samples, lookup, collisions)
 }
 
 fn names(sample: &StackSample, lookup: &impl Fn(u64) -> Option<String>) -> Vec<String> {
@@ -313,7 +320,7 @@ async fn qsort_callbacks_reach_main_with_the_crate_tables() {
 }
 
 async fn check_qsort(readelf: bool) {
-    let (samples, lookup) = profile("qsort", readelf).await;
+    let (samples, lookup, _) = profile("qsort", readelf).await;
     let total: u64 = samples.iter().map(|s| s.count).sum();
     assert!(
         total as f64 >= CPU_SECONDS * RATE as f64 * 0.5,
@@ -353,7 +360,7 @@ async fn check_qsort(readelf: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root and eBPF"]
 async fn deep_recursion_is_walked_whole() {
-    let (samples, lookup) = profile("deep", false).await;
+    let (samples, lookup, collisions) = profile("deep", false).await;
     let total: u64 = samples.iter().map(|s| s.count).sum();
     let mut whole = 0;
     for s in &samples {
@@ -364,7 +371,10 @@ async fn deep_recursion_is_walked_whole() {
             whole += s.count;
         }
     }
-    eprintln!("{whole} of {total} samples hold all 301 recurse frames and main");
+    eprintln!(
+        "{whole} of {total} samples hold all 301 recurse frames and main ({} stacks, {collisions} collisions)",
+        samples.len()
+    );
     for s in samples.iter().take(3) {
         let n = names(s, &lookup);
         eprintln!(
@@ -375,6 +385,14 @@ async fn deep_recursion_is_walked_whole() {
         );
     }
     assert!(whole * 100 >= total * 95, "{whole} of {total}");
+    // The same 306-frame stack again and again: each time found equal to the stored one,
+    // frame by frame (same_stack); a false difference would count as a collision.
+    assert_eq!(collisions, 0, "walked stacks taken for hash collisions");
+    assert!(
+        samples.len() * 10 < total as usize,
+        "{} distinct stacks for {total} samples: equal stacks were not merged",
+        samples.len()
+    );
 }
 
 /// One measuring phase: `python3 -c 'while True: pass'` under a fresh probe for `seconds`;

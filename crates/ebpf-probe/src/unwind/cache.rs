@@ -117,7 +117,14 @@ impl UnwindCache {
         let id = build_id.map_or(FileIdentity::Stat(stat), FileIdentity::BuildId);
         self.by_stat.insert(stat, id.clone());
         let search = self.search.clone();
-        self.get_or_insert_with(id, || build_from_data_at(&data, path, &search))
+        self.get_or_insert_with(id, || {
+            let started = std::time::Instant::now();
+            let table = build_from_data_at(&data, path, &search);
+            if let Ok(t) = &table {
+                tracing::debug!(path = %path.display(), rows = t.rows.len(), elapsed_us = started.elapsed().as_micros() as u64, "unwind table built");
+            }
+            table
+        })
     }
 
     /// The table cached under `id`, or the one `build` makes (kept if it fits the limit).
