@@ -98,15 +98,20 @@ impl Bytes for UnwindMapping {
     }
 }
 
-/// Writes `values` at `first..` of an array map in batches; `Ok(false)` when the kernel has no
-/// batch updates (the caller writes one by one).
-fn write_batch<T: Bytes>(
+/// Writes `values` at `first..` of an array map through a mapping of it, else in batches.
+/// `Ok(false)` when neither works (the caller writes one by one); a way that fails once is
+/// not tried again (`mmap`, `batch`).
+fn write_fast<T: Bytes>(
     map: &MapData,
     first: u32,
     values: &[T],
     mmap: &mut bool,
+    batch: &mut bool,
 ) -> Result<bool, MapError> {
     use std::os::fd::{AsFd, AsRawFd};
+    if !*mmap && !*batch {
+        return Ok(false);
+    }
     let mut bytes = Vec::with_capacity(values.len() * T::SIZE);
     for value in values {
         value.put(&mut bytes);
@@ -123,10 +128,14 @@ fn write_batch<T: Bytes>(
             }
         }
     }
+    if !*batch {
+        return Ok(false);
+    }
     match sys::update_array_batch(fd, first, &bytes, T::SIZE) {
         Ok(()) => Ok(true),
         Err(BatchError::Unsupported(e)) => {
             tracing::warn!(error = %e, "BPF_MAP_UPDATE_BATCH unsupported, writing unwind maps one entry at a time");
+            *batch = false;
             Ok(false)
         }
         Err(BatchError::Io(e)) => Err(MapError::SyscallError(aya::sys::SyscallError {
@@ -140,10 +149,15 @@ impl UnwindMaps for BpfUnwindMaps {
     type Error = MapError;
 
     fn write_rows(&mut self, first: u32, rows: &[UnwindRow]) -> Result<(), MapError> {
-        if self.batch && write_batch(self.rows.map(), first, rows, &mut self.mmap)? {
+        if write_fast(
+            self.rows.map(),
+            first,
+            rows,
+            &mut self.mmap,
+            &mut self.batch,
+        )? {
             return Ok(());
         }
-        self.batch = false;
         for (i, row) in (first..).zip(rows) {
             self.rows.set(i, *row, 0)?;
         }
@@ -151,10 +165,15 @@ impl UnwindMaps for BpfUnwindMaps {
     }
 
     fn write_pages(&mut self, first: u32, pages: &[UnwindPage]) -> Result<(), MapError> {
-        if self.batch && write_batch(self.rows.map(), first, pages, &mut self.mmap)? {
+        if write_fast(
+            self.rows.map(),
+            first,
+            pages,
+            &mut self.mmap,
+            &mut self.batch,
+        )? {
             return Ok(());
         }
-        self.batch = false;
         // One by one, as the rows they share the map with (same size, same bytes).
         for (i, page) in (first..).zip(pages) {
             let [c0, c1, c2, c3] = page.count.to_ne_bytes();
@@ -174,10 +193,15 @@ impl UnwindMaps for BpfUnwindMaps {
     }
 
     fn write_mappings(&mut self, first: u32, mappings: &[UnwindMapping]) -> Result<(), MapError> {
-        if self.batch && write_batch(self.mappings.map(), first, mappings, &mut self.mmap)? {
+        if write_fast(
+            self.mappings.map(),
+            first,
+            mappings,
+            &mut self.mmap,
+            &mut self.batch,
+        )? {
             return Ok(());
         }
-        self.batch = false;
         for (i, mapping) in (first..).zip(mappings) {
             self.mappings.set(i, *mapping, 0)?;
         }
