@@ -58,10 +58,17 @@ pub(crate) struct BpfUnwindMaps {
     mappings: Array<MapData, UnwindMapping>,
     tables: Array<MapData, UnwindTable>,
     rows: Array<MapData, UnwindRow>,
-    /// BPF_MAP_UPDATE_BATCH works (else entries are written one by one).
-    batch: bool,
-    /// Writing through a mapping of the map works (else BPF_MAP_UPDATE_BATCH is used).
+    /// Which of the fast ways to write the arrays still work.
+    fast: FastWrites,
+}
+
+/// The ways to write many array entries at once that have not failed yet.
+#[derive(Debug, Clone, Copy)]
+struct FastWrites {
+    /// Through a mapping of the map (else BPF_MAP_UPDATE_BATCH).
     mmap: bool,
+    /// BPF_MAP_UPDATE_BATCH (else entries are written one by one).
+    batch: bool,
 }
 
 /// The bytes of a value as the C program lays it out (native endian, no padding).
@@ -105,10 +112,10 @@ fn write_fast<T: Bytes>(
     map: &MapData,
     first: u32,
     values: &[T],
-    mmap: &mut bool,
-    batch: &mut bool,
+    fast: &mut FastWrites,
 ) -> Result<bool, MapError> {
     use std::os::fd::{AsFd, AsRawFd};
+    let FastWrites { mmap, batch } = fast;
     if !*mmap && !*batch {
         return Ok(false);
     }
@@ -149,13 +156,7 @@ impl UnwindMaps for BpfUnwindMaps {
     type Error = MapError;
 
     fn write_rows(&mut self, first: u32, rows: &[UnwindRow]) -> Result<(), MapError> {
-        if write_fast(
-            self.rows.map(),
-            first,
-            rows,
-            &mut self.mmap,
-            &mut self.batch,
-        )? {
+        if write_fast(self.rows.map(), first, rows, &mut self.fast)? {
             return Ok(());
         }
         for (i, row) in (first..).zip(rows) {
@@ -165,13 +166,7 @@ impl UnwindMaps for BpfUnwindMaps {
     }
 
     fn write_pages(&mut self, first: u32, pages: &[UnwindPage]) -> Result<(), MapError> {
-        if write_fast(
-            self.rows.map(),
-            first,
-            pages,
-            &mut self.mmap,
-            &mut self.batch,
-        )? {
+        if write_fast(self.rows.map(), first, pages, &mut self.fast)? {
             return Ok(());
         }
         // One by one, as the rows they share the map with (same size, same bytes).
@@ -193,13 +188,7 @@ impl UnwindMaps for BpfUnwindMaps {
     }
 
     fn write_mappings(&mut self, first: u32, mappings: &[UnwindMapping]) -> Result<(), MapError> {
-        if write_fast(
-            self.mappings.map(),
-            first,
-            mappings,
-            &mut self.mmap,
-            &mut self.batch,
-        )? {
+        if write_fast(self.mappings.map(), first, mappings, &mut self.fast)? {
             return Ok(());
         }
         for (i, mapping) in (first..).zip(mappings) {
@@ -262,8 +251,10 @@ impl Unwinder {
             mappings: take(ebpf, MAP_UNWIND_MAPPINGS, Array::try_from)?,
             tables: take(ebpf, MAP_UNWIND_TABLES, Array::try_from)?,
             rows: take(ebpf, MAP_UNWIND_ROWS, Array::try_from)?,
-            batch: true,
-            mmap: true,
+            fast: FastWrites {
+                mmap: true,
+                batch: true,
+            },
         };
         Ok(Unwinder {
             maps,
