@@ -2,7 +2,8 @@
 //! the file's length that is zero except for what the table is built from (the ELF headers, the
 //! sections `cfi` reads, and the first bytes of each small FDE's code, where a signal trampoline
 //! is recognized). The buffer is allocated zeroed, so the pages never written stay untouched and
-//! cost no memory: a 100 MB binary costs its CFI, not 100 MB of resident memory.
+//! cost no memory: a 100 MB binary costs its CFI, not 100 MB of resident memory. The same
+//! reader gives a CPython image with only its symbol tables (`read_for_symbols`).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -39,7 +40,7 @@ const SYMBOL_SECTIONS: [&str; 4] = [".symtab", ".strtab", ".dynsym", ".dynstr"];
 
 /// The file at `path` as the table builder reads it (see the module documentation).
 pub(crate) fn read_for_unwind(path: &Path) -> Result<Vec<u8>, UnwindError> {
-    read_sparse_above(path, SPARSE_ABOVE)
+    read_sections(path, SPARSE_ABOVE, &SECTIONS, true)
 }
 
 /// The file at `path` with only its headers, program headers and symbol tables read (the rest
@@ -47,11 +48,6 @@ pub(crate) fn read_for_unwind(path: &Path) -> Result<Vec<u8>, UnwindError> {
 /// library is 23 MB with its debug information; its symbol tables are a tenth of that.
 pub(crate) fn read_for_symbols(path: &Path) -> Result<Vec<u8>, UnwindError> {
     read_sections(path, 0, &SYMBOL_SECTIONS, false)
-}
-
-/// [`read_for_unwind`] with the size above which the file is read sparsely.
-fn read_sparse_above(path: &Path, above: u64) -> Result<Vec<u8>, UnwindError> {
-    read_sections(path, above, &SECTIONS, true)
 }
 
 /// A buffer of the file's length holding the ELF headers, the section name table, every note
@@ -186,6 +182,16 @@ mod tests {
     use crate::unwind::cfi::DebugSearch;
     use crate::unwind::table::build_from_data_at;
 
+    /// Most of the file was never read: fewer than half its nonzero bytes are in `sparse`.
+    fn assert_mostly_unread(path: &Path, whole: &[u8], sparse: &[u8]) {
+        let read = sparse.iter().filter(|&&b| b != 0).count();
+        let nonzero = whole.iter().filter(|&&b| b != 0).count();
+        assert!(
+            read * 2 < nonzero,
+            "{path:?}: {read} of {nonzero} bytes read"
+        );
+    }
+
     /// Symbols and segments read from the symbol-only image are those of the whole file, for
     /// libc (`.dynsym` only) and this test binary (`.symtab`), and most of it was not read.
     #[test]
@@ -210,12 +216,7 @@ mod tests {
             let (a, b) = (list(&whole), list(&sparse));
             assert!(a.0.len() > 1000, "{path:?}: {} symbols", a.0.len());
             assert_eq!(a, b, "{path:?}");
-            let read = sparse.iter().filter(|&&b| b != 0).count();
-            let nonzero = whole.iter().filter(|&&b| b != 0).count();
-            assert!(
-                read * 2 < nonzero,
-                "{path:?}: {read} of {nonzero} bytes read"
-            );
+            assert_mostly_unread(path, &whole, &sparse);
         }
     }
 
@@ -226,7 +227,7 @@ mod tests {
         let me = std::env::current_exe().unwrap();
         for path in [Path::new("/lib/x86_64-linux-gnu/libc.so.6"), me.as_path()] {
             let whole = std::fs::read(path).unwrap();
-            let sparse = read_sparse_above(path, 0).unwrap();
+            let sparse = read_sections(path, 0, &SECTIONS, true).unwrap();
             assert_eq!(sparse.len(), whole.len());
             let search = DebugSearch::none();
             let a = build_from_data_at(&whole, path, &search).unwrap();
@@ -234,15 +235,15 @@ mod tests {
             assert!(a.rows.len() > 1000, "{path:?}: {} rows", a.rows.len());
             assert_eq!(a.rows, b.rows, "{path:?}");
             assert_eq!(a.stats.signal_frames, b.stats.signal_frames, "{path:?}");
-            // Most of the file was never read (left zero).
-            let read = sparse.iter().filter(|&&b| b != 0).count();
-            let nonzero = whole.iter().filter(|&&b| b != 0).count();
-            assert!(
-                read * 2 < nonzero,
-                "{path:?}: {read} of {nonzero} bytes read"
-            );
+            assert_mostly_unread(path, &whole, &sparse);
         }
-        let libc = read_sparse_above(Path::new("/lib/x86_64-linux-gnu/libc.so.6"), 0).unwrap();
+        let libc = read_sections(
+            Path::new("/lib/x86_64-linux-gnu/libc.so.6"),
+            0,
+            &SECTIONS,
+            true,
+        )
+        .unwrap();
         let table = build_from_data_at(
             &libc,
             Path::new("/lib/x86_64-linux-gnu/libc.so.6"),
