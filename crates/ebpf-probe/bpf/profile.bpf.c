@@ -559,3 +559,6 @@ int on_process_exec(struct bpf_raw_tracepoint_args *ctx)
 
 // Off-CPU profiles (offcpu_switch, offcpu_switch_unwind).
 #include "offcpu.h"
+
+// Kernel symbolization for user space (ksym_resolve, run with BPF_PROG_TEST_RUN).
+#include "ksym.h"

@@ -11,6 +11,7 @@
 //! Stacks are leaf first; user frames other than the first are return addresses.
 
 mod abi;
+mod ksym;
 mod loader;
 pub mod mock;
 mod offcpu;
@@ -25,6 +26,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 pub use abi::MAX_STACK_DEPTH;
+pub use ksym::BpfKsymResolver;
 pub use loader::Probe;
 pub use offcpu::{OffCpuCollection, OffCpuCounters, OffCpuLost, OffCpuThreshold};
 pub use unwind_abi::{WalkEnd, MAX_USER_FRAMES};
@@ -359,6 +361,11 @@ pub trait SampleSource: Send {
     fn take_events(&mut self) -> Option<UnboundedReceiver<ProbeEvent>>;
     /// Pids reported as unknown and not answered yet (to resynchronise after lost events).
     fn pending_pids(&self) -> Result<Vec<u32>, ProbeError>;
+    /// A resolver that names kernel addresses in the kernel (a new one at each call), if this
+    /// source has one; without it the symbolizer reads `/proc/kallsyms`.
+    fn kernel_resolver(&mut self) -> Option<Box<dyn crate::symbolize::ksym::KernelResolver>> {
+        None
+    }
     /// Changes the off-CPU threshold; it applies to switch-outs from now on (collect first so
     /// that an interval has one threshold). Sources without off-CPU profiles refuse.
     fn set_off_cpu_threshold(&mut self, threshold: OffCpuThreshold) -> Result<(), ProbeError> {

@@ -14,6 +14,7 @@ pub mod demangle;
 pub mod elf;
 pub mod gopclntab;
 pub mod kallsyms;
+pub mod ksym;
 pub mod perfmap;
 pub mod procmaps;
 pub mod table;
@@ -529,18 +530,28 @@ impl Symbolizer {
 
     /// Kernel instruction pointers (leaf first) to frames.
     pub fn symbolize_kernel(&mut self, ips: &[u64]) -> Vec<Frame> {
-        ips.iter()
+        // Return addresses are looked up one byte earlier, in the call instruction.
+        let lookups: Vec<u64> = ips
+            .iter()
             .enumerate()
-            .map(|(i, &ip)| {
-                let lookup = if i == 0 { ip } else { ip.wrapping_sub(1) };
-                Frame {
-                    address: ip,
-                    name: self.kernel.lookup(lookup).map(Cow::into_owned),
-                    mapping: None,
-                    source: None,
-                }
+            .map(|(i, &ip)| if i == 0 { ip } else { ip.wrapping_sub(1) })
+            .collect();
+        let names = self.kernel.lookup_many(&lookups);
+        ips.iter()
+            .zip(names)
+            .map(|(&ip, name)| Frame {
+                address: ip,
+                name,
+                mapping: None,
+                source: None,
             })
             .collect()
+    }
+
+    /// Names kernel addresses through `resolver` (the probe's, see
+    /// [`crate::probe::SampleSource::kernel_resolver`]) instead of `/proc/kallsyms`.
+    pub fn set_kernel_resolver(&mut self, resolver: Option<Box<dyn ksym::KernelResolver>>) {
+        self.kernel.set_resolver(resolver);
     }
 
     /// The kernel symbol table, for inspection.

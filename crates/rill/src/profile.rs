@@ -18,7 +18,7 @@ use anyhow::Context;
 use components::pyroscope::ebpf::recent::top_functions;
 use ebpf_probe::cgroup::{normalize_container_id, ContainerIdCache, ContainerIdCacheMetrics};
 use ebpf_probe::pprof::{encode_gzip, folded, is_off_cpu, Profile, ProfileBuilder};
-use ebpf_probe::probe::{OffCpuThreshold, Probe, ProbeConfig};
+use ebpf_probe::probe::{OffCpuThreshold, Probe, ProbeConfig, SampleSource};
 use ebpf_probe::session::{Decision, Forget, Policy, ProfileKind, Session};
 use ebpf_probe::symbolize::{Symbolizer, SymbolizerConfig, SymbolizerMetrics};
 
@@ -218,6 +218,9 @@ async fn record(args: &ProfileArgs, filter: Filter) -> anyhow::Result<Profile> {
         _ => None,
     };
     let mut policy = FilterPolicy::new(filter, "/proc");
+    policy
+        .symbolizer
+        .set_kernel_resolver(probe.kernel_resolver());
     let start = SystemTime::now();
     let t0 = Instant::now();
     let start_nanos = start

@@ -493,6 +493,9 @@ impl Worker {
         match (self.options.source)(&self.probe_config()) {
             Ok(mut source) => {
                 offcpu::apply(source.as_mut(), &self.args);
+                self.policy
+                    .symbolizer
+                    .set_kernel_resolver(source.kernel_resolver());
                 self.session.attach(source.as_mut());
                 self.source = Some(source);
                 lock(&self.status).probe_loaded = true;
@@ -538,6 +541,11 @@ impl Worker {
                 symbolizer_config(&self.options.symbolizer, new),
                 self.sym_metrics.clone(),
             );
+            if let Some(source) = self.source.as_mut() {
+                self.policy
+                    .symbolizer
+                    .set_kernel_resolver(source.kernel_resolver());
+            }
         }
         if old.container_id_cache_size != new.container_id_cache_size {
             self.policy.cgroups = ContainerIdCache::new(

@@ -19,14 +19,17 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tracing::{debug, warn, Instrument};
 
+use crate::symbolize::ksym::KernelResolver;
+
 use super::abi::{
     apply_counters, counter_deltas, parse_record, sample_counters, splice_leaf_caller,
     unwind_counters, Counters, PidConfigValue, Record, SampleKey, C_NUM_COUNTERS, PID_PENDING,
     STORE_USTACKS,
 };
+use super::ksym::BpfKsymResolver;
 use super::offcpu::{self, OffCpu, OffCpuThreshold};
 use super::sys::{self, BatchError};
-use super::unwind_abi::{UserStack, WalkEnd};
+use super::unwind_abi::{WalkEnd, WalkedStack};
 use super::unwind_bpf::{
     cfi_tables, lock, refresh_or_forget, spawn_rereads, Unwinder, UserStacks, MAP_PYTHON_PROCS,
     MAP_UNWIND_MAPPINGS, MAP_UNWIND_PROCS, MAP_UNWIND_ROWS, MAP_UNWIND_TABLES, MAP_USTACKS,
@@ -149,6 +152,8 @@ pub struct Probe {
     last_collect: Instant,
     /// The off-CPU maps and programs.
     off_cpu: OffCpu,
+    /// `ksym_resolve` and `ksym_names`, when the kernel took the program.
+    ksym: Option<(OwnedFd, OwnedFd)>,
 }
 
 impl std::fmt::Debug for Probe {
@@ -236,6 +241,15 @@ impl Probe {
             .map_err(|e| load_error("loading on_process_exec", e))?;
         exec.attach("sched_process_exec")
             .map_err(|e| load_error("attaching to sched_process_exec", e))?;
+
+        // Kernel addresses named by the kernel; without it, /proc/kallsyms.
+        let ksym = match super::ksym::load(&mut ebpf) {
+            Ok(fds) => Some(fds),
+            Err(e) => {
+                warn!(error = %e, "the kernel cannot name kernel addresses for rill; /proc/kallsyms will be read");
+                None
+            }
+        };
 
         // The table walk needs bpf_loop (5.17); older kernels reject it and get frame pointers.
         let unwinding = config.unwind
@@ -337,6 +351,7 @@ impl Probe {
             last_counters: [0; C_NUM_COUNTERS],
             last_collect: Instant::now(),
             off_cpu,
+            ksym,
         };
         probe.last_counters = probe.read_counters()?;
         Ok(probe)
@@ -592,6 +607,17 @@ impl SampleSource for Probe {
         Probe::pending_pids(self)
     }
 
+    fn kernel_resolver(&mut self) -> Option<Box<dyn KernelResolver>> {
+        let (program, names) = self.ksym.as_ref()?;
+        match BpfKsymResolver::new(program, names) {
+            Ok(r) => Some(Box::new(r)),
+            Err(e) => {
+                warn!(error = %e, "cannot map ksym_names; /proc/kallsyms will be read");
+                None
+            }
+        }
+    }
+
     fn set_off_cpu_threshold(&mut self, threshold: OffCpuThreshold) -> Result<(), ProbeError> {
         Probe::set_off_cpu_threshold(self, threshold)
     }
@@ -639,7 +665,7 @@ fn resolve_counts(
     counts: Vec<(SampleKey, u64)>,
     raw: StackCounts,
     stacks: &StdHashMap<i32, Vec<u64>>,
-    ustacks: &StdHashMap<u64, UserStack>,
+    ustacks: &StdHashMap<u64, WalkedStack>,
     missing: &mut u64,
 ) -> StackCounts {
     let mut merged: StackCounts = StdHashMap::new();
@@ -676,12 +702,12 @@ fn resolve_stack(stacks: &StdHashMap<i32, Vec<u64>>, id: i32, missing: &mut u64)
 /// A table-walked user stack from `ustacks` and how its walk ended; a missing one is counted
 /// and kept as an empty stack.
 fn resolve_user_stack(
-    ustacks: &StdHashMap<u64, UserStack>,
+    ustacks: &StdHashMap<u64, WalkedStack>,
     hash: u64,
     missing: &mut u64,
 ) -> (Vec<u64>, Option<WalkEnd>) {
     match ustacks.get(&hash) {
-        Some(stack) => (stack.ips().to_vec(), WalkEnd::from_code(stack.reason)),
+        Some(stack) => (stack.ips.to_vec(), WalkEnd::from_code(stack.reason)),
         None => {
             *missing += 1;
             (Vec::new(), None)

@@ -10,7 +10,7 @@
 )]
 
 use std::io;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use tokio::io::unix::{AsyncFd, AsyncFdRegisterError};
 use tokio::io::Interest;
@@ -277,6 +277,127 @@ pub(crate) fn write_mmapable_array(fd: RawFd, offset: usize, values: &[u8]) -> i
     Ok(())
 }
 
+/// `BPF_PROG_TEST_RUN` (include/uapi/linux/bpf.h).
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+
+/// The `test` member of `union bpf_attr`, up to `batch_size`.
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    _pad: u32,
+}
+
+/// Runs a raw tracepoint program once with `args` as its context (`BPF_PROG_TEST_RUN`, Linux
+/// 5.10); returns the program's return value. aya's own wrapper needs the program object, which
+/// the resolver that calls this does not keep.
+pub(crate) fn test_run_raw_tp(prog: BorrowedFd<'_>, args: &[u64; 12]) -> io::Result<u32> {
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        ctx_size_in: std::mem::size_of_val(args) as u32,
+        ctx_in: args.as_ptr() as u64,
+        ..TestRunAttr::default()
+    };
+    // SAFETY: `attr` points at `args`, valid for `ctx_size_in` bytes for the whole call, which
+    // the kernel only reads; no output buffer is given.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &mut attr as *mut TestRunAttr,
+            std::mem::size_of::<TestRunAttr>(),
+        )
+    };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(attr.retval)
+}
+
+/// A read-only shared mapping of the values of a `BPF_F_MMAPABLE` array, kept for its owner's
+/// life; read by copying out (the kernel writes the pages between reads).
+#[derive(Debug)]
+pub(crate) struct MappedArray {
+    base: std::ptr::NonNull<libc::c_void>,
+    len: usize,
+    /// The map stays alive as long as its mapping; the descriptor is kept for clarity.
+    _fd: OwnedFd,
+}
+
+// SAFETY: the mapping is owned by this value alone and only read through `copy_out`, which
+// needs `&self`; the pointer is never handed out.
+unsafe impl Send for MappedArray {}
+
+impl MappedArray {
+    /// Maps the first `len` bytes of the values of the map `fd` read-only.
+    pub(crate) fn new(fd: OwnedFd, len: usize) -> io::Result<MappedArray> {
+        let page = page_size();
+        let len = len.div_ceil(page).max(1) * page;
+        // SAFETY: a new shared read-only mapping chosen by the kernel, which refuses it if the
+        // map is not mmapable or is shorter than `len`.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base =
+            std::ptr::NonNull::new(base).ok_or_else(|| io::Error::from(io::ErrorKind::Other))?;
+        Ok(MappedArray { base, len, _fd: fd })
+    }
+
+    /// Copies `out.len()` bytes from byte `offset` of the mapping into `out`.
+    pub(crate) fn copy_out(&self, offset: usize, out: &mut [u8]) -> io::Result<()> {
+        if offset
+            .checked_add(out.len())
+            .is_none_or(|end| end > self.len)
+        {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        // SAFETY: `offset + out.len() <= len`, so the source lies inside the live mapping made
+        // in `new`; `out` is separate memory of the process. Nothing writes the pages while
+        // this runs: only the program run by the same owner (`&self`, not concurrent) does.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.base.as_ptr().cast::<u8>().add(offset),
+                out.as_mut_ptr(),
+                out.len(),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for MappedArray {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`, never used after this.
+        unsafe {
+            libc::munmap(self.base.as_ptr(), self.len);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,6 +409,16 @@ mod tests {
         assert_eq!(std::mem::offset_of!(BatchAttr, count), 32);
         assert_eq!(std::mem::offset_of!(BatchAttr, map_fd), 36);
         assert_eq!(std::mem::offset_of!(BatchAttr, elem_flags), 40);
+    }
+
+    #[test]
+    fn test_run_attr_matches_the_kernel_layout() {
+        // The test member of `union bpf_attr`, through batch_size (include/uapi/linux/bpf.h).
+        assert_eq!(std::mem::offset_of!(TestRunAttr, repeat), 32);
+        assert_eq!(std::mem::offset_of!(TestRunAttr, ctx_size_in), 40);
+        assert_eq!(std::mem::offset_of!(TestRunAttr, ctx_in), 48);
+        assert_eq!(std::mem::offset_of!(TestRunAttr, flags), 64);
+        assert_eq!(std::mem::offset_of!(TestRunAttr, batch_size), 72);
     }
 
     #[test]

@@ -226,6 +226,24 @@ impl UserStack {
     }
 }
 
+/// A walked stack as user space keeps it: only the frames in use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalkedStack {
+    /// Instruction pointers, leaf first.
+    pub ips: Box<[u64]>,
+    /// How the walk ended (a [`WalkEnd`] code).
+    pub reason: u8,
+}
+
+impl From<&UserStack> for WalkedStack {
+    fn from(stack: &UserStack) -> Self {
+        WalkedStack {
+            ips: stack.ips().into(),
+            reason: stack.reason,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,9 @@ use aya::Ebpf;
 
 use super::python_bpf::{python_candidate, PythonProc};
 use super::sys::{self, BatchError};
-use super::unwind_abi::{UnwindMapping, UnwindPage, UnwindProc, UnwindTable, UserStack};
+use super::unwind_abi::{
+    UnwindMapping, UnwindPage, UnwindProc, UnwindTable, UserStack, WalkedStack,
+};
 use super::unwind_maps::{
     FileTables, TableProvider, UnwindMapError, UnwindMapStats, UnwindMaps, UnwindState,
 };
@@ -480,11 +482,13 @@ impl UserStacks {
         })
     }
 
-    /// Reads and clears the walked stacks of one half.
+    /// Reads and clears the walked stacks of one half: each stack's frames in use and how its
+    /// walk ended. (Kept whole, each is 4 KiB whatever its depth: a whole-host interval with a
+    /// few thousand distinct stacks made the collect the process's memory peak.)
     pub(crate) fn drain_ustacks(
         &mut self,
         half: usize,
-    ) -> Result<StdHashMap<u64, UserStack>, ProbeError> {
+    ) -> Result<StdHashMap<u64, WalkedStack>, ProbeError> {
         let name = MAP_USTACKS[half];
         let map = &mut self.ustacks[half];
         let error = |e: MapError| ProbeError::Map {
@@ -496,7 +500,7 @@ impl UserStacks {
         for key in keys {
             match map.get(&key, 0) {
                 Ok(stack) => {
-                    stacks.insert(key, stack);
+                    stacks.insert(key, WalkedStack::from(&stack));
                 }
                 Err(MapError::KeyNotFound) => {}
                 Err(e) => return Err(error(e)),

@@ -5,6 +5,10 @@
 //! when `/proc/modules` changes or when a new address cannot be resolved (a BPF program or
 //! module loaded since), at most once per `min_refresh_interval`; `/proc/modules` itself is
 //! compared at most that often too.
+//!
+//! With a [`KernelResolver`] set (the probe's `ksym_resolve`), addresses are named by the kernel
+//! one batch at a time instead ([`ResolvedKernel`]) and `/proc/kallsyms` is read only if the
+//! resolver fails.
 
 use std::borrow::Cow;
 use std::collections::hash_map::DefaultHasher;
@@ -14,6 +18,7 @@ use std::io::BufRead;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use super::ksym::{KernelResolver, ResolvedKernel};
 use super::table::{SymbolTable, SymbolTableBuilder};
 
 /// Unresolved addresses remembered between loads.
@@ -94,6 +99,8 @@ pub struct KernelSymbols {
     /// Addresses that did not resolve since the last load: they do not trigger reloads again.
     unresolved: HashSet<u64>,
     loads: u64,
+    /// Names from the kernel itself, when a resolver is set and has not failed.
+    resolved: Option<ResolvedKernel>,
 }
 
 impl KernelSymbols {
@@ -114,7 +121,42 @@ impl KernelSymbols {
             last_check: None,
             unresolved: HashSet::new(),
             loads: 0,
+            resolved: None,
         }
+    }
+
+    /// Names addresses through `resolver` from now on (`None`: through `/proc/kallsyms`).
+    pub fn set_resolver(&mut self, resolver: Option<Box<dyn KernelResolver>>) {
+        self.resolved = resolver.map(|r| ResolvedKernel::new(r, self.min_refresh_interval));
+    }
+
+    /// Whether addresses are named by a resolver (it was set and has not failed).
+    pub fn uses_resolver(&self) -> bool {
+        self.resolved.is_some()
+    }
+
+    /// The kernel functions at `addrs`, in order: through the resolver when there is one (in
+    /// one batch), else as [`Self::lookup`] does. A failing resolver is dropped for good, with a
+    /// warning, and `/proc/kallsyms` names these addresses and the next.
+    pub fn lookup_many(&mut self, addrs: &[u64]) -> Vec<Option<String>> {
+        if let Some(resolved) = self.resolved.as_mut() {
+            match resolved.lookup_many(addrs) {
+                Ok(names) => {
+                    return names
+                        .into_iter()
+                        .map(|n| n.map(|n| n.to_string()))
+                        .collect()
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "the kernel cannot name kernel addresses for rill; reading /proc/kallsyms instead");
+                    self.resolved = None;
+                }
+            }
+        }
+        addrs
+            .iter()
+            .map(|&a| self.lookup(a).map(Cow::into_owned))
+            .collect()
     }
 
     fn load(&mut self) {
@@ -200,14 +242,17 @@ impl KernelSymbols {
         None
     }
 
-    /// Symbols loaded.
+    /// Symbols loaded (functions named so far, with a resolver).
     pub fn len(&self) -> usize {
-        self.table.len()
+        match &self.resolved {
+            Some(r) => r.len(),
+            None => self.table.len(),
+        }
     }
 
     /// Whether no symbol is loaded.
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.len() == 0
     }
 
     /// How many times the table was (re)loaded.

@@ -135,7 +135,7 @@ pub fn build_from_eh_frame(data: &[u8], vaddr: u64) -> Result<UnwindTable, Unwin
     build(&cfi, None)
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, UnwindError> {
+fn read(path: &Path) -> Result<super::sparse::Image, UnwindError> {
     super::sparse::read_for_unwind(path)
 }
 
@@ -269,7 +269,11 @@ impl Builder {
             if end > u64::from(u32::MAX) + 1 {
                 return Err(UnwindError::AddressTooLarge(end));
             }
-            if fde.is_signal_trampoline() || is_sigreturn_code(cfi, start) {
+            // Only a small FDE can be a signal trampoline (the sparse reader reads no other
+            // code, and looking at every function's first bytes was a sixth of a build).
+            if fde.is_signal_trampoline()
+                || (fde.len() <= super::sparse::TRAMPOLINE_FDE_MAX && is_sigreturn_code(cfi, start))
+            {
                 self.stats.signal_frames += 1;
                 self.rules.push((start, Rule::new(UNW_SIGNAL)));
                 self.blocks.push(Block {
@@ -316,7 +320,8 @@ impl Builder {
         } else {
             UNW_NO_INFO
         });
-        let mut rows: Vec<(u64, Rule)> = Vec::new();
+        let mut rows: Vec<(u64, Rule)> =
+            Vec::with_capacity(self.rules.len() + self.blocks.len() + 2);
         let mut cursor: Option<u64> = None;
         let exec = cfi.executable_ranges();
         if self.blocks.is_empty() {
