@@ -19,6 +19,9 @@
 # RILL_BASE=/path/to/another/rill adds that build (python off) to the same run, to compare two
 # versions of the program.
 #
+# FLOOR=1 (the default) adds the floor of any profiler here: bpftrace programs that only count
+# the sample, and that also read the user stack once and 32 times.
+#
 # Needs root, bpftool, bpftrace and a build of rill (RILL=...).
 set -euo pipefail
 
@@ -92,7 +95,14 @@ measure() {
     read -r t1 n1 < <(stats "$prefix")
     local k1
     k1=$(ticks)
+    # bpftrace has been seen to miss a SIGTERM that came while another program was loading:
+    # give it 5 s, then kill it.
     kill -TERM "$p" 2>/dev/null || true
+    for i in $(seq 1 50); do
+        kill -0 "$p" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$p" 2>/dev/null || true
     wait "$p" 2>/dev/null || true
     local hz
     hz=$(getconf CLK_TCK)
@@ -105,6 +115,17 @@ rill_cmd() { # PID PYTHON [BINARY]
 }
 bt_cmd() {
     exec bpftrace -e "profile:hz:$RATE /pid == $1/ { @[ustack, kstack] = count(); }"
+}
+# The floor (FLOOR=1, the default): a bpftrace program that only counts the sample, and one
+# that also makes N 8-byte reads of the user stack 32 bytes apart (inside the interpreter's
+# frames): what any profiler pays on this machine before it walks, and per read of user memory.
+bt_reads_cmd() { # PID N
+    local sum="" i
+    for i in $(seq 0 $(($2 - 1))); do sum="$sum + *(uint64 *)uptr(reg(\"sp\") + $((i * 32)))"; done
+    if [ "$2" = 0 ]; then
+        exec bpftrace -e "profile:hz:$RATE /pid == $1/ { @n = count(); }"
+    fi
+    exec bpftrace -e "profile:hz:$RATE /pid == $1/ { @n = count(); @v = ${sum:3}; }"
 }
 
 declare -A RESULT
@@ -133,11 +154,19 @@ if [ -n "${RILL_BASE:-}" ]; then
     LABELS+=("rill base (python off)")
 fi
 run_peer "bpftrace (fp)" "$RATE" bt_cmd
+if [ "${FLOOR:-1}" = 1 ]; then
+    run_peer "floor: count only" "$RATE" bt_reads_cmd 0
+    run_peer "floor: 1 user read" "$RATE" bt_reads_cmd 1
+    run_peer "floor: 32 user reads" "$RATE" bt_reads_cmd 32
+fi
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo
 echo "median in-kernel ns per workload sample:"
 LABELS+=("bpftrace (fp)")
+if [ "${FLOOR:-1}" = 1 ]; then
+    LABELS+=("floor: count only" "floor: 1 user read" "floor: 32 user reads")
+fi
 for k in "${LABELS[@]}"; do
     printf '  %-28s %6s\n' "$k" "$(echo "${RESULT[$k]}" | median)"
 done
@@ -145,3 +174,8 @@ r=$(echo "${RESULT["rill (tables, python off)"]}" | median)
 t=$(echo "${RESULT["bpftrace (fp)"]}" | median)
 p=$(echo "${RESULT["rill (tables, python on)"]}" | median)
 python3 -c "print('ratios: rill (python off)/bpftrace %.2f, rill (python on)/bpftrace %.2f' % ($r / $t, $p / $t))"
+if [ "${FLOOR:-1}" = 1 ]; then
+    c=$(echo "${RESULT["floor: count only"]}" | median)
+    r32=$(echo "${RESULT["floor: 32 user reads"]}" | median)
+    python3 -c "print('floor: %d ns a sample before any read, %.0f ns per 8-byte user read' % ($c, ($r32 - $c) / 32))"
+fi

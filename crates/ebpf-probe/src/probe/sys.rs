@@ -33,7 +33,7 @@ unsafe impl aya::Pod for UnwindProc {}
 // SAFETY: repr(C), three u64 then two u32 (32 bytes), no padding, every bit pattern valid.
 unsafe impl aya::Pod for UnwindMapping {}
 
-// SAFETY: repr(C), two u32 (8 bytes), no padding, every bit pattern valid.
+// SAFETY: repr(C), six u32 (24 bytes), no padding, every bit pattern valid.
 unsafe impl aya::Pod for UnwindTable {}
 
 // SAFETY: repr(C), u32, u8, u8, u16 (8 bytes) then an array of u64, no padding, every bit

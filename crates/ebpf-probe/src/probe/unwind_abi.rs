@@ -124,6 +124,12 @@ pub struct UnwindTable {
     pub page_base: u32,
     /// Entries in the page index.
     pub pages: u32,
+    /// Never the same for two writes of a table entry (never 0): the kernel's cache of rows
+    /// found (`row_cache`) is keyed by it, so a table id or row range used again for another
+    /// file never gives that file the rows of the one before.
+    pub generation: u32,
+    /// Zero.
+    pub pad: u32,
 }
 
 /// `struct unwind_page`: for the pcs of one page, the rows `first..first + count` (relative
@@ -317,7 +323,7 @@ mod tests {
         assert!(1u64 << c_define("MAPPING_SEARCH_STEPS") > MAX_PROC_MAPPINGS as u64);
         assert_eq!(std::mem::size_of::<UnwindProc>(), 16);
         assert_eq!(std::mem::size_of::<UnwindMapping>(), 32);
-        assert_eq!(std::mem::size_of::<UnwindTable>(), 16);
+        assert_eq!(std::mem::size_of::<UnwindTable>(), 24);
         assert_eq!(std::mem::size_of::<UnwindPage>(), 8);
         assert_eq!(std::mem::size_of::<UserStack>(), 8 + 8 * MAX_USER_FRAMES);
     }

@@ -404,6 +404,8 @@ pub struct UnwindState {
     released: u64,
     procs: HashMap<u32, ProcSlot>,
     stats: UnwindMapStats,
+    /// The last `UnwindTable::generation` written.
+    generation: u32,
 }
 
 /// When a file without a table is tried again.
@@ -436,6 +438,7 @@ impl UnwindState {
             released: 0,
             procs: HashMap::new(),
             stats: UnwindMapStats::default(),
+            generation: 0,
         }
     }
 
@@ -640,11 +643,14 @@ impl UnwindState {
             return Ok(None);
         };
         self.untabled.remove(key);
+        self.generation = self.generation.wrapping_add(1).max(1);
         let described = UnwindTable {
             first,
             count: rows,
             page_base,
             pages: pages.len() as u32,
+            generation: self.generation,
+            pad: 0,
         };
         let written = maps
             .write_pages(first, &pages)

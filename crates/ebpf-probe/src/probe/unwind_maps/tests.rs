@@ -369,6 +369,7 @@ fn unused_tables_are_evicted_when_rows_run_out() {
     state
         .update_process(1, std::slice::from_ref(&libc), &mut source, &mut maps)
         .unwrap();
+    let maps_table_of_libc = maps.mappings_of(1)[0].table;
     state
         .update_process(2, &[libm], &mut source, &mut maps)
         .unwrap();
@@ -388,6 +389,7 @@ fn unused_tables_are_evicted_when_rows_run_out() {
     // Once libc is unused for the grace period it is evicted for libz.
     state.remove_process(1, &mut maps).unwrap();
     std::thread::sleep(FREE_GRACE);
+    let libc_table = maps.tables[&maps_table_of_libc];
     state
         .update_process(3, &[libz], &mut source, &mut maps)
         .unwrap();
@@ -395,6 +397,15 @@ fn unused_tables_are_evicted_when_rows_run_out() {
     assert_ne!(z.table, TABLE_FRAME_POINTER);
     assert_eq!(maps.rows_of(z.table).len(), "/lib/libz.so".len());
     assert_eq!(state.stats().tables, 2);
+    // libz took libc's rows: its entry has a generation of its own, so the kernel's row cache
+    // (keyed by generation and address) cannot give libz a row of libc.
+    let z_table = maps.tables[&z.table];
+    assert_eq!(z_table.first, libc_table.first, "libz reuses libc's rows");
+    assert_ne!(z_table.generation, libc_table.generation);
+    let generations: std::collections::HashSet<u32> =
+        maps.tables.values().map(|t| t.generation).collect();
+    assert_eq!(generations.len(), maps.tables.len());
+    assert!(!generations.contains(&0));
 }
 
 #[test]
