@@ -297,4 +297,63 @@ mod tests {
             modules_digest("a 1 2 x,y Live 0x1\n")
         );
     }
+
+    /// Answers like `%pS` for one function, or fails every call.
+    #[derive(Debug)]
+    struct OneFunction {
+        fail: bool,
+    }
+
+    impl KernelResolver for OneFunction {
+        fn resolve(&mut self, addrs: &[u64]) -> std::io::Result<Vec<String>> {
+            if self.fail {
+                return Err(std::io::Error::other("BPF_PROG_TEST_RUN: EPERM"));
+            }
+            Ok(addrs
+                .iter()
+                .map(|&a| match a.checked_sub(0xffff_ffff_8100_0100) {
+                    Some(off) if off < 0x40 => format!("from_bpf+{off:#x}/0x40"),
+                    _ => format!("{a:#x}"),
+                })
+                .collect())
+        }
+    }
+
+    fn symbols_from(dir: &std::path::Path) -> KernelSymbols {
+        let kallsyms = dir.join("kallsyms");
+        std::fs::write(
+            &kallsyms,
+            "ffffffff81000000 T _stext\nffffffff81000100 T from_file\nffffffff81000200 T next\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("modules"), "").unwrap();
+        KernelSymbols::new(kallsyms, dir.join("modules"), Duration::from_secs(60))
+    }
+
+    #[test]
+    fn a_resolver_replaces_the_file_until_it_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut k = symbols_from(dir.path());
+        k.set_resolver(Some(Box::new(OneFunction { fail: false })));
+        let names = k.lookup_many(&[0xffff_ffff_8100_0104, 0xffff_ffff_8100_0204]);
+        assert_eq!(names, [Some("from_bpf".to_string()), None]);
+        assert_eq!(
+            k.loads(),
+            0,
+            "the file is not read while the resolver works"
+        );
+        assert!(k.uses_resolver());
+        assert_eq!(k.len(), 1);
+
+        let mut k = symbols_from(dir.path());
+        k.set_resolver(Some(Box::new(OneFunction { fail: true })));
+        let names = k.lookup_many(&[0xffff_ffff_8100_0104, 0xffff_ffff_8100_0204]);
+        assert_eq!(
+            names,
+            [Some("from_file".to_string()), Some("next".to_string())]
+        );
+        assert!(!k.uses_resolver(), "a failed resolver is dropped for good");
+        assert_eq!(k.loads(), 1);
+        assert_eq!(k.len(), 3);
+    }
 }

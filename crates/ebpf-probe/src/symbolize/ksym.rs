@@ -8,7 +8,7 @@
 //! refresh interval. Reading `/proc/kallsyms` instead makes the kernel format every symbol it
 //! has (120,000 lines, about 45 ms of a whole-host start) to name the few hundred a profile shows.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -83,7 +83,7 @@ pub struct ResolvedKernel {
     resolver: Box<dyn KernelResolver>,
     /// By start address.
     functions: BTreeMap<u64, Function>,
-    unresolved: HashMap<u64, ()>,
+    unresolved: HashSet<u64>,
     refresh_interval: Duration,
     last_refresh: Instant,
     /// Addresses sent to the kernel, for the debug info and tests.
@@ -96,7 +96,7 @@ impl ResolvedKernel {
         Self {
             resolver,
             functions: BTreeMap::new(),
-            unresolved: HashMap::new(),
+            unresolved: HashSet::new(),
             refresh_interval,
             last_refresh: Instant::now(),
             asked: 0,
@@ -119,7 +119,7 @@ impl ResolvedKernel {
         let mut missing: Vec<u64> = addrs
             .iter()
             .copied()
-            .filter(|&a| self.cached(a).is_none() && !self.unresolved.contains_key(&a))
+            .filter(|&a| self.cached(a).is_none() && !self.unresolved.contains(&a))
             .collect();
         missing.sort_unstable();
         missing.dedup();
@@ -144,11 +144,11 @@ impl ResolvedKernel {
 
     fn insert(&mut self, addr: u64, text: &str) {
         let Some(sym) = parse_ps(text) else {
-            self.unresolved.insert(addr, ());
+            self.unresolved.insert(addr);
             return;
         };
         let Some(start) = addr.checked_sub(sym.offset) else {
-            self.unresolved.insert(addr, ());
+            self.unresolved.insert(addr);
             return;
         };
         let end = if sym.size == 0 {
