@@ -1,7 +1,8 @@
 //! The probe's only unsafe code, each piece behind a safe function: the `aya::Pod` promises for
 //! the structs shared with the C program, `sysconf`/`setrlimit`, registering the ring buffer's
-//! descriptor with tokio, the bpf(2) `BPF_MAP_LOOKUP_AND_DELETE_BATCH` and
-//! `BPF_MAP_UPDATE_BATCH` commands (aya has no wrapper for them), and writes through a memory
+//! descriptor with tokio, the bpf(2) `BPF_MAP_LOOKUP_AND_DELETE_BATCH`,
+//! `BPF_MAP_UPDATE_BATCH` and `BPF_PROG_TEST_RUN` commands (one `bpf` call; aya has no wrapper
+//! for them without its objects), and writes through a memory
 //! mapping of a `BPF_F_MMAPABLE` array.
 
 #![allow(
@@ -93,6 +94,7 @@ struct BatchAttr {
 
 const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
 /// The kernel-internal ENOTSUPP some map types return for batch commands.
 const ENOTSUPP: i32 = 524;
 
@@ -105,6 +107,23 @@ pub(crate) enum BatchError {
     /// Another error.
     #[error("the batch map command failed")]
     Io(#[source] io::Error),
+}
+
+/// bpf(2) with command `cmd` on `attr` (a member of `union bpf_attr`); the error of a nonzero
+/// return.
+///
+/// # Safety
+/// Every pointer in `attr` must be valid, for the sizes `attr` gives, for what the command
+/// reads and writes, for the whole call.
+unsafe fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<()> {
+    // SAFETY: `attr` is a live, exclusively borrowed `T` of `size_of::<T>()` bytes; the
+    // pointers inside it are the caller's promise.
+    let ret =
+        unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, std::mem::size_of::<T>()) };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Reads and deletes every entry of a `counts` map with BPF_MAP_LOOKUP_AND_DELETE_BATCH.
@@ -137,15 +156,7 @@ pub(crate) fn lookup_and_delete_batch(
         // SAFETY: `attr` describes buffers that are valid for `capacity` keys (the map's key
         // size, `SampleKey`) and values (8 bytes each) and two 8-byte tokens, all of which
         // outlive the call; the kernel writes at most `count` entries.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_AND_DELETE_BATCH,
-                &mut attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>(),
-            )
-        };
-        let error = (ret != 0).then(io::Error::last_os_error);
+        let error = unsafe { bpf(BPF_MAP_LOOKUP_AND_DELETE_BATCH, &mut attr) }.err();
         let n = (attr.count as usize).min(capacity);
         entries.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
         match error {
@@ -205,16 +216,7 @@ pub(crate) fn update_array_batch(
         };
         // SAFETY: `attr` points at `n` u32 keys and `n * value_size` bytes of values, both
         // alive for the call; the kernel only reads them (and writes `attr.count`).
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_UPDATE_BATCH,
-                &mut attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>(),
-            )
-        };
-        if ret != 0 {
-            let e = io::Error::last_os_error();
+        if let Err(e) = unsafe { bpf(BPF_MAP_UPDATE_BATCH, &mut attr) } {
             return Err(match e.raw_os_error() {
                 Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP) if done == 0 => {
                     BatchError::Unsupported(e)
@@ -277,9 +279,6 @@ pub(crate) fn write_mmapable_array(fd: RawFd, offset: usize, values: &[u8]) -> i
     Ok(())
 }
 
-/// `BPF_PROG_TEST_RUN` (include/uapi/linux/bpf.h).
-const BPF_PROG_TEST_RUN: libc::c_long = 10;
-
 /// The `test` member of `union bpf_attr`, up to `batch_size`.
 #[repr(C)]
 #[derive(Default)]
@@ -314,17 +313,7 @@ pub(crate) fn test_run_raw_tp(prog: BorrowedFd<'_>, args: &[u64; 12]) -> io::Res
     };
     // SAFETY: `attr` points at `args`, valid for `ctx_size_in` bytes for the whole call, which
     // the kernel only reads; no output buffer is given.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestRunAttr,
-            std::mem::size_of::<TestRunAttr>(),
-        )
-    };
-    if ret != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    unsafe { bpf(BPF_PROG_TEST_RUN, &mut attr) }?;
     Ok(attr.retval)
 }
 

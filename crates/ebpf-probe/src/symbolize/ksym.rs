@@ -86,7 +86,7 @@ pub struct ResolvedKernel {
     unresolved: HashSet<u64>,
     refresh_interval: Duration,
     last_refresh: Instant,
-    /// Addresses sent to the kernel, for the debug info and tests.
+    /// Addresses sent to the kernel (read by the tests).
     asked: u64,
 }
 
@@ -116,30 +116,38 @@ impl ResolvedKernel {
             self.unresolved.clear();
             self.last_refresh = Instant::now();
         }
-        let mut missing: Vec<u64> = addrs
-            .iter()
-            .copied()
-            .filter(|&a| self.cached(a).is_none() && !self.unresolved.contains(&a))
-            .collect();
-        missing.sort_unstable();
-        missing.dedup();
-        if !missing.is_empty() {
-            let texts = self.resolver.resolve(&missing)?;
-            self.asked += missing.len() as u64;
-            if self.functions.len() + missing.len() > MAX_FUNCTIONS {
-                self.functions.clear();
-            }
-            if self.unresolved.len() + missing.len() > MAX_UNRESOLVED {
-                self.unresolved.clear();
-            }
-            for (&addr, text) in missing.iter().zip(&texts) {
-                self.insert(addr, text);
-            }
-        }
-        Ok(addrs
+        let mut names: Vec<Option<Arc<str>>> = addrs
             .iter()
             .map(|&a| self.cached(a).map(|f| Arc::clone(&f.name)))
-            .collect())
+            .collect();
+        let mut missing: Vec<u64> = addrs
+            .iter()
+            .zip(&names)
+            .filter(|&(a, name)| name.is_none() && !self.unresolved.contains(a))
+            .map(|(&a, _)| a)
+            .collect();
+        if missing.is_empty() {
+            return Ok(names);
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        let texts = self.resolver.resolve(&missing)?;
+        self.asked += missing.len() as u64;
+        if self.functions.len() + missing.len() > MAX_FUNCTIONS {
+            self.functions.clear();
+        }
+        if self.unresolved.len() + missing.len() > MAX_UNRESOLVED {
+            self.unresolved.clear();
+        }
+        for (&addr, text) in missing.iter().zip(&texts) {
+            self.insert(addr, text);
+        }
+        for (&a, name) in addrs.iter().zip(names.iter_mut()) {
+            if name.is_none() {
+                *name = self.cached(a).map(|f| Arc::clone(&f.name));
+            }
+        }
+        Ok(names)
     }
 
     fn insert(&mut self, addr: u64, text: &str) {
