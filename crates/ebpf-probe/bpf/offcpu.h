@@ -257,9 +257,9 @@ static __always_inline void offcpu_leave(__u64 *ctx, struct task_struct___offcpu
 	struct user_stack *stack;
 	struct pid_config *cfg;
 	__u32 zero = 0, tid, tgid, why, *pending;
-	struct pt_regs regs;
+	struct user_regs regs;
 	__u64 hash = 0;
-	long saved, id, err;
+	long id, err;
 
 	config = bpf_map_lookup_elem(&offcpu_config, &zero);
 	if (!config || (__u64)offcpu_random() >= config->threshold)
@@ -281,11 +281,10 @@ static __always_inline void offcpu_leave(__u64 *ctx, struct task_struct___offcpu
 	record.key.kernel_stack = -1;
 	if (cfg->user) {
 		// The registers the task entered the kernel with: it returns to them.
-		saved = bpf_task_pt_regs(bpf_get_current_task_btf());
-		if (!saved || bpf_probe_read_kernel(&regs, sizeof(regs), (void *)saved))
+		if (saved_user_regs(&regs))
 			__builtin_memset(&regs, 0, sizeof(regs));
-		proc = unwind && regs.rip ? bpf_map_lookup_elem(&unwind_procs, &tgid) : NULL;
-		stack = proc ? walk_user_regs(proc, tgid, regs.rip, regs.rsp, regs.rbp, &hash) : NULL;
+		proc = unwind && regs.ip ? bpf_map_lookup_elem(&unwind_procs, &tgid) : NULL;
+		stack = proc ? walk_user_regs(proc, tgid, regs.ip, regs.sp, regs.bp, &hash) : NULL;
 		if (stack) {
 			why = store_user_stack(&offcpu_ustacks, hash, stack);
 			if (why) {
@@ -304,8 +303,8 @@ static __always_inline void offcpu_leave(__u64 *ctx, struct task_struct___offcpu
 			} else if (id != -EFAULT) {
 				offcpu_count(OC_USER_STACK_ERROR, 1);
 			}
-			if (regs.rip)
-				record.key.leaf_caller = find_leaf_caller(regs.rip, regs.rsp, regs.rbp);
+			if (regs.ip)
+				record.key.leaf_caller = find_leaf_caller(regs.ip, regs.sp, regs.bp);
 		}
 	}
 	if (cfg->kernel) {

@@ -345,19 +345,38 @@ __attribute__((noinline)) __u64 find_leaf_caller(__u64 ip, __u64 sp, __u64 bp)
 	return 0;
 }
 
+// The user registers the current task entered the kernel with (bpf_task_pt_regs). Three reads
+// of 8 bytes rather than a copy of the 168-byte pt_regs: the verifier allows 512 bytes of stack
+// for a whole call chain, bpf_loop callbacks included (6.18.44 counts them; earlier 6.18 builds
+// did not), and the off-CPU program's walk came to 528 with the copy. Returns 0 when read.
+struct user_regs {
+	__u64 ip;
+	__u64 sp;
+	__u64 bp;
+};
+
+static __always_inline int saved_user_regs(struct user_regs *r)
+{
+	struct pt_regs *saved = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+
+	if (!saved || bpf_probe_read_kernel(&r->ip, sizeof(r->ip), &saved->rip) ||
+	    bpf_probe_read_kernel(&r->sp, sizeof(r->sp), &saved->rsp) ||
+	    bpf_probe_read_kernel(&r->bp, sizeof(r->bp), &saved->rbp))
+		return -1;
+	return 0;
+}
+
 // The user registers of the sampled task: the interrupted ones for a sample in user mode, the
 // ones saved at kernel entry otherwise.
 static __always_inline __u64 leaf_caller_of(struct bpf_perf_event_data *ctx)
 {
-	struct pt_regs regs;
-	long saved;
+	struct user_regs regs;
 
 	if ((ctx->regs.cs & 3) == 3)
 		return find_leaf_caller(ctx->regs.rip, ctx->regs.rsp, ctx->regs.rbp);
-	saved = bpf_task_pt_regs(bpf_get_current_task_btf());
-	if (!saved || bpf_probe_read_kernel(&regs, sizeof(regs), (void *)saved))
+	if (saved_user_regs(&regs))
 		return 0;
-	return find_leaf_caller(regs.rip, regs.rsp, regs.rbp);
+	return find_leaf_caller(regs.ip, regs.sp, regs.bp);
 }
 
 static __always_inline void add_count(void *counts, struct sample_key *key)

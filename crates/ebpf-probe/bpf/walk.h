@@ -670,19 +670,17 @@ static __always_inline struct user_stack *walk_user_stack(struct bpf_perf_event_
 							  struct unwind_proc *proc, __u32 tgid,
 							  __u64 *hash)
 {
-	struct pt_regs regs;
-	long saved;
+	struct user_regs regs;
 
 	// Read every context field up front: clang must not derive pointers into the context.
 	__u64 cs = ctx->regs.cs, ip = ctx->regs.rip, sp = ctx->regs.rsp, bp = ctx->regs.rbp;
 
 	if ((cs & 3) != 3) {
-		saved = bpf_task_pt_regs(bpf_get_current_task_btf());
-		if (!saved || bpf_probe_read_kernel(&regs, sizeof(regs), (void *)saved))
+		if (saved_user_regs(&regs))
 			return NULL;
-		ip = regs.rip;
-		sp = regs.rsp;
-		bp = regs.rbp;
+		ip = regs.ip;
+		sp = regs.sp;
+		bp = regs.bp;
 	}
 	return walk_user_regs(proc, tgid, ip, sp, bp, hash);
 }

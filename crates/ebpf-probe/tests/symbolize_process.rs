@@ -210,9 +210,16 @@ fn caches_and_metrics() {
         "hot_cache",
         &[fixture("hot.c").to_str().unwrap()],
     );
-    std::fs::copy(&bin, dir.path().join("hot_copy")).unwrap();
+    // Copied by a `cp` child: an in-process copy keeps a write descriptor that another test
+    // thread's fork can carry into its child until that child execs, and running the copy in
+    // that window fails with ETXTBSY.
     let copy = dir.path().join("hot_copy");
-    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let st = std::process::Command::new("cp")
+        .arg(&bin)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(st.success());
     let a = Live::start(&bin);
     let b = Live::start(&bin);
     let c = Live::start(&copy);

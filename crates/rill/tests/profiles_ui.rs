@@ -26,7 +26,7 @@ mod cdp;
 #[path = "support/common_rel.rs"]
 mod common_rel;
 use cdp::Browser;
-use common_rel::{free_addr, get, rill_cmd, tmpdir, wait_until, Rill};
+use common_rel::{copy_executable, free_addr, get, rill_cmd, tmpdir, wait_until, Rill};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rill");
 const PERIOD: u64 = 10_000_000; // 100 Hz, in ns
@@ -491,7 +491,7 @@ fn local_example_fills_the_profiles_page() {
     let dir = tmpdir("profiles-local");
     // A busy program with a name of its own: a copy of `yes`.
     let busy = dir.join("rillbusyloop");
-    std::fs::copy("/usr/bin/yes", &busy).unwrap();
+    copy_executable(Path::new("/usr/bin/yes"), &busy);
     // Killed on drop, so a failed assertion does not leave it spinning (and holding the test
     // harness's stderr open).
     struct Spin(std::process::Child);

@@ -13,7 +13,9 @@
 #[path = "support/common_rel.rs"]
 mod common_rel;
 
-use common_rel::{free_addr, get, raw, rill_cmd, tmpdir, wait_until, Recorder, Rill};
+use common_rel::{
+    copy_executable, free_addr, get, raw, rill_cmd, tmpdir, wait_until, Recorder, Rill,
+};
 use std::path::Path;
 use std::time::Duration;
 
@@ -378,7 +380,7 @@ fn missing_capabilities_give_one_clear_line() {
     let dir = tmpdir("nocaps");
     // The binary and config must be reachable by `nobody`.
     let bin = dir.join("rill");
-    std::fs::copy(BIN, &bin).unwrap();
+    copy_executable(Path::new(BIN), &bin);
     let cfg = dir.join("config.river");
     std::fs::write(
         &cfg,

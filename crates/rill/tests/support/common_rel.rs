@@ -27,6 +27,16 @@ pub fn tmpdir(name: &str) -> PathBuf {
     d
 }
 
+/// Copies an executable that a test then runs. The copy is made by a `cp` child, not by
+/// `std::fs::copy`: a file this process has open for writing cannot be executed (`ETXTBSY`), and
+/// another test thread forking at that moment carries the open descriptor into its child until
+/// that child execs, so an in-process copy fails the `spawn` that follows now and then (it did in
+/// CI). A child's descriptor never reaches this process's other children.
+pub fn copy_executable(from: &Path, to: &Path) {
+    let st = Command::new("cp").arg(from).arg(to).status().unwrap();
+    assert!(st.success(), "cp {} {}", from.display(), to.display());
+}
+
 pub fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
