@@ -86,6 +86,7 @@ struct task_struct {
 #define C_PY_FRAMES 25 // Python frames recorded by the table walk
 #define C_PY_NO_THREAD 26 // walks in a CPython eval loop whose thread state was not found
 #define C_PY_READ_FAILED 27 // walks whose Python frames stopped at an unreadable frame
+#define C_STACK_WINDOW_SHORT 28 // stack windows cut at the end of a page (the stack ends in it)
 #define C_NUM_COUNTERS 32
 
 struct pid_config {
@@ -347,8 +348,9 @@ __attribute__((noinline)) __u64 find_leaf_caller(__u64 ip, __u64 sp, __u64 bp)
 
 // The user registers the current task entered the kernel with (bpf_task_pt_regs). Three reads
 // of 8 bytes rather than a copy of the 168-byte pt_regs: the verifier allows 512 bytes of stack
-// for a whole call chain, bpf_loop callbacks included (6.18.44 counts them; earlier 6.18 builds
-// did not), and the off-CPU program's walk came to 528 with the copy. Returns 0 when read.
+// for a whole call chain, bpf_loop callbacks included, and the off-CPU program's walk came to
+// 528 with the copy (rejected by the 6.18.44 kernel here; the 6.18 kernels of earlier runs
+// took it). Returns 0 when read.
 struct user_regs {
 	__u64 ip;
 	__u64 sp;

@@ -267,13 +267,20 @@ __attribute__((noinline)) int python_frames(struct walk_state *w)
 	return w->n != before;
 }
 
+// Cleared by user space at load time when Python frames are off (the probe is reloaded when
+// `python_enabled` changes): then no sample looks its process up in python_procs.
+const volatile __u8 python_enabled = 1;
+
 // Copies what the walk needs of the process's python_proc, if it has one.
 static __always_inline void python_start(struct walk_state *w)
 {
 	__u32 tgid = w->tgid;
-	struct python_proc *py = bpf_map_lookup_elem(&python_procs, &tgid);
+	struct python_proc *py;
 	struct task_struct *task;
 
+	if (!python_enabled)
+		return;
+	py = bpf_map_lookup_elem(&python_procs, &tgid);
 	if (!py)
 		return;
 	w->py_eval_start = py->eval_start;

@@ -247,6 +247,9 @@ pub struct UnwindCounters {
     pub python_no_thread: u64,
     /// Walks whose Python frames stopped at an unreadable frame.
     pub python_read_failed: u64,
+    /// Copies of the user stack (the walk's stack window, `bpf/walk.h`) cut at the end of a page
+    /// because the stack ends inside the window: a path, not a loss.
+    pub stack_window_short: u64,
 }
 
 impl UnwindCounters {

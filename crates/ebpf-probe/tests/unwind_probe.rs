@@ -64,16 +64,20 @@ __attribute__((noinline, noclone)) int recurse(int depth) {
     return r + pad[0];
 }
 
-/* usage: prog MODE (qsort|deep) SECONDS: waits for a line on stdin, burns SECONDS of CPU, then
-   waits for EOF. */
+__attribute__((noinline)) void spin(void) {
+    for (unsigned long i = 0; i < 200000; i++) sink += i;
+}
+
+/* usage: prog MODE (qsort|deep|shallow) SECONDS: waits for a line on stdin, burns SECONDS of
+   CPU, then waits for EOF. */
 int main(int argc, char **argv) {
-    int deep = strcmp(argv[1], "deep") == 0;
+    int deep = strcmp(argv[1], "deep") == 0, shallow = strcmp(argv[1], "shallow") == 0;
     double end;
     char c;
     if (read(0, &c, 1) != 1) return 1;
     end = cpu_seconds() + atof(argv[2]);
     while (cpu_seconds() < end) {
-        if (deep) sink += recurse(300); else sort_work();
+        if (deep) sink += recurse(300); else if (shallow) spin(); else sort_work();
     }
     while (read(0, &c, 1) > 0) {}
     return 0;
@@ -209,6 +213,18 @@ async fn profile(
     mode: &str,
     readelf: bool,
 ) -> (Vec<StackSample>, impl Fn(u64) -> Option<String>, u64) {
+    let (samples, lookup, collisions, _) = profile_in(mode, readelf, false).await;
+    (samples, lookup, collisions)
+}
+
+/// `profile`, with the program started in an empty environment and without address
+/// randomization when `clear_env` (the main thread's stack then ends a few hundred bytes above
+/// `main`), also returning how many stack windows were cut at a page's end.
+async fn profile_in(
+    mode: &str,
+    readelf: bool,
+    clear_env: bool,
+) -> (Vec<StackSample>, impl Fn(u64) -> Option<String>, u64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("prog.c");
     std::fs::write(&source, PROGRAM_C).unwrap();
@@ -242,7 +258,18 @@ async fn profile(
         })));
     }
 
-    let mut child = Command::new(&binary)
+    // Without address randomization the kernel leaves no random gap between the strings at
+    // the top of the stack and the initial stack pointer.
+    let mut cmd = if clear_env {
+        let mut c = Command::new("setarch");
+        c.args(["x86_64", "--addr-no-randomize"])
+            .arg(&binary)
+            .env_clear();
+        c
+    } else {
+        Command::new(&binary)
+    };
+    let mut child = cmd
         .args([mode, &CPU_SECONDS.to_string()])
         .stdin(Stdio::piped())
         .spawn()
@@ -262,10 +289,12 @@ async fn profile(
     stdin.flush().unwrap();
     let mut samples = Vec::new();
     let mut collisions = 0;
+    let mut short_windows = 0;
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let collection = probe.collect().unwrap();
         collisions += collection.unwind.ustack_collisions;
+        short_windows += collection.unwind.stack_window_short;
         eprintln!(
             "{mode}: unwind {:?} maps {:?} lost {:?}",
             collection.unwind, collection.unwind_maps, collection.lost
@@ -296,7 +325,7 @@ async fn profile(
             .find(|(_, &(lo, hi))| lo <= vaddr && vaddr < hi)
             .map(|(name, _)| name.clone())
     };
-    (samples, lookup, collisions)
+    (samples, lookup, collisions, short_windows)
 }
 
 fn names(sample: &StackSample, lookup: &impl Fn(u64) -> Option<String>) -> Vec<String> {
@@ -392,6 +421,44 @@ async fn deep_recursion_is_walked_whole() {
         samples.len() * 10 < total as usize,
         "{} distinct stacks for {total} samples: equal stacks were not merged",
         samples.len()
+    );
+}
+
+/// The walk copies the user stack a window (1 KiB) at a time. With no environment and no
+/// randomization the main thread's stack ends within the window that holds `main`: that copy
+/// must stop at the end of the page and the walk still reach the bottom.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and eBPF"]
+async fn a_stack_ending_inside_the_window_is_walked_to_the_bottom() {
+    let (samples, lookup, collisions, short_windows) = profile_in("shallow", false, true).await;
+    let total: u64 = samples.iter().map(|s| s.count).sum();
+    // spin, main, then glibc's start and _start (no symbols of the program: "?").
+    let whole: u64 = samples
+        .iter()
+        .filter(|s| {
+            let n = names(s, &lookup);
+            s.user_end == Some(WalkEnd::Complete)
+                && n.len() >= 3
+                && n[n.len() - 1] == "_start"
+                && n.iter().position(|f| f == "main").is_some_and(|m| {
+                    n[..m].iter().all(|f| f == "spin" || f == "?") && n[0] != "main"
+                })
+        })
+        .map(|s| s.count)
+        .sum();
+    for s in samples.iter().take(3) {
+        eprintln!("{:?} {:?}", s.user_end, names(s, &lookup));
+    }
+    eprintln!("{whole} of {total} whole, {short_windows} windows cut at a page end");
+    assert!(
+        total as f64 >= CPU_SECONDS * RATE as f64 * 0.5,
+        "{total} samples"
+    );
+    assert!(whole * 100 >= total * 95, "{whole} of {total}");
+    assert_eq!(collisions, 0);
+    assert!(
+        short_windows * 2 >= total,
+        "{short_windows} windows cut at a page end for {total} samples: the case was not met"
     );
 }
 

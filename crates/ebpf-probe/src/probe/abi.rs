@@ -53,6 +53,7 @@ pub(crate) const C_REREAD_REQUESTS: u32 = 24;
 pub(crate) const C_PY_FRAMES: u32 = 25;
 pub(crate) const C_PY_NO_THREAD: u32 = 26;
 pub(crate) const C_PY_READ_FAILED: u32 = 27;
+pub(crate) const C_STACK_WINDOW_SHORT: u32 = 28;
 /// Entries of the `counters` map (some are spare).
 pub(crate) const C_NUM_COUNTERS: usize = 32;
 
@@ -240,6 +241,7 @@ pub(crate) fn unwind_counters(delta: &Counters) -> UnwindCounters {
         python_frames: delta[C_PY_FRAMES as usize],
         python_no_thread: delta[C_PY_NO_THREAD as usize],
         python_read_failed: delta[C_PY_READ_FAILED as usize],
+        stack_window_short: delta[C_STACK_WINDOW_SHORT as usize],
     }
 }
 
@@ -398,6 +400,7 @@ mod tests {
             C_PY_FRAMES,
             C_PY_NO_THREAD,
             C_PY_READ_FAILED,
+            C_STACK_WINDOW_SHORT,
             C_NUM_COUNTERS,
         );
         for (name, value) in rust {

@@ -41,6 +41,8 @@ use super::{
 };
 
 /// The committed BPF object, embedded so that `cargo build` needs no clang.
+/// The `.rodata` constant of bpf/python.h that turns the Python frames of the walk on.
+const GLOBAL_PYTHON_ENABLED: &str = "python_enabled";
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/profile.bpf.o");
 
 // Names shared with bpf/profile.bpf.c.
@@ -184,6 +186,10 @@ impl Probe {
         let sized_python = |n: u32| if config.unwind && config.python { n } else { 1 };
         let mut loader = EbpfLoader::new();
         offcpu::size_maps(&mut loader, &config);
+        // A constant of the loaded programs: with Python frames off no sample looks up
+        // python_procs (the verifier drops that code).
+        let python_enabled = u8::from(config.unwind && config.python);
+        loader.override_global(GLOBAL_PYTHON_ENABLED, &python_enabled, true);
         let mut ebpf = loader
             .map_max_entries(MAP_UNWIND_PROCS, sized(config.pid_map_size))
             .map_max_entries(MAP_UNWIND_MAPPINGS, sized(config.unwind_mappings))
