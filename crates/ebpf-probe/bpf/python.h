@@ -73,12 +73,30 @@ struct {
 #define PY_FRAME_READ 128 // the largest frame_read
 #define PY_MAX_CALL_FRAMES 256 // Python frames recorded for one eval call
 
-// A frame's bytes, one per CPU (the BPF stack is too small next to the walk's).
+// 3.11+ keeps a thread's frames one after another in its data stack, a caller below its
+// callee, so one read that ends just above a frame usually holds several of its callers too;
+// a read per frame costs about 100 ns on a slow VM (as in the native walk's stack window,
+// walk.h). The window never reaches below the page of the frame it is read for: the data
+// stack's first chunk may start at a mapping's first page. Older versions' frames are heap
+// objects, read one by one.
+#define PY_WINDOW_BYTES 2048 // a power of two, at most a page
+
+// A frame's bytes, one per CPU (the BPF stack is too small next to the walk's): the window
+// [win_start, win_start + PY_WINDOW_BYTES) when win_valid, then room for one frame read alone.
+struct py_buf {
+	__u64 win_start;
+	__u8 win_valid;
+	__u8 win_failed; // a window read failed in this walk: frames are read alone
+	__u16 _pad;
+	__u32 _pad2;
+	__u8 bytes[PY_WINDOW_BYTES + PY_FRAME_READ];
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u8[PY_FRAME_READ]);
+	__type(value, struct py_buf);
 } py_scratch SEC(".maps");
 
 // What the callbacks of python_frames share (pointers live here, not in walk_state).
@@ -86,7 +104,7 @@ struct py_ctx {
 	struct walk_state *w;
 	struct user_stack *stack;
 	struct python_proc *py;
-	__u8 *frame;
+	struct py_buf *buf;
 };
 
 static __always_inline int py_in_eval(struct walk_state *w, __u64 ip)
@@ -182,21 +200,47 @@ static long py_push_frame(__u64 index, void *data)
 	struct py_ctx *c = data;
 	struct walk_state *w = c->w;
 	struct python_proc *py = c->py;
-	__u8 *frame = c->frame;
-	__u64 code, back, instr;
+	struct py_buf *b = c->buf;
+	__u64 code, back, instr, cur = w->py_cursor, start, off = PY_WINDOW_BYTES;
 	__u32 at, size;
+	__u8 *frame;
 	__u8 owner;
 
-	if (!w->py_cursor)
+	if (!cur)
 		return 1; // no Python frame left (the eval call is starting or ending one)
 	size = py->frame_read;
 	if (size > PY_FRAME_READ)
 		size = PY_FRAME_READ;
-	if (size < 8 || w->py_cursor >= USER_ADDR_LIMIT ||
-	    bpf_probe_read_user(frame, size, (void *)w->py_cursor)) {
+	if (size < 8 || cur >= USER_ADDR_LIMIT || cur < 4096) {
 		py_fail(c, PY_ERR_READ, C_PY_READ_FAILED);
 		return 1;
 	}
+	if (py->entry_kind != PY_ENTRY_ONE && !b->win_failed) {
+		if (!b->win_valid || cur < b->win_start ||
+		    cur - b->win_start > PY_WINDOW_BYTES - PY_FRAME_READ) {
+			// Ends PY_FRAME_READ above the frame, starts no lower than the frame's page
+			// (then it ends inside that page, the frame in it: a frame's offset in its page
+			// is below PY_WINDOW_BYTES - PY_FRAME_READ whenever the clamp applies).
+			start = cur + PY_FRAME_READ - PY_WINDOW_BYTES;
+			if (start < (cur & ~4095ULL))
+				start = cur & ~4095ULL;
+			b->win_valid = !bpf_probe_read_user(b->bytes, PY_WINDOW_BYTES, (void *)start);
+			b->win_failed = !b->win_valid;
+			b->win_start = start;
+		}
+		if (b->win_valid && cur >= b->win_start &&
+		    cur - b->win_start <= PY_WINDOW_BYTES - PY_FRAME_READ)
+			off = cur - b->win_start;
+	}
+	if (off >= PY_WINDOW_BYTES) {
+		// Not in a window: the frame alone, in the room after the window.
+		off = PY_WINDOW_BYTES;
+		if (bpf_probe_read_user(b->bytes + PY_WINDOW_BYTES, size, (void *)cur)) {
+			py_fail(c, PY_ERR_READ, C_PY_READ_FAILED);
+			return 1;
+		}
+	}
+	frame = b->bytes + off;
 	at = py->frame_back & (PY_FRAME_READ - 8);
 	back = *(__u64 *)(frame + at);
 	at = py->frame_code & (PY_FRAME_READ - 8);
@@ -243,12 +287,15 @@ __attribute__((noinline)) int python_frames(struct walk_state *w)
 	before = w->n;
 	py = bpf_map_lookup_elem(&python_procs, &tgid);
 	ctx.stack = bpf_map_lookup_elem(&walk_scratch, &zero);
-	ctx.frame = bpf_map_lookup_elem(&py_scratch, &zero);
-	if (!py || !ctx.stack || !ctx.frame)
+	ctx.buf = bpf_map_lookup_elem(&py_scratch, &zero);
+	if (!py || !ctx.stack || !ctx.buf)
 		return 0;
 	ctx.w = w;
 	ctx.py = py;
 	if (!w->py_found) {
+		// The first eval call of this walk: the window holds another sample's memory.
+		ctx.buf->win_valid = 0;
+		ctx.buf->win_failed = 0;
 		if (py_read_ptr(&interp, py->interp_head) ||
 		    py_read_ptr(&tstate, interp + py->interp_threads)) {
 			py_fail(c, PY_ERR_READ, C_PY_READ_FAILED);
