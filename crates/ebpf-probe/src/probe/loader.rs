@@ -40,9 +40,9 @@ use super::{
     SampleSource, StackCounts,
 };
 
-/// The committed BPF object, embedded so that `cargo build` needs no clang.
 /// The `.rodata` constant of bpf/python.h that turns the Python frames of the walk on.
 const GLOBAL_PYTHON_ENABLED: &str = "python_enabled";
+/// The committed BPF object, embedded so that `cargo build` needs no clang.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/profile.bpf.o");
 
 // Names shared with bpf/profile.bpf.c.
@@ -183,12 +183,13 @@ impl Probe {
 
         // Without the table walk its maps stay as small as the kernel allows.
         let sized = |n: u32| if config.unwind { n } else { 1 };
-        let sized_python = |n: u32| if config.unwind && config.python { n } else { 1 };
+        let python = config.unwind && config.python;
+        let sized_python = |n: u32| if python { n } else { 1 };
         let mut loader = EbpfLoader::new();
         offcpu::size_maps(&mut loader, &config);
         // A constant of the loaded programs: with Python frames off no sample looks up
         // python_procs (the verifier drops that code).
-        let python_enabled = u8::from(config.unwind && config.python);
+        let python_enabled = u8::from(python);
         loader.override_global(GLOBAL_PYTHON_ENABLED, &python_enabled, true);
         let mut ebpf = loader
             .map_max_entries(MAP_UNWIND_PROCS, sized(config.pid_map_size))
