@@ -286,7 +286,7 @@ static __always_inline void offcpu_leave(__u64 *ctx, struct task_struct___offcpu
 		proc = unwind && regs.ip ? bpf_map_lookup_elem(&unwind_procs, &tgid) : NULL;
 		stack = proc ? walk_user_regs(proc, tgid, regs.ip, regs.sp, regs.bp, &hash) : NULL;
 		if (stack) {
-			why = store_user_stack(&offcpu_ustacks, hash, stack);
+			why = store_user_stack(&offcpu_ustacks, hash, stack, 0);
 			if (why) {
 				offcpu_count(OC_STACK_LOST, 1);
 				return;

@@ -483,7 +483,7 @@ impl Probe {
             .map_err(|e| map_error(MAP_CONTROL, e))?;
         std::thread::sleep(HALF_SWITCH_GRACE);
 
-        let counts = drain_count_map(
+        let mut counts = drain_count_map(
             &mut self.counts[old],
             MAP_COUNTS[old],
             &mut self.batch_supported,
@@ -495,7 +495,11 @@ impl Probe {
         )?;
         let stacks = self.drain_stacks(old)?;
         let ustacks = match self.ustacks.as_mut() {
-            Some(stores) => stores.drain_ustacks(old)?,
+            Some(stores) => {
+                let drained = stores.drain_ustacks(old)?;
+                counts.extend(drained.counts);
+                drained.stacks
+            }
             None => StdHashMap::new(),
         };
         let (raw, exits) = {
@@ -875,6 +879,60 @@ mod tests {
             }
             other => panic!("expected a permission error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn samples_counted_in_a_ustacks_entry_resolve_like_counts_map_entries() {
+        use super::super::unwind_abi::{UserStack, MAX_USER_FRAMES};
+        use super::super::unwind_bpf::counted_in_entry;
+
+        let mut stack = UserStack {
+            len: 3,
+            reason: 1,
+            flags: 0,
+            pad: 0,
+            tgid: 4242,
+            pad2: 0,
+            samples: 0,
+            frames: [0; MAX_USER_FRAMES],
+        };
+        stack.frames[..3].copy_from_slice(&[0x1000, 0x2000, 0x3000]);
+        // An entry stored for a sample with a kernel stack (counted in the counts map) or by
+        // the off-CPU program counts nothing itself.
+        assert_eq!(counted_in_entry(7, &stack), None);
+        stack.samples = 5;
+        let (key, count) = counted_in_entry(7, &stack).unwrap();
+        assert_eq!(count, 5);
+        let mut ustacks = StdHashMap::new();
+        ustacks.insert(7, WalkedStack::from(&stack));
+        // The same stack counted under a kernel stack through the counts map stays apart.
+        let with_kernel = SampleKey {
+            kernel_stack: 9,
+            ..key
+        };
+        let mut stacks = StdHashMap::new();
+        stacks.insert(9, vec![0xffff_ffff_8100_0000]);
+        let mut missing = 0;
+        let merged = resolve_counts(
+            vec![(key, count), (with_kernel, 2)],
+            StdHashMap::new(),
+            &stacks,
+            &ustacks,
+            &mut missing,
+        );
+        assert_eq!(missing, 0);
+        let user = vec![0x1000, 0x2000, 0x3000];
+        assert_eq!(merged.len(), 2, "{merged:?}");
+        let alone = merged
+            .iter()
+            .find(|((pid, u, k, _), _)| *pid == 4242 && *u == user && k.is_empty())
+            .expect("the entry's own samples, with no kernel stack");
+        assert_eq!(*alone.1, 5);
+        let under_kernel = merged
+            .iter()
+            .find(|((_, _, k, _), _)| *k == vec![0xffff_ffff_8100_0000])
+            .expect("the counts-map samples");
+        assert_eq!(*under_kernel.1, 2);
     }
 
     #[test]

@@ -221,6 +221,13 @@ pub struct UserStack {
     pub flags: u8,
     /// Zero.
     pub pad: u16,
+    /// The process walked (part of the entry's key).
+    pub tgid: u32,
+    /// Zero.
+    pub pad2: u32,
+    /// In `ustacks0/1`: the samples of this stack that asked for no kernel stack, counted in
+    /// the entry rather than in `counts0/1`. 0 elsewhere.
+    pub samples: u64,
     /// Instruction pointers, leaf first.
     pub frames: [u64; MAX_USER_FRAMES],
 }
@@ -325,7 +332,10 @@ mod tests {
         assert_eq!(std::mem::size_of::<UnwindMapping>(), 32);
         assert_eq!(std::mem::size_of::<UnwindTable>(), 24);
         assert_eq!(std::mem::size_of::<UnwindPage>(), 8);
-        assert_eq!(std::mem::size_of::<UserStack>(), 8 + 8 * MAX_USER_FRAMES);
+        assert_eq!(std::mem::size_of::<UserStack>(), 24 + 8 * MAX_USER_FRAMES);
+        assert_eq!(std::mem::offset_of!(UserStack, tgid), 8);
+        assert_eq!(std::mem::offset_of!(UserStack, samples), 16);
+        assert_eq!(std::mem::offset_of!(UserStack, frames), 24);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::sync::{Mutex, PoisonError, Weak};
 use aya::maps::{Array, HashMap, IterableMap, MapData, MapError};
 use aya::Ebpf;
 
+use super::abi::{SampleKey, STORE_USTACKS};
 use super::python_bpf::{python_candidate, PythonProc};
 use super::sys::{self, BatchError};
 use super::unwind_abi::{
@@ -483,12 +484,11 @@ impl UserStacks {
     }
 
     /// Reads and clears the walked stacks of one half: each stack's frames in use and how its
-    /// walk ended. (Kept whole, each is 4 KiB whatever its depth: a whole-host interval with a
-    /// few thousand distinct stacks made the collect the process's memory peak.)
-    pub(crate) fn drain_ustacks(
-        &mut self,
-        half: usize,
-    ) -> Result<StdHashMap<u64, WalkedStack>, ProbeError> {
+    /// walk ended, and the samples counted in the entries themselves (see
+    /// [`counted_in_entry`]). (Kept whole, each is 4 KiB whatever its depth: a whole-host
+    /// interval with a few thousand distinct stacks made the collect the process's memory
+    /// peak.)
+    pub(crate) fn drain_ustacks(&mut self, half: usize) -> Result<DrainedUserStacks, ProbeError> {
         let name = MAP_USTACKS[half];
         let map = &mut self.ustacks[half];
         let error = |e: MapError| ProbeError::Map {
@@ -496,17 +496,47 @@ impl UserStacks {
             source: Box::new(e),
         };
         let keys: Vec<u64> = map.keys().collect::<Result<_, _>>().map_err(error)?;
-        let mut stacks = StdHashMap::with_capacity(keys.len());
+        let mut drained = DrainedUserStacks {
+            stacks: StdHashMap::with_capacity(keys.len()),
+            counts: Vec::new(),
+        };
         for key in keys {
             match map.get(&key, 0) {
                 Ok(stack) => {
-                    stacks.insert(key, WalkedStack::from(&stack));
+                    drained.counts.extend(counted_in_entry(key, &stack));
+                    drained.stacks.insert(key, WalkedStack::from(&stack));
                 }
                 Err(MapError::KeyNotFound) => {}
                 Err(e) => return Err(error(e)),
             }
             let _ = map.remove(&key);
         }
-        Ok(stacks)
+        Ok(drained)
     }
+}
+
+/// One half of `ustacks0/1` as read by [`UserStacks::drain_ustacks`].
+#[derive(Debug, Default)]
+pub(crate) struct DrainedUserStacks {
+    /// The stacks by key (the `leaf_caller` of counts keys with `STORE_USTACKS`).
+    pub(crate) stacks: StdHashMap<u64, WalkedStack>,
+    /// Samples counted in the entries, as the counts map would have held them.
+    pub(crate) counts: Vec<(SampleKey, u64)>,
+}
+
+/// The samples the kernel counted in the `ustacks` entry `key` itself (samples that asked for
+/// no kernel stack: one map update fewer each), as the counts-map entry they stand for: the
+/// entry's process, no kernel stack, the user stack under `key`. `None` when it counted none.
+pub(crate) fn counted_in_entry(key: u64, stack: &UserStack) -> Option<(SampleKey, u64)> {
+    if stack.samples == 0 {
+        return None;
+    }
+    let key = SampleKey {
+        pid: stack.tgid,
+        user_stack: -1,
+        kernel_stack: -1,
+        user_store: STORE_USTACKS,
+        leaf_caller: key,
+    };
+    Some((key, stack.samples))
 }
