@@ -456,15 +456,18 @@ static __always_inline void add_count(void *counts, struct sample_key *key)
 static __always_inline int sample(struct bpf_perf_event_data *ctx, int unwind)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u32 slot_index = tgid & (PROC_CACHE_SLOTS - 1), first = 0, mappings = 0;
+	struct proc_cache_entry *slot = NULL;
 	struct task_struct *task;
 	struct pid_config *cfg;
 	struct unwind_proc *proc;
 	struct user_stack *stack;
-	__u64 leaf_caller;
+	__u64 leaf_caller, gen = 0;
+	__u64 *gen_now = NULL;
 	__u64 hash = 0;
 	__u32 zero = 0;
 	__u32 *half;
-	int in_user;
+	int in_user, walk = 0;
 
 	if (tgid == 0) {
 		count(C_IDLE);
@@ -476,6 +479,20 @@ static __always_inline int sample(struct bpf_perf_event_data *ctx, int unwind)
 		return 0;
 	}
 
+	if (unwind) {
+		// The generation is read before the maps (see proc_cache).
+		gen_now = bpf_map_lookup_elem(&config_gen, &zero);
+		slot = bpf_map_lookup_elem(&proc_cache, &slot_index);
+		if (gen_now)
+			gen = *gen_now;
+		if (gen_now && slot && slot->tgid == tgid && slot->gen == gen) {
+			cfg = &slot->cfg;
+			walk = slot->has_proc;
+			first = slot->first;
+			mappings = slot->count;
+			goto configured;
+		}
+	}
 	cfg = bpf_map_lookup_elem(&pid_config, &tgid);
 	if (!cfg) {
 		report_unknown(tgid);
@@ -490,13 +507,27 @@ static __always_inline int sample(struct bpf_perf_event_data *ctx, int unwind)
 		count(C_IGNORED);
 		return 0;
 	}
+	proc = unwind && cfg->user ? bpf_map_lookup_elem(&unwind_procs, &tgid) : NULL;
+	if (proc) {
+		walk = 1;
+		first = proc->first;
+		mappings = proc->count;
+	}
+	if (gen_now && slot) {
+		slot->gen = gen;
+		slot->tgid = tgid;
+		slot->cfg = *cfg;
+		slot->has_proc = walk;
+		slot->first = first;
+		slot->count = mappings;
+	}
 
+configured:
 	// A sample in user mode has no kernel stack: not asking for one saves the callchain setup
 	// of bpf_get_stackid (a few hundred ns of cold memory per sample).
 	in_user = (ctx->regs.cs & 3) == 3;
 	half = bpf_map_lookup_elem(&control, &zero);
-	proc = unwind && cfg->user ? bpf_map_lookup_elem(&unwind_procs, &tgid) : NULL;
-	stack = proc ? walk_user_stack(ctx, proc, tgid, &hash) : NULL;
+	stack = walk ? walk_user_stack(ctx, first, mappings, tgid, &hash) : NULL;
 	if (stack) {
 		if (half && (*half & 1))
 			RECORD_UNWOUND(stacks1, counts1, ustacks1);
@@ -543,6 +574,7 @@ int on_process_exit(struct bpf_raw_tracepoint_args *ctx)
 	// Its mappings too: a process reusing the pid must not be walked with them.
 	bpf_map_delete_elem(&unwind_procs, &tgid);
 	bpf_map_delete_elem(&python_procs, &tgid);
+	raise_config_gen();
 	event = bpf_ringbuf_reserve(&events, sizeof(*event), 0);
 	if (!event) {
 		count(C_EVENTS_LOST);
@@ -567,6 +599,7 @@ int on_process_exec(struct bpf_raw_tracepoint_args *ctx)
 	// ones (its re-read worker reads the maps of an exec'd process as the event arrives).
 	bpf_map_delete_elem(&unwind_procs, &tgid);
 	bpf_map_delete_elem(&python_procs, &tgid);
+	raise_config_gen();
 	event = bpf_ringbuf_reserve(&events, sizeof(*event), 0);
 	if (!event) {
 		count(C_EVENTS_LOST);

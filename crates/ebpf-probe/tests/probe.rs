@@ -597,6 +597,90 @@ async fn profile_syscalls(config: ProbeConfig) -> (u32, Collection) {
     (pid, collection)
 }
 
+/// The sampler keeps a per-CPU copy of each busy process's configuration and mappings
+/// (`proc_cache`): a change must reach the very next samples on every CPU.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and eBPF"]
+async fn a_changed_configuration_applies_to_the_next_samples() {
+    let _serial = SERIAL.lock().await;
+    let busy = build_busy();
+    let mut probe = load_probe();
+    assert!(probe.unwinding(), "this kernel runs profile_cpu_unwind");
+    let (mut child, _) = spawn(&busy, 30.0, "user", false);
+    let pid = child.id();
+    let set = |probe: &mut Probe, profile: bool, kernel: bool| {
+        probe
+            .set_pid_config(
+                pid,
+                PidConfig {
+                    profile,
+                    user: true,
+                    kernel,
+                },
+            )
+            .unwrap();
+        // What was counted before the change.
+        probe.collect().unwrap();
+    };
+    // Samples expected for the CPU time the process gets while `interval` sleeps (other
+    // work on the machine takes its share).
+    let cpu_ticks = || -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+            .split_whitespace()
+            .collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    let expected = |ticks: u64| ticks as f64 / 100.0 * RATE as f64;
+    let interval = || tokio::time::sleep(Duration::from_millis(1000));
+
+    set(&mut probe, true, true);
+    let t0 = cpu_ticks();
+    interval().await;
+    let profiled = probe.collect().unwrap();
+    let want = expected(cpu_ticks() - t0);
+    let before = samples_of(&profiled, pid)
+        .iter()
+        .map(|s| s.count)
+        .sum::<u64>();
+    assert!(
+        want >= 10.0 && before as f64 >= want * 0.6,
+        "{before} samples while profiled, {want:.0} expected"
+    );
+
+    set(&mut probe, false, true);
+    interval().await;
+    let ignored = probe.collect().unwrap();
+    assert!(
+        samples_of(&ignored, pid).is_empty(),
+        "samples counted after the process was set not to be profiled: {:?}",
+        samples_of(&ignored, pid)
+    );
+    assert!(ignored.counters.ignored > 0, "{:?}", ignored.counters);
+
+    set(&mut probe, true, false);
+    let t0 = cpu_ticks();
+    interval().await;
+    let again = probe.collect().unwrap();
+    let want = expected(cpu_ticks() - t0);
+    let mine = samples_of(&again, pid);
+    let after = mine.iter().map(|s| s.count).sum::<u64>();
+    assert!(
+        want >= 10.0 && after as f64 >= want * 0.6,
+        "{after} samples once profiled again, {want:.0} expected"
+    );
+    assert!(
+        mine.iter().all(|s| s.kernel.is_empty()),
+        "kernel stacks after they were turned off"
+    );
+    assert!(
+        mine.iter().all(|s| s.user.len() > 1),
+        "walked user stacks: {mine:x?}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root and eBPF"]
 async fn stack_map_collisions_do_not_lose_samples() {

@@ -54,6 +54,7 @@ const MAP_PID_CONFIG: &str = "pid_config";
 const MAP_COUNTS: [&str; 2] = ["counts0", "counts1"];
 const MAP_STACKS: [&str; 2] = ["stacks0", "stacks1"];
 const MAP_CONTROL: &str = "control";
+const MAP_CONFIG_GEN: &str = "config_gen";
 const MAP_COUNTERS: &str = "counters";
 const MAP_EVENTS: &str = "events";
 
@@ -140,6 +141,11 @@ pub struct Probe {
     counts: [HashMap<MapData, SampleKey, u64>; 2],
     stacks: [StackTraceMap<MapData>; 2],
     control: Array<MapData, u32>,
+    /// `config_gen`: raised after every write of `pid_config` (and, by the unwinder, of
+    /// `unwind_procs`), so that the sampler's per-CPU copies of them are not used again.
+    config_gen: Arc<sys::SharedCounter>,
+    /// The map itself (its descriptor must stay open while the programs that use it load).
+    _config_gen_map: Array<MapData, u64>,
     counters: PerCpuArray<MapData, u64>,
     /// The table walk, when `profile_cpu_unwind` runs (shared with the re-read worker).
     unwinder: Option<Arc<Mutex<Unwinder>>>,
@@ -224,6 +230,14 @@ impl Probe {
         ];
         let control = Array::try_from(take_map(&mut ebpf, MAP_CONTROL)?)
             .map_err(|e| map_error(MAP_CONTROL, e))?;
+        // The programs loaded below refer to the map by this descriptor: it stays open.
+        let config_gen_map: Array<MapData, u64> =
+            Array::try_from(take_map(&mut ebpf, MAP_CONFIG_GEN)?)
+                .map_err(|e| map_error(MAP_CONFIG_GEN, e))?;
+        let config_gen = Arc::new(
+            sys::SharedCounter::map(config_gen_map.map().fd().as_fd().as_raw_fd())
+                .map_err(|e| load_error("mapping config_gen", e))?,
+        );
         let counters = PerCpuArray::try_from(take_map(&mut ebpf, MAP_COUNTERS)?)
             .map_err(|e| map_error(MAP_COUNTERS, e))?;
         let ring = RingBuf::try_from(take_map(&mut ebpf, MAP_EVENTS)?)
@@ -276,6 +290,7 @@ impl Probe {
         let (unwinder, ustacks, rereads) = if unwinding {
             let mut unwinder = Unwinder::take(
                 &mut ebpf,
+                Arc::clone(&config_gen),
                 config.unwind_rows,
                 config.unwind_mappings,
                 config.unwind_tables,
@@ -347,6 +362,8 @@ impl Probe {
             counts,
             stacks,
             control,
+            config_gen,
+            _config_gen_map: config_gen_map,
             counters,
             unwinder,
             ustacks,
@@ -423,9 +440,12 @@ impl Probe {
         } else {
             self.forget_unwind(pid);
         }
-        self.pid_config
+        let inserted = self
+            .pid_config
             .insert(pid, PidConfigValue::from(config), 0)
-            .map_err(|e| map_error(MAP_PID_CONFIG, e))?;
+            .map_err(|e| map_error(MAP_PID_CONFIG, e));
+        self.config_gen.raise();
+        inserted?;
         // A new process may reuse the pid of one that exited.
         self.shared.drain().exits.remove(&pid);
         if unwind {
@@ -444,7 +464,9 @@ impl Probe {
     /// Forgets `pid`; its next sample reports it as unknown again.
     pub fn remove_pid(&mut self, pid: u32) -> Result<(), ProbeError> {
         self.forget_unwind(pid);
-        match self.pid_config.remove(&pid) {
+        let removed = self.pid_config.remove(&pid);
+        self.config_gen.raise();
+        match removed {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
             Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
                 Ok(())

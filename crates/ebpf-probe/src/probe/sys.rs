@@ -2,8 +2,8 @@
 //! the structs shared with the C program, `sysconf`/`setrlimit`, registering the ring buffer's
 //! descriptor with tokio, the bpf(2) `BPF_MAP_LOOKUP_AND_DELETE_BATCH`,
 //! `BPF_MAP_UPDATE_BATCH` and `BPF_PROG_TEST_RUN` commands (one `bpf` call; aya has no wrapper
-//! for them without its objects), and writes through a memory
-//! mapping of a `BPF_F_MMAPABLE` array.
+//! for them without its objects), writes through a memory mapping of a `BPF_F_MMAPABLE`
+//! array, and a counter shared with the kernel through such a mapping.
 
 #![allow(
     unsafe_code,
@@ -37,7 +37,7 @@ unsafe impl aya::Pod for UnwindMapping {}
 // SAFETY: repr(C), six u32 (24 bytes), no padding, every bit pattern valid.
 unsafe impl aya::Pod for UnwindTable {}
 
-// SAFETY: repr(C), u32, u8, u8, u16 (8 bytes) then an array of u64, no padding, every bit
+// SAFETY: repr(C), u32, u8, u8, u16, u32, u32, u64 (24 bytes) then an array of u64, no padding, every bit
 // pattern valid.
 unsafe impl aya::Pod for UserStack {}
 
@@ -229,6 +229,74 @@ pub(crate) fn update_array_batch(
     Ok(())
 }
 
+/// The first u64 of a `BPF_F_MMAPABLE` array map, mapped shared for as long as this lives, for
+/// atomic increments that the BPF programs' own `__sync_fetch_and_add` on the same word cannot
+/// lose (both are locked read-modify-writes of one memory word).
+#[derive(Debug)]
+pub(crate) struct SharedCounter {
+    base: std::ptr::NonNull<std::sync::atomic::AtomicU64>,
+    len: usize,
+}
+
+// SAFETY: the mapping belongs to this value alone and is only used through an AtomicU64,
+// which any thread may access.
+unsafe impl Send for SharedCounter {}
+// SAFETY: as above; every access is atomic.
+unsafe impl Sync for SharedCounter {}
+
+impl SharedCounter {
+    /// Maps the first page of the map behind `fd` (EINVAL if it is not mmapable).
+    pub(crate) fn map(fd: RawFd) -> io::Result<SharedCounter> {
+        let len = page_size();
+        // SAFETY: a new shared mapping chosen by the kernel (no address hint); the kernel
+        // refuses it if the map is not mmapable. The map stays alive while it is mapped.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = std::ptr::NonNull::new(base.cast::<std::sync::atomic::AtomicU64>())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))?;
+        Ok(SharedCounter { base, len })
+    }
+
+    fn word(&self) -> &std::sync::atomic::AtomicU64 {
+        // SAFETY: `base` is the start of a live, page-aligned (so 8-byte aligned), writable
+        // mapping of at least a page; the map's first value is a u64 there.
+        unsafe { self.base.as_ref() }
+    }
+
+    /// Adds one; returns the new value.
+    pub(crate) fn raise(&self) -> u64 {
+        self.word()
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            .wrapping_add(1)
+    }
+
+    /// The current value.
+    #[cfg(test)]
+    pub(crate) fn get(&self) -> u64 {
+        self.word().load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for SharedCounter {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `map`, which only this value refers to.
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), self.len);
+        }
+    }
+}
+
 /// Writes `values` at byte offset `offset` of the values of a `BPF_F_MMAPABLE` array map,
 /// through a shared mapping of just the pages they cover (unmapped again before returning, so
 /// that the pages do not stay in the process's resident set). The kernel's copy of each value
@@ -390,6 +458,39 @@ impl Drop for MappedArray {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shared_counter_loses_no_increment_and_is_shared_between_mappings() {
+        // A memfd stands in for the map: both are files whose pages a shared mapping shares.
+        let file = tempfile::tempfile().unwrap();
+        file.set_len(page_size() as u64).unwrap();
+        let a = std::sync::Arc::new(SharedCounter::map(file.as_raw_fd()).unwrap());
+        let b = SharedCounter::map(file.as_raw_fd()).unwrap();
+        assert_eq!(a.get(), 0);
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let a = std::sync::Arc::clone(&a);
+                std::thread::spawn(move || {
+                    for _ in 0..10_000 {
+                        a.raise();
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..10_000 {
+            b.raise();
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(a.get(), 30_000);
+        assert_eq!(b.get(), 30_000);
+        assert_eq!(b.raise(), 30_001);
+        drop(a);
+        assert_eq!(b.get(), 30_001, "one mapping outlives the other");
+        // A descriptor that cannot be mapped is an error, not a crash.
+        assert!(SharedCounter::map(-1).is_err());
+    }
 
     #[test]
     fn batch_attr_matches_the_kernel_layout() {

@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashMap as StdHashMap};
 use std::path::PathBuf;
 use std::sync::mpsc::{channel, Sender};
-use std::sync::{Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use aya::maps::{Array, HashMap, IterableMap, MapData, MapError};
 use aya::Ebpf;
@@ -63,6 +63,8 @@ pub(crate) struct BpfUnwindMaps {
     rows: Array<MapData, UnwindRow>,
     /// Which of the fast ways to write the arrays still work.
     fast: FastWrites,
+    /// Raised after every write of `procs` (see `proc_cache` in bpf/walk.h).
+    config_gen: Arc<sys::SharedCounter>,
 }
 
 /// The ways to write many array entries at once that have not failed yet.
@@ -201,11 +203,15 @@ impl UnwindMaps for BpfUnwindMaps {
     }
 
     fn set_proc(&mut self, pid: u32, proc: UnwindProc) -> Result<(), MapError> {
-        self.procs.insert(pid, proc, 0)
+        let inserted = self.procs.insert(pid, proc, 0);
+        self.config_gen.raise();
+        inserted
     }
 
     fn remove_proc(&mut self, pid: u32) -> Result<(), MapError> {
-        match self.procs.remove(&pid) {
+        let removed = self.procs.remove(&pid);
+        self.config_gen.raise();
+        match removed {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
             Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
                 Ok(())
@@ -245,6 +251,7 @@ impl Unwinder {
     /// sizes (as loaded).
     pub(crate) fn take(
         ebpf: &mut Ebpf,
+        config_gen: Arc<sys::SharedCounter>,
         rows: u32,
         mappings: u32,
         tables: u32,
@@ -258,6 +265,7 @@ impl Unwinder {
                 mmap: true,
                 batch: true,
             },
+            config_gen,
         };
         Ok(Unwinder {
             maps,
