@@ -229,6 +229,33 @@ pub(crate) fn update_array_batch(
     Ok(())
 }
 
+/// A new shared mapping of `len` bytes of `fd` from byte `offset`, with protection `prot`, at
+/// an address the kernel chooses. The kernel refuses it (EINVAL) if the map is not mmapable or
+/// the range is beyond its values. The caller unmaps it.
+fn map_shared(
+    fd: RawFd,
+    len: usize,
+    offset: libc::off_t,
+    prot: libc::c_int,
+) -> io::Result<std::ptr::NonNull<libc::c_void>> {
+    // SAFETY: no address hint and no MAP_FIXED: the kernel places the mapping where nothing is
+    // mapped, so no memory of the process changes; it checks `fd`, `len` and `offset` itself.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_SHARED,
+            fd,
+            offset,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    std::ptr::NonNull::new(base).ok_or_else(|| io::Error::from(io::ErrorKind::Other))
+}
+
 /// The first u64 of a `BPF_F_MMAPABLE` array map, mapped shared for as long as this lives, for
 /// atomic increments that the BPF programs' own `__sync_fetch_and_add` on the same word cannot
 /// lose (both are locked read-modify-writes of one memory word).
@@ -248,24 +275,12 @@ impl SharedCounter {
     /// Maps the first page of the map behind `fd` (EINVAL if it is not mmapable).
     pub(crate) fn map(fd: RawFd) -> io::Result<SharedCounter> {
         let len = page_size();
-        // SAFETY: a new shared mapping chosen by the kernel (no address hint); the kernel
-        // refuses it if the map is not mmapable. The map stays alive while it is mapped.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let base = std::ptr::NonNull::new(base.cast::<std::sync::atomic::AtomicU64>())
-            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))?;
-        Ok(SharedCounter { base, len })
+        // The map stays alive while it is mapped.
+        let base = map_shared(fd, len, 0, libc::PROT_READ | libc::PROT_WRITE)?;
+        Ok(SharedCounter {
+            base: base.cast(),
+            len,
+        })
     }
 
     fn word(&self) -> &std::sync::atomic::AtomicU64 {
@@ -315,22 +330,7 @@ pub(crate) fn write_mmapable_array(fd: RawFd, offset: usize, values: &[u8]) -> i
     let len = end.div_ceil(page) * page - start;
     let file_offset =
         libc::off_t::try_from(start).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: a new shared mapping chosen by the kernel (no address hint, nothing else is
-    // mapped there); the kernel refuses it (EINVAL) if the map is not mmapable or `start + len`
-    // is beyond its values.
-    let base = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd,
-            file_offset,
-        )
-    };
-    if base == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
+    let base = map_shared(fd, len, file_offset, libc::PROT_READ | libc::PROT_WRITE)?.as_ptr();
     // SAFETY: `base..base + len` is the mapping made above, writable, and `offset - start +
     // values.len() <= len`; `values` is a separate allocation of the process (no overlap).
     unsafe {
@@ -404,23 +404,8 @@ impl MappedArray {
     pub(crate) fn new(fd: OwnedFd, len: usize) -> io::Result<MappedArray> {
         let page = page_size();
         let len = len.div_ceil(page).max(1) * page;
-        // SAFETY: a new shared read-only mapping chosen by the kernel, which refuses it if the
-        // map is not mmapable or is shorter than `len`.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let base =
-            std::ptr::NonNull::new(base).ok_or_else(|| io::Error::from(io::ErrorKind::Other))?;
+        // Read-only; the kernel refuses it if the map is shorter than `len`.
+        let base = map_shared(fd.as_raw_fd(), len, 0, libc::PROT_READ)?;
         Ok(MappedArray { base, len, _fd: fd })
     }
 
