@@ -890,7 +890,7 @@ static __always_inline __u32 store_user_stack(void *ustacks, __u64 hash, struct 
 		__u32 why = store_user_stack(&USTACKS, hash, stack, user_only);        \
 		int collided = 0;                                                      \
 		long id;                                                               \
-		if (cfg->kernel && !in_user) {                                         \
+		if (!user_only) {                                                      \
 			id = bpf_get_stackid(ctx, &STACKS, 0);                         \
 			if (id >= 0)                                                   \
 				key.kernel_stack = id;                                 \
