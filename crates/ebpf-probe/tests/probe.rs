@@ -227,17 +227,21 @@ fn start(stdin: &mut ChildStdin) {
 }
 
 /// Waits until the child has burnt its CPU seconds (it then blocks on stdin).
+/// The CPU time of `pid` in clock ticks (USER_HZ, 100 a second on Linux) and its state letter,
+/// from /proc/PID/stat.
+fn cpu_ticks_and_state(pid: u32) -> (u64, String) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the command.
+    let ticks = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    (ticks, fields[0].to_string())
+}
+
 async fn wait_cpu_burnt(pid: u32) {
-    let ticks = 100.0; // USER_HZ on Linux
     for _ in 0..300 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-        let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
-        let fields: Vec<&str> = after_comm.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the command.
-        let cpu: f64 =
-            (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / ticks;
-        let state = fields[0];
-        if cpu >= CPU_SECONDS - 0.02 && state == "S" {
+        let (ticks, state) = cpu_ticks_and_state(pid);
+        if ticks as f64 / 100.0 >= CPU_SECONDS - 0.02 && state == "S" {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -624,13 +628,7 @@ async fn a_changed_configuration_applies_to_the_next_samples() {
     };
     // Samples expected for the CPU time the process gets while `interval` sleeps (other
     // work on the machine takes its share).
-    let cpu_ticks = || -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
-            .split_whitespace()
-            .collect();
-        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-    };
+    let cpu_ticks = || cpu_ticks_and_state(pid).0;
     let expected = |ticks: u64| ticks as f64 / 100.0 * RATE as f64;
     let interval = || tokio::time::sleep(Duration::from_millis(1000));
 
@@ -736,7 +734,10 @@ async fn a_full_counts_map_is_reported_as_lost() {
     let (pid, collection) = profile_syscalls(config).await;
     let counted: u64 = samples_of(&collection, pid).iter().map(|s| s.count).sum();
     let lost = collection.lost.counts_map_full;
-    eprintln!("full counts map: {counted} counted, {lost} lost");
+    eprintln!(
+        "full counts map: {counted} counted, {lost} lost, {:?}",
+        collection.counters
+    );
     assert!(lost > 0, "{:?}", collection.lost);
     // The counts map holds the samples with a kernel stack: one entry of them (and those sent
     // whole). Table-walked samples that asked for no kernel stack (in user mode) are counted
@@ -747,10 +748,16 @@ async fn a_full_counts_map_is_reported_as_lost() {
         with_kernel <= 1 + collection.counters.collisions_recovered as usize,
         "{with_kernel} entries with a kernel stack"
     );
-    assert!(
-        mine.iter().any(|s| s.kernel.is_empty()),
-        "samples in user mode are counted outside the full counts map"
-    );
+    // The syscall loop is rarely sampled in user mode (none in about one run in four): check
+    // those samples whenever the kernel saw some (`kernel_stack_empty` counts samples taken in
+    // user mode of a process profiled with kernel stacks).
+    if collection.counters.kernel_stack_empty > 0 {
+        assert!(
+            mine.iter().any(|s| s.kernel.is_empty()),
+            "samples in user mode are counted outside the full counts map: {:?}",
+            collection.counters
+        );
+    }
     let all = (counted + lost) as f64;
     assert!(
         all >= CPU_SECONDS * RATE as f64 * 0.7,
