@@ -14,10 +14,11 @@
 # by the kernel's frame-pointer walk, bpf_get_stackid, what bcc's `profile` does too; bcc's
 # Python tools need kernel headers, which this kernel does not ship, so bcc itself cannot run
 # here). rill runs twice: the table walk with Python frames off and on. Each phase runs
-# ROUNDS times; the medians are printed with rill/peer ratios.
+# ROUNDS times, the profilers taking turns within a round; the medians are printed with
+# rill/peer ratios.
 #
-# RILL_BASE=/path/to/another/rill adds that build (python off) to the same run, to compare two
-# versions of the program.
+# RILL_BASE=/path/to/another/rill adds that build (python off; RILL_BASE_PYTHON=true: on) to the
+# same run, to compare two versions of the program.
 #
 # FLOOR=1 (the default) adds the floor of any profiler here: bpftrace programs that only count
 # the sample, and that also read the user stack once and 32 times.
@@ -129,36 +130,42 @@ bt_reads_cmd() { # PID N
 }
 
 declare -A RESULT
-run_peer() { # LABEL PREFIX CMDFN [ARGS]
-    local label=$1 prefix=$2 fn=$3
-    shift 3
-    local round other per
-    for round in $(seq 1 "$ROUNDS"); do
-        read -r ta na _ < <(measure "$prefix" "$fn" "$BOGUS" "$@")
-        read -r tb nb ns < <(measure "$prefix" "$fn" "$PY" "$@")
-        read -r other per < <(python3 -c "
+# One round of one profiler: its other-sample cost, then its cost per workload sample.
+run_round() { # ROUND LABEL PREFIX CMDFN [ARGS]
+    local round=$1 label=$2 prefix=$3 fn=$4
+    shift 4
+    local other per
+    read -r ta na _ < <(measure "$prefix" "$fn" "$BOGUS" "$@")
+    read -r tb nb ns < <(measure "$prefix" "$fn" "$PY" "$@")
+    read -r other per < <(python3 -c "
 ta, na, tb, nb, ns = $ta, $na, $tb, $nb, $ns
 o = ta / max(na, 1)
 print(round(o), round((tb - (nb - ns) * o) / max(ns, 1)))")
-        echo "  $label round $round: other samples $other ns, workload samples $per ns ($ns samples)"
-        RESULT[$label]="${RESULT[$label]:-} $per"
-    done
+    echo "  $label round $round: other samples $other ns, workload samples $per ns ($ns samples)"
+    RESULT[$label]="${RESULT[$label]:-} $per"
 }
 
 echo "bench-bpf-cost: $PYBIN busy loop, $RATE Hz, ${WINDOW}s windows, $ROUNDS rounds"
-run_peer "rill (tables, python off)" profile_cpu rill_cmd false
-run_peer "rill (tables, python on)" profile_cpu rill_cmd true
 LABELS=("rill (tables, python off)" "rill (tables, python on)")
 if [ -n "${RILL_BASE:-}" ]; then
-    run_peer "rill base (python off)" profile_cpu rill_cmd false "$RILL_BASE"
-    LABELS+=("rill base (python off)")
+    BASE_LABEL="rill base (python $([ "${RILL_BASE_PYTHON:-false}" = true ] && echo on || echo off))"
+    LABELS+=("$BASE_LABEL")
 fi
-run_peer "bpftrace (fp)" "$RATE" bt_cmd
-if [ "${FLOOR:-1}" = 1 ]; then
-    run_peer "floor: count only" "$RATE" bt_reads_cmd 0
-    run_peer "floor: 1 user read" "$RATE" bt_reads_cmd 1
-    run_peer "floor: 32 user reads" "$RATE" bt_reads_cmd 32
-fi
+# The profilers take turns within each round (the machine's speed drifts over minutes: a
+# profiler measured in rounds of its own would carry that drift as a difference).
+for round in $(seq 1 "$ROUNDS"); do
+    run_round "$round" "rill (tables, python off)" profile_cpu rill_cmd false
+    run_round "$round" "rill (tables, python on)" profile_cpu rill_cmd true
+    if [ -n "${RILL_BASE:-}" ]; then
+        run_round "$round" "$BASE_LABEL" profile_cpu rill_cmd "${RILL_BASE_PYTHON:-false}" "$RILL_BASE"
+    fi
+    run_round "$round" "bpftrace (fp)" "$RATE" bt_cmd
+    if [ "${FLOOR:-1}" = 1 ]; then
+        run_round "$round" "floor: count only" "$RATE" bt_reads_cmd 0
+        run_round "$round" "floor: 1 user read" "$RATE" bt_reads_cmd 1
+        run_round "$round" "floor: 32 user reads" "$RATE" bt_reads_cmd 32
+    fi
+done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo
@@ -178,4 +185,10 @@ if [ "${FLOOR:-1}" = 1 ]; then
     c=$(echo "${RESULT["floor: count only"]}" | median)
     r32=$(echo "${RESULT["floor: 32 user reads"]}" | median)
     python3 -c "print('floor: %d ns a sample before any read, %.0f ns per 8-byte user read' % ($c, ($r32 - $c) / 32))"
+fi
+if [ -n "${RILL_BASE:-}" ]; then
+    mine=$([ "${RILL_BASE_PYTHON:-false}" = true ] && echo "rill (tables, python on)" || echo "rill (tables, python off)")
+    b=$(echo "${RESULT[$BASE_LABEL]}" | median)
+    m=$(echo "${RESULT[$mine]}" | median)
+    python3 -c "print('this build/base (same Python setting): %.2f' % ($m / $b))"
 fi

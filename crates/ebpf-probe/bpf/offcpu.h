@@ -284,8 +284,8 @@ static __always_inline void offcpu_leave(__u64 *ctx, struct task_struct___offcpu
 		if (saved_user_regs(&regs))
 			__builtin_memset(&regs, 0, sizeof(regs));
 		proc = unwind && regs.ip ? bpf_map_lookup_elem(&unwind_procs, &tgid) : NULL;
-		stack = proc ? walk_user_regs(proc->first, proc->count, tgid, regs.ip, regs.sp,
-					      regs.bp, &hash)
+		stack = proc ? walk_user_regs(proc->first, proc->count, tgid, 0, 0, regs.ip,
+					      regs.sp, regs.bp, &hash)
 			     : NULL;
 		if (stack) {
 			why = store_user_stack(&offcpu_ustacks, hash, stack, 0);

@@ -458,7 +458,6 @@ static __always_inline int sample(struct bpf_perf_event_data *ctx, int unwind)
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	__u32 slot_index = tgid & (PROC_CACHE_SLOTS - 1), first = 0, mappings = 0;
 	struct proc_cache_entry *slot = NULL;
-	struct task_struct *task;
 	struct pid_config *cfg;
 	struct unwind_proc *proc;
 	struct user_stack *stack;
@@ -473,8 +472,8 @@ static __always_inline int sample(struct bpf_perf_event_data *ctx, int unwind)
 		count(C_IDLE);
 		return 0;
 	}
-	task = (struct task_struct *)bpf_get_current_task();
-	if (BPF_CORE_READ(task, flags) & PF_KTHREAD) {
+	// A BTF pointer: a load, where BPF_CORE_READ is a helper call (bpf_probe_read_kernel).
+	if (bpf_get_current_task_btf()->flags & PF_KTHREAD) {
 		count(C_KTHREAD);
 		return 0;
 	}
@@ -527,7 +526,8 @@ configured:
 	// of bpf_get_stackid (a few hundred ns of cold memory per sample).
 	in_user = (ctx->regs.cs & 3) == 3;
 	half = bpf_map_lookup_elem(&control, &zero);
-	stack = walk ? walk_user_stack(ctx, first, mappings, tgid, &hash) : NULL;
+	stack = walk ? walk_user_stack(ctx, first, mappings, tgid, gen, gen_now != NULL, &hash)
+		     : NULL;
 	if (stack) {
 		if (half && (*half & 1))
 			RECORD_UNWOUND(stacks1, counts1, ustacks1);

@@ -34,6 +34,7 @@
 #define PY_INSTR_PTR 1 // frame_instr is a pointer into the code object: its offset is recorded
 
 #define PY_MAX_THREADS 64 // thread states compared with the sampled thread
+#define PY_TSTATE_READ 256 // a power of two: bytes of a thread state read at most
 
 // The reason of an unreadable Python frame (code address 0).
 #define PY_ERR_NO_THREAD 1 // no thread state has the sampled thread's id
@@ -99,6 +100,43 @@ struct {
 	__type(value, struct py_buf);
 } py_scratch SEC(".maps");
 
+// What the sampler last found in python_procs for a process, per CPU, and the address of its
+// main interpreter once read: like proc_cache (walk.h), a slot (tgid % PROC_CACHE_SLOTS) is
+// used only while config_gen holds the generation it was filled at, and user space raises the
+// generation after every change of python_procs. The hash lookup (done twice a sample before:
+// at the walk's start and at the first eval frame) and the read of the interpreter pointer
+// were a fifth of a Python sample's cost. The main interpreter of a process never moves once
+// created (3.11+ embed it in _PyRuntime; older versions allocate it once at start-up); exec
+// and exit raise the generation.
+struct py_cache_entry {
+	__u64 gen;
+	__u32 tgid; // 0: empty
+	__u32 has_proc; // python_procs had an entry
+	__u64 interp; // the main interpreter, 0 until read
+	struct python_proc proc;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PROC_CACHE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct py_cache_entry);
+} py_cache SEC(".maps");
+
+// The slot of the walked process when it holds this walk's generation, else NULL.
+static __always_inline struct py_cache_entry *py_cached(struct walk_state *w)
+{
+	__u32 index = w->tgid & (PROC_CACHE_SLOTS - 1);
+	struct py_cache_entry *slot;
+
+	if (!w->cached)
+		return NULL;
+	slot = bpf_map_lookup_elem(&py_cache, &index);
+	if (!slot || slot->tgid != w->tgid || slot->gen != w->gen)
+		return NULL;
+	return slot;
+}
+
 // What the callbacks of python_frames share (pointers live here, not in walk_state).
 struct py_ctx {
 	struct walk_state *w;
@@ -157,38 +195,43 @@ static __always_inline void py_fail(struct py_ctx *c, __u32 reason, __u32 counte
 }
 
 // bpf_loop callback: compares the thread state at py_cursor with the sampled thread; 1 when
-// the search is over (found, or failed).
+// the search is over (found, or failed). One read per thread state: the bytes up to the last
+// of its next, thread_id and frame fields (user space keeps that span within PY_TSTATE_READ),
+// into the start of the frame buffer, which holds no window yet.
 static long py_find_thread(__u64 index, void *data)
 {
 	struct py_ctx *c = data;
 	struct walk_state *w = c->w;
 	struct python_proc *py = c->py;
-	__u64 tstate = w->py_cursor, thread_id, frame;
+	__u64 tstate = w->py_cursor;
+	__u8 *bytes = c->buf->bytes;
+	__u32 span = py->tstate_next;
+	__u64 size;
 
 	if (!tstate) {
 		py_fail(c, PY_ERR_NO_THREAD, C_PY_NO_THREAD);
 		return 1;
 	}
-	if (py_read_ptr(&thread_id, tstate + py->tstate_thread_id)) {
+	if (py->tstate_thread_id > span)
+		span = py->tstate_thread_id;
+	if (py->tstate_frame > span)
+		span = py->tstate_frame;
+	size = span + 8;
+	// Hide what clang knows of size, so that it tests the register the call takes (else the
+	// verifier sees no bound on it).
+	asm volatile("" : "+r"(size));
+	if (size > PY_TSTATE_READ || tstate < 4096 || tstate >= USER_ADDR_LIMIT ||
+	    bpf_probe_read_user(bytes, size, (void *)tstate)) {
 		py_fail(c, PY_ERR_READ, C_PY_READ_FAILED);
 		return 1;
 	}
-	if (thread_id != w->fsbase) {
-		if (py_read_ptr(&w->py_cursor, tstate + py->tstate_next)) {
-			py_fail(c, PY_ERR_READ, C_PY_READ_FAILED);
-			return 1;
-		}
+	// The masks keep the verifier in the buffer; the offsets are below span, so they change
+	// nothing.
+	if (*(__u64 *)(bytes + (py->tstate_thread_id & (PY_TSTATE_READ - 8))) != w->fsbase) {
+		w->py_cursor = *(__u64 *)(bytes + (py->tstate_next & (PY_TSTATE_READ - 8)));
 		return 0;
 	}
-	if (py_read_ptr(&frame, tstate + py->tstate_frame)) {
-		py_fail(c, PY_ERR_READ, C_PY_READ_FAILED);
-		return 1;
-	}
-	if (py->cframe && frame && py_read_ptr(&frame, frame + py->cframe_frame)) {
-		py_fail(c, PY_ERR_READ, C_PY_READ_FAILED);
-		return 1;
-	}
-	w->py_cursor = frame;
+	w->py_cursor = *(__u64 *)(bytes + (py->tstate_frame & (PY_TSTATE_READ - 8)));
 	w->py_found = 1;
 	return 1;
 }
@@ -277,15 +320,20 @@ static long py_push_frame(__u64 index, void *data)
 __attribute__((noinline)) int python_frames(struct walk_state *w)
 {
 	struct py_ctx ctx = {}, *c = &ctx;
+	struct py_cache_entry *slot;
 	__u32 tgid, before, zero = 0;
 	struct python_proc *py;
-	__u64 interp, tstate;
+	__u64 interp = 0, tstate, frame;
 
 	if (!w)
 		return 0;
 	tgid = w->tgid;
 	before = w->n;
-	py = bpf_map_lookup_elem(&python_procs, &tgid);
+	slot = py_cached(w);
+	if (slot && slot->has_proc)
+		py = &slot->proc;
+	else
+		py = bpf_map_lookup_elem(&python_procs, &tgid);
 	ctx.stack = bpf_map_lookup_elem(&walk_scratch, &zero);
 	ctx.buf = bpf_map_lookup_elem(&py_scratch, &zero);
 	if (!py || !ctx.stack || !ctx.buf)
@@ -296,8 +344,15 @@ __attribute__((noinline)) int python_frames(struct walk_state *w)
 		// The first eval call of this walk: the window holds another sample's memory.
 		ctx.buf->win_valid = 0;
 		ctx.buf->win_failed = 0;
-		if (py_read_ptr(&interp, py->interp_head) ||
-		    py_read_ptr(&tstate, interp + py->interp_threads)) {
+		if (slot)
+			interp = slot->interp;
+		if (!interp) {
+			if (py_read_ptr(&interp, py->interp_head))
+				interp = 0;
+			else if (slot)
+				slot->interp = interp;
+		}
+		if (!interp || py_read_ptr(&tstate, interp + py->interp_threads)) {
 			py_fail(c, PY_ERR_READ, C_PY_READ_FAILED);
 			return w->n != before;
 		}
@@ -307,6 +362,17 @@ __attribute__((noinline)) int python_frames(struct walk_state *w)
 			if (!w->py_failed)
 				py_fail(c, PY_ERR_NO_THREAD, C_PY_NO_THREAD);
 			return w->n != before;
+		}
+		// 3.11, 3.12: the thread state points at the innermost eval call's _PyCFrame. (Read
+		// through the native walk's stack window, where that local lies, it cost more: the
+		// window then started too low for the native steps that follow.)
+		frame = w->py_cursor;
+		if (py->cframe && frame) {
+			if (py_read_ptr(&frame, frame + py->cframe_frame)) {
+				py_fail(c, PY_ERR_READ, C_PY_READ_FAILED);
+				return w->n != before;
+			}
+			w->py_cursor = frame;
 		}
 	}
 	w->py_pushed = 0;
@@ -321,21 +387,36 @@ const volatile __u8 python_enabled = 1;
 // Copies what the walk needs of the process's python_proc, if it has one.
 static __always_inline void python_start(struct walk_state *w)
 {
-	__u32 tgid = w->tgid;
+	__u32 tgid = w->tgid, index = tgid & (PROC_CACHE_SLOTS - 1);
+	struct py_cache_entry *slot = NULL;
 	struct python_proc *py;
-	struct task_struct *task;
 
 	if (!python_enabled)
 		return;
-	py = bpf_map_lookup_elem(&python_procs, &tgid);
-	if (!py)
-		return;
+	if (w->cached)
+		slot = bpf_map_lookup_elem(&py_cache, &index);
+	if (slot && slot->tgid == tgid && slot->gen == w->gen) {
+		if (!slot->has_proc)
+			return;
+		py = &slot->proc;
+	} else {
+		py = bpf_map_lookup_elem(&python_procs, &tgid);
+		if (slot) {
+			slot->gen = w->gen;
+			slot->tgid = tgid;
+			slot->interp = 0;
+			slot->has_proc = py != NULL;
+			if (py)
+				slot->proc = *py;
+		}
+		if (!py)
+			return;
+	}
 	w->py_eval_start = py->eval_start;
 	w->py_eval_end = py->eval_end;
 	w->py_cold_start = py->cold_start;
 	w->py_cold_end = py->cold_end;
-	task = (struct task_struct *)bpf_get_current_task();
-	w->fsbase = BPF_CORE_READ(task, thread.fsbase);
+	w->fsbase = bpf_get_current_task_btf()->thread.fsbase;
 }
 
 #endif

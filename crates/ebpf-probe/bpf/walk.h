@@ -298,7 +298,9 @@ struct walk_state {
 	__u8 py_failed;
 	__u8 py_found;
 	__u8 py_full;
-	__u8 _py_pad;
+	__u8 cached; // 1: gen is config_gen as the sample read it before the maps (py_cache tags)
+	__u32 _cache_pad;
+	__u64 gen;
 	__u64 ip;
 	__u64 sp;
 	__u64 bp;
@@ -428,7 +430,7 @@ static __always_inline void request_reread(__u32 tgid)
 	count(C_REREAD_REQUESTS);
 }
 
-// CPython frames (python_procs, python_step, python_enter, python_start).
+// CPython frames (python_procs, py_cache, python_frames, python_start).
 #include "python.h"
 
 // Reads `words` (a constant, at most 8) u64 of the user stack at `addr` into `dst`, from the
@@ -791,7 +793,7 @@ __attribute__((noinline)) int same_stack(struct user_stack *a, struct user_stack
 // Walks the user stack of the current task from its user registers (ip, sp, bp) into the
 // per-CPU scratch; NULL if it cannot start. Shared by the sampler and the off-CPU program.
 static __always_inline struct user_stack *walk_user_regs(__u32 proc_first, __u32 proc_count,
-							 __u32 tgid,
+							 __u32 tgid, __u64 gen, int cached,
 							 __u64 ip, __u64 sp, __u64 bp,
 							 __u64 *hash)
 {
@@ -805,6 +807,8 @@ static __always_inline struct user_stack *walk_user_regs(__u32 proc_first, __u32
 	w.proc_first = proc_first;
 	w.proc_count = proc_count;
 	w.tgid = tgid;
+	w.gen = gen;
+	w.cached = cached;
 	python_start(&w);
 	w.hash = 0xcbf29ce484222325ULL;
 	w.reason = UNWIND_TRUNCATED; // if the loop runs out
@@ -834,7 +838,8 @@ static __always_inline struct user_stack *walk_user_regs(__u32 proc_first, __u32
 // mode, the ones saved at kernel entry otherwise); NULL if it cannot start.
 static __always_inline struct user_stack *walk_user_stack(struct bpf_perf_event_data *ctx,
 							  __u32 proc_first, __u32 proc_count,
-							  __u32 tgid, __u64 *hash)
+							  __u32 tgid, __u64 gen, int cached,
+							  __u64 *hash)
 {
 	struct user_regs regs;
 
@@ -848,7 +853,7 @@ static __always_inline struct user_stack *walk_user_stack(struct bpf_perf_event_
 		sp = regs.sp;
 		bp = regs.bp;
 	}
-	return walk_user_regs(proc_first, proc_count, tgid, ip, sp, bp, hash);
+	return walk_user_regs(proc_first, proc_count, tgid, gen, cached, ip, sp, bp, hash);
 }
 
 // Stores a walked stack in the given ustacks map: 0 if it is there under `hash` (and, with

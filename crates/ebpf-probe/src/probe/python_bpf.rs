@@ -26,6 +26,9 @@ pub const PY_INSTR_INT: u8 = 0;
 pub const PY_INSTR_PTR: u8 = 1;
 /// Bytes of a frame the kernel reads at most.
 pub const PY_FRAME_READ: u16 = 128;
+/// Bytes of a thread state the kernel reads at most (one read up to the last of its
+/// `next`, `thread_id` and frame fields).
+pub const PY_TSTATE_READ: u16 = 256;
 
 /// Why the kernel recorded an unreadable Python frame (code address 0, this instruction).
 pub const PY_ERR_NO_THREAD: u32 = 1;
@@ -80,6 +83,12 @@ pub struct PythonProc {
     pub pad: u16,
 }
 
+/// Whether the kernel's one read of a thread state (up to the end of the last of these three
+/// 8-byte fields) fits in [`PY_TSTATE_READ`].
+fn tstate_fits(next: u16, thread_id: u16, frame: u16) -> bool {
+    u32::from(next.max(thread_id).max(frame)) + 8 <= u32::from(PY_TSTATE_READ)
+}
+
 fn offset(value: u32) -> Option<u16> {
     (value != ABSENT)
         .then_some(value)
@@ -130,6 +139,12 @@ impl PythonProc {
         if frame_read > PY_FRAME_READ {
             return None;
         }
+        let tstate_next = offset(o.tstate_next)?;
+        let tstate_thread_id = offset(o.tstate_thread_id)?;
+        let tstate_frame = offset(o.tstate_frame)?;
+        if !tstate_fits(tstate_next, tstate_thread_id, tstate_frame) {
+            return None;
+        }
         Some(PythonProc {
             eval_start: eval.start,
             eval_end: eval.end,
@@ -137,9 +152,9 @@ impl PythonProc {
             cold_end: cold.map_or(0, |r| r.end),
             interp_head: process.interp_head,
             interp_threads: offset(o.interp_threads_head)?,
-            tstate_next: offset(o.tstate_next)?,
-            tstate_thread_id: offset(o.tstate_thread_id)?,
-            tstate_frame: offset(o.tstate_frame)?,
+            tstate_next,
+            tstate_thread_id,
+            tstate_frame,
             cframe_frame: cframe.unwrap_or(0),
             frame_back,
             frame_code,
@@ -247,6 +262,7 @@ mod tests {
         assert_eq!(c_define("PY_INSTR_INT"), u64::from(PY_INSTR_INT));
         assert_eq!(c_define("PY_INSTR_PTR"), u64::from(PY_INSTR_PTR));
         assert_eq!(c_define("PY_FRAME_READ"), u64::from(PY_FRAME_READ));
+        assert_eq!(c_define("PY_TSTATE_READ"), u64::from(PY_TSTATE_READ));
         assert_eq!(c_define("PY_ERR_NO_THREAD"), u64::from(PY_ERR_NO_THREAD));
         assert_eq!(c_define("PY_ERR_READ"), u64::from(PY_ERR_READ));
         assert_eq!(c_define("PY_ERR_TRUNCATED"), u64::from(PY_ERR_TRUNCATED));
@@ -254,6 +270,23 @@ mod tests {
         assert_eq!(std::mem::size_of::<PythonProc>(), 40 + 18 + 4 + 4 + 6);
         assert_eq!(std::mem::offset_of!(PythonProc, entry_kind), 58);
         assert_eq!(std::mem::offset_of!(PythonProc, frame_read), 62);
+    }
+
+    #[test]
+    fn thread_states_of_every_built_in_version_fit_one_read() {
+        for minor in 6..=13 {
+            let o = crate::python::offsets::table_offsets(minor)
+                .unwrap_or_else(|| panic!("no offsets for 3.{minor}"));
+            let f = |v: u32| u16::try_from(v).unwrap();
+            assert!(
+                tstate_fits(f(o.tstate_next), f(o.tstate_thread_id), f(o.tstate_frame)),
+                "3.{minor}: thread_id at {}",
+                o.tstate_thread_id
+            );
+        }
+        assert!(tstate_fits(8, 248, 56));
+        assert!(!tstate_fits(8, 249, 56));
+        assert!(!tstate_fits(300, 0, 0));
     }
 
     #[test]

@@ -280,6 +280,7 @@ impl Unwinder {
     pub(crate) fn enable_python(&mut self, ebpf: &mut Ebpf) -> Result<(), ProbeError> {
         self.python = Some(PythonProcs {
             map: take(ebpf, MAP_PYTHON_PROCS, HashMap::try_from)?,
+            config_gen: Arc::clone(&self.maps.config_gen),
             published: StdHashMap::new(),
             not_python: StdHashMap::new(),
             unsupported: std::collections::BTreeSet::new(),
@@ -353,6 +354,9 @@ impl Unwinder {
 /// The CPython processes described to the kernel.
 struct PythonProcs {
     map: HashMap<MapData, u32, PythonProc>,
+    /// Raised after every change of `map`: the sampler keeps what it found there per CPU
+    /// (`py_cache` in `bpf/python.h`) for as long as the generation holds.
+    config_gen: Arc<sys::SharedCounter>,
     /// Per pid: the image and load bias last detected (detection reads the image's symbols, so
     /// it runs again only when they change), and what was published.
     published: StdHashMap<u32, (String, u64, PythonProc)>,
@@ -416,7 +420,9 @@ impl PythonProcs {
             self.forget(pid);
             return;
         };
-        if let Err(e) = self.map.insert(pid, value, 0) {
+        let inserted = self.map.insert(pid, value, 0);
+        self.config_gen.raise();
+        if let Err(e) = inserted {
             tracing::warn!(pid, error = %e, "publishing a CPython process to the kernel failed");
             return;
         }
@@ -429,6 +435,7 @@ impl PythonProcs {
         self.not_python.remove(&pid);
         if self.published.remove(&pid).is_some() {
             let _ = self.map.remove(&pid);
+            self.config_gen.raise();
         }
     }
 }

@@ -244,15 +244,23 @@ mod tests {
         }
     }
 
-    /// Resident bytes of the mapping of this process that starts at `addr` (/proc/self/smaps).
-    fn resident_at(addr: usize) -> u64 {
-        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-        let start = format!("{addr:x}-");
-        let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&start));
-        assert!(lines.next().is_some(), "no mapping at {addr:#x}");
-        let rss = lines.find(|l| l.starts_with("Rss:")).unwrap();
-        let kb: u64 = rss.split_whitespace().nth(1).unwrap().parse().unwrap();
-        kb * 1024
+    /// Resident bytes of this process's memory in `[addr, addr + len)`, from the present bits
+    /// of /proc/self/pagemap (smaps would not do: the kernel may merge the range's mapping with
+    /// an adjacent anonymous one of another test thread, which then counts too).
+    fn resident_in(addr: usize, len: usize) -> u64 {
+        use std::io::{Read, Seek, SeekFrom};
+        let page = 4096;
+        let mut pagemap = std::fs::File::open("/proc/self/pagemap").unwrap();
+        pagemap
+            .seek(SeekFrom::Start((addr / page * 8) as u64))
+            .unwrap();
+        let mut entries = vec![0u8; len.div_ceil(page) * 8];
+        pagemap.read_exact(&mut entries).unwrap();
+        let present = entries
+            .chunks_exact(8)
+            .filter(|e| u64::from_le_bytes((*e).try_into().unwrap()) >> 63 == 1)
+            .count();
+        (present * page) as u64
     }
 
     /// A sparse image costs the pages it read, whatever the allocator did before: a 24 MiB file
@@ -274,7 +282,7 @@ mod tests {
             panic!("a 24 MiB file is read sparsely");
         };
         assert_eq!(map.len(), 24 << 20);
-        let resident = resident_at(map.as_ptr() as usize);
+        let resident = resident_in(map.as_ptr() as usize, map.len());
         assert!(
             resident < libc_len as u64,
             "{resident} bytes resident of a 24 MiB image whose ELF part is {libc_len}"
