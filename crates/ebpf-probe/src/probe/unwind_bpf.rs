@@ -278,15 +278,10 @@ impl Unwinder {
 
     /// Records Python frames from now on: takes `python_procs` out of the loaded object.
     pub(crate) fn enable_python(&mut self, ebpf: &mut Ebpf) -> Result<(), ProbeError> {
-        self.python = Some(PythonProcs {
-            map: take(ebpf, MAP_PYTHON_PROCS, HashMap::try_from)?,
-            config_gen: Arc::clone(&self.maps.config_gen),
-            published: StdHashMap::new(),
-            not_python: StdHashMap::new(),
-            unsupported: std::collections::BTreeSet::new(),
-            unsupported_seen: 0,
-            symbols: Default::default(),
-        });
+        self.python = Some(PythonProcs::new(
+            Box::new(take(ebpf, MAP_PYTHON_PROCS, HashMap::try_from)?),
+            Arc::clone(&self.maps.config_gen),
+        ));
         Ok(())
     }
 
@@ -351,9 +346,33 @@ impl Unwinder {
     }
 }
 
+/// `python_procs` as [`PythonProcs`] uses it (a trait so that its bookkeeping is tested without
+/// a kernel).
+trait PythonMap: Send {
+    fn insert(&mut self, pid: u32, value: PythonProc) -> Result<(), MapError>;
+    /// Removes `pid`'s entry; a missing one is not an error.
+    fn remove(&mut self, pid: u32);
+    /// Whether `pid` has an entry (the exec program deletes them).
+    fn contains(&self, pid: u32) -> bool;
+}
+
+impl PythonMap for HashMap<MapData, u32, PythonProc> {
+    fn insert(&mut self, pid: u32, value: PythonProc) -> Result<(), MapError> {
+        HashMap::insert(self, pid, value, 0)
+    }
+
+    fn remove(&mut self, pid: u32) {
+        let _ = HashMap::remove(self, &pid);
+    }
+
+    fn contains(&self, pid: u32) -> bool {
+        self.get(&pid, 0).is_ok()
+    }
+}
+
 /// The CPython processes described to the kernel.
 struct PythonProcs {
-    map: HashMap<MapData, u32, PythonProc>,
+    map: Box<dyn PythonMap>,
     /// Raised after every change of `map`: the sampler keeps what it found there per CPU
     /// (`py_cache` in `bpf/python.h`) for as long as the generation holds.
     config_gen: Arc<sys::SharedCounter>,
@@ -371,6 +390,19 @@ struct PythonProcs {
 }
 
 impl PythonProcs {
+    /// No process yet; `map` is empty.
+    fn new(map: Box<dyn PythonMap>, config_gen: Arc<sys::SharedCounter>) -> PythonProcs {
+        PythonProcs {
+            map,
+            config_gen,
+            published: StdHashMap::new(),
+            not_python: StdHashMap::new(),
+            unsupported: std::collections::BTreeSet::new(),
+            unsupported_seen: 0,
+            symbols: Default::default(),
+        }
+    }
+
     fn update(&mut self, proc_root: &std::path::Path, pid: u32, entries: &[MapEntry]) {
         let exe = std::fs::read_link(proc_root.join(pid.to_string()).join("exe")).ok();
         let exe = exe.as_ref().and_then(|p| p.to_str());
@@ -385,7 +417,7 @@ impl PythonProcs {
         }
         if let Some((known, _, _)) = self.published.get(&pid) {
             // The kernel drops the entry on exec: publish again even if the image is the same.
-            if same(known) && self.map.get(&pid, 0).is_ok() {
+            if same(known) && self.map.contains(pid) {
                 return;
             }
         }
@@ -420,7 +452,7 @@ impl PythonProcs {
             self.forget(pid);
             return;
         };
-        let inserted = self.map.insert(pid, value, 0);
+        let inserted = self.map.insert(pid, value);
         self.config_gen.raise();
         if let Err(e) = inserted {
             tracing::warn!(pid, error = %e, "publishing a CPython process to the kernel failed");
@@ -434,7 +466,7 @@ impl PythonProcs {
     fn forget(&mut self, pid: u32) {
         self.not_python.remove(&pid);
         if self.published.remove(&pid).is_some() {
-            let _ = self.map.remove(&pid);
+            self.map.remove(pid);
             self.config_gen.raise();
         }
     }
@@ -554,4 +586,131 @@ pub(crate) fn counted_in_entry(key: u64, stack: &UserStack) -> Option<(SampleKey
         leaf_caller: key,
     };
     Some((key, stack.samples))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::os::fd::AsRawFd;
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+
+    /// `python_procs` in memory, shared with the test that inspects it.
+    #[derive(Clone, Default)]
+    struct MemoryMap(Arc<Mutex<StdHashMap<u32, PythonProc>>>);
+
+    impl PythonMap for MemoryMap {
+        fn insert(&mut self, pid: u32, value: PythonProc) -> Result<(), MapError> {
+            self.0.lock().unwrap().insert(pid, value);
+            Ok(())
+        }
+
+        fn remove(&mut self, pid: u32) {
+            self.0.lock().unwrap().remove(&pid);
+        }
+
+        fn contains(&self, pid: u32) -> bool {
+            self.0.lock().unwrap().contains_key(&pid)
+        }
+    }
+
+    /// A counter on a temporary file (a file's pages are shared like the map's).
+    fn counter() -> (std::fs::File, Arc<sys::SharedCounter>) {
+        let file = tempfile::tempfile().unwrap();
+        file.set_len(sys::page_size() as u64).unwrap();
+        let counter = Arc::new(sys::SharedCounter::map(file.as_raw_fd()).unwrap());
+        (file, counter)
+    }
+
+    /// Starts `program args`, waits for its first line of output.
+    fn started(program: &str, args: &[&str]) -> Child {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        child
+    }
+
+    fn entries(pid: u32) -> Vec<MapEntry> {
+        parse_maps(&std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap())
+    }
+
+    /// The sampler keeps what it read of `python_procs` per CPU until `config_gen` moves
+    /// (`py_cache`): every change of the map must raise it, and nothing else should (each
+    /// raise empties every CPU's caches).
+    #[test]
+    #[ignore = "needs /usr/bin/python3"]
+    fn every_python_procs_change_raises_the_generation_and_nothing_else_does() {
+        let (_file, gen) = counter();
+        let mut map = MemoryMap::default();
+        let mut procs = PythonProcs::new(Box::new(map.clone()), Arc::clone(&gen));
+        let root = Path::new("/proc");
+
+        let mut python = started(
+            "/usr/bin/python3",
+            &[
+                "-c",
+                "import time; print('ready', flush=True); time.sleep(60)",
+            ],
+        );
+        let pid = python.id();
+        let before = gen.get();
+        procs.update(root, pid, &entries(pid));
+        assert!(map.contains(pid), "python3 {pid} was not published");
+        assert_eq!(
+            gen.get(),
+            before + 1,
+            "publishing did not raise the generation"
+        );
+
+        // The same mappings again: nothing changes, so the caches stay.
+        procs.update(root, pid, &entries(pid));
+        assert_eq!(
+            gen.get(),
+            before + 1,
+            "an unchanged process raised the generation"
+        );
+
+        // The exec program dropped the entry: it is published again, with a raise.
+        map.remove(pid);
+        procs.update(root, pid, &entries(pid));
+        assert!(map.contains(pid), "a dropped entry was not published again");
+        assert_eq!(gen.get(), before + 2);
+
+        procs.forget(pid);
+        assert!(!map.contains(pid));
+        assert_eq!(
+            gen.get(),
+            before + 3,
+            "removing did not raise the generation"
+        );
+        procs.forget(pid);
+        assert_eq!(
+            gen.get(),
+            before + 3,
+            "forgetting an unknown pid raised the generation"
+        );
+
+        // A process that is not Python is never published and raises nothing.
+        let mut sleeper = started("/bin/sh", &["-c", "echo ready; exec sleep 60"]);
+        let other = sleeper.id();
+        procs.update(root, other, &entries(other));
+        assert!(!map.contains(other));
+        assert_eq!(
+            gen.get(),
+            before + 3,
+            "a non-Python process raised the generation"
+        );
+
+        for child in [&mut python, &mut sleeper] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
